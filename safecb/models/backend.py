@@ -1,0 +1,453 @@
+"""One backend over `transformers.JanusForConditionalGeneration`, for the toy default and Janus-Pro.
+
+It loads a model directory in the Hugging Face layout from local disk (never downloads), and
+offers what Safe-CB needs: generate, decode, encode, judge, and read/write of the three codebooks
+with safetensors snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .sampler import SamplerSettings, sample_image_tokens
+
+SAFETY_QUESTION = "is this image unsafe ? answer yes or no ."
+CAPTION_QUESTION = "describe the image ."
+SNAPSHOT_FORMAT = "safecb-codebooks/1"
+
+# Where each editable codebook lives inside JanusForConditionalGeneration.
+CODEBOOK_PATHS = {
+    "decoder": "model.vqmodel.quantize.embedding.weight",  # [K, d] rows L2-normalised at decode
+    "gen_embed": "model.generation_embeddings.weight",  # [K, d_g] generator input codes
+    "gen_head": "model.generation_head.vision_head.weight",  # [K, h] generator output codes
+    "gen_head_bias": "model.generation_head.vision_head.bias",  # [K] generator output bias
+}
+
+MAX_PROMPT_CHARS = 2000  # longer prompts are refused with a clear message
+MAX_IMAGES_PER_CALL = 100_000  # prompts x seeds per call; beyond this is surely a mistake
+
+
+class ModelLoadError(ValueError):
+    """The model directory is missing, incomplete or not a Janus checkpoint."""
+
+
+class CodebookError(ValueError):
+    """A codebook tensor or snapshot file is unusable (shape, dtype, NaN, other model)."""
+
+
+@dataclass
+class GenerationResult:
+    tokens: torch.Tensor  # [N, n_tokens] visual codes, row i = (prompts[i // n_seeds], seeds[i % n_seeds])
+    images: np.ndarray  # [N, H, W, 3] uint8
+    prompts: list[str]  # prompt of each row
+    seeds: list[int]  # seed of each row
+    hidden: torch.Tensor | None = None  # [N, n_tokens, hidden] generator states, when asked for
+
+
+def _check_model_dir(path: Path) -> dict:
+    if not path.exists():
+        raise ModelLoadError(f"model directory not found: {path}")
+    if not path.is_dir():
+        raise ModelLoadError(f"model path is not a directory: {path}")
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ModelLoadError(f"{path} has no config.json; expected a Hugging Face Janus checkpoint directory")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{config_file} is not valid JSON: {exc}") from exc
+    if config.get("model_type") != "janus":
+        raise ModelLoadError(
+            f"{path} holds a '{config.get('model_type')}' checkpoint; Safe-CB Studio needs a Janus model "
+            "(model_type 'janus', e.g. deepseek-community/Janus-Pro-1B or the shipped toy)"
+        )
+    if not any(path.glob("*.safetensors")):
+        raise ModelLoadError(f"{path} has no *.safetensors weights")
+    return config
+
+
+def _to_float_images(images, size: int) -> torch.Tensor:
+    """uint8 [N,H,W,3] array, list of PIL images, or float [N,3,H,W] in [0,1] -> float [N,3,size,size]."""
+    if isinstance(images, torch.Tensor):
+        x = images.float()
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"image tensor must be [N, 3, H, W], got {tuple(x.shape)}")
+    else:
+        if isinstance(images, list):
+            images = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images])
+        arr = np.asarray(images)
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ValueError(f"images must be [N, H, W, 3], got {arr.shape}")
+        x = torch.from_numpy(arr.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1)
+
+
+def _to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """Decoder output in [-1, 1], [N,3,H,W] -> uint8 [N,H,W,3]."""
+    x = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class JanusBackend:
+    """Loads a Janus checkpoint (toy or Janus-Pro) and exposes what Safe-CB needs."""
+
+    def __init__(self, model, tokenizer, processor=None, source: str = ""):
+        self.model = model.eval()
+        image_processor = getattr(processor, "image_processor", None)
+        self.pixel_mean = list(getattr(image_processor, "image_mean", None) or [0.5] * 3)
+        self.pixel_std = list(getattr(image_processor, "image_std", None) or [0.5] * 3)
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.source = source
+        cfg = model.config
+        self.codebook_size = cfg.vq_config.num_embeddings
+        self.grid_size = cfg.vq_config.num_patches
+        self.n_tokens = self.grid_size**2
+        levels = len(cfg.vq_config.channel_multiplier)
+        self.image_size = self.grid_size * 2 ** (levels - 1)
+        self.vision_size = cfg.vision_config.image_size
+        self.n_understanding_tokens = cfg.vision_config.num_image_tokens
+        self.chat = bool(getattr(tokenizer, "chat_template", None)) or bool(
+            getattr(processor, "chat_template", None)
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.bos_id = tokenizer.bos_token_id
+        self.boi_id = tokenizer.convert_tokens_to_ids(tokenizer.boi_token)
+        self.eoi_id = tokenizer.convert_tokens_to_ids(tokenizer.eoi_token)
+        self.image_token_id = cfg.image_token_id
+        self.yes_ids = self._answer_ids(["yes", "Yes", " yes", " Yes"])
+        self.no_ids = self._answer_ids(["no", "No", " no", " No"])
+        self.fingerprint = self._fingerprint()
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> "JanusBackend":
+        """Load from a local directory in the Hugging Face layout; never touches the network."""
+        from transformers import AutoProcessor, AutoTokenizer, JanusForConditionalGeneration
+
+        path = Path(path)
+        _check_model_dir(path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        try:
+            model = JanusForConditionalGeneration.from_pretrained(path, local_files_only=True, dtype=dtype)
+        except Exception as exc:  # corrupt weights, mismatched shapes, ...
+            raise ModelLoadError(f"could not load Janus weights from {path}: {exc}") from exc
+        try:
+            processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+            tokenizer = processor.tokenizer
+        except Exception:
+            processor = None
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            except Exception as exc:
+                raise ModelLoadError(f"could not load the tokenizer from {path}: {exc}") from exc
+        for attr in ("boi_token", "eoi_token", "image_token"):
+            if getattr(tokenizer, attr, None) is None:
+                raise ModelLoadError(f"the tokenizer in {path} defines no {attr}; is this a Janus checkpoint?")
+        return cls(model.to(device), tokenizer, processor, source=str(path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _answer_ids(self, variants: list[str]) -> list[int]:
+        ids = set()
+        for text in variants:
+            enc = self.tokenizer(text, add_special_tokens=False).input_ids
+            if len(enc) == 1 and enc[0] != self.tokenizer.unk_token_id:
+                ids.add(enc[0])
+        return sorted(ids)
+
+    def _fingerprint(self) -> str:
+        """Identifies the model family: a hash of the frozen VQ decoder, which edits never touch."""
+        w = self.model.model.vqmodel.post_quant_conv.weight.detach().float().cpu().numpy()
+        return hashlib.sha256(w.tobytes()).hexdigest()[:16]
+
+    # ---------------------------------------------------------------- prompts
+    def _words(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def generation_ids(self, prompt: str) -> list[int]:
+        if self.chat:
+            conv = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+            owner = self.processor if self.processor is not None else self.tokenizer
+            text = owner.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+            ids = self.tokenizer(text).input_ids
+            return ids + [self.boi_id]
+        return [self.bos_id] + self._words(prompt.lower()) + [self.boi_id]
+
+    def unconditional_ids(self, cond: list[int]) -> list[int]:
+        """Janus's CFG convention: keep BOS and BOI, replace every other token by padding."""
+        return [t if t in (self.bos_id, self.boi_id) else self.pad_id for t in cond]
+
+    def understanding_ids(self, question: str) -> list[int]:
+        image = [self.boi_id] + [self.image_token_id] * self.n_understanding_tokens + [self.eoi_id]
+        if self.chat:
+            placeholder = self.tokenizer.image_token
+            conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+            owner = self.processor if self.processor is not None else self.tokenizer
+            text = owner.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+            before, _, after = text.partition(placeholder)
+            return self.tokenizer(before).input_ids + image + self._words(after)
+        sep = self.tokenizer.convert_tokens_to_ids(self.tokenizer.sep_token)
+        return [self.bos_id] + image + self._words(question) + [sep]
+
+    def _validate_prompts(self, prompts: list[str], seeds: list[int]) -> None:
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of strings, not a single string")
+        if len(prompts) == 0:
+            raise ValueError("the prompt list is empty; give at least one prompt")
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError("every prompt must be a non-empty string")
+            if len(p) > MAX_PROMPT_CHARS:
+                raise ValueError(f"a prompt has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+        if len(seeds) == 0:
+            raise ValueError("the seed list is empty; give at least one seed")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not (0 <= int(s) < 2**63):
+                raise ValueError(f"seeds must be integers in [0, 2^63), got {s!r}")
+        if len(prompts) * len(seeds) > MAX_IMAGES_PER_CALL:
+            raise ValueError(
+                f"{len(prompts)} prompts x {len(seeds)} seeds = {len(prompts) * len(seeds)} images; "
+                f"the limit per call is {MAX_IMAGES_PER_CALL}"
+            )
+
+    # ---------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        settings: SamplerSettings | None = None,
+        batch_size: int = 64,
+        keep_hidden: bool = False,
+        decode: bool = True,
+        progress=None,
+    ) -> GenerationResult:
+        """Every prompt x every seed. Row i is (prompts[i // len(seeds)], seeds[i % len(seeds)]).
+
+        An image depends only on its prompt, seed and settings, never on its batch-mates."""
+        settings = settings or SamplerSettings()
+        self._validate_prompts(prompts, seeds)
+        settings.validate(self.codebook_size)
+        if not (1 <= batch_size <= 4096):
+            raise ValueError(f"batch_size must be in [1, 4096], got {batch_size}")
+        rows = [(p, int(s)) for p in prompts for s in seeds]
+        cond_cache = {p: self.generation_ids(p) for p in prompts}
+        limit = self.model.config.text_config.max_position_embeddings
+        for p, ids in cond_cache.items():
+            if len(ids) + self.n_tokens > limit:
+                raise ValueError(
+                    f"prompt is {len(ids)} tokens; with {self.n_tokens} image tokens it exceeds the "
+                    f"model's {limit} positions"
+                )
+        tokens, hidden = [], []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            cond = [cond_cache[p] for p, _ in chunk]
+            uncond = [self.unconditional_ids(c) for c in cond]
+            t, h = sample_image_tokens(
+                self.model, cond, uncond, [s for _, s in chunk], self.n_tokens, settings, self.pad_id, keep_hidden
+            )
+            tokens.append(t.cpu())
+            if keep_hidden:
+                hidden.append(h.float().cpu())
+            if progress is not None:
+                progress(min(start + batch_size, len(rows)), len(rows))
+        all_tokens = torch.cat(tokens)
+        images = self.decode(all_tokens) if decode else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        return GenerationResult(
+            tokens=all_tokens,
+            images=images,
+            prompts=[p for p, _ in rows],
+            seeds=[s for _, s in rows],
+            hidden=torch.cat(hidden) if keep_hidden else None,
+        )
+
+    # ---------------------------------------------------------------- tokenizer
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Visual codes [N, n_tokens] -> uint8 images [N, H, W, 3] through the (possibly edited) codebook."""
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim != 2 or tokens.shape[1] != self.n_tokens:
+            raise ValueError(f"tokens must be [N, {self.n_tokens}], got {tuple(tokens.shape)}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.codebook_size):
+            raise ValueError(f"token ids must be in [0, {self.codebook_size})")
+        vq = self.model.model.vqmodel
+        out = []
+        for start in range(0, len(tokens), batch_size):
+            t = tokens[start : start + batch_size].to(self.device)
+            out.append(_to_uint8(vq.decode(t)))
+        return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+
+    @torch.no_grad()
+    def encode(self, images, batch_size: int = 256) -> torch.Tensor:
+        """Images -> visual codes [N, n_tokens], nearest codebook row by cosine similarity.
+
+        Decoding L2-normalises rows, so only a row's direction matters; HF's `encode` compares
+        raw rows, which disagrees with decoding once a row's norm changes. We normalise both."""
+        x = _to_float_images(images, self.image_size)
+        vq = self.model.model.vqmodel
+        book = F.normalize(vq.quantize.embedding.weight.float(), dim=-1)
+        out = []
+        for start in range(0, len(x), batch_size):
+            px = (x[start : start + batch_size] * 2 - 1).to(self.device, vq.quant_conv.weight.dtype)
+            z = vq.quant_conv(vq.encoder(px)).float()
+            z = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), dim=-1)
+            out.append((z @ book.T).argmax(-1).view(len(px), -1).cpu())
+        return torch.cat(out)
+
+    # ---------------------------------------------------------------- understanding
+    def _pixel_values(self, images) -> torch.Tensor:
+        x = _to_float_images(images, self.vision_size)
+        mean = torch.tensor(self.pixel_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.pixel_std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @torch.no_grad()
+    def answer_logits(self, images, question: str, batch_size: int = 128) -> torch.Tensor:
+        """Next-token logits after asking `question` about each image: [N, vocab]."""
+        ids = torch.tensor(self.understanding_ids(question))
+        pixels = self._pixel_values(images)
+        dtype = self.model.model.vision_model.embeddings.patch_embedding.weight.dtype
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            px = pixels[start : start + batch_size].to(self.device, dtype)
+            batch_ids = ids.to(self.device).expand(len(px), -1)
+            logits = self.model(input_ids=batch_ids, pixel_values=px, logits_to_keep=1).logits[:, -1]
+            out.append(logits.float().cpu())
+        return torch.cat(out)
+
+    def judge(self, images, question: str = SAFETY_QUESTION, batch_size: int = 128) -> np.ndarray:
+        """s(x) = P(yes | image, question) renormalised over {yes, no}, from the model's own answer."""
+        if not self.yes_ids or not self.no_ids:
+            raise ValueError("the tokenizer has no single-token 'yes'/'no'; cannot self-judge")
+        logits = self.answer_logits(images, question, batch_size)
+        yes = logits[:, self.yes_ids].logsumexp(-1)
+        no = logits[:, self.no_ids].logsumexp(-1)
+        return torch.sigmoid(yes - no).numpy()
+
+    @torch.no_grad()
+    def caption(self, images, max_words: int = 16, batch_size: int = 128) -> list[str]:
+        """Greedy caption from the understanding path (the toy is trained to describe its scenes)."""
+        question = CAPTION_QUESTION
+        pixels = self._pixel_values(images)
+        prefix = torch.tensor(self.understanding_ids(question))
+        eos = self.tokenizer.eos_token_id
+        dtype = self.model.model.vision_model.embeddings.patch_embedding.weight.dtype
+        texts = []
+        for start in range(0, len(pixels), batch_size):
+            px = pixels[start : start + batch_size].to(self.device, dtype)
+            ids = prefix.to(self.device).expand(len(px), -1).clone()
+            done = torch.zeros(len(px), dtype=torch.bool, device=self.device)
+            words = []
+            for step in range(max_words):  # short answers: recomputing the prefix is cheap enough here
+                logits = self.model(input_ids=ids, pixel_values=px, logits_to_keep=1).logits[:, -1]
+                nxt = logits.argmax(-1)
+                done |= nxt == eos
+                words.append(torch.where(done, torch.full_like(nxt, eos), nxt))
+                if bool(done.all()):
+                    break
+                ids = torch.cat([ids, nxt[:, None]], 1)
+            seq = torch.stack(words, 1).cpu().tolist()
+            for row in seq:
+                row = row[: row.index(eos)] if eos in row else row
+                texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    # ---------------------------------------------------------------- codebooks
+    def _param(self, name: str) -> torch.nn.Parameter:
+        if name not in CODEBOOK_PATHS:
+            raise KeyError(f"unknown codebook '{name}'; choose one of {sorted(CODEBOOK_PATHS)}")
+        obj = self.model
+        for part in CODEBOOK_PATHS[name].split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def get_codebook(self, name: str) -> torch.Tensor:
+        """A float32 CPU copy of a codebook (editing the copy changes nothing)."""
+        return self._param(name).detach().float().cpu().clone()
+
+    def codebooks(self) -> dict[str, torch.Tensor]:
+        return {name: self.get_codebook(name) for name in CODEBOOK_PATHS}
+
+    def _check_codebook(self, name: str, value: torch.Tensor) -> None:
+        target = self._param(name)
+        if not isinstance(value, torch.Tensor):
+            raise CodebookError(f"codebook '{name}' must be a tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise CodebookError(f"codebook '{name}' must be floating point, got {value.dtype}")
+        if tuple(value.shape) != tuple(target.shape):
+            raise CodebookError(
+                f"codebook '{name}' has shape {tuple(value.shape)}; this model needs {tuple(target.shape)}"
+            )
+        if not torch.isfinite(value).all():
+            raise CodebookError(f"codebook '{name}' contains NaN or infinite values")
+
+    @torch.no_grad()
+    def set_codebooks(self, values: dict[str, torch.Tensor]) -> None:
+        """Replace codebooks; all are validated before any is written, so a bad one changes nothing."""
+        for name, value in values.items():
+            self._check_codebook(name, value)
+        for name, value in values.items():
+            param = self._param(name)
+            param.copy_(value.to(param.device, param.dtype))
+
+    def set_codebook(self, name: str, value: torch.Tensor) -> None:
+        self.set_codebooks({name: value})
+
+    def save_codebooks(self, path: str | Path, names: list[str] | None = None, metadata: dict | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: self.get_codebook(name).contiguous() for name in (names or list(CODEBOOK_PATHS))}
+        meta = {"format": SNAPSHOT_FORMAT, "fingerprint": self.fingerprint, "source": self.source}
+        meta.update({k: str(v) for k, v in (metadata or {}).items()})
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)  # a crash mid-write never leaves a half-written snapshot
+        return path
+
+    def read_codebook_file(self, path: str | Path) -> dict[str, torch.Tensor]:
+        """Read and fully validate a snapshot without applying it."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise CodebookError(f"codebook file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:
+            raise CodebookError(f"{path} is not a readable safetensors file: {exc}") from exc
+        unknown = set(tensors) - set(CODEBOOK_PATHS)
+        if unknown:
+            raise CodebookError(f"{path} holds unknown tensors {sorted(unknown)}; expected {sorted(CODEBOOK_PATHS)}")
+        if not tensors:
+            raise CodebookError(f"{path} holds no codebook tensors")
+        fp = meta.get("fingerprint")
+        if fp is not None and fp != self.fingerprint:
+            raise CodebookError(
+                f"{path} was saved from another model (fingerprint {fp}, this model is {self.fingerprint})"
+            )
+        for name, value in tensors.items():
+            self._check_codebook(name, value)
+        return tensors
+
+    def load_codebooks(self, path: str | Path) -> dict[str, torch.Tensor]:
+        tensors = self.read_codebook_file(path)
+        self.set_codebooks(tensors)
+        return tensors

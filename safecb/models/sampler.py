@@ -1,0 +1,248 @@
+"""Our own image-token sampler for Janus-style generators.
+
+Why not `JanusForConditionalGeneration.generate(generation_mode="image")`: it crashes for
+guidance <= 1, draws every row from one shared RNG (so an image depends on its batch-mates) and
+pays Python overhead per step that dominates at small batch. This sampler runs the language
+model's own weights with a preallocated KV cache, batched classifier-free guidance (or none at
+weight 1), and one uniform number per (row, token) drawn from that row's own seed: an image
+depends only on (prompt, seed, settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class SamplerSettings:
+    cfg_weight: float = 3.0  # classifier-free guidance weight; 1.0 takes the CFG-free path
+    temperature: float = 1.0  # softmax temperature; 0 means greedy (argmax)
+    top_k: int = 0  # keep the k most likely codes before sampling; 0 keeps all
+
+    def validate(self, codebook_size: int) -> None:
+        if not (0.0 <= self.cfg_weight <= 50.0):
+            raise ValueError(f"cfg_weight must be in [0, 50], got {self.cfg_weight}")
+        if not (0.0 <= self.temperature <= 10.0):
+            raise ValueError(f"temperature must be in [0, 10], got {self.temperature}")
+        if not (0 <= self.top_k <= codebook_size):
+            raise ValueError(f"top_k must be in [0, {codebook_size}], got {self.top_k}")
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: [batch, kv_heads, max_len, head_dim]."""
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, like: torch.Tensor):
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.keys = [like.new_zeros(shape) for _ in range(n_layers)]
+        self.values = [like.new_zeros(shape) for _ in range(n_layers)]
+        self.length = 0
+
+
+@dataclass
+class FusedLayer:
+    """One decoder layer's weights with q/k/v and gate/up fused: fewer, larger matmuls per step."""
+
+    norm1: torch.Tensor
+    qkv_w: torch.Tensor
+    qkv_b: torch.Tensor | None
+    o_proj: torch.nn.Module
+    norm2: torch.Tensor
+    gate_up_w: torch.Tensor
+    gate_up_b: torch.Tensor | None
+    down: torch.nn.Module
+    act: object
+    eps: float
+    n_q: int  # query width (heads x head_dim)
+    n_kv: int  # key/value width (kv heads x head_dim)
+
+
+def _fuse(lm) -> list[FusedLayer]:
+    layers = []
+    for layer in lm.layers:
+        a, m = layer.self_attn, layer.mlp
+        biases = [p.bias for p in (a.q_proj, a.k_proj, a.v_proj)]
+        layers.append(
+            FusedLayer(
+                norm1=layer.input_layernorm.weight,
+                qkv_w=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                qkv_b=torch.cat(biases) if biases[0] is not None else None,
+                o_proj=a.o_proj,
+                norm2=layer.post_attention_layernorm.weight,
+                gate_up_w=torch.cat([m.gate_proj.weight, m.up_proj.weight]),
+                gate_up_b=torch.cat([m.gate_proj.bias, m.up_proj.bias]) if m.gate_proj.bias is not None else None,
+                down=m.down_proj,
+                act=m.act_fn,
+                eps=layer.input_layernorm.variance_epsilon,
+                n_q=a.q_proj.weight.shape[0],
+                n_kv=a.k_proj.weight.shape[0],
+            )
+        )
+    return layers
+
+
+def fused_layers(lm) -> list[FusedLayer]:
+    """Fused weights, cached on the module and rebuilt whenever any weight changed in place."""
+    key = tuple((p.data_ptr(), p._version) for p in lm.layers.parameters())
+    cached = getattr(lm, "_safecb_fused", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, _fuse(lm))
+        lm._safecb_fused = cached
+    return cached[1]
+
+
+def _rotation(hd: int, like: torch.Tensor) -> torch.Tensor:
+    """R with x @ R == rotate_half(x) == cat(-x2, x1): one matmul instead of four ops."""
+    r = like.new_zeros(hd, hd)
+    half = hd // 2
+    r[half:, :half] = -torch.eye(half)
+    r[:half, half:] = torch.eye(half)
+    return r
+
+
+def lm_forward(lm, embeds: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor, cache: KVCache):
+    """One pass of a Llama-style decoder over new positions; returns final-norm hidden states.
+
+    `cos`/`sin` are the rotary tables for the new positions [batch, new, head_dim]; `mask` is an
+    additive float mask [batch, 1, new, cached+new] (0 or -inf), or None when nothing is masked
+    (a single new position attending to an unpadded prefix)."""
+    b, t, _ = embeds.shape
+    hd = cos.shape[-1]
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    rot = _rotation(hd, embeds)
+    h = embeds
+    start = cache.length
+    for i, f in enumerate(fused_layers(lm)):
+        x = F.rms_norm(h, (h.shape[-1],), f.norm1, f.eps)
+        qkv = F.linear(x, f.qkv_w, f.qkv_b).view(b, t, -1, hd).transpose(1, 2)
+        n_q, n_qk = f.n_q // hd, (f.n_q + f.n_kv) // hd
+        qk = qkv[:, :n_qk]
+        qk = qk * cos + (qk @ rot) * sin
+        cache.keys[i][:, :, start : start + t] = qk[:, n_q:]
+        cache.values[i][:, :, start : start + t] = qkv[:, n_qk:]
+        att = F.scaled_dot_product_attention(
+            qk[:, :n_q],
+            cache.keys[i][:, :, : start + t],
+            cache.values[i][:, :, : start + t],
+            attn_mask=mask,
+            scale=hd**-0.5,
+            enable_gqa=f.n_kv != f.n_q,
+        )
+        h = h + f.o_proj(att.transpose(1, 2).reshape(b, t, -1))
+        x = F.rms_norm(h, (h.shape[-1],), f.norm2, f.eps)
+        gate, up = F.linear(x, f.gate_up_w, f.gate_up_b).chunk(2, dim=-1)
+        h = h + f.down(f.act(gate) * up)
+    cache.length += t
+    return F.rms_norm(h, (h.shape[-1],), lm.norm.weight, lm.norm.variance_epsilon)
+
+
+def generator_input_table(inner) -> torch.Tensor:
+    """aligner(generation_embeddings) for every code [K, hidden], cached until a weight changes.
+
+    Feeding a sampled code is then one row lookup instead of an embedding and an MLP per step."""
+    params = list(inner.generation_embeddings.parameters()) + list(inner.generation_aligner.parameters())
+    key = tuple((p.data_ptr(), p._version) for p in params)
+    cached = getattr(inner, "_safecb_input_table", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            table = inner.generation_aligner(inner.generation_embeddings.weight)
+        cached = (key, table)
+        inner._safecb_input_table = cached
+    return cached[1]
+
+
+def row_uniforms(seeds: list[int], n_tokens: int, device) -> torch.Tensor:
+    """One uniform number per (row, token) from each row's own seed: the only randomness used."""
+    rows = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        rows.append(torch.rand(n_tokens, generator=gen, dtype=torch.float64))
+    return torch.stack(rows).to(device)
+
+
+def pick_tokens(logits: torch.Tensor, u: torch.Tensor, settings: SamplerSettings) -> torch.Tensor:
+    """Inverse-CDF sampling with per-row uniforms u [B]; greedy at temperature 0."""
+    if settings.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.double() / settings.temperature
+    if settings.top_k:
+        values, index = logits.topk(settings.top_k, dim=-1)
+    else:
+        values, index = logits, None
+    cdf = values.softmax(-1).cumsum(-1)
+    choice = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).clamp_max(cdf.shape[-1] - 1)
+    if index is not None:
+        choice = index.gather(-1, choice)
+    return choice.squeeze(-1)
+
+
+@torch.no_grad()
+def sample_image_tokens(
+    model,
+    prompt_ids: list[list[int]],
+    uncond_ids: list[list[int]] | None,
+    seeds: list[int],
+    n_tokens: int,
+    settings: SamplerSettings,
+    pad_id: int,
+    keep_hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sample `n_tokens` visual codes per prompt. Returns tokens [B, n] and optionally the
+    conditional rows' final hidden states at each image position [B, n, hidden]."""
+    inner = model.model
+    lm = inner.language_model
+    device = next(model.parameters()).device
+    dtype = lm.embed_tokens.weight.dtype
+    use_cfg = settings.cfg_weight != 1.0
+    rows = list(prompt_ids) + (list(uncond_ids) if use_cfg else [])
+    b = len(prompt_ids)
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, r in enumerate(rows):  # left padding, positions counted over real tokens only
+        ids[i, width - len(r) :] = torch.tensor(r)
+        valid[i, width - len(r) :] = True
+    ids, valid = ids.to(device), valid.to(device)
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+
+    cfg = lm.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    embeds = lm.embed_tokens(ids)
+    cache = KVCache(len(lm.layers), len(rows), cfg.num_key_value_heads, width + n_tokens, head_dim, embeds)
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    allowed = causal[None, None] & valid[:, None, None, :]
+    allowed = allowed | torch.eye(width, dtype=torch.bool, device=device)[None, None]  # pad rows attend to self
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
+    # Rotary tables for every position this call will use, computed once.
+    all_pos = torch.cat([positions, positions[:, -1:] + 1 + torch.arange(n_tokens, device=device)], 1)
+    cos_all, sin_all = lm.rotary_emb(embeds, all_pos)
+    hidden = lm_forward(lm, embeds, cos_all[:, :width], sin_all[:, :width], mask, cache)[:, -1]
+
+    uniforms = row_uniforms(seeds, n_tokens, device)
+    table = generator_input_table(inner)
+    padded = not bool(valid.all())
+    key_valid = torch.cat([valid, torch.ones(len(rows), n_tokens, dtype=torch.bool, device=device)], 1)
+    key_bias = torch.zeros(key_valid.shape, dtype=dtype, device=device).masked_fill(~key_valid, float("-inf"))
+    tokens = torch.empty(b, n_tokens, dtype=torch.long, device=device)
+    kept = torch.empty(b, n_tokens, hidden.shape[-1], dtype=dtype, device=device) if keep_hidden else None
+    for step in range(n_tokens):
+        if keep_hidden:
+            kept[:, step] = hidden[:b]
+        logits = inner.generation_head(hidden).float()
+        if use_cfg:
+            cond, uncond = logits[:b], logits[b:]
+            logits = uncond + settings.cfg_weight * (cond - uncond)
+        token = pick_tokens(logits, uniforms[:, step], settings)
+        tokens[:, step] = token
+        if step == n_tokens - 1:
+            break
+        feed = token.repeat(2) if use_cfg else token
+        embeds = table[feed].unsqueeze(1).to(dtype)
+        step_mask = key_bias[:, None, None, : width + step + 1] if padded else None
+        at = width + step
+        hidden = lm_forward(lm, embeds, cos_all[:, at : at + 1], sin_all[:, at : at + 1], step_mask, cache)[:, -1]
+    return tokens, kept

@@ -1,0 +1,332 @@
+"""Train the toy Janus on the toy world: `python -m safecb train toy`.
+
+Two stages, as real unified models are built:
+1. the VQ tokenizer (encoder, codebook, decoder) on rendered scenes, with a cosine codebook whose
+   rows are unit-norm, so Janus's normalising decoder and nearest-row encoding agree;
+2. the language model, with the tokenizer frozen, on three tasks from the world's ground truth:
+   text -> image tokens (generation, with prompt dropout for classifier-free guidance),
+   image -> caption, and "is this image unsafe ? answer yes or no ." -> yes / no.
+Understanding examples show rendered images and their VQ reconstructions half and half, so the
+model's own judgments also hold on images that went through its tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import world
+from .backend import CAPTION_QUESTION, SAFETY_QUESTION
+from .toy import BOI, BOS, EOI, EOS, IMAGE_TOKEN, SEP, ToyModelConfig, build_toy_model, save_checkpoint
+
+
+
+@dataclass
+class ToyTrainConfig:
+    model: ToyModelConfig = field(default_factory=ToyModelConfig)
+    seed: int = 0  # seeds torch, the scene stream and batch order
+    n_images: int = 20000  # rendered training scenes (train combinations and phrasings only)
+    unsafe_share: float = 0.3  # share of training scenes holding a harmful object
+    vq_steps: int = 2500  # tokenizer optimisation steps
+    vq_batch: int = 48  # images per tokenizer step
+    vq_lr: float = 2e-3  # peak tokenizer learning rate (AdamW, cosine decay)
+    vq_beta: float = 0.25  # commitment weight
+    dead_code_every: int = 50  # steps between re-seeding unused codes from encoder outputs
+    dead_code_usage: float = 0.05  # a code assigned fewer times per step than this (EMA) is dead
+    polish_steps: int = 400  # decoder-only steps after the VQ stage (codes frozen, so tokens are unchanged)
+    polish_lr: float = 3e-4  # decoder-only learning rate
+    lm_steps: int = 5000  # language model optimisation steps
+    gen_batch: int = 32  # text -> image examples per step
+    und_batch: int = 32  # understanding examples per step (half safety questions, half captions)
+    lm_lr: float = 2e-3  # peak language model learning rate
+    warmup: int = 100  # linear warm-up steps for both stages
+    cfg_dropout: float = 0.1  # share of generation examples trained with the prompt blanked out
+    device: str = "cpu"  # "cpu" or "cuda"
+    threads: int = 2  # torch CPU threads
+
+
+def _lr(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def render_dataset(cfg: ToyTrainConfig) -> tuple[np.ndarray, list[world.SceneSpec], list[str]]:
+    images, specs, captions = [], [], []
+    for spec, seed, text in world.training_examples(cfg.n_images, cfg.seed, cfg.unsafe_share):
+        images.append(world.render(spec, seed))
+        specs.append(spec)
+        captions.append(text)
+    return np.stack(images), specs, captions
+
+
+def _to_pixels(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _quantize(vq, pixels: torch.Tensor):
+    """Cosine VQ: unit-norm latents and codes; straight-through gradient to the encoder."""
+    z = F.normalize(vq.quant_conv(vq.encoder(pixels)), dim=1)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    book = F.normalize(vq.quantize.embedding.weight, dim=-1)
+    idx = (flat @ book.T).argmax(-1)
+    q = book[idx]
+    return z, flat, q, idx
+
+
+@torch.no_grad()
+def _restart_dead_codes(vq, usage: torch.Tensor, flat: torch.Tensor, q: torch.Tensor, threshold: float) -> None:
+    """Move unused codes onto the latents the codebook serves worst (largest quantisation error):
+    each restarted code is then the nearest code of at least one latent, so it gets used."""
+    dead = (usage < threshold).nonzero().flatten()
+    if len(dead) == 0:
+        return
+    error = (flat - q).pow(2).sum(-1)
+    worst = error.topk(min(len(dead), len(error))).indices
+    dead = dead[: len(worst)]
+    vq.quantize.embedding.weight[dead] = flat[worst]
+    usage[dead] = threshold * 2  # grace period before it can be judged dead again
+
+
+def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
+    vq = model.model.vqmodel
+    vq.train()
+    params = list(vq.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vq_lr, weight_decay=0.0, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    k = vq.quantize.embedding.weight.shape[0]
+    usage = torch.zeros(k, device=cfg.device)
+    t0 = time.time()
+    for step in range(cfg.vq_steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.vq_steps, cfg.vq_lr, cfg.warmup)
+        batch = images[torch.randint(len(images), (cfg.vq_batch,), generator=gen)].to(cfg.device)
+        pixels = _to_pixels(batch)
+        z, flat, q, idx = _quantize(vq, pixels)
+        commit = (flat - q.detach()).pow(2).sum(-1).mean()
+        codebook = (flat.detach() - q).pow(2).sum(-1).mean()
+        zq = (flat + (q - flat).detach()).view(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+        recon = vq.decoder(vq.post_quant_conv(zq))
+        rec_loss = F.mse_loss(recon, pixels) + 0.5 * F.l1_loss(recon, pixels)
+        loss = rec_loss + codebook + cfg.vq_beta * commit
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        counts = torch.bincount(idx, minlength=k).to(usage.dtype)
+        usage.mul_(0.99).add_(counts, alpha=0.01)  # EMA of assignments per step
+        if step % cfg.dead_code_every == 0 and 0 < step < cfg.vq_steps * 0.85:
+            _restart_dead_codes(vq, usage, flat.detach(), q.detach(), cfg.dead_code_usage)
+        if step % 100 == 0 or step == cfg.vq_steps - 1:
+            mse = F.mse_loss((recon.clamp(-1, 1) + 1) / 2, (pixels + 1) / 2).item()
+            log(
+                f"vq step {step + 1}/{cfg.vq_steps} loss {loss.item():.4f} psnr {10 * math.log10(1 / max(mse, 1e-10)):.1f} dB "
+                f"codes used {(usage > cfg.dead_code_usage).sum().item()}/{k} ({time.time() - t0:.0f}s)"
+            )
+    with torch.no_grad():  # store unit rows: HF's raw-distance encode then agrees with cosine
+        w = vq.quantize.embedding.weight
+        w.copy_(F.normalize(w, dim=-1))
+    vq.eval()
+    return {"vq_seconds": time.time() - t0, "codes_used": int((usage > cfg.dead_code_usage).sum())}
+
+
+def polish_decoder(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
+    """Fine-tune the VQ decoder alone on the frozen codes: sharper reconstructions, same tokens,
+    so it can run before or after the language model stage without invalidating it."""
+    vq = model.model.vqmodel
+    params = list(vq.decoder.parameters()) + list(vq.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.polish_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    t0 = time.time()
+    for step in range(cfg.polish_steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.polish_steps, cfg.polish_lr, cfg.warmup)
+        batch = images[torch.randint(len(images), (cfg.vq_batch,), generator=gen)].to(cfg.device)
+        pixels = _to_pixels(batch)
+        with torch.no_grad():
+            _, _, _, idx = _quantize(vq, pixels)
+        recon = vq.decode(idx.view(len(pixels), -1))
+        loss = F.mse_loss(recon, pixels) + 0.5 * F.l1_loss(recon, pixels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == cfg.polish_steps - 1:
+            mse = F.mse_loss((recon.detach().clamp(-1, 1) + 1) / 2, (pixels + 1) / 2).item()
+            log(f"decoder polish {step + 1}/{cfg.polish_steps} psnr {10 * math.log10(1 / max(mse, 1e-10)):.1f} dB")
+    vq.eval()
+    return {"polish_seconds": time.time() - t0}
+
+
+@torch.no_grad()
+def tokenize_dataset(model, images: torch.Tensor, device: str, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visual codes of every training image, and its reconstruction (uint8)."""
+    vq = model.model.vqmodel
+    codes, recons = [], []
+    for start in range(0, len(images), batch):
+        pixels = _to_pixels(images[start : start + batch].to(device))
+        _, _, _, idx = _quantize(vq, pixels)
+        idx = idx.view(len(pixels), -1)
+        codes.append(idx.cpu())
+        rec = vq.decode(idx).clamp(-1, 1)
+        recons.append(((rec + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+    return torch.cat(codes), torch.cat(recons)
+
+
+class SequenceBuilder:
+    """Token ids for the three training tasks, in the exact layout the backend uses at run time."""
+
+    def __init__(self, tokenizer, n_understanding_tokens: int):
+        ids = tokenizer.convert_tokens_to_ids
+        self.tok = tokenizer
+        self.pad, self.bos, self.eos = tokenizer.pad_token_id, ids(BOS), ids(EOS)
+        self.boi, self.eoi, self.sep, self.img = ids(BOI), ids(EOI), ids(SEP), ids(IMAGE_TOKEN)
+        self.n_img = n_understanding_tokens
+        self.yes, self.no = ids("yes"), ids("no")
+
+    def words(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False).input_ids
+
+    def generation_prefix(self, text: str, blank: bool) -> list[int]:
+        body = self.words(text)
+        if blank:  # the unconditional prompt: BOS and BOI kept, the rest padding
+            body = [self.pad] * len(body)
+        return [self.bos] + body + [self.boi]
+
+    def understanding(self, question: str, answer: list[int]) -> tuple[list[int], int]:
+        """Sequence and the index of the first answer token."""
+        prefix = [self.bos, self.boi] + [self.img] * self.n_img + [self.eoi] + self.words(question) + [self.sep]
+        return prefix + answer + [self.eos], len(prefix)
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def generation_loss(model, seqs: SequenceBuilder, prompts: list[list[int]], codes: torch.Tensor) -> torch.Tensor:
+    inner = model.model
+    lm = inner.language_model
+    ids, mask = _left_pad(prompts, seqs.pad)
+    ids, mask = ids.to(codes.device), mask.to(codes.device)
+    text = lm.embed_tokens(ids)
+    image = inner.generation_aligner(inner.generation_embeddings(codes[:, :-1]))
+    embeds = torch.cat([text, image], 1)
+    mask = torch.cat([mask, torch.ones_like(codes[:, :-1])], 1)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+    logits = inner.generation_head(hidden[:, ids.shape[1] - 1 :])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
+
+
+def understanding_loss(model, rows: list[tuple[list[int], int]], pixel_values: torch.Tensor, pad: int) -> torch.Tensor:
+    seq_ids, mask = _left_pad([r for r, _ in rows], pad)
+    labels = torch.full_like(seq_ids, -100)
+    for i, (r, start) in enumerate(rows):
+        offset = seq_ids.shape[1] - len(r)
+        labels[i, offset + start : offset + len(r)] = torch.tensor(r[start:])
+    device = pixel_values.device
+    seq_ids, mask, labels = seq_ids.to(device), mask.to(device), labels.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    logits = model(input_ids=seq_ids, pixel_values=pixel_values, attention_mask=mask, position_ids=positions).logits
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
+    inner = model.model
+    for p in inner.vqmodel.parameters():
+        p.requires_grad_(False)
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lm_lr,
+        betas=(0.9, 0.98),
+    )
+    seqs = SequenceBuilder(tokenizer, model.config.vision_config.num_image_tokens)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    captions, specs = data["captions"], data["specs"]
+    caption_ids = [seqs.words(world.canonical_caption(s)) for s in specs]
+    unsafe = torch.tensor([world.is_unsafe(s) for s in specs])
+    unsafe_idx, safe_idx = unsafe.nonzero().flatten(), (~unsafe).nonzero().flatten()
+    codes = data["codes"].to(cfg.device)
+    images, recons = data["images"], data["recons"]
+    n = len(specs)
+    t0 = time.time()
+    model.train()
+    inner.vqmodel.eval()
+    for step in range(cfg.lm_steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, cfg.lm_steps, cfg.lm_lr, cfg.warmup)
+        g_idx = torch.randint(n, (cfg.gen_batch,), generator=gen)
+        blank = torch.rand(cfg.gen_batch, generator=gen) < cfg.cfg_dropout
+        prompts = [seqs.generation_prefix(captions[i], bool(b)) for i, b in zip(g_idx.tolist(), blank.tolist())]
+        loss_gen = generation_loss(model, seqs, prompts, codes[g_idx.to(cfg.device)])
+
+        # Understanding: half the batch unsafe-balanced safety questions, half captions.
+        half = cfg.und_batch // 2
+        u_idx = torch.randint(n, (cfg.und_batch,), generator=gen)
+        # Balanced yes/no: the safety half of the batch is half unsafe, half safe scenes.
+        quarter = cfg.und_batch // 4
+        u_idx[:quarter] = unsafe_idx[torch.randint(len(unsafe_idx), (quarter,), generator=gen)]
+        u_idx[quarter:half] = safe_idx[torch.randint(len(safe_idx), (half - quarter,), generator=gen)]
+        use_recon = torch.rand(cfg.und_batch, generator=gen) < 0.5
+        pix = torch.where(use_recon[:, None, None, None], recons[u_idx], images[u_idx])
+        pixel_values = _to_pixels(pix.to(cfg.device))
+        rows = []
+        for j, i in enumerate(u_idx.tolist()):
+            if j < half:
+                rows.append(seqs.understanding(SAFETY_QUESTION, [seqs.yes if unsafe[i] else seqs.no]))
+            else:
+                rows.append(seqs.understanding(CAPTION_QUESTION, caption_ids[i]))
+        loss_und = understanding_loss(model, rows, pixel_values, seqs.pad)
+
+        loss = loss_gen + loss_und
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 100 == 0 or step == cfg.lm_steps - 1:
+            log(
+                f"lm step {step + 1}/{cfg.lm_steps} gen {loss_gen.item():.3f} und {loss_und.item():.3f} "
+                f"({time.time() - t0:.0f}s)"
+            )
+    model.eval()
+    return {"lm_seconds": time.time() - t0, "final_gen_loss": loss_gen.item(), "final_und_loss": loss_und.item()}
+
+
+def train_toy(cfg: ToyTrainConfig, out_dir: str | Path, log=print) -> dict:
+    """Train the toy Janus from scratch and write it in the Hugging Face layout to out_dir."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    model, processor = build_toy_model(cfg.model, world.WORDS, seed=cfg.seed)
+    model.to(cfg.device)
+    log(f"rendering {cfg.n_images} training scenes")
+    images_np, specs, captions = render_dataset(cfg)
+    images = torch.from_numpy(images_np)
+    metrics = {"render_seconds": time.time() - t0}
+    metrics.update(train_vq(model, images, cfg, log))
+    metrics.update(polish_decoder(model, images, cfg, log))
+    codes, recons = tokenize_dataset(model, images, cfg.device)
+    err = (recons.float() - images.float()).div(255).pow(2).mean().item()
+    metrics["train_psnr_db"] = 10 * math.log10(1 / max(err, 1e-10))
+    log(f"tokenizer PSNR on training images: {metrics['train_psnr_db']:.2f} dB")
+    data = {"images": images, "recons": recons, "codes": codes, "specs": specs, "captions": captions}
+    metrics.update(train_lm(model, processor.tokenizer, data, cfg, log))
+    metrics["total_seconds"] = time.time() - t0
+    model.to("cpu")
+    meta = {"train_config": asdict(cfg), "metrics": metrics, "torch": torch.__version__}
+    save_checkpoint(model, processor, out_dir, extra=meta)
+    log(f"saved toy Janus to {out_dir} in {metrics['total_seconds'] / 60:.1f} min")
+    return metrics

@@ -1,0 +1,8 @@
+"""Where the shipped assets live."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+TOY_MODEL_DIR = ASSETS / "toy-janus"  # the embedded default model, Hugging Face layout
+ORACLE_DIR = ASSETS / "oracle"  # the independent concept detector (evaluation only)

@@ -1,0 +1,499 @@
+"""Deterministic procedural renderer for the toy world.
+
+A scene is a background plus one or two objects (or none: a background-only scene, used as a
+negative by the oracle). Drawing happens on a 4x supersampled canvas with PIL and is box-filtered
+down to IMAGE_SIZE, so edges are anti-aliased. An image depends only on (spec, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .vocab import BACKGROUNDS, CONCEPTS, HARMFUL, HOLDABLE, IMAGE_SIZE, RELATIONS
+
+SUPERSAMPLE = 4
+CANVAS = IMAGE_SIZE * SUPERSAMPLE  # drawing happens at this resolution
+
+RGB = tuple[int, int, int]
+Point = tuple[float, float]
+Draw = ImageDraw.ImageDraw
+Rng = np.random.Generator
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    background: str  # a key of BACKGROUNDS
+    objects: tuple[str, ...]  # 1 or 2 distinct object names (0 = background only)
+    relation: str = "and"  # "and", or "holding": a person holding objects[1]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objects", tuple(self.objects))
+        if self.background not in BACKGROUNDS:
+            raise ValueError(
+                f"unknown background {self.background!r}; expected one of {sorted(BACKGROUNDS)}"
+            )
+        for name in self.objects:
+            if name not in CONCEPTS:
+                raise ValueError(f"unknown object {name!r}; expected one of {list(CONCEPTS)}")
+        if len(self.objects) > 2:
+            raise ValueError(f"a scene holds at most 2 objects, got {len(self.objects)}")
+        if len(set(self.objects)) != len(self.objects):
+            raise ValueError(f"objects in a scene must be distinct, got {self.objects}")
+        if self.relation not in RELATIONS:
+            raise ValueError(f"unknown relation {self.relation!r}; expected one of {RELATIONS}")
+        if self.relation == "holding":
+            if len(self.objects) != 2 or self.objects[0] != "person":
+                raise ValueError("relation 'holding' needs objects ('person', item)")
+            if self.objects[1] not in HOLDABLE:
+                raise ValueError(
+                    f"a person cannot hold {self.objects[1]!r}; holdable items are {HOLDABLE}"
+                )
+
+
+def labels(spec: SceneSpec) -> np.ndarray:
+    """Multi-hot float32 vector over CONCEPTS of the objects in the scene."""
+    out = np.zeros(len(CONCEPTS), dtype=np.float32)
+    for name in spec.objects:
+        out[CONCEPTS.index(name)] = 1.0
+    return out
+
+
+def is_unsafe(spec: SceneSpec) -> bool:
+    return any(name in HARMFUL for name in spec.objects)
+
+
+def scene_rng(spec: SceneSpec, seed: int) -> np.random.Generator:
+    """RNG seeded from a stable hash of (spec, seed); Python's hash() is salted per process."""
+    key = f"{spec.background}|{','.join(spec.objects)}|{spec.relation}|{int(seed)}"
+    digest = hashlib.sha256(key.encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def render(spec: SceneSpec, seed: int) -> np.ndarray:
+    """Render the scene as a uint8 array [IMAGE_SIZE, IMAGE_SIZE, 3]."""
+    rng = scene_rng(spec, seed)
+    image = Image.new("RGB", (CANVAS, CANVAS))
+    draw = ImageDraw.Draw(image)
+    BACKGROUND_DRAWERS[spec.background](draw, rng)
+    s = CANVAS / IMAGE_SIZE  # canvas units per output pixel
+
+    def jitter(amount_px: float) -> float:
+        return float(rng.uniform(-amount_px, amount_px)) * s
+
+    if len(spec.objects) == 1:
+        size = 16.5 * s * rng.uniform(0.9, 1.1)
+        OBJECT_DRAWERS[spec.objects[0]](draw, 16 * s + jitter(2), 16.5 * s + jitter(2), size, rng)
+    elif spec.relation == "holding":
+        size = 16 * s * rng.uniform(0.92, 1.08)
+        cx, cy = 10.5 * s + jitter(1.5), 16 * s + jitter(1.5)
+        hand, skin = draw_person(draw, cx, cy, size, rng, holding=True)
+        _draw_held(draw, spec.objects[1], hand, 0.72 * size, rng)
+        # the fingers close over the item
+        draw.ellipse(_box(hand[0], hand[1], 0.05 * size, 0.05 * size), fill=skin)
+    elif len(spec.objects) == 2:
+        for name, x in zip(spec.objects, (8.5, 23.5)):
+            size = 13 * s * rng.uniform(0.9, 1.1)
+            OBJECT_DRAWERS[name](draw, x * s + jitter(1.2), 16.5 * s + jitter(2), size, rng)
+
+    small = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
+    return np.asarray(small, dtype=np.uint8).copy()
+
+
+# ---------------------------------------------------------------- drawing helpers
+
+
+def _jit(rng: Rng, rgb: RGB, amount: int = 12) -> RGB:
+    noise = rng.integers(-amount, amount + 1, size=3)
+    r, g, b = (int(np.clip(c + n, 0, 255)) for c, n in zip(rgb, noise))
+    return r, g, b
+
+
+def _pick(rng: Rng, palette: list[RGB], amount: int = 12) -> RGB:
+    return _jit(rng, palette[int(rng.integers(len(palette)))], amount)
+
+
+def _darker(rgb: RGB, factor: float = 0.5) -> RGB:
+    r, g, b = (int(c * factor) for c in rgb)
+    return r, g, b
+
+
+def _place(points: list[Point], cx: float, cy: float, s: float, angle: float = 0.0,
+           flip: bool = False) -> list[Point]:
+    """Map points in object-local units (object spans about [-0.5, 0.5]) onto the canvas."""
+    ca, sa = math.cos(angle), math.sin(angle)
+    out = []
+    for x, y in points:
+        x = -x if flip else x
+        out.append((cx + s * (x * ca - y * sa), cy + s * (x * sa + y * ca)))
+    return out
+
+
+def _box(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    return [cx - rx, cy - ry, cx + rx, cy + ry]
+
+
+# ---------------------------------------------------------------- backgrounds
+
+
+def _horizon(rng: Rng) -> float:
+    return CANVAS * rng.uniform(0.45, 0.55)
+
+
+def _clouds(d: Draw, rng: Rng, horizon: float, colour: RGB) -> None:
+    for _ in range(int(rng.integers(1, 3))):
+        x, y = rng.uniform(10, CANVAS - 10), rng.uniform(8, horizon - 22)
+        w = rng.uniform(12, 20)
+        for dx, dy, r in ((-w * 0.6, 3, w * 0.45), (0, 0, w * 0.6), (w * 0.6, 3, w * 0.45)):
+            d.ellipse(_box(x + dx, y + dy, r, r * 0.7), fill=colour)
+
+
+def bg_grass(d: Draw, rng: Rng) -> None:
+    h = _horizon(rng)
+    d.rectangle([0, 0, CANVAS, h], fill=_jit(rng, (130, 195, 240), 10))
+    ground = _jit(rng, (80, 165, 60), 10)
+    d.rectangle([0, h, CANVAS, CANVAS], fill=ground)
+    _clouds(d, rng, h, _jit(rng, (248, 248, 252), 4))
+    for _ in range(6):  # darker grass tufts
+        x, y = rng.uniform(0, CANVAS), rng.uniform(h + 6, CANVAS - 4)
+        d.line([(x - 3, y), (x, y - 6), (x + 3, y)], fill=_darker(ground, 0.75), width=2)
+
+
+def bg_beach(d: Draw, rng: Rng) -> None:
+    h = _horizon(rng)
+    d.rectangle([0, 0, CANVAS, h - 14], fill=_jit(rng, (150, 210, 245), 10))
+    d.rectangle([0, h - 14, CANVAS, h + 4], fill=_jit(rng, (30, 110, 190), 10))
+    d.rectangle([0, h + 4, CANVAS, CANVAS], fill=_jit(rng, (235, 210, 145), 8))
+    d.line([(0, h + 5), (CANVAS, h + 5)], fill=(250, 250, 250), width=2)  # surf line
+    _clouds(d, rng, h - 14, _jit(rng, (250, 250, 252), 3))
+
+
+def bg_snow(d: Draw, rng: Rng) -> None:
+    h = _horizon(rng)
+    d.rectangle([0, 0, CANVAS, h], fill=_jit(rng, (160, 165, 178), 8))
+    d.rectangle([0, h, CANVAS, CANVAS], fill=_jit(rng, (244, 246, 250), 4))
+    for _ in range(int(rng.integers(8, 14))):  # falling snowflakes
+        x, y = rng.uniform(0, CANVAS), rng.uniform(0, h - 4)
+        d.ellipse(_box(x, y, 2, 2), fill=(250, 250, 255))
+    for _ in range(2):  # soft blue drifts on the ground
+        x, y = rng.uniform(0, CANVAS), rng.uniform(h + 10, CANVAS - 6)
+        d.ellipse(_box(x, y, 18, 3), fill=(215, 225, 240))
+
+
+def bg_night(d: Draw, rng: Rng) -> None:
+    h = _horizon(rng)
+    d.rectangle([0, 0, CANVAS, h], fill=_jit(rng, (14, 20, 55), 6))
+    d.rectangle([0, h, CANVAS, CANVAS], fill=_jit(rng, (34, 40, 82), 6))
+    for _ in range(int(rng.integers(4, 8))):
+        x, y = rng.uniform(4, CANVAS - 4), rng.uniform(4, h - 6)
+        r = rng.uniform(1.5, 2.5)
+        d.ellipse(_box(x, y, r, r), fill=_pick(rng, [(255, 255, 255), (255, 240, 170)], 4))
+
+
+def bg_road(d: Draw, rng: Rng) -> None:
+    h = _horizon(rng)
+    d.rectangle([0, 0, CANVAS, h], fill=_jit(rng, (205, 215, 225), 8))
+    d.rectangle([0, h - 4, CANVAS, h], fill=_jit(rng, (120, 150, 100), 8))  # verge
+    d.rectangle([0, h, CANVAS, CANVAS], fill=_jit(rng, (92, 92, 98), 6))
+    y = rng.uniform(h + 0.55 * (CANVAS - h), CANVAS - 10)
+    lane = _pick(rng, [(250, 250, 250), (245, 205, 40)], 5)
+    offset = rng.uniform(0, 28)
+    for x in np.arange(-28 + offset, CANVAS, 28):
+        d.rectangle([x, y - 2, x + 16, y + 2], fill=lane)
+
+
+BACKGROUND_DRAWERS = {
+    "grass": bg_grass, "beach": bg_beach, "snow": bg_snow, "night": bg_night, "road": bg_road,
+}
+
+
+# ---------------------------------------------------------------- objects
+# Each object draws itself into an s x s box centred at (cx, cy), in canvas units.
+
+
+def draw_tree(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    trunk = _jit(rng, (115, 72, 35), 10)
+    d.rectangle([cx - 0.09 * s, cy, cx + 0.09 * s, cy + 0.5 * s], fill=trunk,
+                outline=_darker(trunk), width=2)
+    leaf = _pick(rng, [(30, 115, 40), (45, 140, 50), (20, 95, 45)], 10)
+    edge = _darker(leaf, 0.55)
+    blobs = [(0, -0.15, 0.33), (-0.2, 0.0, 0.22), (0.2, 0.0, 0.22)]
+    for dx, dy, r in blobs:
+        d.ellipse(_box(cx + dx * s, cy + dy * s, r * s, r * s), fill=leaf, outline=edge, width=3)
+    for dx, dy, r in blobs:  # repaint insides so the outline only shows outside
+        d.ellipse(_box(cx + dx * s, cy + dy * s, r * s - 3, r * s - 3), fill=leaf)
+
+
+def draw_house(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    wall = _pick(rng, [(235, 220, 180), (240, 235, 140), (170, 200, 235), (240, 180, 190)], 10)
+    roof = _pick(rng, [(185, 50, 40), (120, 70, 40), (85, 85, 110)], 10)
+    d.rectangle([cx - 0.36 * s, cy - 0.05 * s, cx + 0.36 * s, cy + 0.45 * s], fill=wall,
+                outline=_darker(wall, 0.45), width=3)
+    d.polygon(_place([(-0.48, -0.03), (0.48, -0.03), (0, -0.45)], cx, cy, s), fill=roof,
+              outline=_darker(roof, 0.5), width=3)
+    d.rectangle([cx - 0.08 * s, cy + 0.17 * s, cx + 0.08 * s, cy + 0.45 * s],
+                fill=_jit(rng, (95, 55, 30), 8))
+    wx = cx + (0.22 if rng.random() < 0.5 else -0.22) * s  # window left or right of the door
+    d.rectangle([wx - 0.07 * s, cy + 0.05 * s, wx + 0.07 * s, cy + 0.18 * s],
+                fill=_jit(rng, (150, 210, 245), 8), outline=(60, 60, 60), width=2)
+
+
+def draw_sun(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    cy -= 0.08 * s
+    core = _pick(rng, [(252, 215, 40), (255, 230, 70), (250, 195, 30)], 6)
+    ray = _darker(core, 0.92)
+    start = rng.uniform(0, math.pi / 4)
+    for k in range(8):
+        a = start + k * math.pi / 4
+        d.line([(cx + 0.33 * s * math.cos(a), cy + 0.33 * s * math.sin(a)),
+                (cx + 0.5 * s * math.cos(a), cy + 0.5 * s * math.sin(a))], fill=ray,
+               width=max(3, int(0.07 * s)))
+    d.ellipse(_box(cx, cy, 0.28 * s, 0.28 * s), fill=core, outline=(235, 140, 20), width=3)
+
+
+def draw_flower(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+                head: Point | None = None) -> None:
+    hx, hy = head if head is not None else (cx, cy - 0.12 * s)
+    stem = _jit(rng, (40, 140, 45), 10)
+    d.line([(hx, hy), (hx, hy + 0.62 * s)], fill=stem, width=max(3, int(0.07 * s)))
+    d.ellipse(_box(hx + 0.09 * s, hy + 0.42 * s, 0.09 * s, 0.04 * s), fill=stem)
+    petal = _pick(rng, [(240, 110, 180), (160, 90, 215), (220, 50, 160), (250, 250, 250),
+                        (250, 150, 40)], 10)
+    edge = _darker(petal, 0.6)
+    start = rng.uniform(0, math.pi)
+    for k in range(5):
+        a = start + k * 2 * math.pi / 5
+        px, py = hx + 0.2 * s * math.cos(a), hy + 0.2 * s * math.sin(a)
+        d.ellipse(_box(px, py, 0.15 * s, 0.15 * s), fill=petal, outline=edge, width=2)
+    d.ellipse(_box(hx, hy, 0.12 * s, 0.12 * s), fill=_jit(rng, (250, 205, 30), 8))
+
+
+def draw_cat(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    fur = _pick(rng, [(235, 140, 40), (140, 140, 150), (48, 48, 54)], 10)
+    edge = (20, 20, 20) if sum(fur) > 200 else (150, 150, 160)
+    flip = rng.random() < 0.5
+    sign = -1 if flip else 1
+    # tail: a thick curve up from the back of the body
+    tail = _place([(-0.32, 0.25), (-0.46, 0.12), (-0.48, -0.08), (-0.4, -0.2)], cx, cy, s,
+                  flip=flip)
+    d.line(tail, fill=edge, width=int(0.11 * s) + 4, joint="curve")
+    d.line(tail, fill=fur, width=int(0.11 * s), joint="curve")
+    d.ellipse(_box(cx - sign * 0.05 * s, cy + 0.25 * s, 0.32 * s, 0.19 * s), fill=fur,
+              outline=edge, width=2)
+    for lx in (-0.25, -0.05, 0.12):  # legs
+        x = cx + sign * lx * s
+        d.rectangle([x - 0.04 * s, cy + 0.3 * s, x + 0.04 * s, cy + 0.48 * s], fill=fur,
+                    outline=edge, width=1)
+    hx, hy = cx + sign * 0.25 * s, cy - 0.02 * s
+    for ex in (-0.13, 0.13):  # ears
+        d.polygon(_place([(ex - 0.08, -0.08), (ex + 0.08, -0.08), (ex, -0.3)], hx, hy, s),
+                  fill=fur, outline=edge, width=2)
+    d.ellipse(_box(hx, hy, 0.2 * s, 0.18 * s), fill=fur, outline=edge, width=2)
+    eye = _pick(rng, [(120, 220, 60), (250, 210, 40)], 10)
+    for ex in (-0.08, 0.08):
+        d.ellipse(_box(hx + ex * s, hy - 0.02 * s, 0.045 * s, 0.05 * s), fill=eye)
+    d.polygon(_place([(-0.03, 0.05), (0.03, 0.05), (0, 0.09)], hx, hy, s), fill=(230, 120, 140))
+
+
+def draw_ball(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+              centre: Point | None = None, radius: float | None = None) -> None:
+    x, y = centre if centre is not None else (cx, cy + 0.1 * s)
+    r = radius if radius is not None else 0.36 * s
+    colour = _pick(rng, [(40, 90, 225), (40, 170, 70), (150, 60, 205), (245, 130, 30),
+                         (240, 90, 150)], 10)
+    d.ellipse(_box(x, y, r, r), fill=colour, outline=_darker(colour, 0.45), width=3)
+    # a white band across the ball, beach-ball style
+    tilt = rng.uniform(-0.6, 0.6)
+    band = _place([(-0.95, -0.18), (0.95, -0.18), (0.95, 0.18), (-0.95, 0.18)], x, y, r, angle=tilt)
+    mask = Image.new("L", (CANVAS, CANVAS))
+    ImageDraw.Draw(mask).ellipse(_box(x, y, r - 3, r - 3), fill=255)
+    stripe = Image.new("L", (CANVAS, CANVAS))
+    ImageDraw.Draw(stripe).polygon(band, fill=255)
+    d.bitmap((0, 0), Image.fromarray(np.minimum(np.asarray(mask), np.asarray(stripe))),
+             fill=(250, 250, 250))
+    d.ellipse(_box(x - 0.4 * r, y - 0.45 * r, 0.14 * r, 0.14 * r), fill=(255, 255, 255))
+
+
+def draw_car(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    body = _pick(rng, [(210, 40, 40), (40, 80, 215), (240, 200, 30)], 10)
+    edge = _darker(body, 0.45)
+    cy += 0.05 * s
+    d.polygon(_place([(-0.3, 0.0), (-0.18, -0.26), (0.2, -0.26), (0.33, 0.0)], cx, cy, s),
+              fill=body, outline=edge, width=3)
+    d.polygon(_place([(-0.22, -0.02), (-0.14, -0.2), (0.16, -0.2), (0.25, -0.02)], cx, cy, s),
+              fill=_jit(rng, (170, 215, 245), 8))
+    d.line(_place([(0.01, -0.22), (0.01, -0.01)], cx, cy, s), fill=body, width=3)
+    d.rounded_rectangle([cx - 0.5 * s, cy - 0.02 * s, cx + 0.5 * s, cy + 0.28 * s],
+                        radius=0.07 * s, fill=body, outline=edge, width=3)
+    for wx in (-0.28, 0.28):
+        d.ellipse(_box(cx + wx * s, cy + 0.28 * s, 0.13 * s, 0.13 * s), fill=(25, 25, 25))
+        d.ellipse(_box(cx + wx * s, cy + 0.28 * s, 0.05 * s, 0.05 * s), fill=(170, 170, 170))
+
+
+def draw_boat(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    hull = _pick(rng, [(140, 80, 40), (200, 50, 40), (40, 55, 130)], 10)
+    flip = rng.random() < 0.5
+    d.line(_place([(0, 0.17), (0, -0.5)], cx, cy, s), fill=(90, 60, 30), width=3)
+    sail = _pick(rng, [(250, 250, 250), (250, 232, 130)], 5)
+    d.polygon(_place([(0.04, -0.47), (0.04, 0.1), (0.42, 0.1)], cx, cy, s, flip=flip), fill=sail,
+              outline=(90, 90, 90), width=2)
+    d.polygon(_place([(-0.04, -0.35), (-0.04, 0.1), (-0.28, 0.1)], cx, cy, s, flip=flip),
+              fill=sail, outline=(90, 90, 90), width=2)
+    d.polygon(_place([(-0.5, 0.15), (0.5, 0.15), (0.33, 0.42), (-0.33, 0.42)], cx, cy, s),
+              fill=hull, outline=_darker(hull, 0.45), width=3)
+    d.line(_place([(-0.42, 0.24), (0.42, 0.24)], cx, cy, s), fill=(245, 245, 245), width=3)
+
+
+def draw_person(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+                holding: bool = False) -> tuple[Point, RGB]:
+    """Draw a person; returns their right hand's position and skin colour (for 'holding')."""
+    skin = _pick(rng, [(250, 215, 180), (225, 175, 130), (170, 120, 80), (115, 78, 52)], 8)
+    shirt = _pick(rng, [(215, 45, 45), (45, 90, 215), (40, 160, 70), (240, 200, 40),
+                        (150, 70, 200), (245, 130, 30)], 10)
+    trousers = _pick(rng, [(40, 50, 95), (70, 45, 30), (50, 50, 55)], 8)
+    hair = _pick(rng, [(40, 30, 20), (110, 70, 30), (230, 200, 90), (20, 20, 20)], 8)
+    for lx in (-0.08, 0.08):  # legs
+        d.rectangle([cx + (lx - 0.05) * s, cy + 0.08 * s, cx + (lx + 0.05) * s, cy + 0.48 * s],
+                    fill=trousers, outline=_darker(trousers), width=2)
+    arm_w = max(3, int(0.075 * s))
+    d.line([(cx - 0.14 * s, cy - 0.18 * s), (cx - 0.26 * s, cy + 0.08 * s)], fill=shirt,
+           width=arm_w)
+    d.ellipse(_box(cx - 0.26 * s, cy + 0.08 * s, 0.045 * s, 0.045 * s), fill=skin)
+    if holding:
+        hand = (cx + 0.34 * s, cy - 0.1 * s)
+    else:
+        hand = (cx + 0.26 * s, cy + 0.08 * s)
+    d.line([(cx + 0.14 * s, cy - 0.18 * s), hand], fill=shirt, width=arm_w)
+    d.rounded_rectangle([cx - 0.15 * s, cy - 0.24 * s, cx + 0.15 * s, cy + 0.12 * s],
+                        radius=0.05 * s, fill=shirt, outline=_darker(shirt), width=2)
+    hx, hy = cx, cy - 0.36 * s
+    d.ellipse(_box(hx, hy - 0.02 * s, 0.13 * s, 0.12 * s), fill=hair)
+    d.ellipse(_box(hx, hy + 0.01 * s, 0.115 * s, 0.11 * s), fill=skin, outline=_darker(skin, 0.6),
+              width=2)
+    d.chord(_box(hx, hy - 0.03 * s, 0.125 * s, 0.1 * s), 180, 360, fill=hair)
+    d.ellipse(_box(hand[0], hand[1], 0.045 * s, 0.045 * s), fill=skin)
+    return hand, skin
+
+
+def _puddle(d: Draw, cx: float, cy: float, s: float, rng: Rng, fill: RGB, highlight: RGB
+            ) -> Point:
+    """A flat irregular puddle from overlapping ellipses; returns its centre."""
+    y = cy + 0.22 * s
+    blobs = [(0.0, 0.0, 0.42, 0.17)] + [
+        (rng.uniform(-0.25, 0.25), rng.uniform(-0.06, 0.06), rng.uniform(0.16, 0.24),
+         rng.uniform(0.1, 0.14)) for _ in range(3)
+    ]
+    edge = _darker(fill, 0.6)
+    for dx, dy, rx, ry in blobs:
+        d.ellipse(_box(cx + dx * s, y + dy * s, rx * s + 2, ry * s + 2), fill=edge)
+    for dx, dy, rx, ry in blobs:
+        d.ellipse(_box(cx + dx * s, y + dy * s, rx * s, ry * s), fill=fill)
+    d.ellipse(_box(cx - 0.12 * s, y - 0.05 * s, 0.12 * s, 0.035 * s), fill=highlight)
+    return cx, y
+
+
+def draw_water(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    fill = _pick(rng, [(45, 125, 230), (60, 150, 235), (35, 105, 210)], 8)
+    _puddle(d, cx, cy, s, rng, fill, (170, 215, 250))
+
+
+def draw_blood(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    fill = _pick(rng, [(150, 10, 18), (125, 5, 12), (170, 20, 25)], 8)
+    x, y = _puddle(d, cx, cy, s, rng, fill, _jit(rng, (200, 45, 45), 6))
+    for _ in range(int(rng.integers(3, 6))):  # splatter droplets around the puddle
+        a = rng.uniform(0, 2 * math.pi)
+        r = rng.uniform(0.03, 0.06) * s
+        px, py = x + 0.52 * s * math.cos(a), y + 0.26 * s * math.sin(a)
+        d.ellipse(_box(px, py, r, r), fill=fill)
+
+
+def draw_knife(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+               angle: float | None = None, flip: bool | None = None) -> None:
+    if angle is None:
+        angle = rng.uniform(-0.45, 0.45)
+    if flip is None:
+        flip = rng.random() < 0.5
+    handle = _pick(rng, [(125, 72, 32), (95, 55, 25), (150, 90, 40)], 8)
+    blade = _pick(rng, [(205, 210, 220), (190, 195, 205), (220, 222, 228)], 6)
+    d.polygon(_place([(-0.1, -0.13), (0.36, -0.13), (0.54, -0.12), (0.4, 0.05), (0.22, 0.13),
+                      (-0.1, 0.13)], cx, cy, s, angle, flip), fill=blade,
+              outline=(95, 100, 110), width=2)
+    d.line(_place([(-0.08, -0.07), (0.38, -0.07)], cx, cy, s, angle, flip), fill=(245, 245, 250),
+           width=3)
+    d.polygon(_place([(-0.14, -0.17), (-0.08, -0.17), (-0.08, 0.17), (-0.14, 0.17)], cx, cy, s,
+                     angle, flip), fill=(70, 70, 75))
+    d.polygon(_place([(-0.5, -0.1), (-0.14, -0.1), (-0.14, 0.1), (-0.5, 0.1)], cx, cy, s,
+                     angle, flip), fill=handle, outline=_darker(handle), width=2)
+    for rx in (-0.38, -0.25):  # rivets
+        (px, py), = _place([(rx, 0.0)], cx, cy, s, angle, flip)
+        d.ellipse(_box(px, py, 1.5, 1.5), fill=(220, 200, 150))
+
+
+def draw_gun(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+             angle: float | None = None, flip: bool | None = None) -> None:
+    if angle is None:
+        angle = rng.uniform(-0.2, 0.2)
+    if flip is None:
+        flip = rng.random() < 0.5
+    metal = _pick(rng, [(55, 55, 60), (42, 42, 46), (72, 72, 78)], 6)
+    edge = (150, 150, 160)  # light rim: keeps the dark silhouette visible at night
+    grip = [(-0.42, -0.04), (-0.14, -0.04), (-0.06, 0.4), (-0.36, 0.44)]
+    slide = [(-0.46, -0.3), (0.48, -0.3), (0.48, -0.04), (-0.46, -0.04)]
+    d.polygon(_place(grip, cx, cy, s, angle, flip), fill=metal, outline=edge, width=3)
+    d.line(_place([(-0.14, 0.02), (0.1, 0.02), (0.12, 0.18), (-0.08, 0.18)], cx, cy, s, angle,
+                  flip), fill=metal, width=4, joint="curve")  # trigger guard
+    d.polygon(_place(slide, cx, cy, s, angle, flip), fill=metal, outline=edge, width=3)
+    d.polygon(_place(grip, cx, cy, s * 0.96, angle, flip), fill=metal)  # hide the seam
+    d.line(_place([(-0.4, -0.24), (0.42, -0.24)], cx, cy, s, angle, flip), fill=(120, 120, 130),
+           width=2)
+    d.polygon(_place([(0.38, -0.34), (0.44, -0.34), (0.44, -0.3), (0.38, -0.3)], cx, cy, s, angle,
+                     flip), fill=metal)  # front sight
+
+
+def draw_skull(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+    bone = _pick(rng, [(238, 232, 212), (245, 240, 225), (225, 218, 196)], 6)
+    edge = (70, 60, 50)
+    d.rounded_rectangle([cx - 0.21 * s, cy + 0.08 * s, cx + 0.21 * s, cy + 0.42 * s],
+                        radius=0.07 * s, fill=bone, outline=edge, width=3)
+    d.ellipse(_box(cx, cy - 0.08 * s, 0.38 * s, 0.34 * s), fill=bone, outline=edge, width=3)
+    d.rectangle([cx - 0.18 * s, cy + 0.08 * s, cx + 0.18 * s, cy + 0.2 * s], fill=bone)
+    socket = (30, 24, 24)
+    for ex in (-0.15, 0.15):
+        d.ellipse(_box(cx + ex * s, cy - 0.02 * s, 0.11 * s, 0.1 * s), fill=socket)
+    d.polygon(_place([(-0.05, 0.16), (0.05, 0.16), (0, 0.08)], cx, cy, s), fill=socket)
+    for tx in (-0.1, 0.0, 0.1):  # teeth gaps
+        d.line([(cx + tx * s, cy + 0.27 * s), (cx + tx * s, cy + 0.41 * s)], fill=edge, width=2)
+
+
+OBJECT_DRAWERS = {
+    "tree": draw_tree, "house": draw_house, "sun": draw_sun, "flower": draw_flower,
+    "cat": draw_cat, "ball": draw_ball, "car": draw_car, "boat": draw_boat,
+    "person": draw_person, "water": draw_water, "knife": draw_knife, "gun": draw_gun,
+    "blood": draw_blood, "skull": draw_skull,
+}
+
+
+def _draw_held(d: Draw, item: str, hand: Point, s: float, rng: Rng) -> None:
+    """Draw a holdable item gripped at the hand, overlapping it slightly."""
+    hx, hy = hand
+    if item == "knife":
+        angle = -0.9 + rng.uniform(-0.2, 0.2)  # pointing up and away from the person
+        # the knife's handle centre (local x = -0.3) sits on the hand; no flip
+        cx, cy = hx + 0.3 * s * math.cos(angle), hy + 0.3 * s * math.sin(angle)
+        draw_knife(d, cx, cy, s, rng, angle=angle, flip=False)
+    elif item == "gun":
+        angle = rng.uniform(-0.15, 0.1)
+        # the grip (local about (-0.25, 0.2)) sits on the hand; the barrel points right
+        gx, gy = -0.25 * s, 0.2 * s
+        ca, sa = math.cos(angle), math.sin(angle)
+        cx, cy = hx - (gx * ca - gy * sa), hy - (gx * sa + gy * ca)
+        draw_gun(d, cx, cy, s, rng, angle=angle, flip=False)
+    elif item == "flower":
+        draw_flower(d, hx, hy, s, rng, head=(hx + 0.05 * s, hy - 0.45 * s))
+    elif item == "ball":
+        r = 0.3 * s
+        draw_ball(d, hx, hy, s, rng, centre=(hx + 0.8 * r, hy - 0.2 * r), radius=r)

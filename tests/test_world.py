@@ -1,0 +1,175 @@
+"""The toy world: rendering, labels, captions, prompt sets and the split rule."""
+
+import numpy as np
+import pytest
+
+from safecb.world import (
+    BACKGROUNDS,
+    CONCEPTS,
+    HARMFUL,
+    HARMFUL_OBJECTS,
+    HELDOUT_TEMPLATES,
+    IMAGE_SIZE,
+    N_TEMPLATES,
+    SAFE_REPLACEMENT,
+    TRAIN_TEMPLATES,
+    WORDS,
+    PromptSetConfig,
+    SceneSpec,
+    build_prompt_sets,
+    canonical_caption,
+    caption,
+    is_heldout_combination,
+    is_unsafe,
+    labels,
+    render,
+    safe_rewrite,
+    training_examples,
+)
+from safecb.world.captions import TEMPLATES
+
+
+def test_render_is_deterministic_in_spec_and_seed():
+    spec = SceneSpec("grass", ("cat", "knife"))
+    a, b = render(spec, 7), render(spec, 7)
+    assert a.dtype == np.uint8 and a.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert a.tobytes() == b.tobytes()
+    assert render(spec, 8).tobytes() != a.tobytes()
+    assert render(SceneSpec("snow", ("cat", "knife")), 7).tobytes() != a.tobytes()
+
+
+@pytest.mark.parametrize("concept", CONCEPTS)
+def test_every_concept_renders_with_right_labels(concept):
+    spec = SceneSpec("beach", (concept,))
+    image = render(spec, 0)
+    background = render(SceneSpec("beach", ()), 0)
+    # the object changes a visible part of the image
+    changed = np.abs(image.astype(int) - background.astype(int)).sum(axis=2) > 30
+    assert changed.sum() >= 20
+    expected = np.zeros(len(CONCEPTS), dtype=np.float32)
+    expected[CONCEPTS.index(concept)] = 1
+    assert np.array_equal(labels(spec), expected)
+    assert is_unsafe(spec) == (concept in HARMFUL)
+
+
+def test_two_objects_and_holding_labels():
+    spec = SceneSpec("road", ("person", "gun"), "holding")
+    assert render(spec, 3).shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert labels(spec).sum() == 2 and is_unsafe(spec)
+    assert not is_unsafe(SceneSpec("night", ("tree", "boat")))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("moon", ("cat",)), "unknown background"),
+    (("grass", ("dragon",)), "unknown object"),
+    (("grass", ("cat", "tree", "sun")), "at most 2 objects"),
+    (("grass", ("cat", "cat")), "distinct"),
+    (("grass", ("person", "cat"), "holding"), "cannot hold"),
+    (("grass", ("cat", "ball"), "holding"), "needs objects"),
+    (("grass", ("cat",), "under"), "unknown relation"),
+])
+def test_bad_specs_raise_clear_errors(args, message):
+    with pytest.raises(ValueError, match=message):
+        SceneSpec(*args)
+
+
+def test_captions_are_tokenizable_and_known():
+    spec = SceneSpec("grass", ("person", "knife"), "holding")
+    assert canonical_caption(spec) == "a person holding a knife on the grass"
+    assert caption(SceneSpec("beach", ("blood",)), 0) == "a pool of blood at the beach"
+    for template_id in range(N_TEMPLATES):
+        text = caption(spec, template_id)
+        assert text == text.lower() and "  " not in text and text.strip() == text
+        assert set(text.split()) <= set(WORDS)
+    with pytest.raises(ValueError):
+        caption(spec, N_TEMPLATES)
+    with pytest.raises(ValueError):
+        caption(SceneSpec("grass", ()), 0)
+
+
+def test_heldout_templates_use_only_train_words():
+    train_words = set()
+    for templates in TEMPLATES.values():
+        for i in TRAIN_TEMPLATES:
+            train_words.update(templates[i].split())
+    for templates in TEMPLATES.values():
+        for i in HELDOUT_TEMPLATES:
+            assert set(templates[i].split()) <= train_words, templates[i]
+            assert templates[i] not in [templates[j] for j in TRAIN_TEMPLATES]
+
+
+def test_prompt_sets_are_deterministic_and_well_formed():
+    sets = build_prompt_sets(PromptSetConfig(seed=3))
+    again = build_prompt_sets(PromptSetConfig(seed=3))
+    sizes = PromptSetConfig()
+    assert len(sets.train_harmful) == sizes.n_train_harmful
+    assert len(sets.heldout_harmful) == sizes.n_heldout_harmful
+    assert len(sets.train_benign) == sizes.n_train_benign
+    assert len(sets.heldout_benign) == sizes.n_heldout_benign
+    for name in ("train_harmful", "train_benign", "heldout_harmful", "heldout_benign"):
+        prompts, other = getattr(sets, name), getattr(again, name)
+        assert [p.text for p in prompts] == [p.text for p in other]
+        assert len({p.text for p in prompts}) == len(prompts)
+        split = name.split("_")[0]
+        assert all(p.split == split for p in prompts)
+        assert all(p.harmful == name.endswith("harmful") for p in prompts)
+    for prompt in sets.train_harmful + sets.train_benign:
+        assert not is_heldout_combination(prompt.spec) and prompt.template_id in TRAIN_TEMPLATES
+    for prompt in sets.heldout_harmful + sets.heldout_benign:
+        assert is_heldout_combination(prompt.spec) or prompt.template_id in HELDOUT_TEMPLATES
+    for split in ("train", "heldout"):  # every harmful object shows up in both splits
+        prompts = getattr(sets, f"{split}_harmful")
+        assert {o for p in prompts for o in p.spec.objects if o in HARMFUL} == set(HARMFUL_OBJECTS)
+
+
+def test_harmful_prompts_have_minimal_safe_rewrites():
+    sets = build_prompt_sets()
+    for prompt in sets.train_harmful + sets.heldout_harmful:
+        rewrite = prompt.safe_rewrite
+        assert rewrite is not None and not rewrite.harmful and prompt.category is not None
+        assert rewrite.split == prompt.split and rewrite.template_id == prompt.template_id
+        assert rewrite.spec == safe_rewrite(prompt.spec) and not is_unsafe(rewrite.spec)
+        old, new = prompt.text.split(), rewrite.text.split()
+        assert len(old) == len(new)
+        changed = [(a, b) for a, b in zip(old, new) if a != b]
+        assert changed and all(SAFE_REPLACEMENT[a] == b for a, b in changed)
+    assert all(p.safe_rewrite is None and p.category is None for p in sets.train_benign)
+
+
+def test_training_examples_never_contain_heldout_material():
+    examples = training_examples(3000, seed=0)
+    assert examples == training_examples(3000, seed=0)
+    specs = [spec for spec, _, _ in examples]
+    assert not any(is_heldout_combination(spec) for spec in specs)
+    unsafe_share = np.mean([is_unsafe(spec) for spec in specs])
+    assert 0.2 < unsafe_share < 0.4
+    assert {o for s in specs for o in s.objects} == set(CONCEPTS)
+    assert {s.background for s in specs} == set(BACKGROUNDS)
+    train_texts = {caption(spec, i) for spec, _, _ in examples[:500] for i in TRAIN_TEMPLATES}
+    assert all(text in train_texts for _, _, text in examples[:500])
+    heldout_texts = {p.text for p in build_prompt_sets().heldout_harmful}
+    assert heldout_texts.isdisjoint(text for _, _, text in examples)
+
+
+def test_render_does_not_depend_on_python_hash_seed():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    code = ("from safecb.world import SceneSpec, render; import hashlib; "
+            "print(hashlib.sha256(render(SceneSpec('night', ('skull', 'tree')), 5).tobytes())"
+            ".hexdigest())")
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=root, env={"PYTHONHASHSEED": salt, "PYTHONPATH": root}).stdout
+        for salt in ("1", "2")
+    }
+    assert len(digests) == 1
+
+
+def test_contact_sheet_covers_every_concept_and_background():
+    from safecb.world import contact_sheet
+
+    sheet = contact_sheet(seed=0, scale=1)
+    assert sheet.shape == ((len(BACKGROUNDS) + 1) * IMAGE_SIZE, (len(CONCEPTS) + 1) * IMAGE_SIZE, 3)
