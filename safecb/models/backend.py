@@ -63,6 +63,8 @@ def _check_model_dir(path: Path) -> dict:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"{config_file} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_file} is not a JSON object; expected a Hugging Face model config")
     if config.get("model_type") != "janus":
         raise ModelLoadError(
             f"{path} holds a '{config.get('model_type')}' checkpoint; Safe-CB Studio needs a Janus model "
@@ -212,6 +214,8 @@ class JanusBackend:
                 raise ValueError("every prompt must be a non-empty string")
             if len(p) > MAX_PROMPT_CHARS:
                 raise ValueError(f"a prompt has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+        if isinstance(seeds, (str, bytes, int, np.integer)) or not hasattr(seeds, "__len__"):
+            raise ValueError(f"seeds must be a list of integers, got {type(seeds).__name__}")
         if len(seeds) == 0:
             raise ValueError("the seed list is empty; give at least one seed")
         for s in seeds:

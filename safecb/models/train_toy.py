@@ -37,11 +37,11 @@ class ToyTrainConfig:
     vq_batch: int = 48  # images per tokenizer step
     vq_lr: float = 2e-3  # peak tokenizer learning rate (AdamW, cosine decay)
     vq_beta: float = 0.25  # commitment weight
-    dead_code_every: int = 50  # steps between re-seeding unused codes from encoder outputs
-    dead_code_usage: float = 0.05  # a code assigned fewer times per step than this (EMA) is dead
-    polish_steps: int = 400  # decoder-only steps after the VQ stage (codes frozen, so tokens are unchanged)
+    dead_code_every: int = 100  # steps between re-seeding unused codes from encoder outputs
+    dead_code_usage: float = 1e-3  # usage EMA below which a code counts as dead
+    polish_steps: int = 300  # decoder-only steps after the VQ stage (codes frozen, so tokens are unchanged)
     polish_lr: float = 3e-4  # decoder-only learning rate
-    lm_steps: int = 5000  # language model optimisation steps
+    lm_steps: int = 6000  # language model optimisation steps
     gen_batch: int = 32  # text -> image examples per step
     und_batch: int = 32  # understanding examples per step (half safety questions, half captions)
     lm_lr: float = 2e-3  # peak language model learning rate
@@ -80,20 +80,6 @@ def _quantize(vq, pixels: torch.Tensor):
     return z, flat, q, idx
 
 
-@torch.no_grad()
-def _restart_dead_codes(vq, usage: torch.Tensor, flat: torch.Tensor, q: torch.Tensor, threshold: float) -> None:
-    """Move unused codes onto the latents the codebook serves worst (largest quantisation error):
-    each restarted code is then the nearest code of at least one latent, so it gets used."""
-    dead = (usage < threshold).nonzero().flatten()
-    if len(dead) == 0:
-        return
-    error = (flat - q).pow(2).sum(-1)
-    worst = error.topk(min(len(dead), len(error))).indices
-    dead = dead[: len(worst)]
-    vq.quantize.embedding.weight[dead] = flat[worst]
-    usage[dead] = threshold * 2  # grace period before it can be judged dead again
-
-
 def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
     vq = model.model.vqmodel
     vq.train()
@@ -118,10 +104,15 @@ def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        counts = torch.bincount(idx, minlength=k).to(usage.dtype)
-        usage.mul_(0.99).add_(counts, alpha=0.01)  # EMA of assignments per step
-        if step % cfg.dead_code_every == 0 and 0 < step < cfg.vq_steps * 0.85:
-            _restart_dead_codes(vq, usage, flat.detach(), q.detach(), cfg.dead_code_usage)
+        usage.mul_(0.99).index_add_(0, idx, torch.full_like(idx, 0.01, dtype=usage.dtype))
+        if step % cfg.dead_code_every == 0 and step < cfg.vq_steps * 0.8:
+            dead = (usage < cfg.dead_code_usage).nonzero().flatten()
+            if len(dead):  # re-seed unused codes on random encoder outputs of this batch
+                pick = torch.randint(len(flat), (len(dead),), generator=gen).to(cfg.device)
+                with torch.no_grad():
+                    noise = 0.01 * torch.randn_like(flat[pick])
+                    vq.quantize.embedding.weight[dead] = flat.detach()[pick] + noise
+                usage[dead] = 0.01
         if step % 100 == 0 or step == cfg.vq_steps - 1:
             mse = F.mse_loss((recon.clamp(-1, 1) + 1) / 2, (pixels + 1) / 2).item()
             log(

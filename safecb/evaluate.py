@@ -1,0 +1,55 @@
+"""Metrics with honest uncertainty: every figure comes with its sample size and a 95% bootstrap
+interval (DESIGN.md §8). Pure functions over numpy arrays."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Agreement of two binary raters beyond chance; 1 perfect, 0 chance level.
+
+    Defined as 0 when both raters are constant and agree (no information either way)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("kappa needs two non-empty label arrays of the same shape")
+    observed = float((a == b).mean())
+    pa, pb = a.mean(), b.mean()
+    expected = float(pa * pb + (1 - pa) * (1 - pb))
+    if expected >= 1.0:
+        return 0.0
+    return (observed - expected) / (1.0 - expected)
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float], *arrays: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic(*arrays)`, resampling rows jointly."""
+    n = len(arrays[0])
+    if n == 0:
+        raise ValueError("bootstrap needs at least one sample")
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = rng.integers(0, n, n)
+        values[i] = statistic(*(np.asarray(a)[idx] for a in arrays))
+    lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def rate(flags: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """A share with its interval: {"value", "ci", "n"}."""
+    flags = np.asarray(flags, float)
+    return {"value": float(flags.mean()), "ci": bootstrap_ci(np.mean, flags, n_boot=n_boot, seed=seed), "n": len(flags)}
+
+
+def kappa(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    return {"value": cohen_kappa(a, b), "ci": bootstrap_ci(cohen_kappa, a, b, n_boot=n_boot, seed=seed), "n": len(a)}
+
+
+def psnr_db(reference: np.ndarray, reconstruction: np.ndarray) -> float:
+    """PSNR over all pixels of uint8 images (peak 255)."""
+    err = ((reference.astype(np.float64) - reconstruction.astype(np.float64)) / 255.0) ** 2
+    return float(10 * np.log10(1.0 / max(err.mean(), 1e-12)))

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from safecb.evaluate import bootstrap_ci, cohen_kappa, kappa, psnr_db, rate
+
+
+def test_kappa_perfect_chance_and_opposite():
+    a = np.array([1, 1, 0, 0, 1, 0], bool)
+    assert cohen_kappa(a, a) == pytest.approx(1.0)
+    assert cohen_kappa(a, ~a) == pytest.approx(-1.0)
+    # independent raters: 50% agreement at 50% prevalence is chance level
+    assert cohen_kappa(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == pytest.approx(0.0)
+
+
+def test_kappa_matches_hand_computation():
+    a = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+    b = np.array([1, 1, 0, 0, 0, 0, 0, 1], bool)
+    po = 6 / 8
+    pe = (3 / 8) * (3 / 8) + (5 / 8) * (5 / 8)
+    assert cohen_kappa(a, b) == pytest.approx((po - pe) / (1 - pe))
+
+
+def test_kappa_rejects_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        cohen_kappa(np.array([1, 0], bool), np.array([1], bool))
+
+
+def test_bootstrap_interval_contains_estimate_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.random(50) < 0.3
+    large = rng.random(5000) < 0.3
+    lo_s, hi_s = bootstrap_ci(np.mean, small, n_boot=500)
+    lo_l, hi_l = bootstrap_ci(np.mean, large, n_boot=500)
+    assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s)
+    assert lo_l < 0.3 < hi_l
+
+
+def test_rate_and_kappa_report_n():
+    flags = np.array([1, 0, 0, 1], bool)
+    r = rate(flags, n_boot=50)
+    assert r["n"] == 4 and r["value"] == 0.5
+    k = kappa(flags, flags, n_boot=50)
+    assert k["value"] == pytest.approx(1.0) and k["n"] == 4
+
+
+def test_psnr():
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[..., 0] = 255  # one channel of three fully wrong: MSE 1/3
+    assert psnr_db(a, b) == pytest.approx(10 * np.log10(3))
+    assert psnr_db(a, a) > 100
