@@ -141,11 +141,16 @@ def run_bench_model(cfg: BenchModelConfig, progress=print) -> dict:
     report["n_oracle"] = 2 * cfg.oracle_per_concept
 
     progress("tokenizer reconstruction PSNR")
+    # Fresh renders (seeds never used in training) of the training distribution, and of all
+    # combinations including the held-out ones the tokenizer never saw.
+    examples = world.training_examples(cfg.psnr_images, seed=99)
+    renders = np.stack([world.render(spec, seed) for spec, seed, _ in examples])
+    report["vq_psnr_db"] = psnr_db(renders, backend.decode(backend.encode(renders)))
     rng = np.random.default_rng(2024)
     specs = [world.random_scene(rng) for _ in range(cfg.psnr_images)]
     renders = np.stack([world.render(s, 5_000_000 + i) for i, s in enumerate(specs)])
-    report["vq_psnr_db"] = psnr_db(renders, backend.decode(backend.encode(renders)))
-    report["n_vq_psnr"] = cfg.psnr_images
+    report["vq_psnr_db_all_combinations"] = psnr_db(renders, backend.decode(backend.encode(renders)))
+    report["n_vq_psnr"] = report["n_vq_psnr_db_all_combinations"] = cfg.psnr_images
 
     progress("generating benign, harmful and rewrite prompts")
     groups = {
@@ -198,7 +203,7 @@ def _meets(value: float, op: str, bound: float) -> bool:
 def format_table(report: dict) -> str:
     rows = [("figure", "value", "95% interval", "n", "target", "")]
     keys = [
-        "oracle_accuracy", "oracle_accuracy_augmented", "vq_psnr_db",
+        "oracle_accuracy", "oracle_accuracy_augmented", "vq_psnr_db", "vq_psnr_db_all_combinations",
         "benign_fidelity", "benign_fidelity_heldout",
         "harmful_unsafe_rate", "harmful_unsafe_rate_heldout",
         "rewrite_unsafe_rate", "rewrite_unsafe_rate_heldout", "benign_unsafe_rate",
@@ -210,7 +215,7 @@ def format_table(report: dict) -> str:
         if key not in report:
             continue
         ci = report.get(f"{key}_ci95")
-        n = report.get(f"n_{key}", "")
+        n = report.get(f"n_{key}", report.get(f"n_{key.removesuffix('_db')}", ""))
         target = " ".join(map(str, TARGETS[key])) if key in TARGETS else ""
         mark = ("ok" if report["passed"][key] else "MISS") if key in TARGETS else ""
         rows.append((key, f"{report[key]:.3f}", f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "", str(n), target, mark))

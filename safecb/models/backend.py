@@ -264,9 +264,9 @@ class JanusBackend:
             t, h = sample_image_tokens(
                 self.model, cond, uncond, [s for _, s in chunk], self.n_tokens, settings, self.pad_id, keep_hidden
             )
-            tokens.append(t.cpu())
+            tokens.append(t.cpu().clone())  # clone: plain tensors, not inference-mode ones
             if keep_hidden:
-                hidden.append(h.float().cpu())
+                hidden.append(h.float().cpu().clone())
             if progress is not None:
                 progress(min(start + batch_size, len(rows)), len(rows))
         all_tokens = torch.cat(tokens)

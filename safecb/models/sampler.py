@@ -103,19 +103,29 @@ def _rotation(hd: int, like: torch.Tensor) -> torch.Tensor:
     return r
 
 
-def lm_forward(lm, embeds: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor, cache: KVCache):
+def lm_forward(
+    lm,
+    embeds: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor | None,
+    cache: KVCache,
+    layers: list[FusedLayer] | None = None,
+    rot: torch.Tensor | None = None,
+):
     """One pass of a Llama-style decoder over new positions; returns final-norm hidden states.
 
     `cos`/`sin` are the rotary tables for the new positions [batch, new, head_dim]; `mask` is an
     additive float mask [batch, 1, new, cached+new] (0 or -inf), or None when nothing is masked
-    (a single new position attending to an unpadded prefix)."""
+    (a single new position attending to an unpadded prefix). `layers` and `rot` may be passed in
+    to save their lookup on every decoding step."""
     b, t, _ = embeds.shape
     hd = cos.shape[-1]
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    rot = _rotation(hd, embeds)
+    rot = _rotation(hd, embeds) if rot is None else rot
     h = embeds
     start = cache.length
-    for i, f in enumerate(fused_layers(lm)):
+    for i, f in enumerate(fused_layers(lm) if layers is None else layers):
         x = F.rms_norm(h, (h.shape[-1],), f.norm1, f.eps)
         qkv = F.linear(x, f.qkv_w, f.qkv_b).view(b, t, -1, hd).transpose(1, 2)
         n_q, n_qk = f.n_q // hd, (f.n_q + f.n_kv) // hd
@@ -167,7 +177,9 @@ def pick_tokens(logits: torch.Tensor, u: torch.Tensor, settings: SamplerSettings
     """Inverse-CDF sampling with per-row uniforms u [B]; greedy at temperature 0."""
     if settings.temperature == 0:
         return logits.argmax(-1)
-    logits = logits.double() / settings.temperature
+    logits = logits.double()
+    if settings.temperature != 1.0:
+        logits = logits / settings.temperature
     if settings.top_k:
         values, index = logits.topk(settings.top_k, dim=-1)
     else:
@@ -179,7 +191,7 @@ def pick_tokens(logits: torch.Tensor, u: torch.Tensor, settings: SamplerSettings
     return choice.squeeze(-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample_image_tokens(
     model,
     prompt_ids: list[list[int]],
@@ -220,7 +232,8 @@ def sample_image_tokens(
     # Rotary tables for every position this call will use, computed once.
     all_pos = torch.cat([positions, positions[:, -1:] + 1 + torch.arange(n_tokens, device=device)], 1)
     cos_all, sin_all = lm.rotary_emb(embeds, all_pos)
-    hidden = lm_forward(lm, embeds, cos_all[:, :width], sin_all[:, :width], mask, cache)[:, -1]
+    layers, rot = fused_layers(lm), _rotation(head_dim, embeds)
+    hidden = lm_forward(lm, embeds, cos_all[:, :width], sin_all[:, :width], mask, cache, layers, rot)[:, -1]
 
     uniforms = row_uniforms(seeds, n_tokens, device)
     table = generator_input_table(inner)
@@ -234,8 +247,7 @@ def sample_image_tokens(
             kept[:, step] = hidden[:b]
         logits = inner.generation_head(hidden).float()
         if use_cfg:
-            cond, uncond = logits[:b], logits[b:]
-            logits = uncond + settings.cfg_weight * (cond - uncond)
+            logits = torch.lerp(logits[b:], logits[:b], settings.cfg_weight)  # uncond + w (cond - uncond)
         token = pick_tokens(logits, uniforms[:, step], settings)
         tokens[:, step] = token
         if step == n_tokens - 1:
@@ -244,5 +256,6 @@ def sample_image_tokens(
         embeds = table[feed].unsqueeze(1).to(dtype)
         step_mask = key_bias[:, None, None, : width + step + 1] if padded else None
         at = width + step
-        hidden = lm_forward(lm, embeds, cos_all[:, at : at + 1], sin_all[:, at : at + 1], step_mask, cache)[:, -1]
+        step_cos, step_sin = cos_all[:, at : at + 1], sin_all[:, at : at + 1]
+        hidden = lm_forward(lm, embeds, step_cos, step_sin, step_mask, cache, layers, rot)[:, -1]
     return tokens, kept

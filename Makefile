@@ -1,0 +1,25 @@
+# Safe-CB Studio. Two commands: `make app` (the web app on http://127.0.0.1:7860), `make test`.
+# Both first make sure .venv exists with requirements.txt installed; that step reruns only when
+# requirements.txt is newer than the stamp file, so it costs nothing once done.
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help app test
+
+help:
+	@echo "make app    run the web app on the shipped toy model (http://127.0.0.1:7860)"
+	@echo "make test   run the test suite"
+
+app: $(STAMP)
+	$(PYTHON) app.py
+
+test: $(STAMP)
+	$(PYTHON) -m pytest
+
+$(STAMP): requirements.txt
+	@test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -r requirements.txt
+	@touch $@

@@ -1,0 +1,92 @@
+"""Safe-CB Studio: parse flags, load the backend, launch the UI.
+
+    python app.py                                  # the shipped toy model on http://127.0.0.1:7860
+    python app.py --model /models/Janus-Pro-1B     # a real Janus-Pro from a local directory (HF layout)
+    python app.py --host 0.0.0.0 --auth me:secret  # reachable from other machines: needs a password
+    python app.py --share --auth me:secret         # a public Gradio link: needs a password
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from safecb.paths import TOY_MODEL_DIR
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python app.py", description="Safe-CB Studio web app")
+    parser.add_argument("--model", default=str(TOY_MODEL_DIR),
+                        help="Janus model directory in the Hugging Face layout (default: the shipped toy)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the model runs (auto: cuda when available)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: one image at a time on the small toy model is "
+                             "fastest single-threaded; raise it for a large model on CPU)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; any other needs --auth)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio link (needs --auth)")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help="require this login; mandatory with --share or a non-loopback --host")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the flags; refuses (exit 2, with a message) anything that would expose the app
+    without a password. `args.auth` becomes a (user, password) tuple or None."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be in 1..65535, got {args.port}")
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.auth is not None:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            parser.error("--auth must look like USER:PASSWORD, both non-empty")
+        args.auth = (user, password)
+    if args.share and args.auth is None:
+        parser.error("--share puts the app on a public URL; refusing without --auth USER:PASSWORD")
+    if not is_loopback(args.host) and args.auth is None:
+        parser.error(f"--host {args.host} makes the app reachable from other machines; "
+                     "refusing without --auth USER:PASSWORD (or use --host 127.0.0.1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Heavy imports after the flags are checked, so --help and refusals are instant.
+    import torch
+
+    from safecb.models.backend import JanusBackend, ModelLoadError
+    from ui import CSS, Services, build_demo
+
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but no CUDA GPU is available here", file=sys.stderr)
+        return 1
+    print(f"loading {args.model} ...", flush=True)
+    try:
+        backend = JanusBackend.load(args.model, device=None if args.device == "auto" else args.device)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    demo = build_demo(Services(backend=backend))
+    demo.queue(default_concurrency_limit=1)  # one generation at a time on the one model
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth, css=CSS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

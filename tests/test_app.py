@@ -1,0 +1,150 @@
+"""The app: flag checks, the Generate handler on the real toy model, and one real launch over HTTP."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import app
+from safecb.models.backend import JanusBackend
+from safecb.paths import TOY_MODEL_DIR
+from ui import Services, build_demo
+from ui.generate_tab import check_seed, example_prompts
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "a picture of a person holding a flower on the grass ."
+
+
+# ---------------------------------------------------------------- flags
+def test_defaults_bind_loopback_only():
+    args = app.parse_args([])
+    assert args.host == "127.0.0.1" and args.port == 7860
+    assert args.share is False and args.auth is None
+    assert Path(args.model) == TOY_MODEL_DIR
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--share"], "--share"),
+        (["--host", "0.0.0.0"], "--host 0.0.0.0"),
+        (["--host", "192.168.1.7"], "--host 192.168.1.7"),
+        (["--share", "--auth", "nopassword"], "USER:PASSWORD"),
+        (["--auth", ":secret"], "USER:PASSWORD"),
+        (["--port", "0"], "--port"),
+        (["--threads", "0"], "--threads"),
+    ],
+)
+def test_unsafe_or_bad_flags_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        app.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_exposure_is_allowed_with_auth():
+    args = app.parse_args(["--share", "--host", "0.0.0.0", "--auth", "alice:s3:cret"])
+    assert args.auth == ("alice", "s3:cret") and args.share
+    assert app.parse_args(["--host", "localhost"]).auth is None
+    assert app.parse_args(["--host", "::1"]).auth is None
+
+
+# ---------------------------------------------------------------- the Generate handler
+@pytest.fixture(scope="module")
+def generate_fn():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(app.build_parser().get_default("threads"))  # as the app runs it
+    backend = JanusBackend.load(TOY_MODEL_DIR, device="cpu")
+    demo = build_demo(Services(backend=backend))
+    fns = [f.fn for f in demo.fns.values() if f.api_name == "generate"]
+    assert len(fns) == 1, "the Generate button must be wired with api_name='generate'"
+    yield fns[0]
+    torch.set_num_threads(threads)
+
+
+def test_generate_returns_upscaled_image_score_and_caption(generate_fn):
+    image, judgment, caption, status = generate_fn(PROMPT, 3, 3.0)
+    assert isinstance(image, np.ndarray) and image.dtype == np.uint8
+    assert image.shape == (256, 256, 3)  # 32x32 toy image, nearest-neighbour x8
+    assert (image[::8, ::8].repeat(8, 0).repeat(8, 1) == image).all()
+    assert 0.0 <= judgment["unsafe"] <= 1.0
+    assert judgment["safe"] == pytest.approx(1.0 - judgment["unsafe"])
+    assert isinstance(caption, str) and caption
+    assert "seed 3" in status and "⚠" not in status
+
+
+@pytest.mark.parametrize(
+    "prompt, seed, cfg, message",
+    [
+        ("", 0, 3.0, "prompt is empty"),
+        ("   ", 0, 3.0, "prompt is empty"),
+        (None, 0, 3.0, "prompt is empty"),
+        ("x" * 2001, 0, 3.0, "2001 characters"),
+        (PROMPT, -1, 3.0, "seed must be ≥ 0"),
+        (PROMPT, "abc", 3.0, "whole number"),
+        (PROMPT, None, 3.0, "seed is empty"),
+        (PROMPT, 1.5, 3.0, "whole number"),
+        (PROMPT, 2**63, 3.0, "below 2^63"),
+        (PROMPT, 0, None, "CFG weight must be a number"),
+        (PROMPT, 0, 99.0, "cfg_weight must be in"),
+        ("word " * 300, 0, 3.0, "positions"),
+    ],
+)
+def test_bad_input_gives_a_clear_message_and_no_exception(generate_fn, prompt, seed, cfg, message):
+    with pytest.warns(UserWarning):  # gr.Warning outside a browser session
+        image, judgment, caption, status = generate_fn(prompt, seed, cfg)
+    assert image is None and judgment is None and caption == ""
+    assert status.startswith("⚠") and message in status
+
+
+def test_seed_parsing_accepts_whole_numbers():
+    assert check_seed(7) == check_seed(7.0) == check_seed(" 7 ") == check_seed(np.int64(7)) == 7
+
+
+def test_examples_cover_benign_and_harmful_prompts():
+    benign, harmful = example_prompts()
+    assert benign and harmful and not set(benign) & set(harmful)
+
+
+# ---------------------------------------------------------------- a real launch
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_app_launches_and_serves_http(tmp_path):
+    port = _free_port()
+    log_path = tmp_path / "app.log"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with opener.open(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    status = response.status
+                    page = response.read().decode("utf-8", "replace")
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200, f"app did not answer 200 within 60 s:\n{log_path.read_text()[-3000:]}"
+        assert "Safe-CB Studio" in page
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
