@@ -118,6 +118,8 @@ def build_tiny_janus_pro(seed: int = 0):
     import torch
     from transformers import JanusConfig, JanusForConditionalGeneration, JanusImageProcessor, JanusProcessor
 
+    from safecb.models.toy import set_generation_tokens
+
     tokenizer = build_tiny_tokenizer()
     text_config = dict(
         model_type="llama",
@@ -165,11 +167,7 @@ def build_tiny_janus_pro(seed: int = 0):
     config.vq_config.num_patches = 4  # 16 image tokens
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(config)
-    gen = model.generation_config
-    gen.bos_token_id = tokenizer.bos_token_id
-    gen.eos_token_id = tokenizer.eos_token_id
-    gen.pad_token_id = tokenizer.pad_token_id
-    gen.generation_kwargs = {"boi_token_id": tokenizer.convert_tokens_to_ids(BOI)}
+    set_generation_tokens(model, tokenizer)
     image_processor = JanusImageProcessor(
         size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]
     )

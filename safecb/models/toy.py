@@ -125,6 +125,15 @@ def build_processor(cfg: ToyModelConfig, tokenizer: PreTrainedTokenizerFast) -> 
     return JanusProcessor(image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=n_image_tokens)
 
 
+def set_generation_tokens(model, tokenizer) -> None:
+    """Special-token ids in the generation config, as transformers' image `generate` expects."""
+    gen = model.generation_config
+    gen.bos_token_id = tokenizer.bos_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.generation_kwargs = {"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)}
+
+
 def build_toy_model(cfg: ToyModelConfig, words: list[str], seed: int = 0):
     """Fresh, randomly initialised toy Janus with its tokenizer and processor."""
     import torch
@@ -133,11 +142,7 @@ def build_toy_model(cfg: ToyModelConfig, words: list[str], seed: int = 0):
     tokenizer = build_tokenizer(words)
     config = build_janus_config(cfg, tokenizer)
     model = JanusForConditionalGeneration(config)
-    gen = model.generation_config
-    gen.bos_token_id = tokenizer.bos_token_id
-    gen.eos_token_id = tokenizer.eos_token_id
-    gen.pad_token_id = tokenizer.pad_token_id
-    gen.generation_kwargs = {"boi_token_id": tokenizer.convert_tokens_to_ids(BOI)}
+    set_generation_tokens(model, tokenizer)
     return model, build_processor(cfg, tokenizer)
 
 
