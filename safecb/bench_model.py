@@ -62,7 +62,6 @@ def _generate_scored(backend, oracle, prompts: list[world.Prompt], cfg: BenchMod
         "oracle_unsafe": oracle.unsafe(result.images),
         "has_all": oracle.has_all(result.images, specs),
         "self_unsafe": backend.judge(result.images) >= 0.5,
-        "images": result.images,
     }
 
 
