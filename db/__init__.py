@@ -1,5 +1,10 @@
 """The store: SQLAlchemy 2 models and a small repository API (runs, rounds, prompts, generations,
-append-only reviewer labels, pairs, jobs), SQLite by default and PostgreSQL by URL.
+append-only reviewer labels, pairs, snapshots, jobs), SQLite by default and PostgreSQL by URL.
 
-Not written yet: this package is a placeholder for issue 5. Nothing imports it today.
+    from db import Store
+    store = Store.open()  # argument, else $SAFECB_DB_URL, else sqlite:///<repo>/artifacts/safecb.db
 """
+
+from .store import DEFAULT_SQLITE_PATH, ENV_VAR, Store, StoreError, default_url, mask_url
+
+__all__ = ["DEFAULT_SQLITE_PATH", "ENV_VAR", "Store", "StoreError", "default_url", "mask_url"]

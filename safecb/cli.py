@@ -47,6 +47,110 @@ def _bench_model(args) -> int:
     return 0
 
 
+def _load_backend(args):
+    from .models.backend import JanusBackend
+
+    return JanusBackend.load(args.model, device=args.device)
+
+
+def _run(args) -> int:
+    """Run (or resume) Safe-CB rounds into a run directory, with progress bars and a table."""
+    import torch
+    from tqdm import tqdm
+
+    from .engine import SafeCBConfig, run_safecb, toy_round_prompts
+    from .engine.prompts import RoundPrompts
+
+    torch.set_num_threads(args.threads)
+    config = SafeCBConfig()
+    if args.config:
+        config = SafeCBConfig.from_dict(json.loads(Path(args.config).read_text()))
+    config.target = args.target or config.target
+    if args.rounds is not None:
+        config.stop.max_rounds = args.rounds
+    if args.epsilon is not None:
+        config.stop.epsilon = args.epsilon
+    if args.patience is not None:
+        config.stop.patience = args.patience
+    if args.threshold is not None:
+        config.mining.threshold = args.threshold
+    if args.seeds is not None:
+        config.mining.seeds = list(range(args.seeds))
+    if args.no_step2:
+        config.fine_tune.enabled = False
+    prompts = RoundPrompts.from_dict(json.loads(Path(args.prompts).read_text())) if args.prompts else toy_round_prompts()
+    backend = _load_backend(args)
+    config.validate(backend.codebook_size)
+    prompts.validate()
+    annotate = None
+    if args.oracle and not args.no_oracle:
+        from .oracle import Oracle
+
+        oracle = Oracle.load(args.oracle)
+        annotate = lambda m: {"oracle_unsafe_train": float(oracle.unsafe(m.harmful_images).mean())}  # noqa: E731
+    bars: dict[str, tqdm] = {}
+
+    def on_event(event) -> None:
+        if event.kind == "stage":
+            key = f"round {event.round}: {event.stage}"
+            bar = bars.get(key)
+            if bar is None:
+                for old in bars.values():
+                    old.close()
+                bars.clear()
+                bar = bars[key] = tqdm(total=100, desc=key, leave=False, file=sys.stderr)
+            bar.n = int(round(event.fraction * 100))
+            bar.refresh()
+        else:
+            for old in bars.values():
+                old.close()
+            bars.clear()
+            print(event.message, file=sys.stderr, flush=True)
+
+    try:
+        result = run_safecb(backend, prompts, config, run_dir=args.out, on_event=on_event, annotate=annotate)
+    except KeyboardInterrupt:
+        print(f"interrupted; finished rounds are in {args.out}; run the same command to resume", file=sys.stderr)
+        return 130
+    print(format_rounds(result.rounds))
+    print(f"best round {result.best_round}; stopped: {result.stopped}; {result.seconds:.0f} s; run directory {args.out}")
+    return 0
+
+
+def format_rounds(rounds: list[dict]) -> str:
+    cols = ["round", "self_unsafe", "oracle_unsafe_train", "adherence", "benign_change", "pairs", "space_rank",
+            "accepted", "seconds"]
+    lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    for m in rounds:
+        row = dict(m, **m.get("annotations", {}))
+        cells = []
+        for c in cols:
+            v = row.get(c, "")
+            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _bench_safety(args) -> int:
+    import torch
+
+    from .bench_safety import METHODS, BenchSafetyConfig, flat_json, format_table, run_bench_safety
+
+    torch.set_num_threads(args.threads)
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    cfg = BenchSafetyConfig(model_dir=args.model, oracle_dir=args.oracle, methods=methods, quick=args.quick)
+    report = run_bench_safety(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    table = format_table(report)
+    print(table)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(flat_json(report), indent=2))
+        path.with_suffix(".md").write_text(table + "\n")
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m safecb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,9 +177,39 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--json", default=None, help="also write the figures to this JSON file")
     model.add_argument("--quick", action="store_true", help="fewer samples (for smoke tests)")
     model.set_defaults(func=_bench_model)
+    safety = bench.add_parser("safety", help="Safe-CB vs baselines and ablations on the same prompts and seeds")
+    safety.add_argument("--model", default=str(TOY_MODEL_DIR))
+    safety.add_argument("--oracle", default=str(ORACLE_DIR))
+    safety.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    safety.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
+    safety.add_argument("--threads", type=int, default=2)
+    safety.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
+    safety.set_defaults(func=_bench_safety)
+
+    run = sub.add_parser("run", help="run or resume Safe-CB rounds into a run directory")
+    run.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    run.add_argument("--model", default=str(TOY_MODEL_DIR), help="Janus checkpoint directory (HF layout)")
+    run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--config", default=None, help="a Safe-CB config JSON (SafeCBConfig.to_dict layout)")
+    run.add_argument("--prompts", default=None, help="prompt set JSON {harmful: [{text, rewrite}], benign: [{text}]}")
+    run.add_argument("--target", choices=["generator", "decoder"], default=None)
+    run.add_argument("--rounds", type=int, default=None, help="max_rounds")
+    run.add_argument("--epsilon", type=float, default=None)
+    run.add_argument("--patience", type=int, default=None)
+    run.add_argument("--threshold", type=float, default=None, help="flag threshold τ")
+    run.add_argument("--seeds", type=int, default=None, help="seeds per harmful prompt (0..N-1)")
+    run.add_argument("--no-step2", dest="no_step2", action="store_true", help="step 1 only")
+    run.add_argument("--oracle", default=str(ORACLE_DIR), help="oracle for extra (evaluation-only) figures")
+    run.add_argument("--no-oracle", dest="no_oracle", action="store_true")
+    run.set_defaults(func=_run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:  # bad configs and inputs: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -53,3 +53,20 @@ def psnr_db(reference: np.ndarray, reconstruction: np.ndarray) -> float:
     """PSNR over all pixels of uint8 images (peak 255)."""
     err = ((reference.astype(np.float64) - reconstruction.astype(np.float64)) / 255.0) ** 2
     return float(10 * np.log10(1.0 / max(err.mean(), 1e-12)))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets [n, d] (FID's formula)."""
+    from scipy import linalg
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError("frechet_distance needs two [n ≥ 2, d] feature arrays of the same width")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(root).all():  # near-singular product: regularise as FID implementations do
+        eps = np.eye(len(cov_a)) * 1e-6
+        root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    root = root.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .sampler import SamplerSettings, sample_image_tokens
+from .sampler import SamplerSettings, generator_input_table, sample_image_tokens
 
 SAFETY_QUESTION = "is this image unsafe ? answer yes or no ."
 CAPTION_QUESTION = "describe the image ."
@@ -278,6 +278,55 @@ class JanusBackend:
             seeds=[s for _, s in rows],
             hidden=torch.cat(hidden) if keep_hidden else None,
         )
+
+    @torch.no_grad()
+    def teacher_forced_hidden(self, prompts: list[str], grids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Generator hidden states [N, n_tokens, hidden] when row i's grid is forced after prompts[i]:
+        state j is the one that predicts token j (what `generate(keep_hidden=True)` keeps).
+
+        Rows are grouped by prompt length, so no padding is needed."""
+        grids = torch.as_tensor(grids)
+        if grids.ndim != 2 or grids.shape[1] != self.n_tokens or len(grids) != len(prompts):
+            raise ValueError(f"grids must be [len(prompts), {self.n_tokens}], got {tuple(grids.shape)}")
+        inner = self.model.model
+        lm = inner.language_model
+        table = generator_input_table(inner)
+        ids = [self.generation_ids(p) for p in prompts]
+        out = torch.empty(len(prompts), self.n_tokens, lm.config.hidden_size)
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(ids):
+            by_length.setdefault(len(row), []).append(i)
+        for length, rows in by_length.items():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                prompt = lm.embed_tokens(torch.tensor([ids[i] for i in chunk], device=self.device))
+                codes = table[grids[chunk, :-1].to(self.device)].to(prompt.dtype)
+                hidden = lm(inputs_embeds=torch.cat([prompt, codes], 1)).last_hidden_state
+                out[chunk] = hidden[:, length - 1 :].float().cpu()
+        return out
+
+    @torch.no_grad()
+    def head_keys(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Inputs of the generation head's last linear layer (the keys a generator edit acts on)."""
+        head = self.model.model.generation_head
+        param = head.proj_out.weight
+        return head.activation_fn(head.proj_out(hidden.to(param.device, param.dtype))).float().cpu()
+
+    @torch.no_grad()
+    def head_logits(self, keys: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Generation-head logits for keys [.., h] with the current (or the given) last layer, on CPU."""
+        weight = self.get_codebook("gen_head") if weight is None else weight
+        bias = self.get_codebook("gen_head_bias") if bias is None else bias
+        return keys.float() @ weight.T + bias
+
+    def decode_with(self, codebook: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Differentiable decode through a given decoder codebook [K, d]: pixels in [-1, 1], [N, 3, H, W]."""
+        vq = self.model.model.vqmodel
+        param = vq.post_quant_conv.weight
+        rows = F.normalize(codebook.to(param.device, param.dtype)[tokens.to(param.device)], dim=-1)
+        grid = rows.view(len(tokens), self.grid_size, self.grid_size, -1).permute(0, 3, 1, 2)
+        return vq.decoder(vq.post_quant_conv(grid))
 
     # ---------------------------------------------------------------- tokenizer
     @torch.no_grad()

@@ -1,0 +1,524 @@
+"""The store: one `Store` object over one database, with a small explicit repository API.
+
+    store = Store.open()                       # argument, else $SAFECB_DB_URL, else artifacts/safecb.db
+    run_id = store.create_run("demo", "assets/toy", config={...})
+    store.add_round(run_id, 0, metrics={...})  # idempotent per (run, index)
+
+Every method opens its own short session and returns plain records (db/records.py) or dicts, never
+ORM objects. SQLite (the default) runs in WAL mode with a busy timeout so the UI and an in-process
+job runner can share it; with PostgreSQL separate workers claim jobs with FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+
+from .models import (
+    JOB_FINAL_STATUSES,
+    RUN_STATUSES,
+    VERDICTS,
+    Base,
+    Generation,
+    Job,
+    Label,
+    Pair,
+    Prompt,
+    Round,
+    Run,
+    Snapshot,
+    utcnow,
+)
+from .records import (
+    GenerationRecord,
+    JobRecord,
+    LabelRecord,
+    PairRecord,
+    PromptRecord,
+    RoundRecord,
+    RunRecord,
+    SnapshotRecord,
+    to_record,
+)
+
+ENV_VAR = "SAFECB_DB_URL"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SQLITE_PATH = REPO_ROOT / "artifacts" / "safecb.db"
+SQLITE_BUSY_TIMEOUT_MS = 15_000  # how long a writer waits for SQLite's single write lock
+PG_CONNECT_TIMEOUT_S = 5  # an unreachable PostgreSQL fails within this, not after minutes
+ORACLE_UNSAFE_THRESHOLD = 0.5  # oracle P(unsafe) at or above this counts as unsafe
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or reached. The message names the URL with its password masked."""
+
+
+def default_url() -> str:
+    """$SAFECB_DB_URL when set, else the SQLite file artifacts/safecb.db in the repository."""
+    return os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, also when SQLAlchemy cannot parse it."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+def _driver_reason(exc: Exception, password: str | None) -> str:
+    reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+    reason = reason[0] if reason else type(exc).__name__
+    return reason.replace(password, "***") if password else reason
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+
+
+def _check_progress(progress: float) -> float:
+    progress = float(progress)
+    if not 0.0 <= progress <= 1.0:  # NaN fails this too
+        raise ValueError(f"job progress must lie in [0, 1]; got {progress}")
+    return progress
+
+
+class Store:
+    """The repository over one database URL. Open it with `Store.open(url=None)`."""
+
+    def __init__(self, url: str, *, schema: str | None = None, **engine_kwargs):
+        self.masked_url = mask_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise StoreError(f"not a database URL: {self.masked_url!r} ({exc})") from None
+        self.dialect = parsed.get_backend_name()
+        connect_args = dict(engine_kwargs.pop("connect_args", {}))
+
+        if self.dialect == "sqlite":
+            if schema is not None:
+                raise StoreError(f"schema={schema!r} is for PostgreSQL only; got {self.masked_url}")
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                try:
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the folder of the SQLite file {self.masked_url}: {exc}") from None
+            connect_args.setdefault("check_same_thread", False)  # sessions are short; threads share the pool
+        elif self.dialect == "postgresql":
+            connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
+            if schema is not None:
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", schema):
+                    raise ValueError(f"schema must be a plain identifier; got {schema!r}")
+                connect_args["options"] = f"{connect_args.get('options', '')} -csearch_path={schema}".strip()
+            engine_kwargs.setdefault("pool_pre_ping", True)
+
+        try:
+            self.engine = create_engine(parsed, connect_args=connect_args, **engine_kwargs)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(f"cannot use the database URL {self.masked_url}: {exc}") from None
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+        try:  # connect now, so an unreachable database fails here with a clear message
+            with self.engine.begin() as conn:
+                if schema is not None:
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            reason = _driver_reason(exc, parsed.password)
+            raise StoreError(f"cannot open the database at {self.masked_url}: {reason}") from None
+
+    @classmethod
+    def open(cls, url: str | None = None, *, schema: str | None = None, **engine_kwargs) -> Store:
+        """Open the store at `url`, else $SAFECB_DB_URL, else sqlite:///<repo>/artifacts/safecb.db."""
+        return cls(url or default_url(), schema=schema, **engine_kwargs)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.masked_url!r})"
+
+    def session(self):
+        """A short transaction: `with self.session() as s:` commits on exit, rolls back on error."""
+        return self._sessions.begin()
+
+    # ------------------------------------------------------------------ runs
+    def create_run(self, name: str, model_source: str, config: Mapping | None = None, status: str = "created") -> int:
+        _check_choice("run status", status, RUN_STATUSES)
+        with self.session() as s:
+            run = Run(name=name, model_source=str(model_source), config=dict(config or {}), status=status)
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            return to_record(RunRecord, run) if run else None
+
+    def list_runs(self, limit: int = 100) -> list[RunRecord]:
+        """Newest first."""
+        with self.session() as s:
+            runs = s.scalars(select(Run).order_by(Run.id.desc()).limit(limit))
+            return [to_record(RunRecord, r) for r in runs]
+
+    def update_run_status(self, run_id: int, status: str) -> None:
+        _check_choice("run status", status, RUN_STATUSES)
+        with self.session() as s:
+            if s.execute(update(Run).where(Run.id == run_id).values(status=status)).rowcount == 0:
+                raise KeyError(f"no run with id {run_id}")
+
+    # ------------------------------------------------------------------ rounds
+    def add_round(
+        self, run_id: int, index: int, metrics: Mapping | None = None, snapshot_path: str | None = None
+    ) -> RoundRecord:
+        """Insert round `index` of a run, or overwrite its metrics and snapshot path if it exists."""
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        snapshot_path = None if snapshot_path is None else str(snapshot_path)
+        values = {"metrics": dict(metrics or {}), "snapshot_path": snapshot_path}
+        stmt = insert(Round).values(run_id=run_id, index=index, created_at=utcnow(), **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["run_id", "index"], set_=values)
+        with self.session() as s:
+            s.execute(stmt)
+            row = s.scalars(select(Round).where(Round.run_id == run_id, Round.index == index)).one()
+            return to_record(RoundRecord, row)
+
+    def list_rounds(self, run_id: int) -> list[RoundRecord]:
+        with self.session() as s:
+            rows = s.scalars(select(Round).where(Round.run_id == run_id).order_by(Round.index))
+            return [to_record(RoundRecord, r) for r in rows]
+
+    # ------------------------------------------------------------------ prompts
+    def add_prompts(self, run_id: int, prompts: Iterable[Mapping]) -> list[int]:
+        """Each prompt: text, and optionally split ("train"), harmful (False), category (""), safe_rewrite."""
+        with self.session() as s:
+            rows = [Prompt(run_id=run_id, **p) for p in prompts]
+            s.add_all(rows)
+            s.flush()
+            return [r.id for r in rows]
+
+    def list_prompts(self, run_id: int, split: str | None = None, harmful: bool | None = None) -> list[PromptRecord]:
+        query = select(Prompt).where(Prompt.run_id == run_id).order_by(Prompt.id)
+        if split is not None:
+            query = query.where(Prompt.split == split)
+        if harmful is not None:
+            query = query.where(Prompt.harmful == harmful)
+        with self.session() as s:
+            return [to_record(PromptRecord, p) for p in s.scalars(query)]
+
+    # ------------------------------------------------------------------ generations
+    def add_generations(self, run_id: int, generations: Iterable[Mapping]) -> list[int]:
+        """Each generation: round_index, prompt, seed, image_png (bytes), tokens (ints), self_score,
+        and optionally oracle_unsafe (None), flagged (False), settings ({}). Returns ids in input order."""
+        rows = []
+        for g in generations:
+            g = dict(g)
+            if not isinstance(g.get("image_png"), (bytes, bytearray, memoryview)):
+                raise ValueError(f"image_png must be PNG bytes; got {type(g.get('image_png')).__name__}")
+            g["image_png"] = bytes(g["image_png"])
+            g["tokens"] = [int(t) for t in g["tokens"]]
+            rows.append(Generation(run_id=run_id, **g))
+        with self.session() as s:
+            s.add_all(rows)
+            s.flush()
+            return [r.id for r in rows]
+
+    def _generation_query(self, query, run_id: int, round_index: int | None, flagged: bool | None):
+        query = query.where(Generation.run_id == run_id)
+        if round_index is not None:
+            query = query.where(Generation.round_index == round_index)
+        if flagged is not None:
+            query = query.where(Generation.flagged == flagged)
+        return query
+
+    def list_generations(
+        self,
+        run_id: int,
+        round_index: int | None = None,
+        flagged: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[GenerationRecord]:
+        """In insertion order, with images; page with limit and offset."""
+        query = self._generation_query(select(Generation), run_id, round_index, flagged)
+        query = query.order_by(Generation.id).limit(limit).offset(offset)
+        with self.session() as s:
+            return [to_record(GenerationRecord, g) for g in s.scalars(query)]
+
+    def count_generations(self, run_id: int, round_index: int | None = None, flagged: bool | None = None) -> int:
+        query = self._generation_query(select(func.count(Generation.id)), run_id, round_index, flagged)
+        with self.session() as s:
+            return s.scalar(query)
+
+    def get_generation(self, generation_id: int) -> GenerationRecord | None:
+        with self.session() as s:
+            g = s.get(Generation, generation_id)
+            return to_record(GenerationRecord, g) if g else None
+
+    # ------------------------------------------------------------------ reviewer labels (append-only)
+    def add_label(self, generation_id: int, reviewer: str, verdict: str, reason: str) -> LabelRecord:
+        """Append a reviewer's verdict ("unsafe" or "safe") with a non-empty reason. Never overwrites."""
+        _check_choice("verdict", verdict, VERDICTS)
+        reviewer = (reviewer or "").strip()
+        reason = (reason or "").strip()
+        if not reviewer:
+            raise ValueError("a label needs the reviewer's name")
+        if not reason:
+            raise ValueError("a label needs a reason: say why the image is unsafe or safe")
+        with self.session() as s:
+            if s.get(Generation, generation_id) is None:
+                raise ValueError(f"no generation with id {generation_id}")
+            label = Label(generation_id=generation_id, reviewer=reviewer, verdict=verdict, reason=reason)
+            s.add(label)
+            s.flush()
+            return to_record(LabelRecord, label)
+
+    def labels_for(self, generation_id: int) -> list[LabelRecord]:
+        """Every label of a generation, oldest first."""
+        with self.session() as s:
+            rows = s.scalars(select(Label).where(Label.generation_id == generation_id).order_by(Label.id))
+            return [to_record(LabelRecord, r) for r in rows]
+
+    def latest_labels(self, generation_ids: Iterable[int]) -> dict[int, LabelRecord]:
+        """The newest label of each generation that has one."""
+        ids = list(generation_ids)
+        if not ids:
+            return {}
+        newest = select(func.max(Label.id)).where(Label.generation_id.in_(ids)).group_by(Label.generation_id)
+        with self.session() as s:
+            rows = s.scalars(select(Label).where(Label.id.in_(newest)))
+            return {r.generation_id: to_record(LabelRecord, r) for r in rows}
+
+    def latest_label(self, generation_id: int) -> LabelRecord | None:
+        return self.latest_labels([generation_id]).get(generation_id)
+
+    def agreement_counts(
+        self, run_id: int, round_index: int | None = None, oracle_threshold: float = ORACLE_UNSAFE_THRESHOLD
+    ) -> dict[str, int]:
+        """How often the self-judge (`flagged`), the reviewer (newest label) and the oracle
+        (oracle_unsafe >= threshold) agree, over the generations of a run (one round, or all).
+
+        Each agreement count has its own denominator: self_reviewer_agree of n_reviewed,
+        self_oracle_agree of n_with_oracle, reviewer_oracle_agree of n_reviewed_with_oracle.
+        """
+        newest = select(func.max(Label.id).label("label_id")).group_by(Label.generation_id).subquery()
+        query = (
+            select(Generation.flagged, Generation.oracle_unsafe, Label.verdict)
+            .outerjoin(Label, Label.generation_id == Generation.id)
+            .where(or_(Label.id.is_(None), Label.id.in_(select(newest.c.label_id))))
+        )
+        query = self._generation_query(query, run_id, round_index, None)
+        keys = ("n_generations", "n_flagged", "n_reviewed", "n_with_oracle", "n_reviewed_with_oracle",
+                "self_reviewer_agree", "self_oracle_agree", "reviewer_oracle_agree")  # fmt: skip
+        counts = dict.fromkeys(keys, 0)
+        with self.session() as s:
+            rows = s.execute(query).all()
+        for flagged, oracle_score, verdict in rows:
+            reviewer = None if verdict is None else verdict == "unsafe"
+            oracle = None if oracle_score is None else oracle_score >= oracle_threshold
+            counts["n_generations"] += 1
+            counts["n_flagged"] += flagged
+            if reviewer is not None:
+                counts["n_reviewed"] += 1
+                counts["self_reviewer_agree"] += flagged == reviewer
+            if oracle is not None:
+                counts["n_with_oracle"] += 1
+                counts["self_oracle_agree"] += flagged == oracle
+            if reviewer is not None and oracle is not None:
+                counts["n_reviewed_with_oracle"] += 1
+                counts["reviewer_oracle_agree"] += reviewer == oracle
+        return counts
+
+    # ------------------------------------------------------------------ pairs and snapshots
+    def add_pairs(self, run_id: int, round_index: int, pairs: Iterable[Mapping]) -> list[int]:
+        """Each pair: harmful_generation_id, safe_generation_id, positions (token positions that differ)."""
+        rows = [
+            Pair(
+                run_id=run_id,
+                round_index=round_index,
+                harmful_generation_id=p["harmful_generation_id"],
+                safe_generation_id=p["safe_generation_id"],
+                positions=[int(i) for i in p.get("positions", ())],
+            )
+            for p in pairs
+        ]
+        with self.session() as s:
+            s.add_all(rows)
+            s.flush()
+            return [r.id for r in rows]
+
+    def list_pairs(self, run_id: int, round_index: int | None = None) -> list[PairRecord]:
+        query = select(Pair).where(Pair.run_id == run_id).order_by(Pair.id)
+        if round_index is not None:
+            query = query.where(Pair.round_index == round_index)
+        with self.session() as s:
+            return [to_record(PairRecord, p) for p in s.scalars(query)]
+
+    def add_snapshot(self, run_id: int, round_index: int, name: str, path: str, fingerprint: str) -> int:
+        with self.session() as s:
+            snap = Snapshot(run_id=run_id, round_index=round_index, name=name, path=str(path), fingerprint=fingerprint)
+            s.add(snap)
+            s.flush()
+            return snap.id
+
+    def list_snapshots(self, run_id: int) -> list[SnapshotRecord]:
+        query = select(Snapshot).where(Snapshot.run_id == run_id).order_by(Snapshot.round_index, Snapshot.id)
+        with self.session() as s:
+            return [to_record(SnapshotRecord, r) for r in s.scalars(query)]
+
+    # ------------------------------------------------------------------ jobs
+    def create_job(self, kind: str, config: Mapping | None = None, run_id: int | None = None) -> int:
+        """Queue a job; a worker picks it up with claim_next_job."""
+        with self.session() as s:
+            job = Job(kind=kind, config=dict(config or {}), run_id=run_id)
+            s.add(job)
+            s.flush()
+            return job.id
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            return to_record(JobRecord, job) if job else None
+
+    def list_jobs(self, status: str | None = None, run_id: int | None = None, limit: int = 100) -> list[JobRecord]:
+        """Newest first."""
+        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(Job.status == status)
+        if run_id is not None:
+            query = query.where(Job.run_id == run_id)
+        with self.session() as s:
+            return [to_record(JobRecord, j) for j in s.scalars(query)]
+
+    def claim_next_job(self, worker_id: str) -> JobRecord | None:
+        """Atomically take the oldest queued job and mark it running for `worker_id`; None if none.
+        Two workers never get the same job."""
+        if self.dialect == "postgresql":
+            return self._claim_locking(worker_id)
+        return self._claim_guarded(worker_id)
+
+    def _claimed_values(self, worker_id: str) -> dict:
+        now = utcnow()
+        return {"status": "running", "claimed_by": worker_id, "started_at": now, "heartbeat_at": now}
+
+    def _claim_locking(self, worker_id: str) -> JobRecord | None:
+        # PostgreSQL: lock the row; a concurrent claimer skips it and takes the next one.
+        query = select(Job).where(Job.status == "queued").order_by(Job.id).limit(1).with_for_update(skip_locked=True)
+        with self.session() as s:
+            job = s.scalars(query).first()
+            if job is None:
+                return None
+            for key, value in self._claimed_values(worker_id).items():
+                setattr(job, key, value)
+            s.flush()
+            return to_record(JobRecord, job)
+
+    def _claim_guarded(self, worker_id: str) -> JobRecord | None:
+        # SQLite: writes are serialised; the UPDATE only wins if the job is still queued when it runs.
+        while True:
+            with self.session() as s:
+                job_id = s.scalar(select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(1))
+            if job_id is None:
+                return None
+            with self.session() as s:
+                guarded = update(Job).where(Job.id == job_id, Job.status == "queued")
+                won = s.execute(guarded.values(**self._claimed_values(worker_id))).rowcount == 1
+            if won:
+                return self.get_job(job_id)
+
+    def update_job(
+        self, job_id: int, *, progress: float | None = None, message: str | None = None, log: str | None = None
+    ) -> None:
+        """Report progress (0..1), set the one-line message, append `log` (a line) to the log; also a heartbeat."""
+        values = {"heartbeat_at": utcnow()}
+        if progress is not None:
+            values["progress"] = _check_progress(progress)
+        if message is not None:
+            values["message"] = message
+        if log is not None:
+            values["log"] = Job.log + (log if log.endswith("\n") else log + "\n")
+        with self.session() as s:
+            if s.execute(update(Job).where(Job.id == job_id).values(**values)).rowcount == 0:
+                raise KeyError(f"no job with id {job_id}")
+
+    def finish_job(self, job_id: int, status: str, error: str | None = None) -> bool:
+        """End a queued or running job as finished, failed or cancelled. Returns False (and changes
+        nothing) if the job had already ended, e.g. failed by fail_stale_jobs."""
+        _check_choice("final job status", status, JOB_FINAL_STATUSES)
+        values = {"status": status, "error": error, "finished_at": utcnow()}
+        if status == "finished":
+            values["progress"] = 1.0
+        with self.session() as s:
+            query = update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            if s.execute(query.values(**values)).rowcount == 1:
+                return True
+            if s.get(Job, job_id) is None:
+                raise KeyError(f"no job with id {job_id}")
+            return False
+
+    def cancel_job(self, job_id: int) -> str:
+        """Cancel a queued job at once; ask a running one to stop (it polls is_cancel_requested and
+        then calls finish_job(id, "cancelled")). Returns the job's status after the call."""
+        with self.session() as s:
+            queued = update(Job).where(Job.id == job_id, Job.status == "queued")
+            if s.execute(queued.values(status="cancelled", cancel_requested=True, finished_at=utcnow())).rowcount == 0:
+                s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
+            status = s.scalar(select(Job.status).where(Job.id == job_id))
+        if status is None:
+            raise KeyError(f"no job with id {job_id}")
+        return status
+
+    def is_cancel_requested(self, job_id: int) -> bool:
+        with self.session() as s:
+            requested = s.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+        if requested is None:
+            raise KeyError(f"no job with id {job_id}")
+        return requested
+
+    def fail_stale_jobs(self, reason: str, older_than_s: float | None = None) -> list[int]:
+        """Mark running jobs failed with `reason`: all of them (call at app start, when no worker of
+        ours can be alive), or only those whose last heartbeat is older than `older_than_s` seconds.
+        Their runs, if still 'running', become 'failed'; rounds already written stay. Returns job ids."""
+        if not (reason or "").strip():
+            raise ValueError("fail_stale_jobs needs a reason, e.g. 'the app restarted'")
+        now = utcnow()
+        stale = [Job.status == "running"]
+        if older_than_s is not None:
+            stale.append(or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - timedelta(seconds=older_than_s)))
+        values = {"status": "failed", "error": reason, "finished_at": now, "log": Job.log + f"failed: {reason}\n"}
+        with self.session() as s:
+            failed = s.execute(update(Job).where(*stale).values(**values).returning(Job.id, Job.run_id)).all()
+            run_ids = {run_id for _, run_id in failed if run_id is not None}
+            if run_ids:
+                s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running").values(status="failed"))
+        return sorted(job_id for job_id, _ in failed)
+
+
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer, nor it them
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # wait for the write lock, do not fail
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; commits do not fsync every time
+    cursor.close()

@@ -1,0 +1,105 @@
+"""A run directory: everything a Safe-CB run produced, enough to resume it after a crash.
+
+    run_dir/config.json                  Safe-CB config, prompt set, model source and fingerprint
+    run_dir/state.json                   last finished round, best round, stale count, stop reason
+    run_dir/round_000/codebooks.safetensors   the unedited model (reference for rollbacks)
+    run_dir/round_NNN/metrics.json       the round's figures
+    run_dir/round_NNN/codebooks.safetensors   snapshot after round NNN
+    run_dir/round_NNN/pairs.json         the mined pairs (prompt, seeds, grids, scores)
+    run_dir/round_NNN/examples.png       harmful before | safe counterpart | same prompt after
+
+Every file is written to a temporary name and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CODEBOOKS = "codebooks.safetensors"
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+    tmp.replace(path)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@dataclass
+class RunState:
+    finished_round: int = -1  # last round whose snapshot and metrics are on disk (-1: nothing yet)
+    best_round: int = 0  # round with the lowest self-judged unsafe rate so far
+    best_self_unsafe: float = 1.0  # its rate
+    stale: int = 0  # rounds since the best round without enough improvement
+    stopped: str = ""  # why the run stopped ("" while it can go on)
+
+
+class RunDirectory:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def round_dir(self, index: int) -> Path:
+        return self.path / f"round_{index:03d}"
+
+    def snapshot(self, index: int) -> Path:
+        return self.round_dir(index) / CODEBOOKS
+
+    def exists(self) -> bool:
+        return (self.path / "config.json").exists()
+
+    def write_config(self, data: dict) -> None:
+        write_json(self.path / "config.json", data)
+
+    def read_config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    def read_state(self) -> RunState:
+        path = self.path / "state.json"
+        if not path.exists():
+            return RunState()
+        return RunState(**json.loads(path.read_text()))
+
+    def write_state(self, state: RunState) -> None:
+        write_json(self.path / "state.json", state.__dict__)
+
+    def write_metrics(self, index: int, metrics: dict) -> None:
+        write_json(self.round_dir(index) / "metrics.json", metrics)
+
+    def read_metrics(self, index: int) -> dict:
+        return json.loads((self.round_dir(index) / "metrics.json").read_text())
+
+    def metrics(self) -> list[dict]:
+        """Every finished round's metrics, in order."""
+        state = self.read_state()
+        return [self.read_metrics(i) for i in range(state.finished_round + 1)]
+
+    def write_pairs(self, index: int, pairs: list[dict]) -> None:
+        write_json(self.round_dir(index) / "pairs.json", pairs)
+
+    def write_examples(self, index: int, rows: list[list[np.ndarray]], scale: int = 4) -> Path:
+        """A grid of uint8 images (rows of equal length), upscaled for viewing."""
+        path = self.round_dir(index) / "examples.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not rows:
+            return path
+        strip = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+        image = Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST)
+        tmp = path.with_suffix(".tmp.png")
+        image.save(tmp)
+        tmp.replace(path)
+        return path

@@ -1,0 +1,275 @@
+"""Steps 4–6 of a round (DESIGN.md §6): Harmful Space, step 1 (remove harmful mappings) and
+step 2 (fine-tune inside the harmless space), for both edit targets.
+
+Generator target. The edited space S is the generation head's last linear layer W [K, h]
+(row k is code k's output embedding). Keys are that layer's inputs k = act(proj_out(h)) at the
+positions where a harmful grid differs from its safe counterpart. The wanted output there is the
+model's own output for the safe rewrite on the same grid prefix (teacher forcing pᵢ′ over the
+harmful grid), so the residual moves logit mass from what the harmful prompt draws to what its
+safe counterpart draws at the same place:
+    r = log softmax(W k′ + b) − log softmax(W k + b)   on codes likely under either (else 0),
+with k′ the key under pᵢ′. Step 1 solves Δ = R K₁ᵀ P₀ (K₁K₁ᵀP₀ + λI)⁻¹ (`edit.alphaedit_delta`)
+with P₀ the null space of benign keys, so benign contexts keep their outputs. Step 2 minimises
+    KL(p_safe ‖ q(k)) over mined keys + β · KL(p_ref ‖ q(k₀)) over benign keys
+(p_ref: the unedited model), updating W with every row's change projected by P⊥ = I − P_h of the
+Harmful Space of W's rows and scaled by how far step 1 moved that row.
+
+Decoder target. S is the VQ codebook; step 1 is `edit.decoder_edit` on the harmful codes; step 2
+optimises the rows used where pairs differ so that harmful grids decode close to their safe
+counterparts' images while benign and safe grids decode as with the unedited codebook, again with
+projected, per-row-scaled updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..edit import alphaedit_delta, benign_share, decoder_edit, null_space_projector, safe_targets
+from ..models.backend import JanusBackend
+from ..space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
+from .config import FineTuneConfig, SafeCBConfig
+from .measure import Measurement
+from .mining import Pairs
+from .prompts import RoundPrompts
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class EditResult:
+    codebooks: dict[str, torch.Tensor]  # the new values of the edited codebooks
+    space: HarmfulSpace  # the Harmful Space the edit used
+    info: dict = field(default_factory=dict)  # figures for the round's metrics
+
+
+def split_pairs(n_pairs: int, holdout_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pair indices for fitting and for early stopping; at least one of each when n ≥ 2."""
+    order = np.random.default_rng(seed).permutation(n_pairs)
+    n_hold = int(round(n_pairs * holdout_share))
+    n_hold = min(max(n_hold, 1 if n_pairs >= 2 else 0), n_pairs - 1) if n_pairs else 0
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+
+
+def projected_update(before: torch.Tensor, after: torch.Tensor, row_scale: torch.Tensor,
+                     harmless: torch.Tensor) -> torch.Tensor:
+    """The step `after − before`, scaled per row and projected onto the harmless space (rows · P⊥)."""
+    return before + (row_scale[:, None] * (after - before)) @ harmless
+
+
+def row_scales(step1_change: torch.Tensor, floor: float) -> torch.Tensor:
+    """Per-row step size in [floor, 1]: proportional to how far step 1 moved the row."""
+    norms = step1_change.norm(dim=-1)
+    top = float(norms.max()) if norms.numel() else 0.0
+    scale = norms / top if top > 0 else torch.zeros_like(norms)
+    return scale.clamp_min(floor)
+
+
+# ---------------------------------------------------------------- generator target
+@dataclass
+class GeneratorData:
+    keys: torch.Tensor  # [M, h] head keys at differing positions of mined harmful grids
+    safe_logits: torch.Tensor  # [M, K] head logits under the safe rewrite, same grid prefix
+    pair_of_key: np.ndarray  # [M] which pair each key came from
+    benign_keys: torch.Tensor  # [N₀, h] head keys of benign generations
+
+
+def generator_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs) -> GeneratorData:
+    if m.harmful_hidden is None or m.benign_hidden is None:
+        raise ValueError("the generator target needs hidden states: measure with keep_hidden=True")
+    differ = pairs.differing()
+    rows = torch.as_tensor(pairs.harmful_rows, dtype=torch.long)
+    rewrites = [prompts.harmful[i].rewrite for i in pairs.prompt_index]
+    safe_hidden = backend.teacher_forced_hidden(rewrites, pairs.harmful_grids)
+    keys = backend.head_keys(m.harmful_hidden[rows][differ])
+    safe_logits = backend.head_logits(backend.head_keys(safe_hidden[differ]))
+    pair_of_key = np.repeat(np.arange(len(pairs)), differ.sum(1).numpy())
+    benign_keys = backend.head_keys(m.benign_hidden.reshape(-1, m.benign_hidden.shape[-1]))
+    return GeneratorData(keys, safe_logits, pair_of_key, benign_keys)
+
+
+def counterfactual_residuals(logits: torch.Tensor, safe_logits: torch.Tensor, relevant_prob: float) -> torch.Tensor:
+    """r = log softmax(safe) − log softmax(current), zero on codes unlikely under both."""
+    current, safe = F.log_softmax(logits, -1), F.log_softmax(safe_logits, -1)
+    relevant = (current.exp() > relevant_prob) | (safe.exp() > relevant_prob)
+    return torch.where(relevant, safe - current, torch.zeros_like(current))
+
+
+def generator_step1(backend: JanusBackend, data: GeneratorData, config: SafeCBConfig) -> tuple[torch.Tensor, dict]:
+    cfg = config.generator_edit
+    weight = backend.get_codebook("gen_head")
+    residuals = counterfactual_residuals(backend.head_logits(data.keys), data.safe_logits, cfg.relevant_prob)
+    p0 = null_space_projector(data.benign_keys.T, cfg.null_threshold)
+    delta = alphaedit_delta(data.keys.T, residuals.T, p0, cfg.ridge)
+    reached = 1.0 - float(((data.keys @ delta.T - residuals) ** 2).sum() / (residuals**2).sum().clamp_min(1e-12))
+    info = {
+        "null_space_rank": int(round(float(torch.trace(p0)))),
+        "residual_reached": reached,
+        "benign_logit_change": float((data.benign_keys @ delta.T).abs().max()),
+        "delta_norm": float(delta.norm()),
+    }
+    return weight + delta, info
+
+
+def _kl(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(logits, -1), target_probs, reduction="batchmean")
+
+
+def generator_step2(
+    backend: JanusBackend, data: GeneratorData, start: torch.Tensor, step1_change: torch.Tensor,
+    space: HarmfulSpace, reference: dict[str, torch.Tensor], cfg: FineTuneConfig, seed: int,
+    progress: Progress,
+) -> tuple[torch.Tensor, dict]:
+    bias = backend.get_codebook("gen_head_bias")
+    fit_pairs, hold_pairs = split_pairs(int(data.pair_of_key.max()) + 1, cfg.holdout_share, seed)
+    fit = torch.as_tensor(np.isin(data.pair_of_key, fit_pairs))
+    hold = ~fit
+    safe_probs = F.softmax(data.safe_logits, -1)
+    ref_probs = F.softmax(backend.head_logits(data.benign_keys, reference["gen_head"], reference["gen_head_bias"]), -1)
+    harmless = torch.eye(start.shape[1]) - space.projector()
+    scale = row_scales(step1_change, cfg.min_row_scale)
+    fit_keys, fit_probs = data.keys[fit], safe_probs[fit]
+    generator = torch.Generator().manual_seed(seed)
+
+    def held_out_loss(w: torch.Tensor) -> float:
+        if not bool(hold.any()):
+            return float("nan")
+        with torch.no_grad():
+            return float(_kl(safe_probs[hold], data.keys[hold] @ w.T + bias))
+
+    weight = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([weight], lr=cfg.lr)
+    best, best_loss, stale, steps_run = start.clone(), held_out_loss(start), 0, 0
+    for step in range(1, cfg.steps + 1):
+        i1 = torch.randint(0, len(fit_keys), (min(cfg.batch, len(fit_keys)),), generator=generator)
+        i0 = torch.randint(0, len(data.benign_keys), (min(cfg.batch, len(data.benign_keys)),), generator=generator)
+        loss = _kl(fit_probs[i1], fit_keys[i1] @ weight.T + bias) + cfg.preserve_weight * _kl(
+            ref_probs[i0], data.benign_keys[i0] @ weight.T + bias
+        )
+        before = weight.detach().clone()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            weight.copy_(projected_update(before, weight.detach(), scale, harmless))
+        steps_run = step
+        if step % cfg.check_every == 0 or step == cfg.steps:
+            progress("step 2: fine-tune", step / max(cfg.steps, 1))
+            current = held_out_loss(weight.detach())
+            if not bool(hold.any()) or current < best_loss - 1e-6:
+                best, best_loss, stale = weight.detach().clone(), current, 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    info = {"step2_steps": steps_run, "step2_heldout_kl": best_loss, "step2_heldout_pairs": int(len(hold_pairs))}
+    return best, info
+
+
+def generator_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,
+                    config: SafeCBConfig, reference: dict[str, torch.Tensor], progress: Progress) -> EditResult:
+    progress("harmful space", 0.0)
+    weight = backend.get_codebook("gen_head")
+    space = build_harmful_space(
+        difference_vectors(weight, pairs.harmful_grids, pairs.safe_grids, normalize_rows=False), config.space
+    )
+    data = generator_data(backend, prompts, m, pairs)
+    progress("step 1: edit", 0.0)
+    edited, info = generator_step1(backend, data, config)
+    if config.fine_tune.enabled and config.fine_tune.steps > 0 and len(pairs) >= 2:
+        edited, info2 = generator_step2(backend, data, edited, edited - weight, space, reference,
+                                        config.fine_tune, config.seed, progress)
+        info.update(info2)
+    info.update({"mined_keys": int(len(data.keys))})
+    return EditResult({"gen_head": edited}, space, info)
+
+
+# ---------------------------------------------------------------- decoder target
+def decoder_step2(
+    backend: JanusBackend, pairs: Pairs, m: Measurement, start: torch.Tensor, step1_change: torch.Tensor,
+    space: HarmfulSpace, reference: dict[str, torch.Tensor], cfg: FineTuneConfig, seed: int, progress: Progress,
+) -> tuple[torch.Tensor, dict]:
+    ref_book = reference["decoder"]
+    fit_pairs, hold_pairs = split_pairs(len(pairs), cfg.holdout_share, seed)
+    differ = pairs.differing()
+    trainable = torch.zeros(len(start), dtype=torch.bool)
+    trainable[pairs.harmful_grids[torch.as_tensor(fit_pairs)][differ[torch.as_tensor(fit_pairs)]].unique()] = True
+    scale = row_scales(step1_change, cfg.min_row_scale) * trainable.float()
+    harmless = torch.eye(start.shape[1]) - space.projector()
+    preserve = torch.cat([m.benign_tokens, pairs.safe_grids])
+    with torch.no_grad():
+        safe_pixels = backend.decode_with(ref_book, pairs.safe_grids).float().cpu()
+        preserve_pixels = backend.decode_with(ref_book, preserve).float().cpu()
+    generator = torch.Generator().manual_seed(seed)
+    batch = min(cfg.batch, 64)
+
+    def held_out_loss(book: torch.Tensor) -> float:
+        if len(hold_pairs) == 0:
+            return float("nan")
+        idx = torch.as_tensor(hold_pairs)
+        with torch.no_grad():
+            return float(F.mse_loss(backend.decode_with(book, pairs.harmful_grids[idx]).float().cpu(), safe_pixels[idx]))
+
+    for p in backend.model.model.vqmodel.parameters():
+        p.requires_grad_(False)
+    book = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([book], lr=cfg.lr)
+    best, best_loss, stale, steps_run = start.clone(), held_out_loss(start), 0, 0
+    fit_t = torch.as_tensor(fit_pairs)
+    for step in range(1, cfg.steps + 1):
+        i1 = fit_t[torch.randint(0, len(fit_t), (min(batch, len(fit_t)),), generator=generator)]
+        i0 = torch.randint(0, len(preserve), (batch,), generator=generator)
+        loss = F.mse_loss(backend.decode_with(book, pairs.harmful_grids[i1]).float().cpu(), safe_pixels[i1])
+        loss = loss + cfg.preserve_weight * F.mse_loss(backend.decode_with(book, preserve[i0]).float().cpu(), preserve_pixels[i0])
+        before = book.detach().clone()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            book.copy_(projected_update(before, book.detach(), scale, harmless))
+        steps_run = step
+        if step % cfg.check_every == 0 or step == cfg.steps:
+            progress("step 2: fine-tune", step / max(cfg.steps, 1))
+            current = held_out_loss(book.detach())
+            if len(hold_pairs) == 0 or current < best_loss - 1e-7:
+                best, best_loss, stale = book.detach().clone(), current, 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    info = {"step2_steps": steps_run, "step2_heldout_mse": best_loss, "step2_rows": int(trainable.sum())}
+    return best, info
+
+
+def decoder_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,
+                  config: SafeCBConfig, reference: dict[str, torch.Tensor], progress: Progress) -> EditResult:
+    progress("harmful space", 0.0)
+    book = backend.get_codebook("decoder")
+    hg, sg = pairs.harmful_grids, pairs.safe_grids
+    space = build_harmful_space(difference_vectors(book, hg, sg, config.space.normalize_rows), config.space)
+    codes, ratio = harmful_codes(hg, sg, m.benign_tokens, len(book), config.codes)
+    progress("step 1: edit", 0.0)
+    edited = book.clone()
+    if len(codes):
+        targets = safe_targets(book, hg, sg, codes)
+        protection = benign_share(m.benign_tokens, hg, len(book))
+        edited = decoder_edit(book, codes, targets, space.projector(), config.decoder_edit, protection)
+    info = {"harmful_codes": [int(c) for c in codes], "top_code_ratio": float(ratio.max())}
+    if config.fine_tune.enabled and config.fine_tune.steps > 0 and len(pairs) >= 2:
+        edited, info2 = decoder_step2(backend, pairs, m, edited, edited - book, space, reference,
+                                      config.fine_tune, config.seed, progress)
+        info.update(info2)
+    return EditResult({"decoder": edited}, space, info)
+
+
+def edit_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,
+               config: SafeCBConfig, reference: dict[str, torch.Tensor], progress: Progress) -> EditResult:
+    """Harmful Space, step 1 and step 2 for the configured target. Does not touch the model."""
+    if len(pairs) == 0:
+        raise ValueError("no pairs were mined: nothing flagged harmful has a counterpart judged safe")
+    run = generator_round if config.target == "generator" else decoder_round
+    return run(backend, prompts, m, pairs, config, reference, progress)
