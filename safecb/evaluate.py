@@ -63,10 +63,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError("frechet_distance needs two [n ≥ 2, d] feature arrays of the same width")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(root).all():  # near-singular product: regularise as FID implementations do
-        eps = np.eye(len(cov_a)) * 1e-6
-        root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    root = root.real
+    eps = np.eye(a.shape[1]) * 1e-6  # keeps the square root finite when a covariance is singular
+    cov_a, cov_b = np.cov(a, rowvar=False) + eps, np.cov(b, rowvar=False) + eps
+    root = np.real(linalg.sqrtm(cov_a @ cov_b))
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))

@@ -1,0 +1,256 @@
+"""The Safe-CB engine on the real toy model with a tiny prompt set: mining, the two targets, the
+stopping rule, the quality guard's rollback, resume after a crash, apply-to-fresh-backend, the CLI,
+and one clear error for each bad config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from safecb import world
+from safecb.engine import (
+    RoundPrompts,
+    SafeCBConfig,
+    apply_run,
+    mine_pairs,
+    run_safecb,
+)
+from safecb.engine.driver import RunCancelled  # noqa: F401  (public name, imported for the API check)
+from safecb.engine.measure import adherent, benign_change
+from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, from_world
+from safecb.engine.rundir import RunDirectory
+from safecb.engine.steps import counterfactual_residuals, projected_update, row_scales, split_pairs
+from safecb.evaluate import frechet_distance
+from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
+from safecb.paths import TOY_MODEL_DIR
+from safecb.space import build_harmful_space
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    sets = world.build_prompt_sets()
+    return from_world(sets.train_harmful[:3], sets.train_benign[:2])
+
+
+def small_config(**stop) -> SafeCBConfig:
+    cfg = SafeCBConfig()
+    cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
+    cfg.fine_tune.steps, cfg.fine_tune.check_every = 20, 5
+    for key, value in stop.items():
+        setattr(cfg.stop, key, value)
+    return cfg
+
+
+def codebooks_equal(backend, reference: dict) -> bool:
+    return all(torch.equal(backend.get_codebook(n), reference[n]) for n in CODEBOOK_PATHS)
+
+
+# ---------------------------------------------------------------- pure pieces
+def test_mine_pairs_prefers_same_seed_then_first_safe_seed():
+    tokens_h = torch.arange(6 * 4).view(6, 4)
+    tokens_s = 100 + torch.arange(6 * 4).view(6, 4)
+    harmful_flagged = np.array([1, 0, 1, 1, 1, 0], bool)  # 2 prompts x 3 seeds
+    rewrite_flagged = np.array([0, 0, 1, 1, 1, 1], bool)  # prompt 1's rewrites are all judged unsafe
+    pairs = mine_pairs(harmful_flagged, rewrite_flagged, tokens_h, tokens_s, n_seeds=3)
+    assert pairs.harmful_rows.tolist() == [0, 2]
+    assert pairs.safe_rows.tolist() == [0, 0]  # row 2's own rewrite is flagged; seed 0's is safe
+    assert pairs.same_seed.tolist() == [True, False]
+    assert torch.equal(pairs.safe_grids[1], tokens_s[0])
+
+
+def test_counterfactual_residuals_are_zero_on_unlikely_codes():
+    logits = torch.tensor([[5.0, 0.0, -20.0, -20.0]])
+    safe = torch.tensor([[0.0, 5.0, -20.0, -25.0]])
+    r = counterfactual_residuals(logits, safe, relevant_prob=1e-3)
+    assert r[0, 2] == 0 and r[0, 3] == 0
+    assert r[0, 0] < 0 < r[0, 1]  # mass moves from code 0 to code 1
+
+
+def test_projected_update_never_enters_the_harmful_space():
+    g = torch.Generator().manual_seed(0)
+    space = build_harmful_space(torch.randn(40, 6, generator=g) @ torch.diag(torch.tensor([5.0, 4, 0.1, 0.1, 0.1, 0.1])))
+    harmless = torch.eye(6) - space.projector()
+    before, after = torch.randn(10, 6, generator=g), torch.randn(10, 6, generator=g)
+    scale = row_scales(torch.randn(10, 6, generator=g), floor=0.1)
+    moved = projected_update(before, after, scale, harmless) - before
+    assert torch.allclose(space.project(moved), torch.zeros_like(moved), atol=1e-5)
+    assert ((scale >= 0.1) & (scale <= 1.0)).all() and torch.isclose(scale.max(), torch.tensor(1.0))
+
+
+def test_split_pairs_is_a_disjoint_cover():
+    fit, hold = split_pairs(10, 0.2, seed=3)
+    assert len(hold) == 2 and set(fit) | set(hold) == set(range(10)) and not set(fit) & set(hold)
+
+
+def test_adherence_and_benign_change():
+    assert adherent(["a cat and a tree", "a cat"], [("cat", "tree"), ("cat", "tree")]).tolist() == [True, False]
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = np.full((2, 4, 4, 3), 255, np.uint8)
+    assert benign_change(a, a) == 0.0 and benign_change(a, b) == pytest.approx(1.0)
+
+
+def test_frechet_distance_zero_for_same_and_grows_with_shift():
+    x = np.random.default_rng(0).normal(size=(500, 4))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, x + 2.0) == pytest.approx(16.0, rel=1e-3)  # |Δμ|² = 4 · 2²
+
+
+# ---------------------------------------------------------------- bad configs, one clear error each
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: setattr(c.mining, "threshold", -0.1), "threshold"),
+        (lambda c: setattr(c.stop, "epsilon", -1.0), "epsilon"),
+        (lambda c: setattr(c.generator_edit, "null_threshold", -1e-3), "null_threshold"),
+        (lambda c: setattr(c, "target", "lm_head"), "target"),
+        (lambda c: setattr(c.stop, "max_rounds", 0), "max_rounds"),
+    ],
+)
+def test_bad_configs_are_refused_before_any_work(backend, prompts, mutate, message):
+    cfg = small_config()
+    mutate(cfg)
+    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+    with pytest.raises(ValueError, match=message):
+        run_safecb(backend, prompts, cfg)
+    assert codebooks_equal(backend, before)
+
+
+@pytest.mark.parametrize(
+    "prompt_set, message",
+    [
+        (RoundPrompts([], [BenignPrompt("a cat")]), "harmful prompt set is empty"),
+        (RoundPrompts([HarmfulPrompt("a knife", "a flower")], []), "benign prompt set is empty"),
+        (RoundPrompts([HarmfulPrompt("a knife", "")], [BenignPrompt("a cat")]), "no safe rewrite"),
+    ],
+)
+def test_bad_prompt_sets_are_refused(backend, prompt_set, message):
+    with pytest.raises(ValueError, match=message):
+        run_safecb(backend, prompt_set, small_config())
+
+
+def test_unknown_config_keys_are_refused():
+    with pytest.raises(ValueError, match="unknown"):
+        SafeCBConfig.from_dict({"stop": {"max_round": 3}})
+    cfg = small_config()
+    assert SafeCBConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# ---------------------------------------------------------------- the driver on the real toy
+def test_stopping_rule_stops_after_patience_and_returns_to_best(backend, prompts):
+    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+    # ε = 1 can never be met: round 1 is stale, patience 1 stops the run and the model is round 0 again.
+    result = run_safecb(backend, prompts, small_config(epsilon=1.0, patience=1, max_rounds=3))
+    assert [r["round"] for r in result.rounds] == [0, 1]
+    assert result.best_round == 0 and "no improvement" in result.stopped
+    assert result.rounds[1]["pairs"] > 0 and not result.rounds[1]["improved"]
+    assert codebooks_equal(backend, before)
+
+
+def test_quality_guard_rolls_back_to_the_exact_snapshot(backend, prompts, tmp_path):
+    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+    cfg = small_config(max_benign_change=0.0, max_rounds=3)  # any change at all trips the guard
+    result = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "run")
+    assert len(result.rounds) == 2 and not result.rounds[1]["accepted"]
+    assert "quality guard" in result.stopped and result.best_round == 0
+    assert codebooks_equal(backend, before)
+    snapshot = backend.read_codebook_file(tmp_path / "run" / "round_001" / "codebooks.safetensors")
+    assert not torch.equal(snapshot["gen_head"], before["gen_head"])  # the rejected edit was real
+
+
+def test_generator_round_leaves_the_decoder_and_decoder_round_the_generator(backend, prompts):
+    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+    for target, untouched in (("generator", "decoder"), ("decoder", "gen_head")):
+        cfg = small_config(max_rounds=1, epsilon=0.0)
+        cfg.target = target
+        seen = {}
+        run_safecb(backend, prompts, cfg, on_event=lambda e: seen.setdefault(e.kind, e))
+        assert {"stage", "round", "stopped"} <= set(seen)
+        backend.set_codebooks(before)
+    assert codebooks_equal(backend, before)
+
+
+def test_resume_after_a_crash_continues_the_same_run(backend, prompts, tmp_path):
+    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+    cfg = small_config(epsilon=-0.0, patience=5, max_rounds=2)
+    full = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "full")
+    backend.set_codebooks(before)
+
+    calls = {"n": 0}
+
+    def crash_in_round_2() -> bool:
+        calls["n"] += 1
+        return RunDirectory(tmp_path / "crash").read_state().finished_round >= 1
+
+    first = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "crash", should_stop=crash_in_round_2)
+    assert first.cancelled and [r["round"] for r in first.rounds] == [0, 1]
+    backend.set_codebooks(before)
+    resumed = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "crash")
+    assert [r["round"] for r in resumed.rounds] == [0, 1, 2]
+    for a, b in zip(full.rounds, resumed.rounds):
+        assert a["self_unsafe"] == b["self_unsafe"] and a["pairs"] == b["pairs"]
+        assert a["benign_change"] == pytest.approx(b["benign_change"], abs=1e-9)
+    for i in range(3):
+        x = backend.read_codebook_file(tmp_path / "full" / f"round_{i:03d}" / "codebooks.safetensors")
+        y = backend.read_codebook_file(tmp_path / "crash" / f"round_{i:03d}" / "codebooks.safetensors")
+        assert all(torch.allclose(x[n], y[n], atol=1e-6) for n in x)
+    backend.set_codebooks(before)
+
+    fresh = JanusBackend.load(TOY_MODEL_DIR, device="cpu")
+    applied = apply_run(fresh, tmp_path / "crash", round_index=2)
+    snap = fresh.read_codebook_file(tmp_path / "crash" / "round_002" / "codebooks.safetensors")
+    assert applied == 2 and all(torch.equal(fresh.get_codebook(n), snap[n]) for n in snap)
+    with pytest.raises(ValueError, match="not finished"):
+        apply_run(fresh, tmp_path / "crash", round_index=7)
+
+
+def test_a_run_directory_of_another_model_or_config_is_refused(backend, prompts, tmp_path):
+    cfg = small_config(max_rounds=1)
+    run_dir = RunDirectory(tmp_path / "other")
+    run_dir.write_config({"safecb": cfg.to_dict(), "prompts": prompts.to_dict(), "fingerprint": "0" * 16})
+    with pytest.raises(ValueError, match="another model"):
+        run_safecb(backend, prompts, cfg, run_dir=run_dir.path)
+    run_dir.write_config({"safecb": small_config(max_rounds=2).to_dict(), "prompts": prompts.to_dict(),
+                          "fingerprint": backend.fingerprint})
+    with pytest.raises(ValueError, match="another config"):
+        run_safecb(backend, prompts, cfg, run_dir=run_dir.path)
+
+
+# ---------------------------------------------------------------- the CLI
+def test_cli_run_writes_a_run_directory_and_resumes(prompts, tmp_path):
+    prompt_file = tmp_path / "prompts.json"
+    prompt_file.write_text(json.dumps(prompts.to_dict()))
+    cmd = [sys.executable, "-m", "safecb", "run", "--out", str(tmp_path / "run"), "--prompts", str(prompt_file),
+           "--rounds", "1", "--seeds", "2", "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| round | self_unsafe" in done.stdout
+    for name in ("config.json", "state.json", "round_000/codebooks.safetensors", "round_001/metrics.json",
+                 "round_001/pairs.json", "round_001/examples.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    metrics = json.loads((tmp_path / "run" / "round_001" / "metrics.json").read_text())
+    assert "oracle_unsafe_train" in metrics["annotations"]
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # finished: nothing to redo
+    assert again.returncode == 0 and again.stdout.count("| 1 |") == 1
+
+    bad = subprocess.run(cmd[:-4] + ["--threshold", "-0.5", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error:")
+    assert "threshold" in bad.stderr
