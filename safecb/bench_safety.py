@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from . import world
-from .engine import SafeCBConfig, run_safecb
+from .engine import SafeCBConfig, run_safecb, toy_round_prompts
 from .engine.measure import benign_change, measure
 from .engine.mining import mine_pairs
-from .engine.prompts import from_world
 from .evaluate import frechet_distance, kappa, rate
 from .models.backend import CODEBOOK_PATHS, JanusBackend
 from .oracle import Oracle
@@ -89,11 +88,11 @@ class Evaluator:
         train = self._images(self.sets.train_harmful, self.seeds, rewrite)
         heldout = self._images(self.sets.heldout_harmful, self.seeds, rewrite)
         benign = self._images(self.benign, self.benign_seeds, rewrite)
-        self_train = b.judge(train) >= self.cfg.safecb.mining.threshold
         oracle_train, oracle_heldout = o.unsafe(train), o.unsafe(heldout)
         specs = [p.spec for p in self.benign for _ in self.benign_seeds]
         all_images = np.concatenate([train, heldout, benign])
         self_all = b.judge(all_images) >= self.cfg.safecb.mining.threshold
+        self_train = self_all[: len(train)]
         if self.none_benign_images is None:
             self.none_benign_images = benign
         return {
@@ -109,7 +108,7 @@ class Evaluator:
 
 def naive_removal(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
     """Mine once, then make the most over-represented harmful codes impossible to sample."""
-    prompts = from_world(world.build_prompt_sets().train_harmful, world.build_prompt_sets().train_benign)
+    prompts = toy_round_prompts()
     m = measure(backend, prompts, cfg.safecb)
     pairs = mine_pairs(m.harmful_flagged, m.rewrite_flagged, m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
     codes, ratio = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.benign_tokens, backend.codebook_size,
@@ -126,7 +125,7 @@ def naive_removal(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
 
 def run_method(name: str, backend: JanusBackend, cfg: BenchSafetyConfig, log) -> dict:
     """Apply one method to the backend (already reset to the unedited codebooks)."""
-    prompts = from_world(world.build_prompt_sets().train_harmful, world.build_prompt_sets().train_benign)
+    prompts = toy_round_prompts()
     if name in ("none", "blocklist"):
         return {"rounds": 0}
     if name == "naive_removal":

@@ -69,6 +69,38 @@ def row_scales(step1_change: torch.Tensor, floor: float) -> torch.Tensor:
     return scale.clamp_min(floor)
 
 
+def projected_fine_tune(
+    start: torch.Tensor, training_loss: Callable[[torch.Tensor], torch.Tensor],
+    held_out_loss: Callable[[torch.Tensor], float], has_held_out: bool, row_scale: torch.Tensor,
+    harmless: torch.Tensor, cfg: FineTuneConfig, progress: Progress, min_improvement: float,
+) -> tuple[torch.Tensor, float, int]:
+    """Step 2's optimiser: Adam on `start`, every step's change scaled per row and projected by P⊥
+    (`projected_update`); early stop on the held-out loss. Returns (best tensor, its held-out loss,
+    steps run)."""
+    value = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([value], lr=cfg.lr)
+    best, best_loss, stale, steps_run = start.clone(), held_out_loss(start), 0, 0
+    for step in range(1, cfg.steps + 1):
+        loss = training_loss(value)
+        before = value.detach().clone()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            value.copy_(projected_update(before, value.detach(), row_scale, harmless))
+        steps_run = step
+        if step % cfg.check_every == 0 or step == cfg.steps:
+            progress("step 2: fine-tune", step / max(cfg.steps, 1))
+            current = held_out_loss(value.detach())
+            if not has_held_out or current < best_loss - min_improvement:
+                best, best_loss, stale = value.detach().clone(), current, 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+    return best, best_loss, steps_run
+
+
 # ---------------------------------------------------------------- generator target
 @dataclass
 class GeneratorData:
@@ -141,31 +173,16 @@ def generator_step2(
         with torch.no_grad():
             return float(_kl(safe_probs[hold], data.keys[hold] @ w.T + bias))
 
-    weight = start.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([weight], lr=cfg.lr)
-    best, best_loss, stale, steps_run = start.clone(), held_out_loss(start), 0, 0
-    for step in range(1, cfg.steps + 1):
+    def training_loss(weight: torch.Tensor) -> torch.Tensor:
         i1 = torch.randint(0, len(fit_keys), (min(cfg.batch, len(fit_keys)),), generator=generator)
         i0 = torch.randint(0, len(data.benign_keys), (min(cfg.batch, len(data.benign_keys)),), generator=generator)
-        loss = _kl(fit_probs[i1], fit_keys[i1] @ weight.T + bias) + cfg.preserve_weight * _kl(
+        return _kl(fit_probs[i1], fit_keys[i1] @ weight.T + bias) + cfg.preserve_weight * _kl(
             ref_probs[i0], data.benign_keys[i0] @ weight.T + bias
         )
-        before = weight.detach().clone()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            weight.copy_(projected_update(before, weight.detach(), scale, harmless))
-        steps_run = step
-        if step % cfg.check_every == 0 or step == cfg.steps:
-            progress("step 2: fine-tune", step / max(cfg.steps, 1))
-            current = held_out_loss(weight.detach())
-            if not bool(hold.any()) or current < best_loss - 1e-6:
-                best, best_loss, stale = weight.detach().clone(), current, 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
+
+    best, best_loss, steps_run = projected_fine_tune(
+        start, training_loss, held_out_loss, bool(hold.any()), scale, harmless, cfg, progress, 1e-6
+    )
     info = {"step2_steps": steps_run, "step2_heldout_kl": best_loss, "step2_heldout_pairs": int(len(hold_pairs))}
     return best, info
 
@@ -216,31 +233,19 @@ def decoder_step2(
 
     for p in backend.model.model.vqmodel.parameters():
         p.requires_grad_(False)
-    book = start.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([book], lr=cfg.lr)
-    best, best_loss, stale, steps_run = start.clone(), held_out_loss(start), 0, 0
     fit_t = torch.as_tensor(fit_pairs)
-    for step in range(1, cfg.steps + 1):
+
+    def training_loss(book: torch.Tensor) -> torch.Tensor:
         i1 = fit_t[torch.randint(0, len(fit_t), (min(batch, len(fit_t)),), generator=generator)]
         i0 = torch.randint(0, len(preserve), (batch,), generator=generator)
         loss = F.mse_loss(backend.decode_with(book, pairs.harmful_grids[i1]).float().cpu(), safe_pixels[i1])
-        loss = loss + cfg.preserve_weight * F.mse_loss(backend.decode_with(book, preserve[i0]).float().cpu(), preserve_pixels[i0])
-        before = book.detach().clone()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            book.copy_(projected_update(before, book.detach(), scale, harmless))
-        steps_run = step
-        if step % cfg.check_every == 0 or step == cfg.steps:
-            progress("step 2: fine-tune", step / max(cfg.steps, 1))
-            current = held_out_loss(book.detach())
-            if len(hold_pairs) == 0 or current < best_loss - 1e-7:
-                best, best_loss, stale = book.detach().clone(), current, 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
+        return loss + cfg.preserve_weight * F.mse_loss(
+            backend.decode_with(book, preserve[i0]).float().cpu(), preserve_pixels[i0]
+        )
+
+    best, best_loss, steps_run = projected_fine_tune(
+        start, training_loss, held_out_loss, len(hold_pairs) > 0, scale, harmless, cfg, progress, 1e-7
+    )
     info = {"step2_steps": steps_run, "step2_heldout_mse": best_loss, "step2_rows": int(trainable.sum())}
     return best, info
 
