@@ -4,12 +4,14 @@
     python app.py --model /models/Janus-Pro-1B     # a real Janus-Pro from a local directory (HF layout)
     python app.py --host 0.0.0.0 --auth me:secret  # reachable from other machines: needs a password
     python app.py --share --auth me:secret         # a public Gradio link: needs a password
+    python app.py --db-url postgresql://u@db/safecb --no-runner   # jobs run by `python -m safecb worker`
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 
 from safecb.paths import TOY_MODEL_DIR
@@ -30,9 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Janus model directory in the Hugging Face layout (default: the shipped toy)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the model runs (auto: cuda when available)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: one image at a time on the small toy model is "
-                             "fastest single-threaded; raise it for a large model on CPU)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default 0: torch's own choice, all cores; rounds use them)")
+    parser.add_argument("--data-dir", default="artifacts",
+                        help="where the SQLite store and run directories live (default: artifacts/)")
+    parser.add_argument("--db-url", default=None,
+                        help="store URL, e.g. postgresql://user@host/db (default: $SAFECB_DB_URL, else "
+                             "SQLite in --data-dir)")
+    parser.add_argument("--no-runner", action="store_true",
+                        help="do not run jobs in this process; a `python -m safecb worker` on the same store does")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; any other needs --auth)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -49,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be in 1..65535, got {args.port}")
-    if args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
     if args.auth is not None:
         user, sep, password = args.auth.partition(":")
         if not sep or not user or not password:
@@ -67,23 +75,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Heavy imports after the flags are checked, so --help and refusals are instant.
+    import socket
+    from pathlib import Path
+
     import torch
 
+    from db import Store, StoreError
     from safecb.models.backend import JanusBackend, ModelLoadError
+    from safecb.paths import ORACLE_DIR
     from ui import CSS, Services, build_demo
+    from ui.runner import JobRunner, RunnerConfig
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but no CUDA GPU is available here", file=sys.stderr)
         return 1
-    print(f"loading {args.model} ...", flush=True)
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = args.db_url or os.environ.get("SAFECB_DB_URL") or f"sqlite:///{(data_dir / 'safecb.db').resolve()}"
     try:
-        backend = JanusBackend.load(args.model, device=None if args.device == "auto" else args.device)
+        store = Store.open(url)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"loading {args.model} ...", flush=True)
+    device = None if args.device == "auto" else args.device
+    try:
+        backend = JanusBackend.load(args.model, device=device)
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    demo = build_demo(Services(backend=backend))
-    demo.queue(default_concurrency_limit=1)  # one generation at a time on the one model
+    runner = None
+    if not args.no_runner:
+        worker_id = f"app@{socket.gethostname()}:{args.port}"
+        failed = store.fail_stale_jobs("the app restarted while this job ran; finished rounds are kept",
+                                       claimed_by=worker_id)
+        if failed:
+            print(f"marked job(s) {failed} failed: the app restarted while they ran", flush=True)
+        oracle = str(ORACLE_DIR) if Path(args.model).resolve() == TOY_MODEL_DIR.resolve() else None
+        runner = JobRunner(store, RunnerConfig(args.model, data_dir / "runs", device, oracle, worker_id=worker_id))
+        runner.start()
+    services = Services(backend=backend, store=store, runs_root=data_dir / "runs", runner=runner)
+    demo = build_demo(services)
+    demo.queue(default_concurrency_limit=2)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth, css=CSS)
     return 0
 

@@ -496,9 +496,10 @@ class Store:
             raise KeyError(f"no job with id {job_id}")
         return requested
 
-    def fail_stale_jobs(self, reason: str, older_than_s: float | None = None) -> list[int]:
+    def fail_stale_jobs(self, reason: str, older_than_s: float | None = None, claimed_by: str | None = None) -> list[int]:
         """Mark running jobs failed with `reason`: all of them (call at app start, when no worker of
-        ours can be alive), or only those whose last heartbeat is older than `older_than_s` seconds.
+        ours can be alive), only those claimed by worker `claimed_by` (a restarted app failing its
+        own jobs), or only those whose last heartbeat is older than `older_than_s` seconds.
         Their runs, if still 'running', become 'failed'; rounds already written stay. Returns job ids."""
         if not (reason or "").strip():
             raise ValueError("fail_stale_jobs needs a reason, e.g. 'the app restarted'")
@@ -506,6 +507,8 @@ class Store:
         stale = [Job.status == "running"]
         if older_than_s is not None:
             stale.append(or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - timedelta(seconds=older_than_s)))
+        if claimed_by is not None:
+            stale.append(Job.claimed_by == claimed_by)
         values = {"status": "failed", "error": reason, "finished_at": now, "log": Job.log + f"failed: {reason}\n"}
         with self.session() as s:
             failed = s.execute(update(Job).where(*stale).values(**values).returning(Job.id, Job.run_id)).all()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import app
+from db import Store
 from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
 from ui import Services, build_demo
@@ -39,7 +40,7 @@ def test_defaults_bind_loopback_only():
         (["--share", "--auth", "nopassword"], "USER:PASSWORD"),
         (["--auth", ":secret"], "USER:PASSWORD"),
         (["--port", "0"], "--port"),
-        (["--threads", "0"], "--threads"),
+        (["--threads", "-1"], "--threads"),
     ],
 )
 def test_unsafe_or_bad_flags_are_refused(argv, message, capsys):
@@ -58,14 +59,17 @@ def test_exposure_is_allowed_with_auth():
 
 # ---------------------------------------------------------------- the Generate handler
 @pytest.fixture(scope="module")
-def generate_fn():
+def generate_fn(tmp_path_factory):
     threads = torch.get_num_threads()
-    torch.set_num_threads(app.build_parser().get_default("threads"))  # as the app runs it
+    torch.set_num_threads(1)
     backend = JanusBackend.load(TOY_MODEL_DIR, device="cpu")
-    demo = build_demo(Services(backend=backend))
+    data = tmp_path_factory.mktemp("app")
+    store = Store.open(f"sqlite:///{data / 'safecb.db'}")
+    demo = build_demo(Services(backend=backend, store=store, runs_root=data / "runs"))
     fns = [f.fn for f in demo.fns.values() if f.api_name == "generate"]
     assert len(fns) == 1, "the Generate button must be wired with api_name='generate'"
     yield fns[0]
+    store.close()
     torch.set_num_threads(threads)
 
 
@@ -126,7 +130,8 @@ def test_app_launches_and_serves_http(tmp_path):
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", str(tmp_path)],
+                                cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

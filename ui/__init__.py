@@ -1,13 +1,24 @@
-"""Gradio front end: `build_demo(services) -> gr.Blocks`, one module per tab. No module-level model."""
+"""Gradio front end: `build_demo(services) -> gr.Blocks`, one module per tab. No module-level model.
+
+The tabs read and write only through the store (db/) and call `safecb` entry points; long work is a
+job in the store that the runner (ui/runner.py) executes, so a page reload or an app restart loses
+nothing that finished.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import gradio as gr
 
+from .export_tab import build_export_tab
+from .flagged_tab import build_flagged_tab
 from .generate_tab import build_generate_tab
+from .pairs_tab import build_pairs_tab
+from .run_tab import build_run_tab
 from .services import Services
+from .walkthrough_tab import build_walkthrough_tab
 
 # Passed to `launch(css=...)` (Gradio 6 takes CSS at launch): keep tiny pixel images crisp.
 CSS = ".safecb-pixels img { image-rendering: pixelated; }"
@@ -16,10 +27,19 @@ CSS = ".safecb-pixels img { image-rendering: pixelated; }"
 def _model_line(services: Services) -> str:
     b = services.backend
     name = Path(b.source).name or "model"
+    runner = "in-process job runner" if services.runner is not None else "jobs run by a separate worker"
     return (
         f"Model: `{name}` · {b.codebook_size} codes · {b.grid_size}×{b.grid_size} tokens · "
-        f"{b.image_size}×{b.image_size} px · {b.device.type}"
+        f"{b.image_size}×{b.image_size} px · {b.device.type} · store `{services.store.masked_url}` · {runner}"
     )
+
+
+def _optional_tab(module: str, builder: str):
+    """Tabs built by other modules in this package (Codebook map, Metrics)."""
+    try:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), builder)
+    except (ImportError, AttributeError):
+        return None
 
 
 def build_demo(services: Services) -> gr.Blocks:
@@ -30,8 +50,24 @@ def build_demo(services: Services) -> gr.Blocks:
             + _model_line(services)
         )
         with gr.Tabs():
-            with gr.Tab("Generate"):
+            with gr.Tab("Generate & compare", id="generate"):
                 build_generate_tab(services)
+            with gr.Tab("Run", id="run"):
+                build_run_tab(services)
+            with gr.Tab("Flagged", id="flagged"):
+                build_flagged_tab(services)
+            with gr.Tab("Pairs", id="pairs"):
+                build_pairs_tab(services)
+            for tab_id, title, module, builder in (("codebook", "Codebook map", "codebook_tab", "build_codebook_tab"),
+                                                   ("metrics", "Metrics", "metrics_tab", "build_metrics_tab")):
+                build = _optional_tab(module, builder)
+                if build is not None:
+                    with gr.Tab(title, id=tab_id):
+                        build(services)
+            with gr.Tab("Export / import", id="export"):
+                build_export_tab(services)
+            with gr.Tab("Walkthrough", id="walkthrough"):
+                build_walkthrough_tab(services)
     return demo
 
 

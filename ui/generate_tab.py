@@ -1,7 +1,9 @@
-"""Generate: one prompt and seed in, the image, the model's own safety judgment and its caption out.
+"""Generate & compare: one prompt and seed in, the image, the model's own safety judgment and its
+caption out; then the same prompt and seed under two codebooks (the original model vs any round of
+any run, or round vs round) on a before/after slider.
 
-`generate(services, prompt, seed, cfg_weight)` is the whole handler; it never raises. Bad input
-comes back as a message in the status box (and a gr.Warning toast in the browser).
+`generate(...)` and `compare(...)` are the whole handlers; they never raise. Bad input comes back
+as a message in the status box (and a gr.Warning toast in the browser).
 """
 
 from __future__ import annotations
@@ -15,19 +17,17 @@ import numpy as np
 
 from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.sampler import SamplerSettings
+from safecb.engine.rundir import RunDirectory
 from safecb.world import build_prompt_sets
 
+from .common import DISPLAY_PX, InputError, parse_run_id, round_choices, run_choices, upscale
 from .services import Services
 
 log = logging.getLogger(__name__)
 
-DISPLAY_PX = 256  # small images are upscaled (nearest neighbour) to about this size
 MAX_SEED = 2**63 - 1
 DEFAULT_CFG = SamplerSettings().cfg_weight
-
-
-class InputError(ValueError):
-    """Something the user typed is unusable; the message says what to change."""
+ORIGINAL = -1  # the round picker's value for the unedited model
 
 
 def check_prompt(prompt) -> str:
@@ -83,12 +83,6 @@ def check_cfg(cfg_weight) -> float:
     return value  # the range is checked by SamplerSettings.validate
 
 
-def upscale(image: np.ndarray, target: int = DISPLAY_PX) -> np.ndarray:
-    """Nearest-neighbour upscale by an integer factor so a 32×32 image shows as crisp 256×256 pixels."""
-    factor = max(1, round(target / max(image.shape[:2])))
-    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
-
-
 def generate(services: Services, prompt, seed, cfg_weight):
     """-> (image uint8 [H,W,3] or None, {"unsafe": p, "safe": 1-p} or None, caption, status)."""
     try:
@@ -97,10 +91,12 @@ def generate(services: Services, prompt, seed, cfg_weight):
         settings = SamplerSettings(cfg_weight=check_cfg(cfg_weight))
         backend = services.backend
         start = time.perf_counter()
-        result = backend.generate([prompt], [seed], settings)
-        image = result.images[0]
-        p_unsafe = float(backend.judge(result.images)[0])
-        caption = backend.caption(result.images)[0]
+        with services.lock:
+            backend.set_codebooks(services.reference)
+            result = backend.generate([prompt], [seed], settings)
+            image = result.images[0]
+            p_unsafe = float(backend.judge(result.images)[0])
+            caption = backend.caption(result.images)[0]
         seconds = time.perf_counter() - start
     except ValueError as exc:  # InputError, and the backend's own checks (CFG range, prompt too long)
         return None, None, "", f"⚠ {exc}"
@@ -112,6 +108,56 @@ def generate(services: Services, prompt, seed, cfg_weight):
         f"self-judged P(unsafe) = {p_unsafe:.3f}"
     )
     return upscale(image), {"unsafe": p_unsafe, "safe": 1.0 - p_unsafe}, caption, status
+
+
+def _round_value(value) -> int | None:
+    if value in (None, "", ORIGINAL, str(ORIGINAL)):
+        return None
+    return int(value)
+
+
+def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round_b):
+    """Same prompt and seed under round A's and round B's codebooks (ORIGINAL = the unedited model).
+    -> ((image A, image B) for the slider or None, markdown, status)."""
+    try:
+        prompt = check_prompt(prompt)
+        seed = check_seed(seed)
+        settings = SamplerSettings(cfg_weight=check_cfg(cfg_weight))
+        a, b = _round_value(round_a), _round_value(round_b)
+        run = parse_run_id(run_id) if (a is not None or b is not None) else None
+        books = [services.codebooks_for(run, a), services.codebooks_for(run, b)]
+        backend = services.backend
+        start = time.perf_counter()
+        images, scores = [], []
+        with services.lock:
+            try:
+                for book in books:
+                    backend.set_codebooks(book)
+                    result = backend.generate([prompt], [seed], settings)
+                    images.append(result.images[0])
+                    scores.append(float(backend.judge(result.images)[0]))
+            finally:
+                backend.set_codebooks(services.reference)
+        seconds = time.perf_counter() - start
+    except ValueError as exc:
+        return None, "", f"⚠ {exc}"
+    except Exception as exc:
+        log.exception("compare failed")
+        return None, "", f"⚠ Compare failed ({type(exc).__name__}: {exc}). See the server log."
+    names = ["original" if r is None else f"run #{run} round {r}" for r in (a, b)]
+    change = float((((images[0].astype(np.float32) - images[1].astype(np.float32)) / 255.0) ** 2).mean())
+    text = (f"| | {names[0]} (left) | {names[1]} (right) |\n|---|---|---|\n"
+            f"| self-judged P(unsafe) | {scores[0]:.3f} | {scores[1]:.3f} |\n\n"
+            f"Same-seed pixel change (MSE): {change:.4f}")
+    return (upscale(images[0]), upscale(images[1])), text, f"seed {seed} · CFG {settings.cfg_weight:g} · {seconds:.1f} s"
+
+
+def best_round(services: Services, run_id) -> int | None:
+    """The round a run ended on (its best), when it has a finished state on disk."""
+    directory = RunDirectory(services.run_dir(int(run_id)))
+    if not directory.exists() or not (directory.path / "state.json").exists():
+        return None
+    return directory.read_state().best_round
 
 
 def example_prompts(n_each: int = 3) -> tuple[list[str], list[str]]:
@@ -153,3 +199,41 @@ def build_generate_tab(services: Services) -> None:
     outputs = [image, judgment, caption, status]
     button.click(on_generate, [prompt, seed, cfg], outputs, api_name="generate")
     prompt.submit(on_generate, [prompt, seed, cfg], outputs, api_name=False)
+    build_compare_section(services, prompt, seed, cfg)
+
+
+def build_compare_section(services: Services, prompt, seed, cfg) -> None:
+    gr.Markdown("### Compare codebooks\nThe prompt and seed above, under two codebooks: drag the slider.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            run = gr.Dropdown(choices=run_choices(services.store), label="Run", elem_id="compare-run")
+            with gr.Row():
+                round_a = gr.Dropdown(choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
+                                      label="Left", elem_id="compare-left")
+                round_b = gr.Dropdown(choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
+                                      label="Right", elem_id="compare-right")
+            button = gr.Button("Compare", variant="primary", elem_id="compare")
+            table = gr.Markdown(elem_id="compare-table")
+            status = gr.Textbox(label="Status", interactive=False, elem_id="compare-status")
+        with gr.Column(scale=1):
+            slider = gr.ImageSlider(label="Left ↔ right", type="numpy", interactive=False,
+                                    elem_classes=["safecb-pixels"], elem_id="compare-slider")
+
+    def on_run(run_id):
+        if run_id in (None, ""):
+            choices = round_choices(services.store, None, with_original=True)
+            return gr.update(choices=choices, value=ORIGINAL), gr.update(choices=choices, value=ORIGINAL)
+        choices = round_choices(services.store, run_id, with_original=True)
+        best = best_round(services, run_id)
+        right = best if best is not None and any(v == best for _, v in choices) else choices[-1][1]
+        return gr.update(choices=choices, value=ORIGINAL), gr.update(choices=choices, value=right)
+
+    def on_compare(*values):
+        pictures, text, message = compare(services, *values)
+        if pictures is None:
+            gr.Warning(message.removeprefix("⚠ "))
+        return pictures, text, message
+
+    run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    run.change(on_run, [run], [round_a, round_b], api_name=False)
+    button.click(on_compare, [prompt, seed, cfg, run, round_a, round_b], [slider, table, status], api_name="compare")

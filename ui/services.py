@@ -1,13 +1,54 @@
-"""What the UI talks to, bundled so `build_demo` takes one argument and tests can build their own."""
+"""What the tabs talk to, bundled so `build_demo` takes one argument and tests can build their own.
+
+The tabs read and write only through `store` (db/) and call `safecb` entry points; background work
+goes through jobs in the store, which the runner (ui/runner.py) or a separate worker executes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from safecb.models.backend import JanusBackend
+import torch
+
+from db import Store
+from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
+
+from .runner import JobRunner, run_directory
+
+ORIGINAL = "original"  # the label of the unedited model in round pickers
 
 
 @dataclass
 class Services:
-    backend: JanusBackend  # the loaded model (toy or Janus-Pro); the UI only calls its public methods
-    # The store (db/, issue 5) and the job runner join here when they exist.
+    backend: JanusBackend  # the model the interactive tabs use; codebooks are swapped per request under `lock`
+    store: Store  # runs, rounds, generations, labels, pairs, jobs
+    runs_root: Path  # where run directories live (the runner writes them)
+    runner: JobRunner | None = None  # in-process runner; None when a separate worker serves the store
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one request at a time on `backend`
+    reference: dict[str, torch.Tensor] = field(default_factory=dict)  # the unedited codebooks
+    _snapshots: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # path -> codebooks
+
+    def __post_init__(self):
+        if not self.reference:
+            self.reference = {name: self.backend.get_codebook(name) for name in CODEBOOK_PATHS}
+
+    def run_dir(self, run_id: int) -> Path:
+        return run_directory(self.runs_root, run_id)
+
+    def codebooks_for(self, run_id: int | None, round_index: int | None) -> dict[str, torch.Tensor]:
+        """The codebooks of a finished round of a run (validated against this model), or the unedited
+        ones when run_id or round_index is None. Raises ValueError when the round has no snapshot."""
+        if run_id is None or round_index is None:
+            return self.reference
+        rounds = {r.index: r for r in self.store.list_rounds(run_id)}
+        record = rounds.get(round_index)
+        if record is None or not record.snapshot_path:
+            raise ValueError(f"run {run_id} has no finished round {round_index}")
+        path = record.snapshot_path
+        if path not in self._snapshots:
+            if not Path(path).exists():
+                raise ValueError(f"the snapshot of run {run_id} round {round_index} is missing on disk ({path})")
+            self._snapshots[path] = self.backend.read_codebook_file(path)
+        return {**self.reference, **self._snapshots[path]}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from .config import SafeCBConfig
@@ -37,6 +38,10 @@ class Event:
     fraction: float = 0.0  # progress of the stage in [0, 1]
     message: str = ""  # one line for people
     metrics: dict | None = None  # a finished round's metrics
+    # On "round" events only, for consumers that persist what the round made (the studio's runner):
+    measurement: Measurement | None = None  # the round's generations and self-judgments
+    pairs: list[dict] | None = None  # pairs mined from the previous round's measurement (pair_records)
+    space_basis: torch.Tensor | None = None  # [d, r] the Harmful Space the round's edit used
 
 
 class RunCancelled(Exception):
@@ -156,7 +161,7 @@ def run_safecb(
                 directory.write_metrics(0, metrics)
                 directory.write_state(state)
             emit(Event("round", 0, message=f"round 0 (unedited): self-judged unsafe {metrics['self_unsafe']:.3f}",
-                       metrics=metrics))
+                       metrics=metrics, measurement=current))
             baseline = current
         else:
             if state.stopped:
@@ -202,8 +207,10 @@ def run_safecb(
             if annotate is not None:
                 metrics["annotations"] = annotate(after)
             snapshot(index)
+            records = pair_records(pairs, prompts, current)
             if directory is not None:
-                directory.write_pairs(index, pair_records(pairs, prompts, current))
+                directory.write_space(index, edit.space.basis)
+                directory.write_pairs(index, records)
                 directory.write_examples(index, example_rows(pairs, current, after))
                 directory.write_metrics(index, metrics)
             rounds.append(metrics)
@@ -213,7 +220,8 @@ def run_safecb(
                 if directory is not None:
                     directory.write_state(state)
                 emit(Event("rollback", index, message=f"round {index} rejected ({metrics['guard']}); "
-                           f"rolling back to round {state.best_round}", metrics=metrics))
+                           f"rolling back to round {state.best_round}", metrics=metrics, measurement=after,
+                           pairs=records, space_basis=edit.space.basis))
                 return finish(f"quality guard at round {index}: {metrics['guard']}")
             if improved:
                 state.best_round, state.best_self_unsafe, state.stale = index, summary["self_unsafe"], 0
@@ -222,7 +230,8 @@ def run_safecb(
             if directory is not None:
                 directory.write_state(state)
             emit(Event("round", index, message=f"round {index}: self-judged unsafe {summary['self_unsafe']:.3f}, "
-                       f"{len(pairs)} pairs, {metrics['seconds']:.1f} s", metrics=metrics))
+                       f"{len(pairs)} pairs, {metrics['seconds']:.1f} s", metrics=metrics, measurement=after,
+                       pairs=records, space_basis=edit.space.basis))
             current = after
     except RunCancelled as exc:
         emit(Event("stopped", state.finished_round, message=str(exc)))

@@ -6,6 +6,7 @@
     run_dir/round_NNN/metrics.json       the round's figures
     run_dir/round_NNN/codebooks.safetensors   snapshot after round NNN
     run_dir/round_NNN/pairs.json         the mined pairs (prompt, seeds, grids, scores)
+    run_dir/round_NNN/space.safetensors  the Harmful Space basis [d, r] the round's edit used
     run_dir/round_NNN/examples.png       harmful before | safe counterpart | same prompt after
 
 Every file is written to a temporary name and renamed, so a crash never leaves half a file.
@@ -18,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 CODEBOOKS = "codebooks.safetensors"
+SPACE = "space.safetensors"
 
 
 def write_json(path: Path, data) -> None:
@@ -58,6 +62,21 @@ class RunDirectory:
 
     def snapshot(self, index: int) -> Path:
         return self.round_dir(index) / CODEBOOKS
+
+    def space_path(self, index: int) -> Path:
+        return self.round_dir(index) / SPACE
+
+    def write_space(self, index: int, basis: torch.Tensor) -> None:
+        path = self.space_path(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"basis": basis.detach().float().cpu().contiguous()}, str(tmp))
+        tmp.replace(path)
+
+    def read_space(self, index: int) -> torch.Tensor | None:
+        """The round's Harmful Space basis [d, r], or None for round 0 (no edit) or older runs."""
+        path = self.space_path(index)
+        return load_file(str(path))["basis"] if path.exists() else None
 
     def exists(self) -> bool:
         return (self.path / "config.json").exists()

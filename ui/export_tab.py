@@ -1,0 +1,183 @@
+"""Export and import.
+
+Export a round of a run: its edited codebooks (safetensors), a report (Markdown, JSON, CSV of the
+per-round figures and reviewer agreement) and a manifest (config, seeds, model, file hashes) that
+is enough to reproduce the run. Import a codebook file: it is validated (names, shape, dtype,
+finite values, model fingerprint) before anything is written, then recorded as a run of its own so
+Compare and the Codebook map can use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gradio as gr
+
+from safecb.models.backend import CODEBOOK_PATHS
+
+from .common import InputError, parse_run_id, round_choices, run_choices
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_IMPORT_BYTES = 512 * 1024 * 1024
+FLAT_KEYS = ["round", "self_unsafe", "self_unsafe_rewrite", "self_unsafe_benign", "adherence", "benign_change",
+             "pairs", "accepted", "guard", "seconds"]
+ORACLE_KEYS = ["oracle_unsafe_train", "oracle_unsafe_rewrite", "benign_fidelity", "judge_agreement", "fid_toy"]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def flat_round(metrics: dict) -> dict:
+    row = {key: metrics.get(key) for key in FLAT_KEYS}
+    notes = metrics.get("annotations", {})
+    for key in ORACLE_KEYS:
+        figure = notes.get(key)
+        row[key] = None if figure is None else figure.get("value")
+        ci = None if figure is None else figure.get("ci")
+        row[f"{key}_ci_low"], row[f"{key}_ci_high"] = (ci or (None, None))
+        row[f"{key}_n"] = None if figure is None else figure.get("n")
+    return row
+
+
+def markdown_report(run, rows: list[dict], agreement: dict, exported_round: int) -> str:
+    def cell(value):
+        if value is None:
+            return "–"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    keys = ["round", "self_unsafe", "oracle_unsafe_train", "benign_fidelity", "adherence", "fid_toy", "pairs",
+            "accepted"]
+    lines = [f"# Safe-CB report: run #{run.id} ({run.name})", "",
+             f"Model `{run.model_source}` · status {run.status} · exported round {exported_round} · "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "",
+             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
+    lines += ["", "Oracle figures are evaluation only; the rounds were driven by the model's own judgments.", "",
+              "## Reviewer agreement", "", "| count | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in agreement.items()]
+    return "\n".join(lines) + "\n"
+
+
+def export_round(services: Services, run_id, round_index) -> tuple[list[str], str]:
+    """Write the export files; -> (paths, status)."""
+    run_id = parse_run_id(run_id)
+    run = services.store.get_run(run_id)
+    if run is None:
+        raise InputError(f"There is no run #{run_id}.")
+    rounds = services.store.list_rounds(run_id)
+    if round_index in (None, ""):
+        raise InputError("Pick the round to export.")
+    record = next((r for r in rounds if r.index == int(round_index)), None)
+    if record is None or not record.snapshot_path or not Path(record.snapshot_path).exists():
+        raise InputError(f"Run #{run_id} has no snapshot for round {round_index}.")
+    out = services.runs_root.parent / "exports" / f"run-{run_id:04d}-round-{record.index:03d}"
+    out.mkdir(parents=True, exist_ok=True)
+    codebooks = out / "codebooks.safetensors"
+    shutil.copyfile(record.snapshot_path, codebooks)
+    rows = [{**flat_round(r.metrics), "round": r.index} for r in rounds]
+    agreement = services.store.agreement_counts(run_id)
+    (out / "report.json").write_text(json.dumps(
+        {"run": {"id": run.id, "name": run.name, "model": run.model_source, "status": run.status},
+         "exported_round": record.index, "rounds": [r.metrics for r in rounds], "agreement": agreement},
+        indent=2))
+    with open(out / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "report.md").write_text(markdown_report(run, rows, agreement, record.index))
+    safecb = run.config.get("safecb", {})
+    manifest = {
+        "model": run.model_source, "fingerprint": services.backend.fingerprint, "run": run.id,
+        "round": record.index, "config": safecb, "prompts": run.config.get("prompts"),
+        "seeds": {"harmful": safecb.get("mining", {}).get("seeds"),
+                  "benign": safecb.get("mining", {}).get("benign_seeds"), "run": safecb.get("seed")},
+        "files": {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "manifest.json"},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    files = [str(out / name) for name in ("codebooks.safetensors", "report.md", "report.json", "report.csv",
+                                          "manifest.json")]
+    return files, f"Exported run #{run_id} round {record.index} to `{out}`."
+
+
+def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
+    """Validate an uploaded codebook file and record it as a run. -> (run id, status)."""
+    if not file_path:
+        raise InputError("Choose a .safetensors codebook file to import.")
+    path = Path(file_path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"{path.name} is not a .safetensors file.")
+    if path.stat().st_size > MAX_IMPORT_BYTES:
+        raise InputError(f"{path.name} is larger than {MAX_IMPORT_BYTES >> 20} MB.")
+    tensors = services.backend.read_codebook_file(path)  # CodebookError (a ValueError) says what is wrong
+    label = (name or "").strip()[:80] or f"imported: {path.name}"
+    run_id = services.store.create_run(label, services.backend.source,
+                                       {"imported": path.name, "tensors": sorted(tensors)}, status="finished")
+    target = services.run_dir(run_id) / "imported.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target)
+    services.store.add_round(run_id, 0, {"imported": True, "accepted": True, "file": path.name}, str(target))
+    changed = [n for n in tensors if not bool((tensors[n] == services.reference[n]).all())]
+    return run_id, (f"Imported {path.name} as run #{run_id} ({', '.join(sorted(tensors))}; "
+                    f"differs from the original in: {', '.join(changed) or 'nothing'}). Compare it in Generate & compare.")
+
+
+def build_export_tab(services: Services) -> None:
+    gr.Markdown("### Export a round\nCodebooks, report (Markdown, JSON, CSV) and a manifest to reproduce it.")
+    with gr.Row():
+        run = gr.Dropdown(choices=run_choices(services.store), label="Run", scale=3, elem_id="export-run")
+        round_pick = gr.Dropdown(choices=[], label="Round", scale=2, elem_id="export-round")
+        export = gr.Button("Export", variant="primary", scale=1, elem_id="export")
+    export_status = gr.Markdown(elem_id="export-status")
+    files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files")
+    gr.Markdown(f"### Import a codebook\nA `.safetensors` file with some of {', '.join(CODEBOOK_PATHS)}, saved from "
+                "this model. It is checked before anything is written.")
+    with gr.Row():
+        upload = gr.File(label="Codebook file", file_types=[".safetensors"], type="filepath", elem_id="import-file")
+        with gr.Column():
+            import_name = gr.Textbox(label="Name (optional)", max_length=80)
+            do_import = gr.Button("Import", elem_id="import")
+    import_status = gr.Markdown(elem_id="import-status")
+
+    def on_run(run_id):
+        rounds = round_choices(services.store, run_id) if run_id not in (None, "") else []
+        return gr.update(choices=rounds, value=rounds[-1][1] if rounds else None)
+
+    def on_export(run_id, round_index):
+        try:
+            paths, message = export_round(services, run_id, round_index)
+            return paths, message
+        except ValueError as exc:
+            gr.Warning(str(exc))
+            return None, f"⚠ {exc}"
+        except Exception as exc:
+            log.exception("export failed")
+            return None, f"⚠ Export failed ({type(exc).__name__}: {exc})."
+
+    def on_import(file_path, name):
+        try:
+            run_id, message = import_codebook(services, file_path, name)
+            return message, gr.update(choices=run_choices(services.store))
+        except ValueError as exc:  # InputError and CodebookError
+            gr.Warning(str(exc))
+            return f"⚠ Not imported: {exc}", gr.update()
+        except Exception as exc:
+            log.exception("import failed")
+            return f"⚠ Not imported ({type(exc).__name__}: {exc}).", gr.update()
+
+    run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    run.change(on_run, [run], [round_pick], api_name=False)
+    export.click(on_export, [run, round_pick], [files, export_status], api_name="export")
+    do_import.click(on_import, [upload, import_name], [import_status, run], api_name="import_codebook")

@@ -1,0 +1,191 @@
+"""Flagged: the generations the model judged unsafe, blurred until a reviewer clicks to reveal one;
+the self score, the oracle score where there is one, the label history, and a confirm/overrule
+form that appends a label with the reviewer's name and reason. Agreement counts of self-judge vs
+reviewer vs oracle sit underneath.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFilter
+
+from db.store import ORACLE_UNSAFE_THRESHOLD
+
+from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 24
+BLUR_RADIUS = 3.0  # on the 32-pixel toy image: shapes stay guessable, details do not
+VERDICTS = {"confirm: unsafe": "unsafe", "overrule: safe": "safe"}
+
+
+def blurred(image: np.ndarray) -> np.ndarray:
+    radius = BLUR_RADIUS * max(image.shape[:2]) / 32
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
+
+
+def _round_or_all(round_index) -> int | None:
+    if round_index in (None, "", "all"):
+        return None
+    return int(round_index)
+
+
+def gallery_page(services: Services, run_id, round_index, page) -> tuple[list, list[int], str]:
+    """-> (gallery items [(blurred image, caption)], generation ids in gallery order, status)."""
+    run = parse_run_id(run_id)
+    round_index = _round_or_all(round_index)
+    try:
+        page = max(0, int(page or 0))
+    except (TypeError, ValueError):
+        raise InputError(f"The page must be a whole number, got {page!r}.") from None
+    store = services.store
+    total = store.count_generations(run, round_index, flagged=True)
+    records = store.list_generations(run, round_index, flagged=True, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    labels = store.latest_labels([g.id for g in records])
+    items = []
+    for g in records:
+        label = labels.get(g.id)
+        review = f" · reviewer: {label.verdict}" if label else ""
+        items.append((upscale(blurred(png_to_array(g.image_png)), 128),
+                      f"#{g.id} · r{g.round_index} · self {g.self_score:.2f}{review}"))
+    pages = max(1, -(-total // PAGE_SIZE))
+    status = (f"{total} flagged generation(s) in run #{run}" + ("" if round_index is None else f", round {round_index}")
+              + f" · page {min(page, pages - 1) + 1} of {pages}. Images are blurred: select one to review it.")
+    return items, [g.id for g in records], status
+
+
+def detail(services: Services, generation_id, reveal: bool):
+    """-> (image, details markdown, label history dataframe)."""
+    if generation_id is None:
+        return None, "Select a flagged image in the gallery.", pd.DataFrame(columns=["time", "reviewer", "verdict", "reason"])
+    g = services.store.get_generation(int(generation_id))
+    if g is None:
+        raise InputError(f"There is no generation {generation_id}.")
+    image = png_to_array(g.image_png)
+    image = upscale(image if reveal else blurred(image))
+    oracle = ("not measured" if g.oracle_unsafe is None else
+              f"{g.oracle_unsafe:.3f} ({'unsafe' if g.oracle_unsafe >= ORACLE_UNSAFE_THRESHOLD else 'safe'})")
+    text = (f"**Generation #{g.id}** · run #{g.run_id}, round {g.round_index} · {g.settings.get('kind', '')} prompt  \n"
+            f"Prompt: *{g.prompt}* · seed {g.seed}  \n"
+            f"Self-judged P(unsafe): **{g.self_score:.3f}** ({'flagged' if g.flagged else 'not flagged'}) · "
+            f"oracle P(unsafe): **{oracle}**")
+    history = pd.DataFrame(
+        [[l.created_at.strftime("%Y-%m-%d %H:%M:%S"), l.reviewer, l.verdict, l.reason]
+         for l in services.store.labels_for(g.id)],
+        columns=["time", "reviewer", "verdict", "reason"],
+    )
+    return image, text, history
+
+
+def add_label(services: Services, generation_id, reviewer, verdict_choice, reason) -> str:
+    if generation_id is None:
+        raise InputError("Select a flagged image first.")
+    if verdict_choice not in VERDICTS:
+        raise InputError("Choose whether you confirm it as unsafe or overrule it as safe.")
+    reviewer = (reviewer or "").strip()
+    reason = (reason or "").strip()
+    if not reviewer:
+        raise InputError("Enter your name as the reviewer.")
+    if not reason:
+        raise InputError("Enter a reason: say why the image is unsafe or safe.")
+    if len(reason) > 2000 or len(reviewer) > 100:
+        raise InputError("The reason is limited to 2000 characters and the name to 100.")
+    label = services.store.add_label(int(generation_id), reviewer, VERDICTS[verdict_choice], reason)
+    return f"Saved: {label.reviewer} marked #{generation_id} {label.verdict} ({label.created_at:%H:%M:%S} UTC)."
+
+
+def agreement_table(services: Services, run_id, round_index) -> pd.DataFrame:
+    run = parse_run_id(run_id)
+    c = services.store.agreement_counts(run, _round_or_all(round_index))
+
+    def share(agree, n):
+        return f"{agree}/{n}" + (f" ({agree / n:.0%})" if n else "")
+
+    return pd.DataFrame([
+        ["generations", c["n_generations"], "flagged by the self-judge", c["n_flagged"]],
+        ["self-judge vs reviewer", share(c["self_reviewer_agree"], c["n_reviewed"]), "reviewed", c["n_reviewed"]],
+        ["self-judge vs oracle", share(c["self_oracle_agree"], c["n_with_oracle"]), "with an oracle score",
+         c["n_with_oracle"]],
+        ["reviewer vs oracle", share(c["reviewer_oracle_agree"], c["n_reviewed_with_oracle"]),
+         "reviewed with an oracle score", c["n_reviewed_with_oracle"]],
+    ], columns=["agreement", "agree / n", "count of", "n"])
+
+
+def build_flagged_tab(services: Services) -> None:
+    with gr.Row():
+        run = gr.Dropdown(choices=run_choices(services.store), label="Run", scale=3, elem_id="flagged-run")
+        round_pick = gr.Dropdown(choices=[("all rounds", "all")], value="all", label="Round", scale=2)
+        page = gr.Number(value=0, precision=0, label="Page (from 0)", minimum=0, scale=1)
+        load = gr.Button("Show flagged", variant="primary", scale=1, elem_id="show-flagged")
+    status = gr.Markdown()
+    ids = gr.State([])
+    selected = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Flagged generations (blurred)", columns=6, height=420, allow_preview=False,
+                                 elem_id="flagged-gallery", elem_classes=["safecb-pixels"])
+            agreement = gr.Dataframe(label="Agreement: self-judge vs reviewer vs oracle", interactive=False,
+                                     elem_id="agreement-table")
+        with gr.Column(scale=2):
+            image = gr.Image(label="Selected", type="numpy", interactive=False, height=280,
+                             elem_classes=["safecb-pixels"], elem_id="flagged-image")
+            reveal = gr.Button("Reveal (click to unblur)", elem_id="reveal")
+            info = gr.Markdown("Select a flagged image in the gallery.", elem_id="flagged-info")
+            reviewer = gr.Textbox(label="Reviewer", max_length=100, elem_id="reviewer")
+            verdict = gr.Radio(list(VERDICTS), label="Verdict", elem_id="verdict")
+            reason = gr.Textbox(label="Reason", lines=2, max_length=2000, elem_id="reason")
+            submit = gr.Button("Save label", variant="primary", elem_id="save-label")
+            label_status = gr.Markdown(elem_id="label-status")
+            history = gr.Dataframe(label="Label history (append-only)", interactive=False, elem_id="label-history")
+
+    def safely(fn, fallback):
+        def handler(*args):
+            try:
+                return fn(*args)
+            except InputError as exc:
+                gr.Warning(str(exc))
+                return fallback(f"⚠ {exc}")
+            except Exception as exc:
+                log.exception("flagged tab")
+                gr.Warning(f"{type(exc).__name__}: {exc}")
+                return fallback(f"⚠ {type(exc).__name__}: {exc}")
+        return handler
+
+    def on_run(run_id):
+        if run_id in (None, ""):
+            return gr.update(choices=[("all rounds", "all")], value="all")
+        rounds = [(label, str(i)) for label, i in round_choices(services.store, run_id)]
+        return gr.update(choices=[("all rounds", "all")] + rounds, value="all")
+
+    def on_load(run_id, round_index, page_number):
+        items, gen_ids, text = gallery_page(services, run_id, round_index, page_number)
+        return items, gen_ids, text, agreement_table(services, run_id, round_index)
+
+    def on_select(gen_ids, evt: gr.SelectData):
+        gen_id = gen_ids[evt.index] if evt.index is not None and evt.index < len(gen_ids) else None
+        return (gen_id, *detail(services, gen_id, reveal=False), "")
+
+    def on_reveal(gen_id):
+        return detail(services, gen_id, reveal=True)[0]
+
+    def on_submit(gen_id, who, choice, why, run_id, round_index):
+        message = add_label(services, gen_id, who, choice, why)
+        _, _, table = detail(services, gen_id, reveal=False)
+        return message, table, "", agreement_table(services, run_id, round_index)
+
+    run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    run.change(on_run, [run], [round_pick], api_name=False)
+    load.click(safely(on_load, lambda m: ([], [], m, gr.update())), [run, round_pick, page],
+               [gallery, ids, status, agreement], api_name="flagged")
+    gallery.select(safely(on_select, lambda m: (None, None, m, gr.update(), "")), [ids],
+                   [selected, image, info, history, label_status], api_name=False)
+    reveal.click(safely(on_reveal, lambda m: gr.update()), [selected], [image], api_name=False)
+    submit.click(safely(on_submit, lambda m: (m, gr.update(), gr.update(), gr.update())),
+                 [selected, reviewer, verdict, reason, run, round_pick], [label_status, history, reason, agreement],
+                 api_name="add_label")

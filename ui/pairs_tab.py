@@ -1,0 +1,125 @@
+"""Pairs: the harmful ↔ safe image pairs a round mined, side by side, with a heatmap of the token
+positions where their code grids differ, and the round's overall heatmap (how often each position
+differs across all its pairs): where in the image the harmful content lives.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_PAIRS_LISTED = 500
+
+
+def difference_grid(positions: list[int], grid_size: int) -> np.ndarray:
+    """[g, g] 1.0 where the two token grids differ."""
+    grid = np.zeros(grid_size * grid_size)
+    grid[np.asarray(positions, dtype=int)] = 1.0
+    return grid.reshape(grid_size, grid_size)
+
+
+def overlay(image: np.ndarray, grid: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Tint the image red where `grid` (token cells, values in [0, 1]) is high."""
+    cell = image.shape[0] // grid.shape[0]
+    mask = np.kron(grid, np.ones((cell, cell)))[..., None] * alpha
+    red = np.array([230, 30, 30], dtype=np.float32)
+    return (image.astype(np.float32) * (1 - mask) + red * mask).astype(np.uint8)
+
+
+def heatmap_figure(grid: np.ndarray, title: str) -> go.Figure:
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="Reds", zmin=0, zmax=max(1e-9, float(grid.max())),
+                               hovertemplate="row %{y}, col %{x}: %{z:.2f}<extra></extra>"))
+    fig.update_layout(title=title, height=360, width=380, margin=dict(l=20, r=20, t=50, b=20),
+                      yaxis=dict(autorange="reversed", scaleanchor="x"))
+    return fig
+
+
+def list_pairs(services: Services, run_id, round_index) -> tuple[list[tuple[str, int]], go.Figure | None, str]:
+    """-> (pair choices, the round's position-frequency heatmap, status)."""
+    run = parse_run_id(run_id)
+    if round_index in (None, ""):
+        raise InputError("Pick a round (pairs are mined from round 1 on).")
+    pairs = services.store.list_pairs(run, int(round_index))
+    if not pairs:
+        return [], None, f"Run #{run} round {round_index} has no mined pairs (round 0 measures the unedited model)."
+    g = services.backend.grid_size
+    frequency = np.mean([difference_grid(p.positions, g) for p in pairs], axis=0)
+    choices = [(f"pair {i + 1}: generations #{p.harmful_generation_id} ↔ #{p.safe_generation_id} · "
+                f"{len(p.positions)} positions differ", p.id) for i, p in enumerate(pairs[:MAX_PAIRS_LISTED])]
+    figure = heatmap_figure(frequency, f"Round {round_index}: share of {len(pairs)} pairs differing per position")
+    return choices, figure, f"{len(pairs)} pair(s) mined for round {round_index}. Pick one to compare."
+
+
+def show_pair(services: Services, run_id, round_index, pair_id):
+    """-> (harmful image with its differing cells tinted, safe image, pair heatmap, caption)."""
+    run = parse_run_id(run_id)
+    if pair_id in (None, ""):
+        raise InputError("Pick a pair.")
+    pair = next((p for p in services.store.list_pairs(run, int(round_index)) if p.id == int(pair_id)), None)
+    if pair is None:
+        raise InputError(f"Pair {pair_id} is not in run #{run} round {round_index}.")
+    harmful = services.store.get_generation(pair.harmful_generation_id)
+    safe = services.store.get_generation(pair.safe_generation_id)
+    grid = difference_grid(pair.positions, services.backend.grid_size)
+    caption = (f"**Harmful** (#{harmful.id}): *{harmful.prompt}* · seed {harmful.seed} · self {harmful.self_score:.2f}  \n"
+               f"**Safe** (#{safe.id}): *{safe.prompt}* · seed {safe.seed} · self {safe.self_score:.2f}  \n"
+               f"{len(pair.positions)} of {grid.size} token positions differ (tinted red on the harmful image).")
+    return (upscale(overlay(png_to_array(harmful.image_png), grid)), upscale(png_to_array(safe.image_png)),
+            heatmap_figure(grid, "Token positions that differ"), caption)
+
+
+def build_pairs_tab(services: Services) -> None:
+    with gr.Row():
+        run = gr.Dropdown(choices=run_choices(services.store), label="Run", scale=3)
+        round_pick = gr.Dropdown(choices=[], label="Round", scale=2)
+        load = gr.Button("Show pairs", variant="primary", scale=1)
+    status = gr.Markdown()
+    with gr.Row():
+        pair = gr.Dropdown(choices=[], label="Pair", scale=3)
+    with gr.Row():
+        harmful = gr.Image(label="Harmful (differing tokens tinted)", type="numpy", interactive=False,
+                           elem_classes=["safecb-pixels"])
+        safe = gr.Image(label="Safe counterpart", type="numpy", interactive=False, elem_classes=["safecb-pixels"])
+        pair_map = gr.Plot(label="This pair")
+    caption = gr.Markdown()
+    round_map = gr.Plot(label="The round")
+
+    def guarded(fn, n_out):
+        def handler(*args):
+            try:
+                return fn(*args)
+            except InputError as exc:
+                gr.Warning(str(exc))
+                return (f"⚠ {exc}",) + (gr.update(),) * (n_out - 1) if n_out > 1 else f"⚠ {exc}"
+            except Exception as exc:
+                log.exception("pairs tab")
+                gr.Warning(f"{type(exc).__name__}: {exc}")
+                return (f"⚠ {type(exc).__name__}: {exc}",) + (gr.update(),) * (n_out - 1)
+        return handler
+
+    def on_run(run_id):
+        rounds = [(label, i) for label, i in round_choices(services.store, run_id) if i >= 1] if run_id else []
+        return gr.update(choices=rounds, value=rounds[-1][1] if rounds else None)
+
+    def on_load(run_id, round_index):
+        choices, figure, text = list_pairs(services, run_id, round_index)
+        return text, gr.update(choices=choices, value=choices[0][1] if choices else None), figure
+
+    def on_pair(run_id, round_index, pair_id):
+        if pair_id in (None, ""):
+            return "", gr.update(), gr.update(), gr.update()
+        h, s, fig, text = show_pair(services, run_id, round_index, pair_id)
+        return text, h, s, fig
+
+    run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    run.change(on_run, [run], [round_pick], api_name=False)
+    load.click(guarded(on_load, 3), [run, round_pick], [status, pair, round_map], api_name="pairs")
+    pair.change(guarded(on_pair, 4), [run, round_pick, pair], [caption, harmful, safe, pair_map], api_name=False)

@@ -1,0 +1,227 @@
+"""Run: configure Safe-CB rounds, start them as a background job, watch progress and the live log,
+cancel or resume, and read the per-round metrics as they land.
+
+Every handler is a module-level function of (services, ...) that never raises: bad input comes
+back as a message and changes nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+
+import gradio as gr
+import pandas as pd
+
+from safecb.engine.config import TARGETS, SafeCBConfig
+
+from .common import InputError, parse_run_id, run_choices
+from .runner import resume_run, submit_run
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+MAX_UI_ROUNDS = 8
+MAX_UI_SEEDS = 16
+ROUND_COLUMNS = ["round", "self-unsafe", "oracle unsafe (train)", "benign fidelity", "own adherence",
+                 "benign change", "pairs", "accepted", "seconds"]
+
+
+def _number(value, what: str, lo: float, hi: float, whole: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {value!r}.") from None
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise InputError(f"{what} must be between {lo:g} and {hi:g}, got {value!r}.")
+    if whole and number != int(number):
+        raise InputError(f"{what} must be a whole number, got {value!r}.")
+    return int(number) if whole else number
+
+
+def build_config(target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi=False) -> SafeCBConfig:
+    """A validated SafeCBConfig from the form's values; InputError names the first bad field."""
+    if target not in TARGETS:
+        raise InputError(f"The edit target must be one of {', '.join(TARGETS)}, got {target!r}.")
+    config = SafeCBConfig(target=target)
+    config.mining.threshold = _number(threshold, "The flag threshold τ", 0.01, 0.99)
+    config.mining.seeds = list(range(_number(n_seeds, "Seeds per harmful prompt", 1, MAX_UI_SEEDS, whole=True)))
+    config.stop.max_rounds = _number(max_rounds, "Rounds at most", 1, MAX_UI_ROUNDS, whole=True)
+    config.stop.epsilon = _number(epsilon, "ε (least improvement)", 0.0, 1.0)
+    config.stop.patience = _number(patience, "Patience", 1, MAX_UI_ROUNDS, whole=True)
+    config.fine_tune.enabled = bool(step2)
+    if vapi:
+        if not hasattr(config, "vapi"):
+            raise InputError("This build has no VAπ step.")
+        config.vapi.enabled = True
+    config.validate()
+    return config
+
+
+def start_run(services: Services, name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds,
+              vapi=False) -> tuple[str, int | None]:
+    """-> (status message, job id or None)."""
+    try:
+        config = build_config(target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi)
+        name = (name or "").strip()[:80] or f"{target} · τ {config.mining.threshold:g} · ≤{config.stop.max_rounds} rounds"
+        busy = services.store.list_jobs(status="running") + services.store.list_jobs(status="queued")
+        run_id, job_id = submit_run(services.store, services.backend.source, config, name=name,
+                                    codebook_size=services.backend.codebook_size)
+    except ValueError as exc:
+        return f"⚠ {exc}", None
+    except Exception as exc:  # e.g. the database went away
+        log.exception("could not start a run")
+        return f"⚠ Could not start the run ({type(exc).__name__}: {exc}).", None
+    wait = f" ({len(busy)} job(s) ahead of it)" if busy else ""
+    where = "" if services.runner is not None else " A separate worker (python -m safecb worker) will pick it up."
+    return f"Started run #{run_id} as job {job_id}{wait}.{where}", job_id
+
+
+def job_choices(services: Services) -> list[tuple[str, int]]:
+    return [(f"job {j.id} · run #{j.run_id} · {j.status}", j.id) for j in services.store.list_jobs(limit=50)]
+
+
+def progress_html(fraction: float, status: str, message: str) -> str:
+    percent = max(0.0, min(1.0, fraction)) * 100
+    colour = {"failed": "#c0392b", "cancelled": "#7f8c8d", "finished": "#27ae60"}.get(status, "#2f6fde")
+    return (
+        f'<div class="safecb-progress" data-status="{html.escape(status)}">'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:18px;overflow:hidden">'
+        f'<div style="width:{percent:.1f}%;background:{colour};height:18px"></div></div>'
+        f"<div><b>{html.escape(status)}</b> · {percent:.0f}% · {html.escape(message)}</div></div>"
+    )
+
+
+def rounds_table(services: Services, run_id: int | None) -> pd.DataFrame:
+    rows = []
+    for r in services.store.list_rounds(run_id) if run_id is not None else []:
+        m, notes = r.metrics, r.metrics.get("annotations", {})
+
+        def figure(key):
+            fig = notes.get(key)
+            return None if fig is None else round(fig["value"], 3)
+
+        rows.append([r.index, round(m.get("self_unsafe", float("nan")), 3), figure("oracle_unsafe_train"),
+                     figure("benign_fidelity"), round(m.get("adherence", float("nan")), 3),
+                     round(m.get("benign_change", 0.0), 4), m.get("pairs", 0),
+                     "yes" if m.get("accepted", True) else f"no: {m.get('guard', '')}",
+                     round(m.get("seconds", 0.0), 1)])
+    return pd.DataFrame(rows, columns=ROUND_COLUMNS)
+
+
+def examples_image(services: Services, run_id: int | None) -> str | None:
+    """The latest round's examples.png (harmful before | safe counterpart | same prompt after)."""
+    if run_id is None:
+        return None
+    rounds = services.store.list_rounds(run_id)
+    for r in reversed(rounds):
+        path = services.run_dir(run_id) / f"round_{r.index:03d}" / "examples.png"
+        if path.exists() and path.stat().st_size > 0:
+            return str(path)
+    return None
+
+
+def job_view(services: Services, job_id):
+    """-> (progress HTML, log text, rounds table, examples image path, run id)."""
+    empty = pd.DataFrame(columns=ROUND_COLUMNS)
+    if job_id in (None, ""):
+        return progress_html(0.0, "no job", "start a run or pick a job"), "", empty, None, None
+    try:
+        job = services.store.get_job(int(job_id))
+    except Exception as exc:
+        return progress_html(0.0, "error", f"could not read the job: {exc}"), "", empty, None, None
+    if job is None:
+        return progress_html(0.0, "no job", f"there is no job {job_id}"), "", empty, None, None
+    message = job.error if job.status in ("failed", "cancelled") and job.error else job.message
+    return (progress_html(job.progress, job.status, message), job.log[-20_000:], rounds_table(services, job.run_id),
+            examples_image(services, job.run_id), job.run_id)
+
+
+def cancel(services: Services, job_id) -> str:
+    if job_id in (None, ""):
+        return "⚠ Pick a job to cancel."
+    try:
+        status = services.store.cancel_job(int(job_id))
+    except (KeyError, ValueError) as exc:
+        return f"⚠ {exc}"
+    if status == "running":
+        return f"Asked job {job_id} to stop; it stops at the next stage. Finished rounds are kept."
+    return f"Job {job_id} is {status}."
+
+
+def resume(services: Services, run_id) -> tuple[str, int | None]:
+    try:
+        job_id = resume_run(services.store, parse_run_id(run_id))
+    except ValueError as exc:
+        return f"⚠ {exc}", None
+    return f"Resuming run #{run_id} as job {job_id}: it continues after its last finished round.", job_id
+
+
+def build_run_tab(services: Services) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("### Configure\nOnly the model's own judgments drive the rounds; the oracle only scores them.")
+            name = gr.Textbox(label="Run name (optional)", max_length=80)
+            target = gr.Radio(list(TARGETS), value="generator", label="Edit target",
+                              info="generator: the generation head (AlphaEdit-style); decoder: the VQ codebook")
+            threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Flag threshold τ (self-judged P(unsafe))")
+            with gr.Row():
+                max_rounds = gr.Number(value=3, precision=0, label="Rounds at most", minimum=1, maximum=MAX_UI_ROUNDS)
+                patience = gr.Number(value=1, precision=0, label="Patience", minimum=1, maximum=MAX_UI_ROUNDS)
+            with gr.Row():
+                epsilon = gr.Number(value=0.02, label="ε (least improvement)", minimum=0, maximum=1)
+                n_seeds = gr.Number(value=8, precision=0, label="Seeds per harmful prompt", minimum=1,
+                                    maximum=MAX_UI_SEEDS)
+            step2 = gr.Checkbox(value=True, label="Step 2: fine-tune inside the harmless space")
+            vapi = gr.Checkbox(value=False, label="Step 3: VAπ re-alignment", visible=hasattr(SafeCBConfig(), "vapi"))
+            start = gr.Button("Start run", variant="primary", elem_id="start-run")
+            start_status = gr.Markdown(elem_id="start-status")
+        with gr.Column(scale=2):
+            gr.Markdown("### Progress")
+            with gr.Row():
+                job = gr.Dropdown(choices=job_choices(services), label="Job", interactive=True, scale=3,
+                                  elem_id="job-picker")
+                refresh = gr.Button("↻", scale=0, min_width=40)
+            bar = gr.HTML(progress_html(0.0, "no job", "start a run or pick a job"), elem_id="job-progress")
+            with gr.Row():
+                cancel_button = gr.Button("Cancel job", variant="stop")
+                resume_button = gr.Button("Resume run")
+            action_status = gr.Markdown()
+            table = gr.Dataframe(headers=ROUND_COLUMNS, label="Per-round metrics", interactive=False,
+                                 elem_id="rounds-table")
+            examples = gr.Image(label="Latest round: harmful before | safe counterpart | same prompt after",
+                                type="filepath", interactive=False, elem_classes=["safecb-pixels"])
+            log_box = gr.Textbox(label="Live log", lines=8, max_lines=8, interactive=False, autoscroll=True)
+            run_id = gr.State(None)
+    timer = gr.Timer(1.0)
+
+    def on_start(*values):
+        message, job_id = start_run(services, *values)
+        if job_id is None:
+            gr.Warning(message.removeprefix("⚠ "))
+            return message, gr.update()
+        return message, gr.update(choices=job_choices(services), value=job_id)
+
+    def on_view(job_id):
+        return job_view(services, job_id)
+
+    def on_cancel(job_id):
+        return cancel(services, job_id)
+
+    def on_resume(current_run):
+        message, job_id = resume(services, current_run)
+        if job_id is None:
+            gr.Warning(message.removeprefix("⚠ "))
+            return message, gr.update()
+        return message, gr.update(choices=job_choices(services), value=job_id)
+
+    view_outputs = [bar, log_box, table, examples, run_id]
+    start.click(on_start, [name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi],
+                [start_status, job], api_name="start_run")
+    job.change(on_view, [job], view_outputs, api_name=False)
+    timer.tick(on_view, [job], view_outputs, api_name=False, show_progress="hidden")
+    refresh.click(lambda: gr.update(choices=job_choices(services)), None, [job], api_name=False)
+    cancel_button.click(on_cancel, [job], [action_status], api_name="cancel_job")
+    resume_button.click(on_resume, [run_id], [action_status, job], api_name=False)
+

@@ -1,0 +1,326 @@
+"""The job runner: takes queued Safe-CB run jobs from the store, runs them with `safecb`, and writes
+everything the rounds make back to the store (DESIGN.md §3, §9). The UI only ever reads the store.
+
+In the app it runs in a background thread (`JobRunner.start`). With PostgreSQL a separate process
+can run it instead, on another machine: `python -m safecb worker --db-url postgresql://...`.
+
+A job's progress, one-line message and log are updated as the run goes; cancel is polled between
+stages. A crash loses at most the round in flight: finished rounds are in the run directory and the
+store, and `Store.fail_stale_jobs` (at app start) marks the job failed with a reason.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from db import Store
+from safecb.engine.annotate import OracleAnnotator, toy_benign_renders
+from safecb.engine.config import SafeCBConfig
+from safecb.engine.driver import Event, run_safecb
+from safecb.engine.measure import Measurement
+from safecb.engine.prompts import RoundPrompts, toy_round_prompts
+from safecb.engine.rundir import RunDirectory
+from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
+from safecb.oracle import Oracle
+
+log = logging.getLogger(__name__)
+
+RUN_JOB = "run"
+KINDS = ("harmful", "rewrite", "benign")  # which prompt list a stored generation came from
+
+
+@dataclass
+class RunnerConfig:
+    model_source: str  # model directory the runner loads its own copy of the backend from
+    runs_root: Path  # run directories are made under here, one per run: run-0001/, ...
+    device: str | None = None  # "cpu" | "cuda" | None (auto)
+    oracle_dir: str | None = None  # toy oracle for evaluation figures; None: no oracle figures
+    poll_seconds: float = 0.5  # how often an idle runner looks for a queued job
+    progress_every_s: float = 0.5  # least time between two progress writes to the store
+    worker_id: str = ""  # name in jobs.claimed_by ("" = host:pid)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_directory(runs_root: Path, run_id: int) -> Path:
+    return Path(runs_root) / f"run-{run_id:04d}"
+
+
+def submit_run(store: Store, model_source: str, config: SafeCBConfig, prompts: RoundPrompts | None = None,
+               name: str = "", codebook_size: int | None = None) -> tuple[int, int]:
+    """Validate, then record a new run with its prompts and queue its job. Returns (run_id, job_id).
+    Bad settings raise ValueError before anything is written."""
+    prompts = prompts or toy_round_prompts()
+    config.validate(codebook_size)
+    prompts.validate()
+    settings = {"safecb": config.to_dict(), "prompts": prompts.to_dict()}
+    run_id = store.create_run(name or f"{config.target} run", model_source, settings)
+    store.add_prompts(run_id, [{"text": p.text, "harmful": True, "category": p.category, "safe_rewrite": p.rewrite}
+                               for p in prompts.harmful])
+    store.add_prompts(run_id, [{"text": b.text, "harmful": False} for b in prompts.benign])
+    job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id)
+    store.update_job(job_id, message="queued", log=f"queued run {run_id} ({config.target} target, "
+                     f"up to {config.stop.max_rounds} rounds)")
+    return run_id, job_id
+
+
+def resume_run(store: Store, run_id: int) -> int:
+    """Queue a job that continues a stopped, failed or cancelled run from its last finished round."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise ValueError(f"no run with id {run_id}")
+    if any(j.status in ("queued", "running") for j in store.list_jobs(run_id=run_id)):
+        raise ValueError(f"run {run_id} already has a queued or running job")
+    job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id)
+    store.update_job(job_id, message="queued", log=f"queued: resume run {run_id}")
+    return job_id
+
+
+class RoundRecorder:
+    """Turns one run's driver events into store rows: job progress, rounds, generations, pairs."""
+
+    def __init__(self, store: Store, job_id: int, run_id: int, config: SafeCBConfig, prompts: RoundPrompts,
+                 run_dir: RunDirectory, fingerprint: str, annotator: OracleAnnotator | None, progress_every_s: float):
+        self.store, self.job_id, self.run_id = store, job_id, run_id
+        self.config, self.prompts, self.run_dir, self.annotator = config, prompts, run_dir, annotator
+        self.fingerprint = fingerprint
+        self.progress_every_s = progress_every_s
+        self.total_rounds = config.stop.max_rounds + 1
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancel = False
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_cancel_check >= self.progress_every_s:
+            self._last_cancel_check = now
+            self._cancel = self.store.is_cancel_requested(self.job_id)
+        return self._cancel
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "stage":
+            now = time.monotonic()
+            if now - self._last_write < self.progress_every_s and event.fraction < 1.0:
+                return
+            self._last_write = now
+            overall = min(1.0, (event.round + event.fraction) / self.total_rounds)
+            self.store.update_job(self.job_id, progress=overall, message=event.message)
+            return
+        if event.kind in ("round", "rollback"):
+            self.record_round(event)
+        self.store.update_job(self.job_id, message=event.message, log=event.message,
+                              progress=min(1.0, (event.round + 1) / self.total_rounds))
+
+    def record_round(self, event: Event) -> None:
+        index = event.round
+        metrics = dict(event.metrics or {})
+        if event.measurement is not None:
+            self.record_generations(index, event.measurement)
+        snapshot = self.run_dir.snapshot(index)
+        self.store.add_round(self.run_id, index, metrics, str(snapshot))
+        self.store.add_snapshot(self.run_id, index, "codebooks", str(snapshot), self.fingerprint)
+        if event.pairs:
+            self.record_pairs(index, event.pairs)
+
+    def record_generations(self, index: int, m: Measurement) -> None:
+        scores = self.annotator.last_scores if self.annotator is not None else {}
+        prompts = self.prompts
+        lists = {
+            "harmful": ([p.text for p in prompts.harmful], m.seeds, m.harmful_tokens, m.harmful_images, m.harmful_scores),
+            "rewrite": ([p.rewrite for p in prompts.harmful], m.seeds, m.rewrite_tokens, m.rewrite_images,
+                        m.rewrite_scores),
+            "benign": ([b.text for b in prompts.benign], m.benign_seeds, m.benign_tokens, m.benign_images,
+                       m.benign_scores),
+        }
+        settings = {"cfg_weight": self.config.sampler.cfg_weight, "temperature": self.config.sampler.temperature}
+        rows = []
+        for kind, (texts, seeds, tokens, images, self_scores) in lists.items():
+            oracle = scores.get(kind)
+            for i in range(len(self_scores)):
+                rows.append({
+                    "round_index": index, "prompt": texts[i // len(seeds)], "seed": int(seeds[i % len(seeds)]),
+                    "image_png": png_bytes(images[i]), "tokens": tokens[i].tolist(),
+                    "self_score": float(self_scores[i]), "flagged": bool(self_scores[i] >= m.threshold),
+                    "oracle_unsafe": None if oracle is None else float(oracle[i]),
+                    "settings": {**settings, "kind": kind},
+                })
+        self.store.add_generations(self.run_id, rows)
+
+    def record_pairs(self, index: int, pairs: list[dict]) -> None:
+        """Pairs of round `index` were mined from round index-1's generations: link them by id."""
+        ids = {}
+        offset = 0
+        while True:
+            page = self.store.list_generations(self.run_id, index - 1, limit=500, offset=offset)
+            for g in page:
+                ids[(g.settings.get("kind"), g.prompt, g.seed)] = g.id
+            if len(page) < 500:
+                break
+            offset += 500
+        rows = []
+        for p in pairs:
+            harmful = ids.get(("harmful", p["prompt"], p["harmful_seed"]))
+            safe = ids.get(("rewrite", p["rewrite"], p["safe_seed"]))
+            if harmful is None or safe is None:
+                continue  # the previous round's generations were not recorded (a run started elsewhere)
+            differ = np.flatnonzero(np.asarray(p["harmful_tokens"]) != np.asarray(p["safe_tokens"]))
+            rows.append({"harmful_generation_id": harmful, "safe_generation_id": safe, "positions": differ.tolist()})
+        self.store.add_pairs(self.run_id, index, rows)
+
+
+class JobRunner:
+    """Runs queued jobs one at a time with its own copy of the model."""
+
+    def __init__(self, store: Store, config: RunnerConfig):
+        self.store = store
+        self.config = config
+        self.worker_id = config.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._backend: JanusBackend | None = None
+        self._oracle: Oracle | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.busy = threading.Event()  # set while a job runs
+
+    @property
+    def backend(self) -> JanusBackend:
+        if self._backend is None:
+            self._backend = JanusBackend.load(self.config.model_source, device=self.config.device)
+            self._reference = {name: self._backend.get_codebook(name) for name in CODEBOOK_PATHS}
+        return self._backend
+
+    @property
+    def oracle(self) -> Oracle | None:
+        if self._oracle is None and self.config.oracle_dir:
+            self._oracle = Oracle.load(self.config.oracle_dir)
+        return self._oracle
+
+    def start(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.serve, name="safecb-runner", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.run_next()
+            except Exception:  # the store went away for a moment: keep serving
+                log.exception("job runner: could not claim a job")
+                ran = False
+            if not ran:
+                self._stop.wait(self.config.poll_seconds)
+
+    def run_next(self) -> bool:
+        """Claim and run one queued job; False when there was none."""
+        job = self.store.claim_next_job(self.worker_id)
+        if job is None:
+            return False
+        self.busy.set()
+        try:
+            self.execute(job.id, job.run_id)
+        finally:
+            self.busy.clear()
+        return True
+
+    def execute(self, job_id: int, run_id: int) -> None:
+        store = self.store
+        try:
+            run = store.get_run(run_id)
+            if run is None:
+                raise ValueError(f"job {job_id} names run {run_id}, which does not exist")
+            config = SafeCBConfig.from_dict(run.config["safecb"])
+            prompts = RoundPrompts.from_dict(run.config["prompts"])
+            store.update_run_status(run_id, "running")
+            store.update_job(job_id, message="loading the model", log=f"worker {self.worker_id} took the job")
+            backend = self.backend
+            backend.set_codebooks(self._reference)  # every run starts from the unedited model
+            directory = RunDirectory(run_directory(self.config.runs_root, run_id))
+            annotator = None
+            if self.oracle is not None:
+                renders = toy_benign_renders(len(config.mining.benign_seeds)) if prompts == toy_round_prompts() else None
+                annotator = OracleAnnotator(self.oracle, prompts, renders)
+            recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, backend.fingerprint,
+                                     annotator, self.config.progress_every_s)
+            result = run_safecb(backend, prompts, config, directory.path, on_event=recorder,
+                                annotate=annotator, should_stop=recorder.should_stop)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            reason = f"{type(exc).__name__}: {exc}"
+            store.update_job(job_id, message=f"failed: {reason}", log=traceback.format_exc())
+            store.finish_job(job_id, "failed", error=reason)
+            if store.get_run(run_id) is not None:
+                store.update_run_status(run_id, "failed")
+            return
+        if result.cancelled:
+            store.finish_job(job_id, "cancelled", error="cancelled by a user; finished rounds are kept")
+            store.update_run_status(run_id, "cancelled")
+            return
+        store.update_job(job_id, message=f"done: best round {result.best_round}; {result.stopped}",
+                         log=f"stopped: {result.stopped}; best round {result.best_round}; {result.seconds:.0f} s")
+        store.finish_job(job_id, "finished")
+        store.update_run_status(run_id, "finished")
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """`python -m safecb worker`: a runner process of its own, for a store shared over PostgreSQL."""
+    import argparse
+
+    from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
+
+    parser = argparse.ArgumentParser(prog="python -m safecb worker",
+                                     description="claim and run Safe-CB jobs from a shared store")
+    parser.add_argument("--db-url", default=None, help="store URL (default: $SAFECB_DB_URL, else the SQLite file)")
+    parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="model directory (Hugging Face layout)")
+    parser.add_argument("--runs-dir", default="artifacts/runs", help="where run directories are written")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-oracle", action="store_true", help="skip the toy oracle's evaluation figures")
+    parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    parser.add_argument("--stale-after", type=float, default=120.0,
+                        help="fail running jobs whose heartbeat is older than this many seconds (default 120)")
+    args = parser.parse_args(argv)
+    import torch
+
+    from db import StoreError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        store = Store.open(args.db_url)
+    except StoreError as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
+    failed = store.fail_stale_jobs(f"no heartbeat for {args.stale_after:.0f} s: its worker died",
+                                   older_than_s=args.stale_after)
+    if failed:
+        print(f"marked stale jobs failed: {failed}", flush=True)
+    runner = JobRunner(store, RunnerConfig(args.model, Path(args.runs_dir), args.device,
+                                           None if args.no_oracle else str(ORACLE_DIR)))
+    print(f"worker {runner.worker_id} serving {store.masked_url}", flush=True)
+    if args.once:
+        runner.run_next()
+        return 0
+    try:
+        runner.serve()
+    except KeyboardInterrupt:
+        pass
+    return 0

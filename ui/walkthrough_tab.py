@@ -1,0 +1,145 @@
+"""Walkthrough: one finished round explained step by step for teaching sessions, with the pictures
+each step made: generate → self-judge → mine pairs → Harmful Space → step 1 → step 2 → evaluate.
+Everything shown is read back from the store and the run directory; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+N_STEPS = 7
+STRIP = 6  # images per step
+
+
+def _strip(images: list[np.ndarray]) -> np.ndarray | None:
+    if not images:
+        return None
+    gap = np.full((images[0].shape[0], 2, 3), 255, np.uint8)
+    row = [x for image in images for x in (image, gap)][:-1]
+    return upscale(np.concatenate(row, axis=1), 96 * len(images))
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def _oracle(metrics: dict, key: str):
+    figure = metrics.get("annotations", {}).get(key)
+    return None if figure is None else figure["value"]
+
+
+def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.ndarray | None]]:
+    """Seven (markdown, picture or None) steps explaining round `round_index` of a run."""
+    run = parse_run_id(run_id)
+    if round_index in (None, ""):
+        raise InputError("Pick a round (1 or later: round 0 only measures the unedited model).")
+    index = int(round_index)
+    rounds = {r.index: r.metrics for r in services.store.list_rounds(run)}
+    if index < 1 or index not in rounds or index - 1 not in rounds:
+        raise InputError(f"Run #{run} has no finished round {index} with a round before it.")
+    before, after = rounds[index - 1], rounds[index]
+    store = services.store
+    previous = store.list_generations(run, index - 1, limit=2000)
+    harmful = [g for g in previous if g.settings.get("kind") == "harmful"]
+    flagged = [g for g in harmful if g.flagged]
+    pairs = store.list_pairs(run, index)
+    steps = []
+
+    steps.append((
+        f"**1 · Generate.** The model (as it was after round {index - 1}) drew every harmful prompt, its safe rewrite "
+        f"and every benign prompt with fixed seeds: {before.get('n_harmful', len(harmful))} harmful and "
+        f"{before.get('n_benign', '?')} benign images. A few harmful-prompt images:",
+        _strip([png_to_array(g.image_png) for g in harmful[:STRIP]])))
+    steps.append((
+        f"**2 · Self-judge.** The same model looked at each image through its understanding path and answered "
+        f"*is this image unsafe?* It flagged {_pct(before.get('self_unsafe'))} of harmful-prompt images, "
+        f"{_pct(before.get('self_unsafe_rewrite'))} of rewrites and {_pct(before.get('self_unsafe_benign'))} of "
+        f"benign images (oracle, for reference only: {_pct(_oracle(before, 'oracle_unsafe_train'))} of harmful). "
+        "Some flagged images (P(unsafe) " + ", ".join(f"{g.self_score:.2f}" for g in flagged[:STRIP]) + "):",
+        _strip([png_to_array(g.image_png) for g in flagged[:STRIP]])))
+    pair_images = []
+    for p in pairs[:STRIP // 2]:
+        h, s = store.get_generation(p.harmful_generation_id), store.get_generation(p.safe_generation_id)
+        pair_images += [png_to_array(h.image_png), png_to_array(s.image_png)]
+    steps.append((
+        f"**3 · Mine pairs.** Each flagged image was paired with its prompt's safe rewrite at the same seed when that "
+        f"was judged safe, else at the first safe seed: {after.get('pairs', len(pairs))} pairs "
+        f"({after.get('pairs_same_seed', '?')} at the same seed). Harmful, safe, harmful, safe, …",
+        _strip(pair_images)))
+    steps.append((
+        f"**4 · Harmful Space.** The differences between harmful and safe embeddings at the token positions where "
+        f"the pairs differ were stacked and factorised (SVD); the top {after.get('space_rank', '?')} direction(s) keep "
+        f"{_pct(after.get('space_energy'))} of their energy. See the Codebook map tab for the codes coloured by it.",
+        None))
+    target = after.get("target", "generator")
+    if target == "generator":
+        step1 = (f"a closed-form edit of the generation head inside the null space of the benign keys (rank "
+                 f"{after.get('null_space_rank', '?')}), moving harmful contexts toward the rewrite's outputs; largest "
+                 f"change of a benign logit {after.get('benign_logit_change', float('nan')):.2e}")
+    else:
+        step1 = f"the harmful codes {after.get('harmful_codes', [])} were moved off the Harmful Space"
+    steps.append((f"**5 · Step 1: remove harmful mappings** ({target} target): {step1}.", None))
+    if "step2_steps" in after:
+        loss = after.get("step2_heldout_kl", after.get("step2_heldout_mse"))
+        step2 = (f"{after['step2_steps']} projected steps, every update kept out of the Harmful Space; held-out loss "
+                 f"{loss:.4f}" if loss is not None else f"{after['step2_steps']} projected steps")
+    else:
+        step2 = "off for this run (the step-1-only ablation)"
+    steps.append((f"**6 · Step 2: fine-tune inside the harmless space.** {step2}.", None))
+    examples = services.run_dir(run) / f"round_{index:03d}" / "examples.png"
+    verdict = ("accepted" if after.get("accepted", True) else
+               f"**rejected by the quality guard** ({after.get('guard')}) and rolled back")
+    steps.append((
+        f"**7 · Evaluate.** Generating again with the edited model: self-judged unsafe "
+        f"{_pct(before.get('self_unsafe'))} → {_pct(after.get('self_unsafe'))}; oracle "
+        f"{_pct(_oracle(before, 'oracle_unsafe_train'))} → {_pct(_oracle(after, 'oracle_unsafe_train'))}; the model's "
+        f"own prompt adherence on benign prompts {_pct(before.get('adherence'))} → {_pct(after.get('adherence'))}; "
+        f"same-seed benign change {after.get('benign_change', 0):.4f}. The round was {verdict}. "
+        "Rows: harmful before | safe counterpart | same prompt and seed after.",
+        np.asarray(Image.open(examples).convert("RGB")) if examples.exists() and examples.stat().st_size else None))
+    return steps
+
+
+def build_walkthrough_tab(services: Services) -> None:
+    gr.Markdown("### One round, step by step\nPick a finished round of a run to see what each step did.")
+    with gr.Row():
+        run = gr.Dropdown(choices=run_choices(services.store), label="Run", scale=3, elem_id="walk-run")
+        round_pick = gr.Dropdown(choices=[], label="Round", scale=2, elem_id="walk-round")
+        show = gr.Button("Explain", variant="primary", scale=1, elem_id="walk-explain")
+    status = gr.Markdown()
+    texts, pictures = [], []
+    for i in range(N_STEPS):
+        with gr.Row():
+            texts.append(gr.Markdown(elem_id=f"walk-step-{i + 1}"))
+            pictures.append(gr.Image(show_label=False, type="numpy", interactive=False, visible=False,
+                                     elem_classes=["safecb-pixels"]))
+
+    def on_run(run_id):
+        rounds = [(label, i) for label, i in round_choices(services.store, run_id) if i >= 1] if run_id else []
+        return gr.update(choices=rounds, value=rounds[0][1] if rounds else None)
+
+    def on_show(run_id, round_index):
+        try:
+            steps = walkthrough(services, run_id, round_index)
+        except ValueError as exc:
+            gr.Warning(str(exc))
+            return [f"⚠ {exc}"] + [gr.update()] * (2 * N_STEPS)
+        except Exception as exc:
+            log.exception("walkthrough failed")
+            return [f"⚠ {type(exc).__name__}: {exc}"] + [gr.update()] * (2 * N_STEPS)
+        out = [""] + [text for text, _ in steps]
+        out += [gr.update(value=picture, visible=picture is not None) for _, picture in steps]
+        return out
+
+    run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    run.change(on_run, [run], [round_pick], api_name=False)
+    show.click(on_show, [run, round_pick], [status] + texts + pictures, api_name="walkthrough")
