@@ -1,7 +1,13 @@
 """Shared fixtures."""
 
+import getpass
+import os
+
 import pytest
 import torch
+from sqlalchemy import create_engine, text
+
+PG_URL = "postgresql+psycopg://{user}@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module")
@@ -11,3 +17,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    """An engine on the local PostgreSQL, as user postgres or else the OS user."""
+    errors = []
+    for user in dict.fromkeys(["postgres", getpass.getuser()]):
+        url = PG_URL.format(user=user)
+        engine = create_engine(url, connect_args={"connect_timeout": 3}, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable as this user"
+            errors.append(f"{url}: {str(exc).splitlines()[0]}")
+            engine.dispose()
+            continue
+        yield url, engine
+        engine.dispose()
+        return
+    reason = "PostgreSQL not reachable: " + "; ".join(errors)
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)

@@ -4,7 +4,6 @@ PostgreSQL is expected at 127.0.0.1:5432, database `test`, trust auth. Without i
 except under CI=true, where they fail.
 """
 
-import getpass
 import os
 import threading
 import time
@@ -13,39 +12,15 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import text, update
 
 import db
 from db import Store, StoreError, default_url
 from db.models import Job, Label, utcnow
 
-PG_URL = "postgresql+psycopg://{user}@127.0.0.1:5432/test"
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def pg_admin():
-    """An engine on the local PostgreSQL, as user postgres or else the OS user."""
-    errors = []
-    for user in dict.fromkeys(["postgres", getpass.getuser()]):
-        url = PG_URL.format(user=user)
-        engine = create_engine(url, connect_args={"connect_timeout": 3}, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable as this user"
-            errors.append(f"{url}: {str(exc).splitlines()[0]}")
-            engine.dispose()
-            continue
-        yield url, engine
-        engine.dispose()
-        return
-    reason = "PostgreSQL not reachable: " + "; ".join(errors)
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def open_store(request, tmp_path):
     """A function that opens a Store on this test's own database; call it again to 'restart'."""

@@ -289,6 +289,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m safecb worker",
                                      description="claim and run Safe-CB jobs from a shared store")
     parser.add_argument("--db-url", default=None, help="store URL (default: $SAFECB_DB_URL, else the SQLite file)")
+    parser.add_argument("--db-schema", default=None, help="PostgreSQL schema to use (default: the user's default)")
     parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="model directory (Hugging Face layout)")
     parser.add_argument("--runs-dir", default="artifacts/runs", help="where run directories are written")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
@@ -305,8 +306,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        store = Store.open(args.db_url)
-    except StoreError as exc:
+        store = Store.open(args.db_url, schema=args.db_schema)
+    except (StoreError, ValueError) as exc:
         print(f"error: {exc}", flush=True)
         return 2
     failed = store.fail_stale_jobs(f"no heartbeat for {args.stale_after:.0f} s: its worker died",

@@ -137,7 +137,8 @@ def run_safecb(
             backend.save_codebooks(directory.snapshot(index), metadata={"round": index})
 
     def finish(stopped: str, cancelled: bool = False) -> RunResult:
-        restore(backend, directory, state.best_round, memory)
+        if state.finished_round >= 0:  # cancelled inside round 0: nothing was edited, nothing to restore
+            restore(backend, directory, state.best_round, memory)
         if directory is not None and not cancelled:
             state.stopped = stopped
             directory.write_state(state)

@@ -1,0 +1,308 @@
+"""The studio's back half on the real toy model and a real store: the job runner (persisting rounds,
+generations, pairs), cancel, crash + resume through a killed worker process, the separate worker on
+PostgreSQL, and the tab handlers (compare, flagged review, pairs, export/import, walkthrough) with
+their bad-input messages."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from sqlalchemy import text
+
+from db import Store
+from safecb import world
+from safecb.engine.config import SafeCBConfig
+from safecb.engine.prompts import from_world
+from safecb.engine.rundir import RunDirectory
+from safecb.models.backend import JanusBackend
+from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
+from ui import Services, build_demo
+from ui.common import InputError
+from ui.export_tab import export_round, import_codebook
+from ui.flagged_tab import add_label, agreement_table, detail, gallery_page
+from ui.generate_tab import compare
+from ui.pairs_tab import list_pairs, show_pair
+from ui.run_tab import build_config, cancel, job_view, start_run
+from ui.runner import JobRunner, RunnerConfig, resume_run, submit_run
+from ui.walkthrough_tab import walkthrough
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+HARMFUL = "a picture of a person holding a knife on the grass ."
+
+
+def tiny_prompts():
+    sets = world.build_prompt_sets()
+    return from_world(sets.train_harmful[:3], sets.train_benign[:2])
+
+
+def tiny_config(max_rounds=2, patience=1) -> SafeCBConfig:
+    cfg = SafeCBConfig()
+    cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
+    cfg.fine_tune.steps, cfg.fine_tune.check_every = 20, 5
+    cfg.stop.max_rounds, cfg.stop.patience, cfg.stop.epsilon = max_rounds, patience, 0.0
+    cfg.stop.max_adherence_drop = cfg.stop.max_benign_change = 1.0  # no guard rollbacks in these tests
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, backend):
+    """A store with one finished 2-round run, made by the real runner."""
+    data = tmp_path_factory.mktemp("studio")
+    store = Store.open(f"sqlite:///{data / 'safecb.db'}")
+    runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), data / "runs", "cpu", str(ORACLE_DIR)))
+    run_id, job_id = submit_run(store, backend.source, tiny_config(), tiny_prompts())
+    assert runner.run_next() and not runner.run_next()  # ran the one job; nothing left
+    services = Services(backend=backend, store=store, runs_root=data / "runs", runner=runner)
+    yield services, run_id, job_id
+    store.close()
+
+
+# ---------------------------------------------------------------- the runner
+def test_runner_persists_every_round(finished):
+    services, run_id, job_id = finished
+    store = services.store
+    job = store.get_job(job_id)
+    assert job.status == "finished" and job.progress == 1.0 and job.error is None
+    assert "round 0 (unedited)" in job.log and "stopped:" in job.log
+    assert store.get_run(run_id).status == "finished"
+    rounds = store.list_rounds(run_id)
+    directory = RunDirectory(services.run_dir(run_id))
+    assert [r.index for r in rounds] == list(range(directory.read_state().finished_round + 1))
+    for r in rounds:  # the store and the run directory agree
+        assert r.metrics["self_unsafe"] == directory.read_metrics(r.index)["self_unsafe"]
+        assert Path(r.snapshot_path).exists()
+        assert 0.0 <= r.metrics["annotations"]["oracle_unsafe_train"]["value"] <= 1.0
+        per_round = 3 * 3 * 2 + 2 * 2  # harmful and rewrites over 3 seeds, benign over 2
+        assert store.count_generations(run_id, r.index) == per_round
+    flagged = store.list_generations(run_id, 0, flagged=True, limit=1000)
+    assert flagged and all(g.self_score >= 0.5 and g.oracle_unsafe is not None for g in flagged)
+    # Pairs of round 1 link round-0 harmful generations to their rewrites, with the positions that differ.
+    pairs = store.list_pairs(run_id, 1)
+    assert len(pairs) == rounds[1].metrics["pairs"]
+    for p in pairs:
+        h, s = store.get_generation(p.harmful_generation_id), store.get_generation(p.safe_generation_id)
+        assert (h.round_index, h.settings["kind"], h.flagged) == (0, "harmful", True)
+        assert (s.round_index, s.settings["kind"]) == (0, "rewrite")
+        assert p.positions == np.flatnonzero(np.array(h.tokens) != np.array(s.tokens)).tolist()
+    assert directory.read_space(1).shape[1] == rounds[1].metrics["space_rank"]
+
+
+def test_cancel_stops_a_running_job_and_keeps_nothing_half_done(finished, backend):
+    services, _, _ = finished
+    store = services.store
+    run_id, job_id = submit_run(store, backend.source, tiny_config(), tiny_prompts())
+    claimed = store.claim_next_job("test")
+    assert claimed.id == job_id
+    assert "stops at the next stage" in cancel(services, job_id)
+    services.runner.execute(job_id, run_id)
+    job = store.get_job(job_id)
+    assert job.status == "cancelled" and "cancelled" in job.error
+    assert store.get_run(run_id).status == "cancelled"
+    assert store.list_rounds(run_id) == [] and store.count_generations(run_id) == 0
+
+
+def test_a_killed_worker_fails_its_job_and_the_run_resumes(tmp_path, backend):
+    """SIGKILL a `python -m safecb worker` after round 1; the job is failed with a reason, and a
+    resumed job continues the same run directory to the end, linking its pairs to stored rows."""
+    url = f"sqlite:///{tmp_path / 'safecb.db'}"
+    store = Store.open(url)
+    cfg = tiny_config(max_rounds=3, patience=3)
+    run_id, job_id = submit_run(store, backend.source, cfg, tiny_prompts())
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    worker = subprocess.Popen([sys.executable, "-m", "safecb", "worker", "--db-url", url, "--once", "--threads", "1",
+                               "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(store.list_rounds(run_id)) < 2 and worker.poll() is None:
+            time.sleep(0.05)
+        assert len(store.list_rounds(run_id)) >= 2, worker.stdout.read().decode()[-3000:]
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert store.get_job(job_id).status == "running"  # nobody told the store
+    kept = [r.index for r in store.list_rounds(run_id)]
+    assert store.fail_stale_jobs("its worker died", older_than_s=0) == [job_id]
+    assert store.get_job(job_id).status == "failed" and store.get_job(job_id).error == "its worker died"
+    assert store.get_run(run_id).status == "failed"
+
+    resumed = resume_run(store, run_id)
+    runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), tmp_path / "runs", "cpu", None))
+    assert runner.run_next()
+    assert store.get_job(resumed).status == "finished"
+    rounds = [r.index for r in store.list_rounds(run_id)]
+    assert rounds[: len(kept)] == kept and rounds[-1] == 3
+    directory = RunDirectory(tmp_path / "runs" / f"run-{run_id:04d}")
+    assert directory.read_state().finished_round == 3
+    for index in range(len(kept), 4):  # rounds made after the resume link to stored generations
+        assert len(store.list_pairs(run_id, index)) == store.list_rounds(run_id)[index].metrics["pairs"]
+    with pytest.raises(ValueError, match="no run"):
+        resume_run(store, 999)
+    store.close()
+
+
+def test_worker_claims_jobs_from_postgresql(pg_admin, tmp_path, backend):
+    url, admin = pg_admin
+    schema = f"safecb_worker_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    store = Store.open(url, schema=schema)
+    try:
+        run_id, job_id = submit_run(store, backend.source, tiny_config(max_rounds=1), tiny_prompts())
+        done = subprocess.run([sys.executable, "-m", "safecb", "worker", "--db-url", url, "--db-schema", schema,
+                               "--once", "--threads", "1", "--no-oracle", "--runs-dir", str(tmp_path / "runs")],
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        job = store.get_job(job_id)
+        assert job.status == "finished" and job.claimed_by and job.claimed_by != "test"
+        assert [r.index for r in store.list_rounds(run_id)] == [0, 1]
+    finally:
+        store.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def test_worker_reports_an_unreachable_database(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "safecb", "worker", "--db-url",
+                           "postgresql+psycopg://nobody:secret@127.0.0.1:1/none", "--once"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "error:" in done.stdout and "secret" not in done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- the Run tab
+def test_start_run_validates_before_writing(finished):
+    services, _, _ = finished
+    runs_before = len(services.store.list_runs())
+    for values, message in [
+        (("generator", 0.5, 0, 0.02, 1, True, 8), "Rounds at most"),
+        (("generator", 0.5, 2.5, 0.02, 1, True, 8), "whole number"),
+        (("generator", "abc", 2, 0.02, 1, True, 8), "threshold"),
+        (("generator", 0.5, 2, -1, 1, True, 8), "ε"),
+        (("sideways", 0.5, 2, 0.02, 1, True, 8), "edit target"),
+        (("generator", 0.5, 2, 0.02, 1, True, 0), "Seeds"),
+    ]:
+        status, job_id = start_run(services, "", *values)
+        assert job_id is None and status.startswith("⚠") and message in status
+    assert len(services.store.list_runs()) == runs_before
+    assert build_config("decoder", 0.3, 2, 0.0, 2, False, 4).fine_tune.enabled is False
+
+
+def test_start_run_queues_a_job_and_the_view_follows_it(finished):
+    services, _, _ = finished
+    status, job_id = start_run(services, "my run", "generator", 0.5, 1, 0.02, 1, True, 2)
+    assert job_id is not None and "Started run" in status
+    bar, log_text, table, _, run_id = job_view(services, job_id)
+    assert 'data-status="queued"' in bar and "queued run" in log_text and table.empty
+    services.store.cancel_job(job_id)  # leave the shared store as it was
+    bar, *_ = job_view(services, job_id)
+    assert 'data-status="cancelled"' in bar
+    assert "no job" in job_view(services, None)[0]
+
+
+# ---------------------------------------------------------------- compare, review, pairs, export, walkthrough
+def test_compare_shows_the_edit_and_restores_the_model(finished):
+    services, run_id, _ = finished
+    before = services.backend.get_codebook("gen_head").clone()
+    pictures, table, status = compare(services, HARMFUL, 0, 3.0, run_id, -1, 1)
+    assert pictures is not None and pictures[0].shape == pictures[1].shape == (256, 256, 3)
+    assert "original" in table and f"run #{run_id} round 1" in table and "⚠" not in status
+    assert torch.equal(services.backend.get_codebook("gen_head"), before)  # the interactive model is unedited
+    same, _, _ = compare(services, HARMFUL, 0, 3.0, run_id, -1, -1)
+    assert (same[0] == same[1]).all()
+    edited = services.codebooks_for(run_id, 1)["gen_head"]
+    assert not torch.equal(edited, before)
+    for args, message in [(("", 0), "prompt is empty"), (("x" * 10_000, 0), "characters"),
+                          ((HARMFUL, "seven"), "whole number")]:
+        pictures, _, status = compare(services, *args, 3.0, run_id, -1, 1)
+        assert pictures is None and message in status
+    assert "no finished round 9" in compare(services, HARMFUL, 0, 3.0, run_id, -1, 9)[2]
+
+
+def test_review_appends_labels_and_counts_agreement(finished):
+    services, run_id, _ = finished
+    items, ids, status = gallery_page(services, run_id, "all", 0)
+    assert items and len(items) == len(ids) and "flagged generation" in status
+    image, info, history = detail(services, ids[0], reveal=False)
+    revealed, _, _ = detail(services, ids[0], reveal=True)
+    assert not np.array_equal(image, revealed)  # blurred until revealed
+    assert "Self-judged P(unsafe)" in info and history.empty
+    add_label(services, ids[0], "ana", "overrule: safe", "a flower, not a knife")
+    add_label(services, ids[0], "ben", "confirm: unsafe", "the blade is visible")
+    history = detail(services, ids[0], reveal=False)[2]
+    assert list(history["reviewer"]) == ["ana", "ben"] and list(history["verdict"]) == ["safe", "unsafe"]
+    table = agreement_table(services, run_id, "all")
+    assert table.loc[1, "n"] >= 1  # reviewed generations
+    for args, message in [((ids[0], "", "confirm: unsafe", "x"), "name"), ((ids[0], "ana", "maybe", "x"), "confirm it as unsafe"),
+                          ((ids[0], "ana", "confirm: unsafe", "  "), "reason"), ((None, "a", "confirm: unsafe", "x"), "Select")]:
+        with pytest.raises(InputError, match=message):
+            add_label(services, *args)
+    assert len(services.store.labels_for(ids[0])) == 2
+    with pytest.raises(InputError, match="Pick a run"):
+        gallery_page(services, None, "all", 0)
+
+
+def test_pairs_show_where_the_grids_differ(finished):
+    services, run_id, _ = finished
+    choices, figure, status = list_pairs(services, run_id, 1)
+    assert choices and figure is not None and "pair(s)" in status
+    harmful, safe, pair_figure, caption = show_pair(services, run_id, 1, choices[0][1])
+    assert harmful.shape == safe.shape and "positions differ" in caption
+    assert "no mined pairs" in list_pairs(services, run_id, 0)[2]
+
+
+def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, tmp_path):
+    services, run_id, _ = finished
+    files, status = export_round(services, run_id, 1)
+    names = {Path(f).name for f in files}
+    assert names == {"codebooks.safetensors", "report.md", "report.json", "report.csv", "manifest.json"}
+    manifest = __import__("json").loads(Path(next(f for f in files if f.endswith("manifest.json"))).read_text())
+    assert manifest["seeds"]["harmful"] == [0, 1, 2] and manifest["fingerprint"] == services.backend.fingerprint
+    new_run, message = import_codebook(services, files[0], "")
+    assert "differs from the original in: gen_head" in message
+    assert torch.equal(services.codebooks_for(new_run, 0)["gen_head"], services.codebooks_for(run_id, 1)["gen_head"])
+
+    runs = len(services.store.list_runs())
+    good = services.backend.get_codebook("gen_head")
+    wrong_shape, nan = tmp_path / "shape.safetensors", tmp_path / "nan.safetensors"
+    save_file({"gen_head": good[:, :5].contiguous()}, str(wrong_shape))
+    bad = good.clone()
+    bad[0, 0] = float("nan")
+    save_file({"gen_head": bad}, str(nan))
+    for path, message in [(wrong_shape, "shape"), (nan, "finite|NaN|nan"), (tmp_path / "x.txt", "not a .safetensors")]:
+        with pytest.raises(ValueError, match=message):
+            import_codebook(services, str(path), "")
+    assert len(services.store.list_runs()) == runs
+
+
+def test_walkthrough_explains_a_round_with_pictures(finished):
+    services, run_id, _ = finished
+    steps = walkthrough(services, run_id, 1)
+    assert len(steps) == 7 and steps[0][0].startswith("**1 · Generate")
+    assert steps[0][1] is not None and steps[6][1] is not None  # the generated images and the examples
+    with pytest.raises(InputError):
+        walkthrough(services, run_id, 0)
+
+
+def test_the_demo_builds_on_a_store(finished):
+    services, _, _ = finished
+    demo = build_demo(services)
+    names = {f.api_name for f in demo.fns.values()}
+    assert {"generate", "compare", "start_run", "flagged", "add_label", "pairs", "export", "import_codebook",
+            "walkthrough"} <= names
