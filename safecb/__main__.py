@@ -1,5 +1,6 @@
-"""`python -m safecb ...`. The `worker` command belongs to the studio (it needs the store), so this
-entry point hands it to ui.runner; the library modules themselves never import ui/ or db/."""
+"""`python -m safecb ...`. Two commands belong to the studio, because they need the store and the app:
+`worker` (ui.runner) and `bench app` (ui.bench_app). This entry point hands them over; the library
+modules themselves never import ui/ or db/."""
 
 import sys
 
@@ -9,6 +10,10 @@ def _entry() -> int:
         from ui.runner import worker_main
 
         return worker_main(sys.argv[2:])
+    if sys.argv[1:3] == ["bench", "app"]:
+        from ui.bench_app import main as bench_app_main
+
+        return bench_app_main(sys.argv[3:])
     from .cli import main
 
     return main()

@@ -86,8 +86,10 @@ def _run(args) -> int:
     if args.oracle and not args.no_oracle:
         from .oracle import Oracle
 
-        oracle = Oracle.load(args.oracle)
-        annotate = lambda m: {"oracle_unsafe_train": float(oracle.unsafe(m.harmful_images).mean())}  # noqa: E731
+        from .engine.annotate import OracleAnnotator, toy_benign_renders
+
+        renders = toy_benign_renders(len(config.mining.benign_seeds)) if prompts == toy_round_prompts() else None
+        annotate = OracleAnnotator(Oracle.load(args.oracle), prompts, renders)
     bars: dict[str, tqdm] = {}
 
     def on_event(event) -> None:
@@ -126,6 +128,7 @@ def format_rounds(rounds: list[dict]) -> str:
         cells = []
         for c in cols:
             v = row.get(c, "")
+            v = v["value"] if isinstance(v, dict) else v  # oracle figures carry their interval and n
             cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
