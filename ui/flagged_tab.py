@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 24
 BLUR_RADIUS = 3.0  # on the 32-pixel toy image: shapes stay guessable, details do not
 VERDICTS = {"confirm: unsafe": "unsafe", "overrule: safe": "safe"}
+HISTORY_COLUMNS = ["time", "reviewer", "verdict", "reason"]
+AGREEMENT_COLUMNS = ["agreement", "agree / n", "count of", "n"]
 
 
 def blurred(image: np.ndarray) -> np.ndarray:
@@ -63,7 +65,7 @@ def gallery_page(services: Services, run_id, round_index, page) -> tuple[list, l
 def detail(services: Services, generation_id, reveal: bool):
     """-> (image, details markdown, label history dataframe)."""
     if generation_id is None:
-        return None, "Select a flagged image in the gallery.", pd.DataFrame(columns=["time", "reviewer", "verdict", "reason"])
+        return None, "Select a flagged image in the gallery.", pd.DataFrame(columns=HISTORY_COLUMNS)
     g = services.store.get_generation(int(generation_id))
     if g is None:
         raise InputError(f"There is no generation {generation_id}.")
@@ -78,7 +80,7 @@ def detail(services: Services, generation_id, reveal: bool):
     history = pd.DataFrame(
         [[l.created_at.strftime("%Y-%m-%d %H:%M:%S"), l.reviewer, l.verdict, l.reason]
          for l in services.store.labels_for(g.id)],
-        columns=["time", "reviewer", "verdict", "reason"],
+        columns=HISTORY_COLUMNS,
     )
     return image, text, history
 
@@ -114,12 +116,12 @@ def agreement_table(services: Services, run_id, round_index) -> pd.DataFrame:
          c["n_with_oracle"]],
         ["reviewer vs oracle", share(c["reviewer_oracle_agree"], c["n_reviewed_with_oracle"]),
          "reviewed with an oracle score", c["n_reviewed_with_oracle"]],
-    ], columns=["agreement", "agree / n", "count of", "n"])
+    ], columns=AGREEMENT_COLUMNS)
 
 
 def build_flagged_tab(services: Services) -> None:
     with gr.Row():
-        run = gr.Dropdown(choices=run_choices(services.store), label="Run", scale=3, elem_id="flagged-run")
+        run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="flagged-run")
         round_pick = gr.Dropdown(choices=[("all rounds", "all")], value="all", label="Round", scale=2)
         page = gr.Number(value=0, precision=0, label="Page (from 0)", minimum=0, scale=1)
         load = gr.Button("Show flagged", variant="primary", scale=1, elem_id="show-flagged")
@@ -130,10 +132,10 @@ def build_flagged_tab(services: Services) -> None:
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="Flagged generations (blurred)", columns=6, height=420, allow_preview=False,
                                  elem_id="flagged-gallery", elem_classes=["safecb-pixels"])
-            agreement = gr.Dataframe(label="Agreement: self-judge vs reviewer vs oracle", interactive=False,
-                                     elem_id="agreement-table")
+            agreement = gr.Dataframe(headers=AGREEMENT_COLUMNS, label="Agreement: self-judge vs reviewer vs oracle",
+                                     interactive=False, elem_id="agreement-table")
         with gr.Column(scale=2):
-            image = gr.Image(label="Selected", type="numpy", interactive=False, height=280,
+            image = gr.Image(label="Selected", type="numpy", format="png", interactive=False, height=280,
                              elem_classes=["safecb-pixels"], elem_id="flagged-image")
             reveal = gr.Button("Reveal (click to unblur)", elem_id="reveal")
             info = gr.Markdown("Select a flagged image in the gallery.", elem_id="flagged-info")
@@ -142,7 +144,8 @@ def build_flagged_tab(services: Services) -> None:
             reason = gr.Textbox(label="Reason", lines=2, max_length=2000, elem_id="reason")
             submit = gr.Button("Save label", variant="primary", elem_id="save-label")
             label_status = gr.Markdown(elem_id="label-status")
-            history = gr.Dataframe(label="Label history (append-only)", interactive=False, elem_id="label-history")
+            history = gr.Dataframe(headers=HISTORY_COLUMNS, label="Label history (append-only)", interactive=False,
+                                   wrap=True, column_widths=["27%", "25%", "16%", "32%"], elem_id="label-history")
 
     def safely(fn, fallback):
         def handler(*args):
@@ -167,9 +170,15 @@ def build_flagged_tab(services: Services) -> None:
         items, gen_ids, text = gallery_page(services, run_id, round_index, page_number)
         return items, gen_ids, text, agreement_table(services, run_id, round_index)
 
-    def on_select(gen_ids, evt: gr.SelectData):
-        gen_id = gen_ids[evt.index] if evt.index is not None and evt.index < len(gen_ids) else None
+    def on_select(gen_ids, index):
+        gen_id = gen_ids[index] if index is not None and index < len(gen_ids) else None
         return (gen_id, *detail(services, gen_id, reveal=False), "")
+
+    select_safely = safely(on_select, lambda m: (None, None, m, gr.update(), ""))
+
+    def on_gallery_select(gen_ids, evt: gr.SelectData):
+        # Gradio passes the SelectData only to a parameter annotated with it, so not through safely's *args.
+        return select_safely(gen_ids, evt.index)
 
     def on_reveal(gen_id):
         return detail(services, gen_id, reveal=True)[0]
@@ -183,7 +192,7 @@ def build_flagged_tab(services: Services) -> None:
     run.change(on_run, [run], [round_pick], api_name=False)
     load.click(safely(on_load, lambda m: ([], [], m, gr.update())), [run, round_pick, page],
                [gallery, ids, status, agreement], api_name="flagged")
-    gallery.select(safely(on_select, lambda m: (None, None, m, gr.update(), "")), [ids],
+    gallery.select(on_gallery_select, [ids],
                    [selected, image, info, history, label_status], api_name=False)
     reveal.click(safely(on_reveal, lambda m: gr.update()), [selected], [image], api_name=False)
     submit.click(safely(on_submit, lambda m: (m, gr.update(), gr.update(), gr.update())),

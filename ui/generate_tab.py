@@ -206,7 +206,7 @@ def build_compare_section(services: Services, prompt, seed, cfg) -> None:
     gr.Markdown("### Compare codebooks\nThe prompt and seed above, under two codebooks: drag the slider.")
     with gr.Row():
         with gr.Column(scale=1):
-            run = gr.Dropdown(choices=run_choices(services.store), label="Run", elem_id="compare-run")
+            run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", elem_id="compare-run")
             with gr.Row():
                 round_a = gr.Dropdown(choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
                                       label="Left", elem_id="compare-left")
@@ -216,7 +216,7 @@ def build_compare_section(services: Services, prompt, seed, cfg) -> None:
             table = gr.Markdown(elem_id="compare-table")
             status = gr.Textbox(label="Status", interactive=False, elem_id="compare-status")
         with gr.Column(scale=1):
-            slider = gr.ImageSlider(label="Left ↔ right", type="numpy", interactive=False,
+            slider = gr.ImageSlider(label="Left ↔ right", type="numpy", format="png", interactive=False,
                                     elem_classes=["safecb-pixels"], elem_id="compare-slider")
 
     def on_run(run_id):

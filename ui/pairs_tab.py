@@ -78,16 +78,17 @@ def show_pair(services: Services, run_id, round_index, pair_id):
 
 def build_pairs_tab(services: Services) -> None:
     with gr.Row():
-        run = gr.Dropdown(choices=run_choices(services.store), label="Run", scale=3)
+        run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="pairs-run")
         round_pick = gr.Dropdown(choices=[], label="Round", scale=2)
         load = gr.Button("Show pairs", variant="primary", scale=1)
     status = gr.Markdown()
     with gr.Row():
         pair = gr.Dropdown(choices=[], label="Pair", scale=3)
     with gr.Row():
-        harmful = gr.Image(label="Harmful (differing tokens tinted)", type="numpy", interactive=False,
+        harmful = gr.Image(label="Harmful (differing tokens tinted)", type="numpy", format="png", interactive=False,
                            elem_classes=["safecb-pixels"])
-        safe = gr.Image(label="Safe counterpart", type="numpy", interactive=False, elem_classes=["safecb-pixels"])
+        safe = gr.Image(label="Safe counterpart", type="numpy", format="png", interactive=False,
+                        elem_classes=["safecb-pixels"])
         pair_map = gr.Plot(label="This pair")
     caption = gr.Markdown()
     round_map = gr.Plot(label="The round")

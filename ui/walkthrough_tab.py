@@ -112,7 +112,7 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
 def build_walkthrough_tab(services: Services) -> None:
     gr.Markdown("### One round, step by step\nPick a finished round of a run to see what each step did.")
     with gr.Row():
-        run = gr.Dropdown(choices=run_choices(services.store), label="Run", scale=3, elem_id="walk-run")
+        run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="walk-run")
         round_pick = gr.Dropdown(choices=[], label="Round", scale=2, elem_id="walk-round")
         show = gr.Button("Explain", variant="primary", scale=1, elem_id="walk-explain")
     status = gr.Markdown()
@@ -120,7 +120,7 @@ def build_walkthrough_tab(services: Services) -> None:
     for i in range(N_STEPS):
         with gr.Row():
             texts.append(gr.Markdown(elem_id=f"walk-step-{i + 1}"))
-            pictures.append(gr.Image(show_label=False, type="numpy", interactive=False, visible=False,
+            pictures.append(gr.Image(show_label=False, type="numpy", format="png", interactive=False, visible=False,
                                      elem_classes=["safecb-pixels"]))
 
     def on_run(run_id):

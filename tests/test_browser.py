@@ -1,0 +1,658 @@
+"""Browser tests (issue 5): the real app (`python app.py`) in a subprocess on the shipped toy model, its
+SQLite store and run directories in a temporary --data-dir, driven by Debian's Chromium through
+Playwright. No mocks: the rounds, labels, exports and imports go through the real model and store.
+
+The tests run in file order and share one app and two runs (a module keeps the file's time modest):
+run A (1 round, 2 seeds) is started from the Run tab and then reviewed, compared, exported and
+re-imported; run B (more rounds) is started from one browser context while another one labels, and
+the app is killed (SIGKILL) in the middle of it. Full-page screenshots of every tab go to
+artifacts/test-screens/ (look at them after a UI change).
+
+The whole module is skipped only when /usr/bin/chromium is missing (`.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) for the browser "
+                "tests; `.ci/run` does", allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from db import Store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENS = ROOT / "artifacts" / "test-screens"
+START_TIMEOUT_S = 180  # model load + Gradio start on 2 busy cores
+ROUND_TIMEOUT_S = 300  # one toy round with 2 seeds takes ~20 s on 2 cores; generous for a loaded machine
+UI_TIMEOUT_MS = 30_000  # one UI action round trip (a generation, an export, the first UMAP)
+PROMPT = "a picture of a person holding a flower on the grass ."
+REVIEWER = "Ada (browser test)"
+
+
+# ---------------------------------------------------------------- the app in a subprocess
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    """`python app.py --port P --data-dir D` as a subprocess. Restarts keep the port: the job runner's
+    worker id names it, and a restarted app fails only the running jobs of its own worker id."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = data_dir / "app.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self._log_mark = 0
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "the app is already running"
+        self.starts += 1
+        env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1",
+                   GRADIO_TEMP_DIR=str(self.data_dir / "gradio-tmp"), NO_PROXY="127.0.0.1,localhost")
+        with open(self.log_path, "a") as log:
+            log.write(f"\n===== start {self.starts} =====\n")
+            log.flush()
+            self.proc = subprocess.Popen(
+                [sys.executable, "app.py", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the app exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
+            try:
+                with opener.open(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise AssertionError(f"the app did not answer HTTP 200 within {START_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Graceful: SIGTERM, then SIGKILL after 20 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: no cleanup runs."""
+        assert self.proc is not None and self.proc.poll() is None, "the app is not running"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def new_log(self) -> str:
+        """The log written since the last call (shown under a failing test)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        out, self._log_mark = text[self._log_mark:], len(text)
+        return out
+
+    @contextlib.contextmanager
+    def store(self):
+        """The app's own store, read from the test process (SQLite in WAL mode takes both)."""
+        store = Store.open(f"sqlite:///{(self.data_dir / 'safecb.db').resolve()}")
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("studio")
+    process = AppProcess(data_dir)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(autouse=True)
+def show_app_log(app):
+    """Prints what the app logged during the test; pytest shows it only when the test fails."""
+    app.new_log()
+    yield
+    print(f"----- app log during this test ({app.log_path}) -----\n{app.new_log()[-8000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+# Records every toast the page ever shows (Gradio removes them after a few seconds).
+TOAST_RECORDER = """
+window.__toasts = [];
+new MutationObserver(() => {
+  for (const t of document.querySelectorAll('.toast-body')) {
+    if (!t.__recorded) { t.__recorded = true; window.__toasts.push(t.className + ' :: ' + t.innerText); }
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+def new_page(browser, app: AppProcess) -> Page:
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    context.add_init_script(TOAST_RECORDER)
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.errors = []  # uncaught JavaScript errors
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.goto(app.url)
+    expect(page.get_by_role("heading", name="Safe-CB Studio")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    return page
+
+
+@pytest.fixture
+def page(browser, app):
+    page = new_page(browser, app)
+    yield page
+    page.context.close()
+
+
+# ---------------------------------------------------------------- UI helpers
+def open_tab(page: Page, name: str) -> None:
+    tab = page.get_by_role("tab", name=name, exact=True)
+    tab.click()
+    expect(tab).to_have_attribute("aria-selected", "true")
+
+
+def pick(page: Page, dropdown, option: str | re.Pattern) -> None:
+    """Choose an option of a dropdown (its elem_id, or a locator of its combobox). Gradio dropdowns are
+    comboboxes whose listbox a focus handler may re-render with fresh choices while the pointer moves
+    to an option, so the choice is checked and retried."""
+    box = page.locator(f"#{dropdown} input[role=combobox]") if isinstance(dropdown, str) else dropdown
+    text = option if isinstance(option, re.Pattern) else re.compile(re.escape(option))
+    deadline = time.monotonic() + 30
+    while True:
+        box.click()
+        page.get_by_role("option").filter(has_text=text).first.click()
+        try:
+            expect(box).to_have_value(text, timeout=3000)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def shot(page: Page, name: str) -> None:
+    """A full-page screenshot, once no output is still drawn as pending (Gradio fades those)."""
+    busy = page.locator(".pending, [data-testid=status-tracker].generating")
+    deadline = time.monotonic() + 10
+    while busy.count() and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True, animations="disabled")
+
+
+def table_column(page: Page, elem_id: str, column: int) -> list[str]:
+    return [t.strip() for t in page.locator(f"#{elem_id} [role=gridcell][data-col='{column}']").all_inner_texts()]
+
+
+def toasts(page: Page, allowed: tuple[str, ...] = ()) -> list[str]:
+    """The toasts the page showed so far, less those containing one of `allowed`."""
+    return [t for t in page.evaluate("window.__toasts") if not any(a in t for a in allowed)]
+
+
+def progress(page: Page) -> tuple[str, int]:
+    """(status, percent) of the Run tab's progress bar."""
+    bar = page.locator("#job-progress .safecb-progress")
+    status = bar.get_attribute("data-status") or ""
+    match = re.search(r"(\d+)%", bar.inner_text())
+    return status, int(match.group(1)) if match else -1
+
+
+def fill_run_form(page: Page, name: str, rounds: int, seeds: int, patience: int = 1, epsilon: float = 0.02) -> None:
+    page.get_by_label("Run name (optional)", exact=True).fill(name)
+    page.get_by_label("Rounds at most", exact=True).fill(str(rounds))
+    page.get_by_label("Patience", exact=True).fill(str(patience))
+    page.get_by_label("ε (least improvement)", exact=True).fill(str(epsilon))
+    page.get_by_label("Seeds per harmful prompt", exact=True).fill(str(seeds))
+
+
+def start_run(page: Page) -> tuple[int, int]:
+    """Click Start run; -> (run id, job id) from the status line."""
+    page.locator("#start-run").click()
+    status = page.locator("#start-status")
+    expect(status).to_contain_text("Started run #", timeout=UI_TIMEOUT_MS)
+    match = re.search(r"Started run #(\d+) as job (\d+)", status.inner_text())
+    run_id, job_id = int(match.group(1)), int(match.group(2))
+    expect(page.locator("#job-picker input")).to_have_value(re.compile(rf"^job {job_id} · run #{run_id} · "))
+    return run_id, job_id
+
+
+def show_flagged(page: Page, run_label: re.Pattern) -> None:
+    open_tab(page, "Flagged")
+    pick(page, "flagged-run", run_label)
+    page.locator("#show-flagged").click()
+    expect(page.get_by_text(re.compile(r"\d+ flagged generation\(s\) in run #"))).to_be_visible()
+    expect(page.locator("#flagged-gallery .thumbnail-item").first).to_be_visible()
+
+
+def review(page: Page, index: int, verdict: str, reason: str) -> int:
+    """Select thumbnail `index` of the loaded gallery, save a label; -> the generation id."""
+    thumb = page.locator("#flagged-gallery .thumbnail-item").nth(index)
+    generation_id = int(re.match(r"#(\d+) · ", thumb.inner_text().strip()).group(1))  # its caption
+    thumb.click()
+    expect(page.locator("#flagged-info")).to_contain_text(f"Generation #{generation_id} ")
+    page.locator("#reviewer input, #reviewer textarea").fill(REVIEWER)
+    page.get_by_label(verdict).check()
+    page.locator("#reason textarea").fill(reason)
+    page.locator("#save-label").click()
+    expect(page.locator("#label-status")).to_contain_text(f"Saved: {REVIEWER} marked #{generation_id} ")
+    expect(page.locator("#label-history")).to_contain_text(reason)
+    return generation_id
+
+
+def run_option(run_id: int) -> re.Pattern:
+    return re.compile(rf"#{run_id} · ")
+
+
+def run_count(app: AppProcess) -> int:
+    with app.store() as store:
+        return len(store.list_runs())
+
+
+STATE: dict = {}  # what the tests in this module pass on: run and job ids, labelled generations
+
+
+def need(*keys):
+    missing = [k for k in keys if k not in STATE]
+    if missing:
+        pytest.skip(f"an earlier test did not provide {missing}")
+    return [STATE[k] for k in keys]
+
+
+# ---------------------------------------------------------------- 1. Run tab
+def test_run_tab_starts_a_run_with_live_progress_and_rounds(page, app):
+    open_tab(page, "Run")
+    fill_run_form(page, "browser run A", rounds=1, seeds=2)
+    run_id, job_id = start_run(page)
+    STATE.update(run_a=run_id, job_a=job_id)
+
+    seen, rows_while_running = [], 0
+    deadline = time.monotonic() + 2 * ROUND_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status, percent = progress(page)
+        if not seen or seen[-1] != (status, percent):
+            seen.append((status, percent))
+        if status == "running":
+            rows_while_running = max(rows_while_running, len(table_column(page, "rounds-table", 0)))
+        if status in ("finished", "failed", "cancelled"):
+            break
+        page.wait_for_timeout(300)
+    assert seen and seen[-1] == ("finished", 100), f"the job did not finish; progress seen: {seen}"
+    assert {"queued", "running"} & {s for s, _ in seen}, seen
+    assert len({p for s, p in seen if s == "running"}) >= 2, f"the progress bar did not move: {seen}"
+    assert rows_while_running >= 1, "round 0 did not appear in the per-round table while the job ran"
+
+    expect(page.locator("#rounds-table [role=gridcell][data-col='0']")).to_have_count(2)
+    assert table_column(page, "rounds-table", 0) == ["0", "1"]
+    expect(page.locator("#job-progress")).to_contain_text("done: best round")
+    with app.store() as store:
+        assert [r.index for r in store.list_rounds(run_id)] == [0, 1]
+        assert store.get_job(job_id).status == "finished"
+        assert store.get_run(run_id).status == "finished"
+    # The page was opened on an empty store: the Metrics tab says so when it loads.
+    assert not toasts(page, allowed=("No runs yet",)) and not page.errors, (toasts(page), page.errors)
+    shot(page, "run")
+
+
+# ---------------------------------------------------------------- 2. Flagged tab
+def test_flagged_tab_reveals_and_labels_an_image(page, app):
+    (run_id,) = need("run_a")
+    show_flagged(page, run_option(run_id))
+    with app.store() as store:
+        flagged = store.count_generations(run_id, flagged=True)
+    expect(page.get_by_text(f"{flagged} flagged generation(s) in run #{run_id}")).to_be_visible()
+
+    page.locator("#flagged-gallery .thumbnail-item").first.click()
+    expect(page.locator("#flagged-info")).to_contain_text("Generation #")
+    image = page.locator("#flagged-image img")
+    expect(image).to_be_visible()
+    blurred_src = image.get_attribute("src")
+    page.locator("#reveal").click()
+    expect(image).not_to_have_attribute("src", blurred_src)
+    blurred = page.request.get(blurred_src).body()
+    revealed = page.request.get(image.get_attribute("src")).body()
+    assert blurred != revealed
+
+    generation_id = review(page, 0, "overrule: safe", "a flower, not a weapon")
+    STATE["labelled"] = {generation_id: "safe"}
+    history = page.locator("#label-history")
+    expect(history).to_contain_text(REVIEWER)
+    expect(history).to_contain_text("safe")
+    agreement = page.locator("#agreement-table")
+    expect(agreement).to_contain_text(re.compile(r"self-judge vs reviewer\s*0/1 \(0%\)"))
+    with app.store() as store:
+        [label] = store.labels_for(generation_id)
+        assert (label.reviewer, label.verdict, label.reason) == (REVIEWER, "safe", "a flower, not a weapon")
+        assert store.agreement_counts(run_id)["n_reviewed"] == 1
+    assert not page.errors, page.errors
+    shot(page, "flagged")
+
+
+def test_pairs_and_walkthrough_tabs_show_the_run(page):
+    (run_id,) = need("run_a")
+    open_tab(page, "Pairs")
+    pick(page, "pairs-run", run_option(run_id))
+    page.get_by_role("button", name="Show pairs").click()
+    expect(page.get_by_text(re.compile(r"\d+ pair\(s\) mined for round 1"))).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    shot(page, "pairs")
+
+    open_tab(page, "Walkthrough")
+    pick(page, "walk-run", run_option(run_id))
+    expect(page.locator("#walk-round input")).to_have_value(re.compile(r"^round 1 "))
+    page.locator("#walk-explain").click()
+    expect(page.locator("#walk-step-1")).to_contain_text("1 · Generate")
+    expect(page.locator("#walk-step-7")).to_contain_text("7 · Evaluate")
+    assert not toasts(page) and not page.errors, (toasts(page), page.errors)
+    shot(page, "walkthrough")
+
+
+# ---------------------------------------------------------------- 3. Codebook map
+def optional_tab(module: str) -> None:
+    """The Codebook map and Metrics tabs are optional in ui/__init__.py: skip when the module is not in this
+    checkout (a module that is there but broken still fails the test: its tab is missing)."""
+    if not (ROOT / "ui" / f"{module}.py").exists():
+        pytest.skip(f"ui/{module}.py is not in this checkout")
+
+
+def test_codebook_map_draws_the_run(page):
+    optional_tab("codebook_tab")
+    (run_id,) = need("run_a")
+    tab = page.get_by_role("tab", name="Codebook map", exact=True)
+    expect(tab).to_be_visible()
+    open_tab(page, "Codebook map")
+    page.get_by_role("button", name="↻ Refresh runs").click()  # the tab lists the runs of its start
+    pick(page, page.get_by_role("combobox", name="Run", exact=True).filter(visible=True), run_option(run_id))
+    expect(page.get_by_role("combobox", name="Round B (to)")).to_have_value(re.compile(r"^round 1 "))
+    page.get_by_role("button", name="Draw map").click()
+    plot = page.locator("#safecb-codebook-map .js-plotly-plot")
+    expect(plot).to_be_visible(timeout=3 * UI_TIMEOUT_MS)  # the first UMAP in a process compiles (numba)
+    expect(plot.locator(".scatterlayer .point").first).to_be_attached()
+    assert plot.locator(".scatterlayer .point").count() >= 100  # one point per code (512 on the toy)
+    assert not page.errors, page.errors
+    shot(page, "codebook")
+
+
+def test_metrics_tab_plots_the_run(page):
+    optional_tab("metrics_tab")
+    (run_id,) = need("run_a")
+    open_tab(page, "Metrics")
+    expect(page.get_by_role("combobox", name="Run", exact=True).filter(visible=True)).to_have_value(
+        run_option(run_id))  # the newest run, chosen when the page loads
+    expect(page.locator(".js-plotly-plot").filter(visible=True).first).to_be_visible()
+    assert not toasts(page) and not page.errors, (toasts(page), page.errors)
+    shot(page, "metrics")
+
+
+# ---------------------------------------------------------------- 4. Generate & compare
+def test_generate_and_compare_original_with_the_round(page):
+    (run_id,) = need("run_a")
+    open_tab(page, "Generate & compare")
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    page.get_by_label("Seed", exact=True).fill("3")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.get_by_label("Status", exact=True).first).to_have_value(re.compile(r"^seed 3 · "))
+    expect(page.locator(".safecb-pixels img").first).to_be_visible()
+
+    pick(page, "compare-run", run_option(run_id))
+    expect(page.locator("#compare-left input")).to_have_value("original (unedited)")
+    expect(page.locator("#compare-right input")).to_have_value(re.compile(r"^round 1 "))
+    page.locator("#compare").click()
+    expect(page.locator("#compare-status input, #compare-status textarea")).to_have_value(re.compile(r"^seed 3 · "))
+    expect(page.locator("#compare-slider img")).to_have_count(2)
+    for img in page.locator("#compare-slider img").all():
+        expect(img).to_be_visible()
+        # Lossless: the 32x32 image upscaled x8 (nearest) arrives with its 8x8 blocks intact.
+        pixels = np.asarray(Image.open(io.BytesIO(page.request.get(img.get_attribute("src")).body())).convert("RGB"))
+        assert pixels.shape == (256, 256, 3)
+        assert (pixels[::8, ::8].repeat(8, 0).repeat(8, 1) == pixels).all(), "the compare images are lossy"
+    expect(page.locator("#compare-table")).to_contain_text(f"run #{run_id} round 1 (right)")
+    expect(page.locator("#compare-table")).to_contain_text("original (left)")
+    assert not toasts(page) and not page.errors, (toasts(page), page.errors)
+    shot(page, "generate")
+
+
+# ---------------------------------------------------------------- 9. bad input in Generate
+def test_generate_bad_input_gives_a_message_and_changes_nothing(page, app):
+    with app.store() as store:
+        before = ([r.id for r in store.list_runs()], [j.id for j in store.list_jobs()])
+    open_tab(page, "Generate & compare")
+    prompt, seed = page.get_by_label("Prompt", exact=True), page.get_by_label("Seed", exact=True)
+    status = page.get_by_label("Status", exact=True).first
+    generate = page.get_by_role("button", name="Generate", exact=True)
+    cases = [
+        ("", "0", "The prompt is empty"),
+        ("x" * 10_000, "0", "The prompt has 10000 characters; the limit is 2000"),
+        (PROMPT, "abc", "The seed is empty: enter a whole number"),  # a number field takes no letters
+        (PROMPT, "-3", "The seed must be ≥ 0, got -3"),
+    ]
+    for text, seed_text, message in cases:
+        prompt.fill(text)
+        seed.fill("")
+        seed.press_sequentially(seed_text)
+        generate.click()
+        expect(status).to_have_value(re.compile("^⚠ " + re.escape(message)))
+        expect(page.locator(".toast-body.warning").filter(has_text=message).first).to_be_visible()
+    with app.store() as store:
+        assert ([r.id for r in store.list_runs()], [j.id for j in store.list_jobs()]) == before
+    assert all("warning" in t for t in toasts(page)), toasts(page)
+    assert not page.errors, page.errors
+    shot(page, "generate-bad-input")
+
+
+# ---------------------------------------------------------------- 5. Export / import
+def test_export_download_and_reimport_a_round(page, app, tmp_path):
+    (run_id,) = need("run_a")
+    open_tab(page, "Export / import")
+    pick(page, "export-run", run_option(run_id))
+    expect(page.locator("#export-round input")).to_have_value(re.compile(r"^round 1 "))
+    page.locator("#export").click()
+    expect(page.locator("#export-status")).to_contain_text(f"Exported run #{run_id} round 1")
+    link = page.locator('#export-files a[download="codebooks.safetensors"]')
+    with page.expect_download() as download:
+        link.click()
+    downloaded = tmp_path / "codebooks.safetensors"
+    download.value.save_as(downloaded)
+    out = app.data_dir / "exports" / f"run-{run_id:04d}-round-001"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == manifest["files"]["codebooks.safetensors"]
+    assert manifest["run"] == run_id and manifest["round"] == 1
+    tensors = load_file(downloaded)
+    assert set(tensors) == {"decoder", "gen_embed", "gen_head", "gen_head_bias"}
+
+    runs_before = run_count(app)
+    upload = page.locator("#import-file")
+    upload.locator("input[type=file]").set_input_files(downloaded)
+    expect(upload).to_contain_text("codebooks.safetensors")
+    page.get_by_label("Name (optional)", exact=True).fill("re-imported A round 1")
+    page.locator("#import").click()
+    status = page.locator("#import-status")
+    expect(status).to_contain_text(re.compile(r"Imported codebooks\.safetensors as run #\d+"))
+    imported = int(re.search(r"as run #(\d+)", status.inner_text()).group(1))
+    STATE["imported"] = imported
+    assert run_count(app) == runs_before + 1
+    with app.store() as store:
+        assert store.get_run(imported).name == "re-imported A round 1"
+        assert [r.metrics.get("imported") for r in store.list_rounds(imported)] == [True]
+    shot(page, "export")
+
+    # Bad files: refused with the reason, and nothing is recorded.
+    bad_shape = {"decoder": torch.zeros(tensors["decoder"].shape[0] - 1, tensors["decoder"].shape[1])}
+    with_nan = {"gen_head": tensors["gen_head"].clone()}
+    with_nan["gen_head"][0, 0] = float("nan")
+    cases = [("bad-shape.safetensors", bad_shape, "codebook 'decoder' has shape"),
+             ("with-nan.safetensors", with_nan, "codebook 'gen_head' contains NaN or infinite values")]
+    for name, content, message in cases:
+        path = tmp_path / name
+        save_file(content, str(path))
+        upload.get_by_role("button", name="Clear").click()
+        upload.locator("input[type=file]").set_input_files(path)
+        expect(upload).to_contain_text(name.removesuffix(".safetensors"))
+        page.locator("#import").click()
+        expect(status).to_contain_text("⚠ Not imported")
+        expect(status).to_contain_text(message)
+        expect(page.locator(".toast-body.warning").filter(has_text=message).first).to_be_visible()
+        assert run_count(app) == runs_before + 1, f"{name} added a run"
+    assert not page.errors, page.errors
+    shot(page, "export-bad-file")
+
+
+# ---------------------------------------------------------------- 6. restart
+def test_everything_is_there_after_a_restart(browser, app):
+    run_id, job_id, labelled = need("run_a", "job_a", "labelled")
+    app.restart()
+    page = new_page(browser, app)
+    try:
+        open_tab(page, "Run")
+        pick(page, "job-picker", re.compile(rf"job {job_id} · run #{run_id} · finished"))
+        expect(page.locator("#job-progress .safecb-progress")).to_have_attribute("data-status", "finished")
+        expect(page.locator("#rounds-table [role=gridcell][data-col='0']")).to_have_count(2)
+        assert table_column(page, "rounds-table", 0) == ["0", "1"]
+
+        show_flagged(page, run_option(run_id))
+        [(generation_id, verdict)] = labelled.items()
+        thumb = page.locator("#flagged-gallery .thumbnail-item").filter(has_text=f"#{generation_id} · r")
+        expect(thumb).to_contain_text(f"reviewer: {verdict}")
+        thumb.click()
+        expect(page.locator("#label-history")).to_contain_text(REVIEWER)
+        expect(page.locator("#agreement-table")).to_contain_text(re.compile(r"self-judge vs reviewer\s*0/1"))
+        if "imported" in STATE:
+            page.locator("#flagged-run input").click()
+            expect(page.get_by_role("option").filter(has_text=run_option(STATE["imported"]))).to_be_visible()
+            page.keyboard.press("Escape")
+        assert not toasts(page) and not page.errors, (toasts(page), page.errors)
+    finally:
+        page.context.close()
+
+
+# ---------------------------------------------------------------- 7. two browsers at once
+def test_one_user_starts_a_run_while_another_reviews(browser, app):
+    run_a, labelled = need("run_a", "labelled")
+    runner, reviewer = new_page(browser, app), new_page(browser, app)
+    try:
+        open_tab(runner, "Run")
+        # More rounds than the test waits for: test 8 kills the app in the middle of this run.
+        fill_run_form(runner, "browser run B", rounds=4, seeds=2, patience=4, epsilon=0.0)
+        run_b, job_b = start_run(runner)
+        STATE.update(run_b=run_b, job_b=job_b)
+        expect(runner.locator("#job-progress .safecb-progress")).to_have_attribute("data-status", "running",
+                                                                                  timeout=UI_TIMEOUT_MS)
+
+        show_flagged(reviewer, run_option(run_a))
+        new_labels, reasons = {}, {}
+        for index, (choice, verdict) in enumerate([("confirm: unsafe", "unsafe"), ("overrule: safe", "safe"),
+                                                   ("confirm: unsafe", "unsafe")], start=1):
+            reason = f"concurrent review {index}"
+            generation_id = review(reviewer, index, choice, reason)
+            new_labels[generation_id], reasons[generation_id] = verdict, reason
+        with app.store() as store:
+            assert store.get_job(job_b).status == "running", "run B ended before the reviews were done"
+            for generation_id, verdict in new_labels.items():
+                [label] = store.labels_for(generation_id)
+                assert (label.reviewer, label.verdict, label.reason) == (REVIEWER, verdict, reasons[generation_id])
+            assert store.agreement_counts(run_a)["n_reviewed"] == len(labelled | new_labels)
+        labelled.update(new_labels)
+        expect(runner.locator("#job-progress .safecb-progress")).to_have_attribute("data-status", "running")
+        for p in (runner, reviewer):
+            assert not toasts(p), f"toasts: {toasts(p)}"
+            assert not p.errors, p.errors
+    finally:
+        runner.context.close()
+        reviewer.context.close()
+
+
+# ---------------------------------------------------------------- 8. killed mid-round
+def test_a_job_killed_mid_round_shows_failed_and_keeps_rounds_and_labels(browser, app):
+    run_a, run_b, job_b, labelled = need("run_a", "run_b", "job_b", "labelled")
+    deadline = time.monotonic() + ROUND_TIMEOUT_S
+    while True:  # wait until round 0 of run B is stored, then kill the app inside round 1
+        with app.store() as store:
+            rounds = [r.index for r in store.list_rounds(run_b)]
+            status = store.get_job(job_b).status
+        if rounds or status != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert rounds and status == "running", f"run B: rounds {rounds}, job {status}: cannot kill it mid-round"
+    app.kill()
+    app.start()
+    assert f"marked job(s) [{job_b}] failed" in app.log_tail()
+
+    page = new_page(browser, app)
+    try:
+        open_tab(page, "Run")
+        pick(page, "job-picker", re.compile(rf"job {job_b} · run #{run_b} · failed"))
+        bar = page.locator("#job-progress .safecb-progress")
+        expect(bar).to_have_attribute("data-status", "failed")
+        expect(bar).to_contain_text("the app restarted while this job ran; finished rounds are kept")
+        expect(page.locator("#rounds-table [role=gridcell][data-col='0']")).to_have_count(len(rounds))
+        assert table_column(page, "rounds-table", 0) == [str(i) for i in rounds]
+        shot(page, "run-after-kill")
+
+        show_flagged(page, run_option(run_a))
+        captions = page.locator("#flagged-gallery .thumbnail-item").all_inner_texts()
+        for generation_id, verdict in labelled.items():
+            assert any(re.match(rf"#{generation_id} ·.*reviewer: {verdict}", c, re.S) for c in captions), (
+                generation_id, captions)
+        with app.store() as store:
+            assert store.get_job(job_b).status == "failed"
+            assert store.get_run(run_b).status == "failed"
+            assert [r.index for r in store.list_rounds(run_b)] == rounds
+            assert store.agreement_counts(run_a)["n_reviewed"] == len(labelled)
+            for generation_id, verdict in labelled.items():
+                assert store.latest_label(generation_id).verdict == verdict
+        assert not toasts(page) and not page.errors, (toasts(page), page.errors)
+    finally:
+        page.context.close()
