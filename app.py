@@ -75,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Heavy imports after the flags are checked, so --help and refusals are instant.
+    import hashlib
     import socket
     from pathlib import Path
 
@@ -108,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     runner = None
     if not args.no_runner:
-        worker_id = f"app@{socket.gethostname()}:{args.port}"
+        # Stable across restarts of this app on this store (any port), so a restart can fail the
+        # jobs its previous life left running; another app or worker on the same store has another id.
+        store_key = hashlib.sha256(store.masked_url.encode()).hexdigest()[:8]
+        worker_id = f"app@{socket.gethostname()}:{store_key}"
         failed = store.fail_stale_jobs("the app restarted while this job ran; finished rounds are kept",
                                        claimed_by=worker_id)
         if failed:

@@ -137,8 +137,8 @@ def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
 def build_export_tab(services: Services) -> None:
     gr.Markdown("### Export a round\nCodebooks, report (Markdown, JSON, CSV) and a manifest to reproduce it.")
     with gr.Row():
-        run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="export-run")
-        round_pick = gr.Dropdown(choices=[], label="Round", scale=2, elem_id="export-round")
+        run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="export-run")
+        round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2, elem_id="export-round")
         export = gr.Button("Export", variant="primary", scale=1, elem_id="export")
     export_status = gr.Markdown(elem_id="export-status")
     files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="export-files")

@@ -53,12 +53,12 @@ def gallery_page(services: Services, run_id, round_index, page) -> tuple[list, l
     items = []
     for g in records:
         label = labels.get(g.id)
-        review = f" · reviewer: {label.verdict}" if label else ""
-        items.append((upscale(blurred(png_to_array(g.image_png)), 128),
-                      f"#{g.id} · r{g.round_index} · self {g.self_score:.2f}{review}"))
+        review = {"unsafe": " ✔unsafe", "safe": " ✘safe"}[label.verdict] if label else ""
+        items.append((upscale(blurred(png_to_array(g.image_png)), 128), f"#{g.id} {g.self_score:.2f}{review}"))
     pages = max(1, -(-total // PAGE_SIZE))
     status = (f"{total} flagged generation(s) in run #{run}" + ("" if round_index is None else f", round {round_index}")
-              + f" · page {min(page, pages - 1) + 1} of {pages}. Images are blurred: select one to review it.")
+              + f" · page {min(page, pages - 1) + 1} of {pages}. Captions: generation id, self-judged P(unsafe), "
+              "the latest review (✔ confirmed, ✘ overruled). Images are blurred: select one to review it.")
     return items, [g.id for g in records], status
 
 
@@ -121,8 +121,8 @@ def agreement_table(services: Services, run_id, round_index) -> pd.DataFrame:
 
 def build_flagged_tab(services: Services) -> None:
     with gr.Row():
-        run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="flagged-run")
-        round_pick = gr.Dropdown(choices=[("all rounds", "all")], value="all", label="Round", scale=2)
+        run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="flagged-run")
+        round_pick = gr.Dropdown(allow_custom_value=True, choices=[("all rounds", "all")], value="all", label="Round", scale=2)
         page = gr.Number(value=0, precision=0, label="Page (from 0)", minimum=0, scale=1)
         load = gr.Button("Show flagged", variant="primary", scale=1, elem_id="show-flagged")
     status = gr.Markdown()

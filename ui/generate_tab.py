@@ -206,11 +206,11 @@ def build_compare_section(services: Services, prompt, seed, cfg) -> None:
     gr.Markdown("### Compare codebooks\nThe prompt and seed above, under two codebooks: drag the slider.")
     with gr.Row():
         with gr.Column(scale=1):
-            run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", elem_id="compare-run")
+            run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", elem_id="compare-run")
             with gr.Row():
-                round_a = gr.Dropdown(choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
+                round_a = gr.Dropdown(allow_custom_value=True, choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
                                       label="Left", elem_id="compare-left")
-                round_b = gr.Dropdown(choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
+                round_b = gr.Dropdown(allow_custom_value=True, choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
                                       label="Right", elem_id="compare-right")
             button = gr.Button("Compare", variant="primary", elem_id="compare")
             table = gr.Markdown(elem_id="compare-table")

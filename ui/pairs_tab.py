@@ -78,12 +78,12 @@ def show_pair(services: Services, run_id, round_index, pair_id):
 
 def build_pairs_tab(services: Services) -> None:
     with gr.Row():
-        run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="pairs-run")
-        round_pick = gr.Dropdown(choices=[], label="Round", scale=2)
+        run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="pairs-run")
+        round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2)
         load = gr.Button("Show pairs", variant="primary", scale=1)
     status = gr.Markdown()
     with gr.Row():
-        pair = gr.Dropdown(choices=[], label="Pair", scale=3)
+        pair = gr.Dropdown(allow_custom_value=True, choices=[], label="Pair", scale=3)
     with gr.Row():
         harmful = gr.Image(label="Harmful (differing tokens tinted)", type="numpy", format="png", interactive=False,
                            elem_classes=["safecb-pixels"])

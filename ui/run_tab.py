@@ -180,7 +180,7 @@ def build_run_tab(services: Services) -> None:
         with gr.Column(scale=2):
             gr.Markdown("### Progress")
             with gr.Row():
-                job = gr.Dropdown(choices=job_choices(services), label="Job", interactive=True, scale=3,
+                job = gr.Dropdown(allow_custom_value=True, choices=job_choices(services), label="Job", interactive=True, scale=3,
                                   elem_id="job-picker")
                 refresh = gr.Button("↻", scale=0, min_width=40)
             bar = gr.HTML(progress_html(0.0, "no job", "start a run or pick a job"), elem_id="job-progress")
@@ -220,7 +220,21 @@ def build_run_tab(services: Services) -> None:
     start.click(on_start, [name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi],
                 [start_status, job], api_name="start_run")
     job.change(on_view, [job], view_outputs, api_name=False)
-    timer.tick(on_view, [job], view_outputs, api_name=False, show_progress="hidden")
+    shown_status = gr.State("")
+
+    def on_tick(job_id, shown):
+        view = job_view(services, job_id)
+        try:
+            job_record = services.store.get_job(int(job_id)) if job_id not in (None, "") else None
+        except (TypeError, ValueError):  # a typed-in job id that is not a number: job_view said so
+            job_record = None
+        status = job_record.status if job_record is not None else ""
+        # Relabel the job picker only when the job's status changed ("queued" → "running" → "finished").
+        picker = gr.update(choices=job_choices(services)) if status != shown else gr.update()
+        return (*view, picker, status)
+
+    timer.tick(on_tick, [job, shown_status], view_outputs + [job, shown_status], api_name=False,
+               show_progress="hidden")
     refresh.click(lambda: gr.update(choices=job_choices(services)), None, [job], api_name=False)
     cancel_button.click(on_cancel, [job], [action_status], api_name="cancel_job")
     resume_button.click(on_resume, [run_id], [action_status, job], api_name=False)

@@ -101,6 +101,9 @@ class RoundRecorder:
         self.fingerprint = fingerprint
         self.progress_every_s = progress_every_s
         self.total_rounds = config.stop.max_rounds + 1
+        self._progress = 0.0  # what the job shows; never goes backwards
+        self._stage = ("", -1)  # (stage name, round) being reported
+        self._stages_done = 0  # stages finished in the current round
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._cancel = False
@@ -115,16 +118,29 @@ class RoundRecorder:
     def __call__(self, event: Event) -> None:
         if event.kind == "stage":
             now = time.monotonic()
+            self._advance(event)
             if now - self._last_write < self.progress_every_s and event.fraction < 1.0:
                 return
             self._last_write = now
-            overall = min(1.0, (event.round + event.fraction) / self.total_rounds)
-            self.store.update_job(self.job_id, progress=overall, message=event.message)
+            self.store.update_job(self.job_id, progress=self._progress, message=event.message)
             return
         if event.kind in ("round", "rollback"):
             self.record_round(event)
-        self.store.update_job(self.job_id, message=event.message, log=event.message,
-                              progress=min(1.0, (event.round + 1) / self.total_rounds))
+        self._progress = max(self._progress, min(1.0, (event.round + 1) / self.total_rounds))
+        self.store.update_job(self.job_id, message=event.message, log=event.message, progress=self._progress)
+
+    def _advance(self, event: Event) -> None:
+        """Progress inside a round from the stages seen so far: each stage moves the bar part of the
+        rest of the way (a round's stage count varies with the config), so it only moves forward."""
+        if (event.stage, event.round) != self._stage:
+            if event.round != self._stage[1]:
+                self._stages_done = 0
+            elif self._stage[0]:
+                self._stages_done += 1
+            self._stage = (event.stage, event.round)
+        within = 1.0 - 0.8 ** (self._stages_done + min(1.0, max(0.0, event.fraction)))
+        overall = (event.round + within) / self.total_rounds
+        self._progress = max(self._progress, min(0.999, overall))
 
     def record_round(self, event: Event) -> None:
         index = event.round

@@ -112,8 +112,8 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
 def build_walkthrough_tab(services: Services) -> None:
     gr.Markdown("### One round, step by step\nPick a finished round of a run to see what each step did.")
     with gr.Row():
-        run = gr.Dropdown(choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="walk-run")
-        round_pick = gr.Dropdown(choices=[], label="Round", scale=2, elem_id="walk-round")
+        run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="walk-run")
+        round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2, elem_id="walk-round")
         show = gr.Button("Explain", variant="primary", scale=1, elem_id="walk-explain")
     status = gr.Markdown()
     texts, pictures = [], []
