@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from safecb.viz import warm_up_in_background
+
+    warm_up_in_background()  # compiles UMAP's numba code now, so the first Codebook map is quick
     runner = None
     if not args.no_runner:
         # Stable across restarts of this app on this store (any port), so a restart can fail the

@@ -7,14 +7,15 @@ nothing that finished.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import gradio as gr
 
+from .codebook_tab import build_codebook_tab
 from .export_tab import build_export_tab
 from .flagged_tab import build_flagged_tab
 from .generate_tab import build_generate_tab
+from .metrics_tab import build_metrics_tab
 from .pairs_tab import build_pairs_tab
 from .run_tab import build_run_tab
 from .services import Services
@@ -34,14 +35,6 @@ def _model_line(services: Services) -> str:
     )
 
 
-def _optional_tab(module: str, builder: str):
-    """Tabs built by other modules in this package (Codebook map, Metrics)."""
-    try:
-        return getattr(importlib.import_module(f"{__name__}.{module}"), builder)
-    except (ImportError, AttributeError):
-        return None
-
-
 def build_demo(services: Services) -> gr.Blocks:
     with gr.Blocks(title="Safe-CB Studio", analytics_enabled=False) as demo:
         gr.Markdown(
@@ -58,12 +51,10 @@ def build_demo(services: Services) -> gr.Blocks:
                 build_flagged_tab(services)
             with gr.Tab("Pairs", id="pairs"):
                 build_pairs_tab(services)
-            for tab_id, title, module, builder in (("codebook", "Codebook map", "codebook_tab", "build_codebook_tab"),
-                                                   ("metrics", "Metrics", "metrics_tab", "build_metrics_tab")):
-                build = _optional_tab(module, builder)
-                if build is not None:
-                    with gr.Tab(title, id=tab_id):
-                        build(services)
+            with gr.Tab("Codebook map", id="codebook"):
+                build_codebook_tab(services)
+            with gr.Tab("Metrics", id="metrics"):
+                build_metrics_tab(services)
             with gr.Tab("Export / import", id="export"):
                 build_export_tab(services)
             with gr.Tab("Walkthrough", id="walkthrough"):

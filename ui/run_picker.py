@@ -22,7 +22,7 @@ def refresh_runs(services: Services, current=None):
         return gr.update(), f"⚠ Could not read the runs ({type(exc).__name__}: {exc})."
     ids = [v for _, v in choices]
     if not ids:
-        return gr.update(choices=[], value=None), "⚠ No runs yet: start one in the Run tab, then refresh."
+        return gr.update(choices=[], value=None), "No runs yet: start one in the Run tab, then refresh."
     try:
         keep = int(current) if current not in (None, "") and int(current) in ids else ids[0]
     except (TypeError, ValueError):
