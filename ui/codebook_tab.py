@@ -437,7 +437,8 @@ def build_codebook_tab(services: Services, config: CodebookTabConfig | None = No
 
     def on_run(run_value):
         out = rounds_for_run(services, run_value)
-        _warn(out[2])
+        if run_value not in (None, ""):  # cleared by a refresh with no runs: not the user's mistake
+            _warn(out[2])
         return out
 
     def on_draw(run_value, a_value, b_value, codebook_value):

@@ -136,7 +136,7 @@ def build_metrics_tab(services: Services) -> None:
 
     def show(run_value):
         fig, frame, text, message = load_metrics(services, run_value)
-        if message.startswith("⚠"):
+        if message.startswith("⚠") and run_value not in (None, ""):  # no run picked yet: say so, no toast
             gr.Warning(message.removeprefix("⚠ "))
         return (fig if fig is not None else gr.update(), frame if frame is not None else gr.update(),
                 text, message)
