@@ -153,3 +153,14 @@ def test_app_launches_and_serves_http(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_an_unreachable_database_url_is_a_clear_error(tmp_path):
+    url = "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/nowhere"
+    done = subprocess.run([sys.executable, "app.py", "--db-url", url, "--data-dir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("error:") and "127.0.0.1:1" in message
+    assert "hunter2" not in done.stdout + done.stderr  # the password is masked
+    assert not (tmp_path / "runs").exists()
