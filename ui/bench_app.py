@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+APP_SETTLE_S = 15.0  # the app warms UMAP up in the background for about 10 s after it starts
 HARMFUL = "a picture of a person holding a knife on the grass ."
 
 
@@ -69,7 +70,9 @@ def cli_round(out: Path, seeds: int) -> float:
     return time.perf_counter() - started
 
 
-def run_bench(seeds: int = 8, compare_repeats: int = 5) -> dict:
+def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) -> dict:
+    """Rounds are timed in ABBA order (CLI, UI, UI, CLI, ...) so slow drift of a shared machine
+    falls on both sides alike; the ratio is of the means."""
     from gradio_client import Client
 
     from db import Store
@@ -77,28 +80,40 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5) -> dict:
     from safecb.engine.rundir import RunDirectory
 
     figures: dict = {}
+    cli_wall, cli_compute, ui_wall, ui_compute = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="safecb-bench-app-") as tmp:
         tmp = Path(tmp)
-        print("CLI: one round with the default config ...", file=sys.stderr, flush=True)
-        figures["round_cli_s"] = cli_round(tmp / "cli-run", seeds)
-        figures["round_cli_compute_s"] = sum(m["seconds"] for m in RunDirectory(tmp / "cli-run").metrics())
+
+        def time_cli() -> None:
+            out = tmp / f"cli-run-{len(cli_wall)}"
+            print(f"CLI: one round, {seeds} seeds ...", file=sys.stderr, flush=True)
+            cli_wall.append(cli_round(out, seeds))
+            cli_compute.append(sum(m["seconds"] for m in RunDirectory(out).metrics()))
+
+        def time_ui(client, store) -> int:
+            print(f"app: one round from the Run tab, {seeds} seeds ...", file=sys.stderr, flush=True)
+            client.predict("bench", "generator", 0.5, 1, 0.02, 1, True, seeds, False, api_name="/start_run")
+            job_id = store.list_jobs(limit=1)[0].id
+            job = wait_job(store, job_id)
+            if job.status != "finished":
+                raise RuntimeError(f"the UI round ended {job.status}: {job.error}")
+            ui_wall.append((job.finished_at - job.started_at).total_seconds())
+            ui_compute.append(sum(r.metrics["seconds"] for r in store.list_rounds(job.run_id)))
+            return job.run_id
+
         port = _free_port()
         print("app: starting ...", file=sys.stderr, flush=True)
         proc, figures["ready_s"] = start_app(tmp / "app", port, tmp / "app.log")
         try:
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             store = Store.open(f"sqlite:///{(tmp / 'app' / 'safecb.db').resolve()}")
-            print("app: one round from the Run tab ...", file=sys.stderr, flush=True)
-            status, _ = client.predict("bench", "generator", 0.5, 1, 0.02, 1, True, seeds, False, api_name="/start_run")
-            job_id = store.list_jobs(limit=1)[0].id
-            job = wait_job(store, job_id)
-            if job.status != "finished":
-                raise RuntimeError(f"the UI round ended {job.status}: {job.error}")
-            figures["round_ui_s"] = (job.finished_at - job.started_at).total_seconds()
-            figures["round_ratio_ui_over_cli"] = figures["round_ui_s"] / figures["round_cli_s"]
-            figures["round_ui_compute_s"] = sum(r.metrics["seconds"] for r in store.list_rounds(job.run_id))
-            figures["round_compute_ratio_ui_over_cli"] = figures["round_ui_compute_s"] / figures["round_cli_compute_s"]
-            run_id = job.run_id
+            time.sleep(APP_SETTLE_S)  # let the app's background UMAP warm-up finish before timing rounds
+            run_id = None
+            for k in range(2 * round_pairs):  # ABBA: cli, ui, ui, cli, cli, ui, ...
+                if k % 4 in (0, 3):
+                    time_cli()
+                else:
+                    run_id = time_ui(client, store)
             times = []
             for i in range(compare_repeats):
                 t0 = time.perf_counter()
@@ -110,6 +125,13 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5) -> dict:
         finally:
             proc.terminate()
             proc.wait(30)
+    figures.update({
+        "round_cli_s": statistics.mean(cli_wall), "round_cli_compute_s": statistics.mean(cli_compute),
+        "round_ui_s": statistics.mean(ui_wall), "round_ui_compute_s": statistics.mean(ui_compute),
+        "round_samples": {"cli_wall": cli_wall, "ui_wall": ui_wall, "cli_compute": cli_compute, "ui_compute": ui_compute},
+    })
+    figures["round_ratio_ui_over_cli"] = figures["round_ui_s"] / figures["round_cli_s"]
+    figures["round_compute_ratio_ui_over_cli"] = figures["round_ui_compute_s"] / figures["round_cli_compute_s"]
     print("UMAP of the whole codebook, in fresh processes ...", file=sys.stderr, flush=True)
     umap = viz.bench_umap()
     figures.update({
@@ -145,9 +167,11 @@ def format_figures(f: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m safecb bench app", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8, help="seeds per harmful prompt in the timed round (default 8)")
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="CLI/UI round pairs, timed in ABBA order (default 2: CLI, UI, UI, CLI)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    figures = run_bench(args.seeds)
+    figures = run_bench(args.seeds, round_pairs=args.pairs)
     print(format_figures(figures))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
