@@ -14,7 +14,10 @@ import ipaddress
 import os
 import sys
 
-from safecb.paths import TOY_MODEL_DIR
+# Before torch is imported: OpenMP threads sleep instead of spinning while they wait (see safecb/__main__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from safecb.paths import TOY_MODEL_DIR  # noqa: E402
 
 
 def is_loopback(host: str) -> bool:

@@ -2,7 +2,12 @@
 `worker` (ui.runner) and `bench app` (ui.bench_app). This entry point hands them over; the library
 modules themselves never import ui/ or db/."""
 
+import os
 import sys
+
+# Sleep, not spin, while waiting for OpenMP work: on a shared or busy machine spinning torch threads
+# made a Safe-CB round ~7x slower in the main thread (docs/studio.md, "Threads"). Set it to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _entry() -> int:

@@ -4,7 +4,9 @@ import getpass
 import os
 
 import pytest
-import torch
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the app and CLI run (safecb/__main__.py)
+import torch  # noqa: E402
 from sqlalchemy import create_engine, text
 
 PG_URL = "postgresql+psycopg://{user}@127.0.0.1:5432/test"
