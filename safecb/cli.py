@@ -78,6 +78,8 @@ def _run(args) -> int:
         config.mining.seeds = list(range(args.seeds))
     if args.no_step2:
         config.fine_tune.enabled = False
+    if args.vapi:
+        config.vapi.enabled = True
     prompts = RoundPrompts.from_dict(json.loads(Path(args.prompts).read_text())) if args.prompts else toy_round_prompts()
     backend = _load_backend(args)
     config.validate(backend.codebook_size)
@@ -154,6 +156,70 @@ def _bench_safety(args) -> int:
     return 0
 
 
+def _vapi(args) -> int:
+    """Standalone VAπ post-training on toy-world renders into a checkpoint directory (resumable)."""
+    import torch
+    from tqdm import tqdm
+
+    from .vapi import VapiConfig, toy_data, train_vapi
+
+    torch.set_num_threads(args.threads)
+    cfg = VapiConfig()
+    if args.config:
+        cfg = VapiConfig.from_dict(json.loads(Path(args.config).read_text()))
+    for name in ("method", "steps", "lr", "batch", "group", "noise", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.validate()
+    backend = _load_backend(args)
+    data = toy_data(backend, args.images, seed=cfg.seed)
+    bar = tqdm(total=cfg.steps, desc=f"VAπ ({cfg.method})", file=sys.stderr)
+
+    def progress(step: int, total: int, figures: dict) -> None:
+        bar.n = step
+        bar.set_postfix(reward=f"{figures['reward']:.4f}", ce=f"{figures['ce']:.3f}")
+
+    try:
+        result = train_vapi(backend, data, cfg, out_dir=args.out, progress=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted; the last checkpoint is in {args.out}; run the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    model_dir = Path(args.out) / "model"
+    backend.model.save_pretrained(model_dir, safe_serialization=True)
+    (backend.processor or backend.tokenizer).save_pretrained(model_dir)
+    rewards = [h["reward"] for h in result.history]
+    first = f"{rewards[0]:.4f}" if rewards else "-"
+    last = f"{sum(rewards[-10:]) / len(rewards[-10:]):.4f}" if rewards else "-"
+    print(f"VAπ ({cfg.method}): {result.steps_done}/{cfg.steps} steps; training reward {first} at step 1, "
+          f"{last} over the last 10; {result.seconds:.0f} s in this call")
+    print(f"checkpoint in {args.out}; post-trained model (HF layout) in {model_dir}")
+    return 0
+
+
+def _bench_vapi(args) -> int:
+    import torch
+
+    from .bench_vapi import VARIANTS, BenchVapiConfig, flat_json, format_table, run_bench_vapi
+
+    torch.set_num_threads(args.threads)
+    variants = tuple(args.variants.split(",")) if args.variants else tuple(VARIANTS)
+    cfg = BenchVapiConfig(model_dir=args.model, oracle_dir=args.oracle, variants=variants,
+                          safecb=not args.no_safecb, quick=args.quick)
+    report = run_bench_vapi(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    table = format_table(report)
+    print(table)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(flat_json(report), indent=2))
+        path.with_suffix(".md").write_text(table + "\n")
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m safecb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--threads", type=int, default=2)
     safety.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
     safety.set_defaults(func=_bench_safety)
+    vapi_bench = bench.add_parser("vapi", help="VAπ before/after: FID-toy, fidelity, reward; Safe-CB ± step 3")
+    vapi_bench.add_argument("--model", default=str(TOY_MODEL_DIR))
+    vapi_bench.add_argument("--oracle", default=str(ORACLE_DIR))
+    vapi_bench.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
+    vapi_bench.add_argument("--threads", type=int, default=2)
+    vapi_bench.add_argument("--variants", default=None,
+                            help="comma-separated post-training variants: grpo (always), ste, grpo_noise")
+    vapi_bench.add_argument("--no-safecb", dest="no_safecb", action="store_true", help="skip the Safe-CB ± step 3 runs")
+    vapi_bench.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
+    vapi_bench.set_defaults(func=_bench_vapi)
 
     run = sub.add_parser("run", help="run or resume Safe-CB rounds into a run directory")
     run.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
@@ -203,9 +279,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threshold", type=float, default=None, help="flag threshold τ")
     run.add_argument("--seeds", type=int, default=None, help="seeds per harmful prompt (0..N-1)")
     run.add_argument("--no-step2", dest="no_step2", action="store_true", help="step 1 only")
+    run.add_argument("--vapi", action="store_true", help="step 3: VAπ re-alignment of the generator codebooks")
     run.add_argument("--oracle", default=str(ORACLE_DIR), help="oracle for extra (evaluation-only) figures")
     run.add_argument("--no-oracle", dest="no_oracle", action="store_true")
     run.set_defaults(func=_run)
+
+    vapi = sub.add_parser("vapi", help="VAπ post-training of the generator on toy-world renders (resumable)")
+    vapi.add_argument("--out", required=True, help="checkpoint directory (rerun the same command to resume)")
+    vapi.add_argument("--model", default=str(TOY_MODEL_DIR), help="Janus checkpoint directory (HF layout)")
+    vapi.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    vapi.add_argument("--threads", type=int, default=2)
+    vapi.add_argument("--config", default=None, help="a VAπ config JSON (VapiConfig.to_dict layout)")
+    vapi.add_argument("--method", choices=["grpo", "ste"], default=None, help="grpo (VAπ) or ste (straight-through)")
+    vapi.add_argument("--steps", type=int, default=None)
+    vapi.add_argument("--lr", type=float, default=None)
+    vapi.add_argument("--batch", type=int, default=None, help="ground-truth images per step")
+    vapi.add_argument("--group", type=int, default=None, help="G, grids sampled per image")
+    vapi.add_argument("--noise", type=float, default=None, help="p of the contextual noise")
+    vapi.add_argument("--seed", type=int, default=None)
+    vapi.add_argument("--images", type=int, default=2000, help="toy-world renders to post-train on (vapi.TOY_IMAGES)")
+    vapi.set_defaults(func=_vapi)
     return parser
 
 

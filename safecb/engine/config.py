@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from ..edit import DecoderEditConfig
 from ..models.sampler import SamplerSettings
 from ..space import HarmfulCodeConfig, HarmfulSpaceConfig
+from ..vapi import VapiConfig
 
 TARGETS = ("generator", "decoder")
 
@@ -81,6 +82,22 @@ class StopConfig:
 
 
 @dataclass
+class Step3Config(VapiConfig):
+    """Step 3 (optional): VAπ re-aligns the generator to the edited codebooks on the round's safe
+    images. It trains only the generator codebooks (gen_embed, gen_head and its bias), the tensors
+    every round snapshot holds, so a rollback restores them exactly."""
+
+    enabled: bool = False  # run step 3 after step 2 (off by default)
+    trainable: str = "codebooks"  # must stay "codebooks": round snapshots hold only the codebooks
+    steps: int = 40  # optimiser steps per round
+
+    def validate(self) -> None:
+        super().validate()
+        if self.trainable != "codebooks":
+            raise ValueError("step 3 (VAπ in a round) must train only 'codebooks'; rollbacks restore nothing else")
+
+
+@dataclass
 class SafeCBConfig:
     target: str = "generator"  # what step 1 and 2 edit: "generator" (generation head) or "decoder" (VQ codebook)
     mining: MiningConfig = field(default_factory=MiningConfig)  # generation, self-judging, pair mining
@@ -90,6 +107,7 @@ class SafeCBConfig:
     generator_edit: GeneratorEditConfig = field(default_factory=GeneratorEditConfig)  # step 1, generator target
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)  # step 2
     stop: StopConfig = field(default_factory=StopConfig)  # stopping rule and quality guard
+    vapi: Step3Config = field(default_factory=Step3Config)  # step 3, VAπ re-alignment (off by default)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)  # sampling for every generation
     batch_size: int = 128  # generation batch
     seed: int = 0  # drives step 2's minibatches and the held-out pair split
@@ -100,7 +118,7 @@ class SafeCBConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         for part in (self.mining, self.space, self.codes, self.decoder_edit, self.generator_edit,
-                     self.fine_tune, self.stop):
+                     self.fine_tune, self.stop, self.vapi):
             part.validate()
         if codebook_size is not None:
             self.sampler.validate(codebook_size)
@@ -114,6 +132,7 @@ class SafeCBConfig:
             "mining": MiningConfig, "space": HarmfulSpaceConfig, "codes": HarmfulCodeConfig,
             "decoder_edit": DecoderEditConfig, "generator_edit": GeneratorEditConfig,
             "fine_tune": FineTuneConfig, "stop": StopConfig, "sampler": SamplerSettings,
+            "vapi": Step3Config,
         }
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known

@@ -14,6 +14,11 @@ with P₀ the null space of benign keys, so benign contexts keep their outputs. 
 (p_ref: the unedited model), updating W with every row's change projected by P⊥ = I − P_h of the
 Harmful Space of W's rows and scaled by how far step 1 moved that row.
 
+Step 3 (optional, `config.vapi.enabled`). VAπ (`safecb.vapi`) post-trains the generator codebooks
+(gen_embed, gen_head and its bias) with the step-1/2 edit in place, on the round's safe images:
+the safe rewrites and benign prompts' generations the model itself judged safe. Only tensors
+that round snapshots hold change, so the driver's rollback restores step 3 exactly.
+
 Decoder target. S is the VQ codebook; step 1 is `edit.decoder_edit` on the harmful codes; step 2
 optimises the rows used where pairs differ so that harmful grids decode close to their safe
 counterparts' images while benign and safe grids decode as with the unedited codebook, again with
@@ -32,6 +37,7 @@ import torch.nn.functional as F
 from ..edit import alphaedit_delta, benign_share, decoder_edit, null_space_projector, safe_targets
 from ..models.backend import JanusBackend
 from ..space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
+from ..vapi import GENERATOR_CODEBOOKS, prepare_data, train_vapi
 from .config import FineTuneConfig, SafeCBConfig
 from .measure import Measurement
 from .mining import Pairs
@@ -271,10 +277,53 @@ def decoder_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, 
     return EditResult({"decoder": edited}, space, info)
 
 
+# ---------------------------------------------------------------- step 3
+def safe_images(prompts: RoundPrompts, m: Measurement) -> tuple[list[str], np.ndarray]:
+    """The round's safe images and their prompts: rewrites and benign generations judged safe."""
+    texts, images = [], []
+    n, nb = len(m.seeds), len(m.benign_seeds)
+    for i in np.flatnonzero(~m.rewrite_flagged):
+        texts.append(prompts.harmful[i // n].rewrite)
+        images.append(m.rewrite_images[i])
+    for j in np.flatnonzero(m.benign_scores < m.threshold):
+        texts.append(prompts.benign[j // nb].text)
+        images.append(m.benign_images[j])
+    return texts, np.stack(images) if images else np.zeros((0,) + m.benign_images.shape[1:], np.uint8)
+
+
+def vapi_step3(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, edited: dict[str, torch.Tensor],
+               config: SafeCBConfig, progress: Progress) -> tuple[dict[str, torch.Tensor], dict]:
+    """VAπ on the round's safe images with `edited` in place; returns the re-aligned generator
+    codebooks. The model is left as it was found."""
+    texts, images = safe_images(prompts, m)
+    if len(texts) == 0:
+        return {}, {"vapi_images": 0}
+    found = backend.codebooks()
+    try:
+        backend.set_codebooks(edited)
+        data = prepare_data(backend, texts, images)  # tokens under the edited decoder codebook
+        result = train_vapi(backend, data, config.vapi,
+                            progress=lambda step, total, _: progress("step 3: VAπ", step / max(total, 1)))
+        realigned = {name: backend.get_codebook(name) for name in GENERATOR_CODEBOOKS}
+    finally:
+        backend.set_codebooks(found)
+    rewards = [h["reward"] for h in result.history]
+    info = {"vapi_images": len(texts), "vapi_steps": result.steps_done, "vapi_seconds": result.seconds,
+            "vapi_reward_first": rewards[0] if rewards else float("nan"),
+            "vapi_reward_last": float(np.mean(rewards[-5:])) if rewards else float("nan")}
+    return realigned, info
+
+
 def edit_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,
                config: SafeCBConfig, reference: dict[str, torch.Tensor], progress: Progress) -> EditResult:
-    """Harmful Space, step 1 and step 2 for the configured target. Does not touch the model."""
+    """Harmful Space, step 1, step 2 and (optional) step 3 for the configured target. Leaves the
+    model as it found it; the caller applies `EditResult.codebooks`."""
     if len(pairs) == 0:
         raise ValueError("no pairs were mined: nothing flagged harmful has a counterpart judged safe")
     run = generator_round if config.target == "generator" else decoder_round
-    return run(backend, prompts, m, pairs, config, reference, progress)
+    result = run(backend, prompts, m, pairs, config, reference, progress)
+    if config.vapi.enabled and config.vapi.steps > 0:
+        realigned, info = vapi_step3(backend, prompts, m, result.codebooks, config, progress)
+        result.codebooks.update(realigned)
+        result.info.update(info)
+    return result
