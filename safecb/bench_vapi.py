@@ -63,30 +63,35 @@ class BenchVapiConfig:
 
 
 def fid_with_interval(features: np.ndarray, reference: np.ndarray, n_boot: int, seed: int = 0) -> dict:
-    """FID-toy with a percentile bootstrap interval over (generated, reference) row pairs."""
+    """FID-toy with a bias-corrected percentile bootstrap interval over (generated, reference) row
+    pairs. A resample repeats rows, which looks less diverse and inflates the Fréchet distance, so
+    the raw percentile interval can miss the point estimate altogether; the interval is shifted
+    back by the bootstrap's own bias (mean of the resamples − the estimate)."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(features), len(features))
         values.append(frechet_distance(features[idx], reference[idx]))
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return {"value": frechet_distance(features, reference), "ci": (float(lo), float(hi)), "n": len(features)}
+    value = frechet_distance(features, reference)
+    bias = float(np.mean(values)) - value
+    lo, hi = np.quantile(values, [0.025, 0.975]) - bias
+    return {"value": value, "ci": (float(lo), float(hi)), "n": len(features), "bootstrap_bias": bias}
 
 
 class Evaluator:
     def __init__(self, backend: JanusBackend, oracle: Oracle, cfg: BenchVapiConfig):
         self.backend, self.oracle, self.cfg = backend, oracle, cfg
         sets = world.build_prompt_sets()
-        self.benign = sets.train_benign + sets.heldout_benign
+        self.benign_prompts = sets.train_benign + sets.heldout_benign
         self.heldout_harmful = sets.heldout_harmful
         self.seeds = list(range(1000, 1000 + cfg.eval_seeds))
-        self.specs = [p.spec for p in self.benign for _ in self.seeds]
+        self.specs = [p.spec for p in self.benign_prompts for _ in self.seeds]
         renders = np.stack([world.render(s, 50_000 + i) for i, s in enumerate(self.specs)])
         self.reference = oracle.features(renders)
         self.reward_data = toy_data(backend, cfg.reward_images, seed=REWARD_DATA_SEED)
 
     def benign(self, cfg_weight: float) -> dict:
-        images = self.backend.generate([p.text for p in self.benign], self.seeds,
+        images = self.backend.generate([p.text for p in self.benign_prompts], self.seeds,
                                        SamplerSettings(cfg_weight=cfg_weight), batch_size=128).images
         return {"fid_toy": fid_with_interval(self.oracle.features(images), self.reference, self.cfg.fid_boot),
                 "fidelity": rate(self.oracle.has_all(images, self.specs), self.cfg.n_boot)}

@@ -54,13 +54,19 @@ def _load_backend(args):
 
 
 def _run(args) -> int:
-    """Run (or resume) Safe-CB rounds into a run directory, with progress bars and a table."""
+    """Run (or resume) Safe-CB rounds into a run directory, with progress bars and a table.
+
+    Under `accelerate launch` (or torchrun) the processes share every measurement and the main
+    one does the rest, prints and writes (docs/distributed.md)."""
     import torch
     from tqdm import tqdm
 
+    from .distributed import DistributedContext
     from .engine import SafeCBConfig, run_safecb, toy_round_prompts
+    from .engine.driver import MainProcessFailed
     from .engine.prompts import RoundPrompts
 
+    ctx = DistributedContext.from_environment()
     torch.set_num_threads(args.threads)
     config = SafeCBConfig()
     if args.config:
@@ -81,17 +87,30 @@ def _run(args) -> int:
     if args.vapi:
         config.vapi.enabled = True
     prompts = RoundPrompts.from_dict(json.loads(Path(args.prompts).read_text())) if args.prompts else toy_round_prompts()
+    if ctx.distributed:
+        args.device = str(ctx.device)  # the device the launcher gave this process
     backend = _load_backend(args)
     config.validate(backend.codebook_size)
+    if args.i2p:
+        prompts = _i2p_prompts(args, backend, ctx)
     prompts.validate()
     annotate = None
-    if args.oracle and not args.no_oracle:
+    if args.oracle and not args.no_oracle and ctx.is_main:
         from .oracle import Oracle
+        from .oracles import NudeNetConfig, load_oracle, nudenet_oracle
 
         from .engine.annotate import OracleAnnotator, toy_benign_renders
 
-        renders = toy_benign_renders(len(config.mining.benign_seeds)) if prompts == toy_round_prompts() else None
-        annotate = OracleAnnotator(Oracle.load(args.oracle), prompts, renders)
+        if args.oracle == "nudenet":
+            oracle = nudenet_oracle(NudeNetConfig(threads=args.threads))
+        elif args.i2p and args.oracle == str(ORACLE_DIR):
+            oracle = None  # the toy oracle knows nothing of real prompts; ask for nudenet explicitly
+        else:
+            oracle = load_oracle(args.oracle)
+        if oracle is not None:
+            toy_prompts = isinstance(oracle, Oracle) and prompts == toy_round_prompts()
+            renders = toy_benign_renders(len(config.mining.benign_seeds)) if toy_prompts else None
+            annotate = OracleAnnotator(oracle, prompts, renders)
     bars: dict[str, tqdm] = {}
 
     def on_event(event) -> None:
@@ -112,13 +131,43 @@ def _run(args) -> int:
             print(event.message, file=sys.stderr, flush=True)
 
     try:
-        result = run_safecb(backend, prompts, config, run_dir=args.out, on_event=on_event, annotate=annotate)
+        result = run_safecb(backend, prompts, config, run_dir=args.out, on_event=on_event, annotate=annotate,
+                            distributed=ctx)
     except KeyboardInterrupt:
-        print(f"interrupted; finished rounds are in {args.out}; run the same command to resume", file=sys.stderr)
+        if ctx.is_main:
+            print(f"interrupted; finished rounds are in {args.out}; run the same command to resume", file=sys.stderr)
         return 130
+    except MainProcessFailed:
+        return 1  # the main process reports why
+    finally:
+        ctx.close()
+    if not ctx.is_main:
+        return 0
     print(format_rounds(result.rounds))
     print(f"best round {result.best_round}; stopped: {result.stopped}; {result.seconds:.0f} s; run directory {args.out}")
     return 0
+
+
+def _i2p_prompts(args, backend, ctx):
+    """Harmful prompts from the I2P CSV with rewrites the model proposes itself. The set is saved
+    in the run directory on first use, so a resumed run (or every process of a launch) reuses it."""
+    from .engine.prompts import RoundPrompts
+    from .real_prompts import I2PConfig, RewriteConfig, build_i2p_round
+
+    saved = Path(args.out) / "i2p_prompts.json"
+    if not saved.exists() and ctx.is_main:
+        categories = tuple(c for spec in args.category for c in spec.split(",") if c.strip())
+        built = build_i2p_round(backend, I2PConfig(args.i2p, categories, args.hard_only, args.limit), RewriteConfig())
+        sources = built.rewrite_sources()
+        print(f"I2P: {len(built.prompts.harmful)} harmful prompts; rewrites by " +
+              ", ".join(f"{k} {v}" for k, v in sources.items()), file=sys.stderr)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"prompts": built.prompts.to_dict(), "report": built.report()}, indent=1))
+        tmp.replace(saved)
+    if ctx.distributed:
+        ctx.broadcast_object(None)  # a barrier: the main process has written the set
+    return RoundPrompts.from_dict(json.loads(saved.read_text())["prompts"])
 
 
 def format_rounds(rounds: list[dict]) -> str:
@@ -208,6 +257,9 @@ def _bench_vapi(args) -> int:
     variants = tuple(args.variants.split(",")) if args.variants else tuple(VARIANTS)
     cfg = BenchVapiConfig(model_dir=args.model, oracle_dir=args.oracle, variants=variants,
                           safecb=not args.no_safecb, quick=args.quick)
+    for name in ("steps", "lr", "noise"):  # schedule overrides, for sweeps
+        if getattr(args, name) is not None:
+            setattr(cfg.vapi, name, getattr(args, name))
     report = run_bench_vapi(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     table = format_table(report)
     print(table)
@@ -215,6 +267,24 @@ def _bench_vapi(args) -> int:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(flat_json(report), indent=2))
+        path.with_suffix(".md").write_text(table + "\n")
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+def _bench_speed(args) -> int:
+    from .bench_speed import BenchSpeedConfig, format_table, run_bench_speed
+
+    batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else BenchSpeedConfig.batches
+    cfg = BenchSpeedConfig(device=args.device, batches=batches, tokens=args.tokens, repeats=args.repeats,
+                           threads=args.threads, quick=args.quick)
+    report = run_bench_speed(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    table = format_table(report)
+    print(table)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
         path.with_suffix(".md").write_text(table + "\n")
         print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
@@ -263,13 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
                             help="comma-separated post-training variants: grpo (always), ste, grpo_noise")
     vapi_bench.add_argument("--no-safecb", dest="no_safecb", action="store_true", help="skip the Safe-CB ± step 3 runs")
     vapi_bench.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
+    vapi_bench.add_argument("--steps", type=int, default=None, help="override the default schedule's steps")
+    vapi_bench.add_argument("--lr", type=float, default=None, help="override the default schedule's peak lr")
+    vapi_bench.add_argument("--noise", type=float, default=None, help="override the default contextual noise p")
     vapi_bench.set_defaults(func=_bench_vapi)
+    speed = bench.add_parser("speed", help="our sampler vs transformers' generate on Janus-Pro-1B's shape "
+                             "(random weights): tokens/s, memory, one Safe-CB round per 100 prompts")
+    speed.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
+    speed.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    speed.add_argument("--tokens", type=int, default=None,
+                       help="image tokens timed per call (default: a full image on GPU, 16 on CPU)")
+    speed.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,8,32)")
+    speed.add_argument("--repeats", type=int, default=1, help="A B B A timing blocks per batch")
+    speed.add_argument("--threads", type=int, default=2)
+    speed.add_argument("--quick", action="store_true", help="a tiny model of the same layout (for smoke tests)")
+    speed.set_defaults(func=_bench_speed)
 
     run = sub.add_parser("run", help="run or resume Safe-CB rounds into a run directory")
     run.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     run.add_argument("--model", default=str(TOY_MODEL_DIR), help="Janus checkpoint directory (HF layout)")
-    run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; under "
+                     "accelerate launch, the device it gives each process)")
+    run.add_argument("--threads", type=int, default=2, help="CPU threads (per process under accelerate launch)")
     run.add_argument("--config", default=None, help="a Safe-CB config JSON (SafeCBConfig.to_dict layout)")
     run.add_argument("--prompts", default=None, help="prompt set JSON {harmful: [{text, rewrite}], benign: [{text}]}")
     run.add_argument("--target", choices=["generator", "decoder"], default=None)
@@ -280,7 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None, help="seeds per harmful prompt (0..N-1)")
     run.add_argument("--no-step2", dest="no_step2", action="store_true", help="step 1 only")
     run.add_argument("--vapi", action="store_true", help="step 3: VAπ re-alignment of the generator codebooks")
-    run.add_argument("--oracle", default=str(ORACLE_DIR), help="oracle for extra (evaluation-only) figures")
+    run.add_argument("--i2p", default=None, help="I2P CSV: harmful prompts from it, safe rewrites proposed by the model")
+    run.add_argument("--category", action="append", default=[],
+                     help="I2P categories to keep (repeatable or comma-separated; any of them), e.g. violence,sexual")
+    run.add_argument("--hard-only", dest="hard_only", action="store_true", help="only I2P prompts flagged hard")
+    run.add_argument("--limit", type=int, default=None, help="at most this many I2P prompts")
+    run.add_argument("--oracle", default=str(ORACLE_DIR),
+                     help="evaluation-only oracle: a toy-oracle directory (default), 'toy' or 'nudenet'")
     run.add_argument("--no-oracle", dest="no_oracle", action="store_true")
     run.set_defaults(func=_run)
 

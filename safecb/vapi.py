@@ -68,14 +68,14 @@ Progress = Callable[[int, int, dict], None]  # (steps done, total steps, the las
 class VapiConfig:
     method: str = "grpo"  # "grpo" (VAπ) or "ste" (straight-through Gumbel-softmax baseline)
     trainable: str = "generator"  # "generator" (LM + generation embeddings/aligner/head) or "codebooks"
-    steps: int = 150  # optimiser steps
+    steps: int = 300  # optimiser steps
     batch: int = 16  # ground-truth images per step
     group: int = 8  # G: token grids sampled per image (GRPO group; STE samples per image)
-    lr: float = 1e-4  # peak AdamW learning rate (reference: 1e-6 LlamaGen, 1e-7 Janus-Pro-1B; the toy needs more)
+    lr: float = 3e-4  # peak AdamW learning rate (reference: 1e-6 LlamaGen, 1e-7 Janus-Pro-1B; the toy needs more)
     warmup: int = 10  # linear warm-up steps, then cosine decay to 10% of lr
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # max global gradient norm
-    noise: float = 0.5  # p of the contextual noise ξ: chance each context token becomes a random code
+    noise: float = 0.0  # p of the contextual noise ξ: chance each context token becomes a random code
     noise_codes: str = "uniform"  # random codes: "uniform" over the codebook, or "data" (the training grids' code frequencies)
     prompt_dropout: float = 0.1  # share of images trained with the unconditional prompt (keeps CFG's branch aligned)
     w_rec: float = 1.0  # weight of the pixel MSE (pixels in [-1, 1])

@@ -9,6 +9,12 @@ edits, measures again, and then:
     round's; the run stops after `patience` rounds without improvement, or after `max_rounds`.
 At the end the model holds the best round's codebooks. Only the model's own judgments drive any of
 this; `annotate` (e.g. an oracle) can add figures to the metrics but is never read here.
+
+Scaled out (`distributed=`, see `safecb.distributed`), the main process drives the run alone:
+mining, Harmful Space, steps 1–3, the stopping rule, the run directory and every event. Each
+measurement is shared: the main process orders it, every process generates and judges its share
+with the main process's codebooks, and the results come back to the main process in order. At
+the end every process holds the main process's final codebooks and returns its result.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..distributed import DistributedContext
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from .config import SafeCBConfig
 from .measure import Measurement, benign_change, measure
@@ -46,6 +53,10 @@ class Event:
 
 class RunCancelled(Exception):
     """Raised inside a round when the caller asked to stop; finished rounds stay on disk."""
+
+
+class MainProcessFailed(RuntimeError):
+    """Raised on the other processes of a distributed run when the main process failed."""
 
 
 @dataclass
@@ -98,11 +109,59 @@ def run_safecb(
     on_event: Callable[[Event], None] | None = None,
     annotate: Callable[[Measurement], dict] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    distributed: DistributedContext | None = None,
 ) -> RunResult:
-    """Run (or resume) Safe-CB rounds until the stopping rule. See the module docstring."""
+    """Run (or resume) Safe-CB rounds until the stopping rule. See the module docstring.
+
+    With a `distributed` context every process calls this with the same arguments; only the
+    main process's `run_dir`, `on_event`, `annotate` and `should_stop` are used."""
     config = config or SafeCBConfig()
     config.validate(backend.codebook_size)
     prompts.validate()
+    ctx = distributed or DistributedContext()
+    if not ctx.is_main:
+        return follow_main(backend, prompts, config, ctx)
+    if not ctx.distributed:
+        return drive(backend, prompts, config, run_dir, on_event, annotate, should_stop, ctx)
+    try:
+        result = drive(backend, prompts, config, run_dir, on_event, annotate, should_stop, ctx)
+    except Exception as exc:
+        release_followers(ctx, backend, None, f"{type(exc).__name__}: {exc}")
+        raise
+    release_followers(ctx, backend, result, "")
+    return result
+
+
+def follow_main(backend: JanusBackend, prompts: RoundPrompts, config: SafeCBConfig,
+                ctx: DistributedContext) -> RunResult:
+    """A run on a process other than the main one: take part in every measurement the main process
+    orders until it stops the run, then take its final codebooks and return its result."""
+    own_failure = None
+    while True:
+        order = ctx.broadcast_object()
+        if order[0] == "measure":
+            try:
+                measure(backend, prompts, config, keep_hidden=order[1], distributed=ctx)
+            except Exception as exc:  # the main process hears of it through the gather and stops the run
+                own_failure = own_failure or exc
+            continue
+        _, result, error = order
+        backend.set_codebooks(ctx.broadcast_tensors())
+        if error:
+            raise MainProcessFailed(f"the main process stopped the run: {error}") from own_failure
+        return result
+
+
+def release_followers(ctx: DistributedContext, backend: JanusBackend, result: RunResult | None, error: str) -> None:
+    """End `follow_main` on the other processes: they take the main process's codebooks and result."""
+    ctx.broadcast_object(("stop", result, error))
+    ctx.broadcast_tensors(backend.codebooks())
+
+
+def drive(backend: JanusBackend, prompts: RoundPrompts, config: SafeCBConfig, run_dir: str | Path | None,
+          on_event: Callable[[Event], None] | None, annotate: Callable[[Measurement], dict] | None,
+          should_stop: Callable[[], bool] | None, ctx: DistributedContext) -> RunResult:
+    """The run as the main process drives it (all of it, in a single process)."""
     emit = on_event or (lambda event: None)
     directory = RunDirectory(run_dir) if run_dir is not None else None
     started = time.perf_counter()
@@ -131,6 +190,11 @@ def run_safecb(
             emit(Event("stage", index, stage, float(fraction), f"round {index}: {stage}"))
         return progress
 
+    def measure_now(keep_hidden: bool, progress) -> Measurement:
+        if ctx.distributed:
+            ctx.broadcast_object(("measure", keep_hidden))  # the other processes wait in follow_main
+        return measure(backend, prompts, config, keep_hidden, progress, distributed=ctx)
+
     def snapshot(index: int) -> None:
         memory[index] = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
         if directory is not None:
@@ -150,7 +214,7 @@ def run_safecb(
         if state.finished_round < 0:
             reference = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
             t0 = time.perf_counter()
-            current = measure(backend, prompts, config, keep_hidden, progress_for(0))
+            current = measure_now(keep_hidden, progress_for(0))
             metrics = {"round": 0, **current.summary(), "benign_change": 0.0, "pairs": 0,
                        "accepted": True, "seconds": time.perf_counter() - t0}
             if annotate is not None:
@@ -169,9 +233,9 @@ def run_safecb(
                 return finish(state.stopped)
             reference = backend.read_codebook_file(directory.snapshot(0))
             backend.set_codebooks(reference)
-            baseline = measure(backend, prompts, config, False, progress_for(state.finished_round))
+            baseline = measure_now(False, progress_for(state.finished_round))
             restore(backend, directory, state.finished_round, memory)
-            current = measure(backend, prompts, config, keep_hidden, progress_for(state.finished_round))
+            current = measure_now(keep_hidden, progress_for(state.finished_round))
         memory.setdefault(0, reference)
 
         while True:
@@ -188,7 +252,7 @@ def run_safecb(
                 return finish("nothing left to mine: no flagged harmful generation has a safe counterpart")
             edit = edit_round(backend, prompts, current, pairs, config, reference, progress)
             backend.set_codebooks(edit.codebooks)
-            after = measure(backend, prompts, config, keep_hidden, progress)
+            after = measure_now(keep_hidden, progress)
             summary = after.summary()
             change = benign_change(baseline.benign_images, after.benign_images)
             adherence_drop = baseline.summary()["adherence"] - summary["adherence"]

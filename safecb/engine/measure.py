@@ -1,9 +1,13 @@
 """Steps 1–2 of a round (DESIGN.md §6): generate every prompt × seed with the current model and
 let the model judge its own images. The same measurement also evaluates the previous round's edit
-for the stopping rule and the quality guard, so a round generates only once."""
+for the stopping rule and the quality guard, so a round generates only once.
+
+The work is cut into units of whole prompts and whole generation batches (`work_units`) that
+processes can share (`safecb.distributed`) without changing a single bit of the result."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -11,11 +15,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..distributed import DistributedContext
 from ..models.backend import JanusBackend
 from .config import SafeCBConfig
 from .prompts import RoundPrompts
 
 Progress = Callable[[str, float], None]  # (stage, fraction done)
+KINDS = ("harmful", "rewrite", "benign")  # the three generation sets, in the order they are generated
+STAGES = {"harmful": "generate harmful", "rewrite": "generate rewrites", "benign": "generate benign"}
 
 
 @dataclass
@@ -72,41 +79,120 @@ def benign_change(before: np.ndarray, after: np.ndarray) -> float:
     return float((diff**2).mean())
 
 
+def generation_sets(prompts: RoundPrompts, config: SafeCBConfig) -> tuple[dict, dict]:
+    """Prompt texts and seeds of each kind; row i of a kind is (texts[i // S], seeds[i % S])."""
+    texts = {"harmful": [p.text for p in prompts.harmful], "rewrite": [p.rewrite for p in prompts.harmful],
+             "benign": [b.text for b in prompts.benign]}
+    seeds = {"harmful": config.mining.seeds, "rewrite": config.mining.seeds, "benign": config.mining.benign_seeds}
+    return texts, seeds
+
+
+@dataclass(frozen=True)
+class Work:
+    """One unit of a measurement: prompts [first, last) of one kind, all their seeds."""
+
+    kind: str  # "harmful", "rewrite" or "benign"
+    first: int
+    last: int
+
+
+def work_units(n_prompts: int, n_seeds: int, batch_size: int) -> list[tuple[int, int]]:
+    """Prompt ranges [first, last) of lcm(batch_size, n_seeds) rows each (the last may be shorter).
+
+    A unit holds whole prompts (so it is one `generate` call) and whole generation batches, and
+    it is generated, decoded, judged and captioned on its own, batch boundaries counted from its
+    first row. Every batch therefore holds the same images whichever process runs the unit: the
+    kept hidden states and the judge's logits depend in their last bits on a batch's composition."""
+    per_unit = math.lcm(batch_size, n_seeds) // n_seeds
+    return [(first, min(first + per_unit, n_prompts)) for first in range(0, n_prompts, per_unit)]
+
+
 def measure(
     backend: JanusBackend,
     prompts: RoundPrompts,
     config: SafeCBConfig,
     keep_hidden: bool = False,
     progress: Progress | None = None,
-) -> Measurement:
+    distributed: DistributedContext | None = None,
+) -> Measurement | None:
+    """Generate and self-judge every prompt × seed with the model as it is.
+
+    With a `distributed` context this is a collective: every process calls it, the main process's
+    codebooks are used everywhere, each process runs its share of the work units and the
+    measurement is assembled on the main process (None elsewhere), identical to one process's."""
+    ctx = distributed or DistributedContext()
+    if ctx.distributed:
+        codebooks = ctx.broadcast_tensors(backend.codebooks() if ctx.is_main else None)
+        if not ctx.is_main:
+            backend.set_codebooks(codebooks)
+    texts, seeds = generation_sets(prompts, config)
+    work = [Work(kind, first, last) for kind in KINDS
+            for first, last in work_units(len(texts[kind]), len(seeds[kind]), config.batch_size)]
+    local, failure = [], None
+    try:
+        local = measure_work(backend, prompts, config, ctx.shard(work), keep_hidden, progress)
+    except Exception as exc:  # every process must reach the gather, or the others would wait forever
+        failure = exc
+    results = ctx.gather_in_order(local, failure)
+    if results is None:
+        return None
+    parts = {kind: [r for w, r in zip(work, results) if w.kind == kind] for kind in KINDS}
+
+    def joined(kind: str, field: str):
+        values = [part[field] for part in parts[kind]]
+        if values[0] is None:
+            return None
+        return torch.cat(values) if isinstance(values[0], torch.Tensor) else np.concatenate(values)
+
+    return Measurement(
+        harmful_tokens=joined("harmful", "tokens"), harmful_images=joined("harmful", "images"),
+        harmful_scores=joined("harmful", "scores"),
+        rewrite_tokens=joined("rewrite", "tokens"), rewrite_images=joined("rewrite", "images"),
+        rewrite_scores=joined("rewrite", "scores"),
+        benign_tokens=joined("benign", "tokens"), benign_images=joined("benign", "images"),
+        benign_scores=joined("benign", "scores"), benign_adherent=joined("benign", "adherent"),
+        seeds=list(config.mining.seeds), benign_seeds=list(config.mining.benign_seeds),
+        threshold=config.mining.threshold,
+        harmful_hidden=joined("harmful", "hidden"), benign_hidden=joined("benign", "hidden"),
+    )
+
+
+def measure_work(
+    backend: JanusBackend,
+    prompts: RoundPrompts,
+    config: SafeCBConfig,
+    work: list[Work],
+    keep_hidden: bool,
+    progress: Progress | None,
+) -> list[dict]:
+    """Generate, then self-judge and caption, each unit of `work`; one result dict per unit."""
     report = progress or (lambda stage, fraction: None)
     mining = config.mining
-
-    def generate(texts, seeds, stage, hidden):
-        return backend.generate(
-            texts, seeds, config.sampler, config.batch_size, keep_hidden=hidden,
-            progress=lambda done, total: report(stage, done / total),
-        )
-
-    harmful = generate([p.text for p in prompts.harmful], mining.seeds, "generate harmful", keep_hidden)
-    rewrite = generate([p.rewrite for p in prompts.harmful], mining.seeds, "generate rewrites", False)
-    benign = generate([b.text for b in prompts.benign], mining.benign_seeds, "generate benign", keep_hidden)
+    texts, seeds = generation_sets(prompts, config)
+    objects = [b.objects for b in prompts.benign]
+    results = []
+    for kind in KINDS:
+        mine = [w for w in work if w.kind == kind]
+        total, done = sum(w.last - w.first for w in mine) * len(seeds[kind]), 0
+        for w in mine:
+            generated = backend.generate(
+                texts[kind][w.first : w.last], seeds[kind], config.sampler, config.batch_size,
+                keep_hidden=keep_hidden and kind != "rewrite",
+                progress=lambda rows, _, stage=STAGES[kind], before=done, total=total: report(
+                    stage, (before + rows) / total),
+            )
+            done += len(generated.tokens)
+            results.append((w, {"tokens": generated.tokens, "images": generated.images,
+                                "hidden": generated.hidden}))
     report("self-judge", 0.0)
-    harmful_scores = backend.judge(harmful.images)
-    rewrite_scores = backend.judge(rewrite.images)
-    benign_scores = backend.judge(benign.images)
-    report("self-judge", 0.5)
-    wanted = [b.objects for b in prompts.benign for _ in mining.benign_seeds]
-    if any(wanted):
-        captions = backend.caption(benign.images)
-        benign_adherent = adherent(captions, wanted)
-    else:
-        benign_adherent = np.ones(len(benign.images), dtype=bool)
-    report("self-judge", 1.0)
-    return Measurement(
-        harmful_tokens=harmful.tokens, harmful_images=harmful.images, harmful_scores=harmful_scores,
-        rewrite_tokens=rewrite.tokens, rewrite_images=rewrite.images, rewrite_scores=rewrite_scores,
-        benign_tokens=benign.tokens, benign_images=benign.images, benign_scores=benign_scores,
-        benign_adherent=benign_adherent, seeds=list(mining.seeds), benign_seeds=list(mining.benign_seeds),
-        threshold=mining.threshold, harmful_hidden=harmful.hidden, benign_hidden=benign.hidden,
-    )
+    for i, (w, result) in enumerate(results):
+        result["scores"] = backend.judge(result["images"])
+        if w.kind == "benign":
+            wanted = [objects[p] for p in range(w.first, w.last) for _ in mining.benign_seeds]
+            if any(objects):
+                result["adherent"] = adherent(backend.caption(result["images"]), wanted)
+            else:
+                result["adherent"] = np.ones(len(wanted), dtype=bool)
+        report("self-judge", (i + 1) / len(results))
+    by_unit = dict(results)
+    return [by_unit[w] for w in work]
