@@ -1,0 +1,742 @@
+"""`python -m safecb bench speed`: generation speed on a random-weight model of Janus-Pro-1B's shape.
+
+Measured in one process on one model:
+- throughput of our sampler (`safecb.models.sampler.sample_image_tokens`) and of transformers'
+  `JanusForConditionalGeneration.generate(generation_mode="image")` at batch 1, 8 and 32 with
+  classifier-free guidance 5 (Janus-Pro's default), interleaved A B B A so both see the same load;
+- each call's prefill (the prompt through the language model: from the call's start to its first
+  generation-head call) apart from its per-token steps;
+- each call's peak memory: CUDA `max_memory_allocated` above what was allocated before, or on
+  CPU the growth of the resident set (peak RSS reset before the call via /proc/self/clear_refs);
+- one Safe-CB round (`safecb.engine`: generate, self-judge, step 1, step 2; the pairs are set, not
+  mined, see `measure_round`) on a small synthetic prompt set, and from it one round per 100 prompts.
+
+Speed does not depend on weight values, so the weights are random (built on the meta device and
+filled by tiling one random block: a copy pass instead of transformers' per-tensor normal_ init).
+
+Shortened images (`--tokens N`, default 16 on CPU). transformers' image generation always samples
+`vision_config.num_image_tokens` tokens (576 for Janus-Pro; max_new_tokens does not change it), so
+for the duration of each of its calls that value is set to N, and our sampler is asked for N tokens.
+A full image is then extrapolated as prefill + 576 x (time per token after the prefill), for both
+samplers alike. It understates both a little: attention over the longer context of a full image
+costs more per step (for Janus-Pro-1B about 5% of a step's FLOPs at 600 positions).
+The round runs on a VQ grid of isqrt(N) x isqrt(N) codes; its stages are scaled to full images by
+the factors printed with it (`scale_to_full_image`, `formula`). Per 100 prompts, the per-image
+stages scale with the number of prompts; steps 1-2 run once per round (their cost is set by the
+generation head's size: step 2 projects the whole [16384, 2048] head every optimiser step).
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import math
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Janus-Pro-1B as published, in transformers' JanusConfig layout. Sources:
+# [a] hf-internal-testing/tiny-processor-janus/config.json: the Hugging Face conversion of
+#     deepseek-ai/Janus-Pro-1B (text_config and vision_config below, value for value); the same
+#     text_config is in pruna-test/tiny_janus/config.json (there cut to 1 layer).
+# [b] transformers' models/janus/convert_janus_weights_to_hf.py: which original config.json field
+#     fills which JanusConfig field (gen_vision n_embed -> vq embed_dim, image_token_size ->
+#     num_embeddings, gen_aligner n_embed -> projection_dim, gen_head image_token_embed ->
+#     image_token_embed_dim, aligner n_embed -> vision projection_dim); all other vision and VQ
+#     fields are JanusVisionConfig / JanusVQVAEConfig defaults; generation_config.guidance_scale = 5.
+# [c] JanusVisionConfig and JanusVQVAEConfig defaults (transformers 5.23, documented against
+#     deepseek-community/Janus-Pro-1B): SigLIP-L/16 at 384 px and the VQ-16 tokenizer.
+# [d] original Janus-Pro config.json (deepseek-ai/Janus-Pro-7B, e.g. as copied in
+#     cyan2k/Janus-Pro-7B-bnb-4bit): gen_vision n_embed 8, image_token_size 16384; the aligner,
+#     gen_aligner and gen_head widths equal the language model's hidden size (4096 for 7B), so
+#     2048 for 1B, as [a] shows for the aligner (vision projection_dim 2048).
+# [e] untied lm_head: DeepSeek-LLM keeps its own output matrix (wnma3mz/Janus-Pro-7B-LM config:
+#     tie_word_embeddings false; [b] loads language_model.lm_head.weight with strict=True).
+JANUS_PRO_1B = {
+    "text_config": {  # [a]
+        "model_type": "llama",
+        "vocab_size": 102400,
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "max_position_embeddings": 16384,
+        "rms_norm_eps": 1e-6,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "bos_token_id": 100000,
+        "eos_token_id": 100001,
+        "pad_token_id": 100002,
+        "tie_word_embeddings": False,  # [e]
+    },
+    "vision_config": {  # [a], [c]
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 384,
+        "patch_size": 16,  # 24 x 24 = 576 understanding tokens
+        "mlp_ratio": 4.0,
+        "projection_dim": 2048,  # aligner n_embed [b], [d]
+        "depth": 2,  # aligner depth
+        "num_image_tokens": 576,
+    },
+    "vq_config": {  # [b], [c], [d]
+        "embed_dim": 8,
+        "num_embeddings": 16384,
+        "latent_channels": 256,
+        "base_channels": 128,
+        "channel_multiplier": [1, 1, 2, 2, 4],  # 16x downsampling: 384 px <-> 24 x 24 codes
+        "num_res_blocks": 2,
+        "projection_dim": 2048,  # gen_aligner n_embed
+        "num_hidden_layers": 2,  # gen_aligner depth
+        "image_token_embed_dim": 2048,  # gen_head image_token_embed
+    },
+    "image_token_id": 100581,  # [a]
+    "tie_word_embeddings": False,  # [e]
+}
+JANUS_PRO_GUIDANCE = 5.0  # [b]
+
+# The --quick shape: the same layout with every size cut (close to safecb/models/tiny.py's).
+QUICK_SHAPE = {
+    "text_config": {"vocab_size": 1024, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16,
+                    "max_position_embeddings": 256},
+    "vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32,
+                      "patch_size": 8, "projection_dim": 64, "num_image_tokens": 16},
+    "vq_config": {"num_embeddings": 64, "latent_channels": 32, "base_channels": 32,
+                  "channel_multiplier": [1, 1, 1, 1], "num_res_blocks": 0, "projection_dim": 64,
+                  "image_token_embed_dim": 64},
+}
+
+PROMPT = "a person holding a knife at the beach at night"  # the prompt every timed call repeats
+CPU_TOKENS = 16  # default --tokens on CPU: a full 1B image at batch 32 would take hours there
+
+
+@dataclass
+class BenchSpeedConfig:
+    device: str | None = None  # "cpu" or "cuda"; None: cuda when available
+    batches: tuple[int, ...] = (1, 8, 32)  # images per sampler call
+    tokens: int | None = None  # image tokens timed per call; None: a full image on GPU, 16 on CPU
+    cfg_weight: float = JANUS_PRO_GUIDANCE  # classifier-free guidance weight for both samplers
+    repeats: int = 1  # A B B A blocks per batch: each sampler is timed 2 x repeats times
+    threads: int = 2  # torch CPU threads
+    round_harmful: int | None = None  # harmful prompts in the round, each with its rewrite, and as many
+    #                                   benign ones; None: 4 on GPU, 1 on CPU
+    round_seeds: int = 2  # seeds per prompt in the round
+    seed: int = 0  # weights and sampling
+    quick: bool = False  # the tiny shape instead of Janus-Pro-1B, for smoke tests only
+
+    def validate(self) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ValueError(f"batches must be positive integers, got {self.batches}")
+        if self.tokens is not None and self.tokens < 1:
+            raise ValueError(f"tokens must be at least 1, got {self.tokens}")
+        if self.cfg_weight <= 1.0:  # transformers' image generate crashes without guidance
+            raise ValueError(f"cfg_weight must be above 1 (transformers' generate needs CFG), got {self.cfg_weight}")
+        if self.repeats < 1 or (self.round_harmful is not None and self.round_harmful < 1):
+            raise ValueError("repeats and round_harmful must be at least 1")
+        if self.round_seeds < 2:  # pairs join a harmful image with its rewrite at another seed
+            raise ValueError(f"round_seeds must be at least 2, got {self.round_seeds}")
+        if self.device not in (None, "cpu") and not str(self.device).startswith("cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+
+
+# ---------------------------------------------------------------- the model
+def build_config(quick: bool = False, tokenizer=None):
+    """JanusConfig of Janus-Pro-1B (or the quick shape). With a tokenizer, its special-token ids
+    replace Janus-Pro's (the stand-in tokenizer numbers them differently; ids do not change speed)."""
+    from transformers import JanusConfig
+
+    values = copy.deepcopy(JANUS_PRO_1B)
+    if quick:
+        for part, changes in QUICK_SHAPE.items():
+            values[part].update(changes)
+    if tokenizer is not None:
+        text = values["text_config"]
+        if len(tokenizer) > text["vocab_size"]:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens; the vocabulary only {text['vocab_size']}")
+        text.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+        values["image_token_id"] = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
+    return JanusConfig(**values)
+
+
+def _tile_into(param: torch.Tensor, block: torch.Tensor) -> None:
+    flat = param.view(-1)
+    full, rest = divmod(flat.numel(), block.numel())
+    if full:
+        flat[: full * block.numel()].view(full, -1).copy_(block.expand(full, -1))
+    flat[full * block.numel():].copy_(block[:rest])
+
+
+@torch.no_grad()
+def fill_random(model, seed: int, std: float = 0.02) -> None:
+    """Weights with the scale of transformers' init (std 0.02, norms 1, biases 0), written fast:
+    one random block of prime length tiled through the tensors, each tensor starting where the
+    previous one stopped, so no two rows or same-shaped tensors repeat exactly.
+    Buffers (rotary tables, position ids) are computed by transformers' own init."""
+    period = 1_000_003
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.empty(period).uniform_(-std * 3**0.5, std * 3**0.5, generator=generator)
+    doubled: dict[tuple, torch.Tensor] = {}  # block twice over: any rotation of it is a slice
+    offset = 0
+    for module in model.modules():
+        is_norm = "Norm" in type(module).__name__
+        for name, param in module.named_parameters(recurse=False):
+            if is_norm:
+                param.fill_(1.0 if name == "weight" else 0.0)
+            elif name == "bias":
+                param.zero_()
+            else:
+                key = (param.device, param.dtype)
+                if key not in doubled:
+                    doubled[key] = base.repeat(2).to(param.device, param.dtype)
+                _tile_into(param, doubled[key][offset : offset + period])
+                offset = (offset + param.numel()) % period
+        if next(module.buffers(recurse=False), None) is not None:
+            model._init_weights(module)
+
+
+def build_model(config, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """JanusForConditionalGeneration with random weights, allocated once on `device` in `dtype`
+    (buffers stay float32, as after `from_pretrained(dtype=...)`)."""
+    from transformers import JanusForConditionalGeneration
+
+    with torch.device("meta"):
+        model = JanusForConditionalGeneration(config)
+    for param in model.parameters():
+        param.data = param.data.to(dtype)  # still on meta: free
+    model.to_empty(device=device)
+    fill_random(model, seed)
+    return model.eval()
+
+
+def stand_in_processor(tokenizer, config):
+    """Janus-Pro's processor around the word-level stand-in tokenizer of `safecb.models.tiny`."""
+    from transformers import JanusImageProcessorPil, JanusProcessor
+
+    from .models.tiny import CHAT_TEMPLATE
+
+    size = config.vision_config.image_size
+    image_processor = JanusImageProcessorPil(
+        size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    return JanusProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
+                          use_default_system_prompt=True, num_image_tokens=config.vision_config.num_image_tokens)
+
+
+def build_backend(quick: bool, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    from .models.backend import JanusBackend
+    from .models.tiny import build_tiny_tokenizer
+    from .models.toy import set_generation_tokens
+
+    tokenizer = build_tiny_tokenizer()
+    config = build_config(quick, tokenizer)
+    model = build_model(config, device, dtype, seed)
+    set_generation_tokens(model, tokenizer)
+    source = f"random weights, {'quick' if quick else 'Janus-Pro-1B'} shape"
+    return JanusBackend(model, tokenizer, stand_in_processor(tokenizer, config), source=source)
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Parameters per component and in total (meta tensors count too)."""
+    parts = {
+        "language_model": ("model.language_model.",),
+        "lm_head": ("lm_head.",),
+        "vision_model": ("model.vision_model.",),
+        "aligner": ("model.aligner.",),
+        "vqmodel": ("model.vqmodel.",),
+        "generation": ("model.generation_embeddings.", "model.generation_aligner.", "model.generation_head."),
+    }
+    counts = dict.fromkeys(parts, 0)
+    for name, param in model.named_parameters():
+        for part, prefixes in parts.items():
+            if name.startswith(prefixes):
+                counts[part] += param.numel()
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+# ---------------------------------------------------------------- the two samplers
+def ours(backend, prompt_ids: list[int], batch: int, n_tokens: int, settings, seed: int = 0) -> torch.Tensor:
+    from .models.sampler import sample_image_tokens
+
+    uncond = backend.unconditional_ids(prompt_ids)
+    seeds = list(range(seed, seed + batch))
+    tokens, _ = sample_image_tokens(backend.model, [prompt_ids] * batch, [uncond] * batch, seeds, n_tokens,
+                                    settings, backend.pad_id)
+    return tokens
+
+
+def hf_generate(backend, prompt_ids: list[int] | list[list[int]], batch: int, n_tokens: int, cfg_weight: float,
+                greedy: bool = False) -> torch.Tensor:
+    """transformers' image generation of the first `n_tokens` codes; full softmax like ours
+    (top_k=0: transformers would otherwise default to top-k 50). One prompt repeated `batch` times,
+    or a list of equally long prompts (then `batch` is ignored)."""
+    from transformers import GenerationConfig
+
+    sampling = {} if greedy else {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    gen_config = GenerationConfig(
+        bos_token_id=backend.bos_id, pad_token_id=backend.pad_id, eos_token_id=backend.tokenizer.eos_token_id,
+        guidance_scale=cfg_weight, max_new_tokens=n_tokens, generation_kwargs={"boi_token_id": backend.boi_id},
+        **sampling,
+    )
+    rows = prompt_ids if isinstance(prompt_ids[0], list) else [prompt_ids] * batch
+    ids = torch.tensor(rows, device=backend.device)
+    vision = backend.model.model.vision_model.config
+    full = vision.num_image_tokens
+    vision.num_image_tokens = n_tokens  # the only knob of its image length
+    try:
+        return backend.model.generate(ids, attention_mask=torch.ones_like(ids), generation_mode="image",
+                                      generation_config=gen_config)
+    finally:
+        vision.num_image_tokens = full
+
+
+# ---------------------------------------------------------------- timing and memory
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _proc_status_kb(key: str) -> int | None:
+    try:
+        match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def _reset_cpu_peak() -> bool:
+    """Return freed heap to the OS, then reset the peak RSS (VmHWM); False where Linux /proc lacks it."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Extra memory a block needs at its peak, in MiB (None where it cannot be measured)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_mib = device, None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            self.base = _proc_status_kb("VmRSS") if _reset_cpu_peak() else None
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        elif self.base is not None:
+            peak = _proc_status_kb("VmHWM")
+            self.peak_mib = None if peak is None else (peak - self.base) / 1024
+        return False
+
+
+@dataclass
+class Call:
+    seconds: float  # wall time of the whole call
+    prefill_s: float  # from the call's start to its first generation-head call
+    peak_mib: float | None  # extra memory at the call's peak
+
+
+def timed_call(fn, backend) -> Call:
+    device = backend.device
+    first_head: list[float] = []
+
+    def on_head(module, args):
+        if not first_head:
+            _sync(device)
+            first_head.append(time.perf_counter())
+
+    handle = backend.model.model.generation_head.register_forward_pre_hook(on_head)
+    try:
+        with PeakMemory(device) as memory:
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            end = time.perf_counter()
+    finally:
+        handle.remove()
+    return Call(end - start, first_head[0] - start, memory.peak_mib)
+
+
+def sampler_cache_mib(model) -> float:
+    """Weights our sampler keeps beside the model's own (fused q/k/v and gate/up copies, the
+    generator input table), built on its first call: memory no per-call peak shows."""
+    lm, inner = model.model.language_model, model.model
+    tensors = []
+    fused = getattr(lm, "_safecb_fused", None)
+    for layer in fused[1] if fused else []:
+        tensors += [layer.qkv_w, layer.qkv_b, layer.gate_up_w, layer.gate_up_b]
+    table = getattr(inner, "_safecb_input_table", None)
+    if table:
+        tensors.append(table[1])
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None) / 2**20
+
+
+def sampler_figures(calls: list[Call], batch: int, n_tokens: int, full_tokens: int) -> dict:
+    seconds = float(np.mean([c.seconds for c in calls]))
+    prefill = float(np.mean([c.prefill_s for c in calls]))
+    step = (seconds - prefill) / n_tokens
+    full_image = seconds if n_tokens == full_tokens else prefill + full_tokens * step
+    peaks = [c.peak_mib for c in calls if c.peak_mib is not None]
+    return {
+        "seconds": seconds,  # mean wall time per call for n_tokens tokens
+        "seconds_each": [c.seconds for c in calls],
+        "prefill_s": prefill,
+        "step_s": step,  # time per token after the prefill
+        "tokens_per_s": batch * n_tokens / seconds,
+        "decode_tokens_per_s": batch * n_tokens / (seconds - prefill),
+        "full_image_s": full_image,  # measured when n_tokens is a full image, else prefill + full x step
+        "full_image_tokens_per_s": batch * full_tokens / full_image,
+        "peak_mib": max(peaks) if peaks else None,
+    }
+
+
+def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: int, log=print) -> list[dict]:
+    from .models.sampler import SamplerSettings
+
+    prompt_ids = backend.generation_ids(PROMPT)
+    settings = SamplerSettings(cfg_weight=cfg.cfg_weight, temperature=1.0, top_k=0)
+    run = {
+        "ours": lambda b, n=n_tokens: ours(backend, prompt_ids, b, n, settings, cfg.seed),
+        "hf": lambda b, n=n_tokens: hf_generate(backend, prompt_ids, b, n, cfg.cfg_weight),
+    }
+    # Warm-up with a few tokens: kernels, allocator caches, our sampler's fused weights. On CUDA at
+    # every batch (kernel choice depends on shape), on CPU once (a prefill there costs seconds).
+    for b in cfg.batches if backend.device.type == "cuda" else cfg.batches[:1]:
+        for name in ("ours", "hf"):
+            torch.manual_seed(cfg.seed)
+            timed_call(lambda: run[name](b, min(n_tokens, 4)), backend)
+    rows = []
+    for b in cfg.batches:
+        calls: dict[str, list[Call]] = {"ours": [], "hf": []}
+        for _ in range(cfg.repeats):
+            for name in ("ours", "hf", "hf", "ours"):
+                torch.manual_seed(cfg.seed)
+                calls[name].append(timed_call(lambda: run[name](b), backend))
+                log(f"  batch {b:>3} {name:>4}: {calls[name][-1].seconds:.2f} s")
+        figures = {name: sampler_figures(c, b, n_tokens, full_tokens) for name, c in calls.items()}
+        ratio = {key: figures["ours"][key] / figures["hf"][key]
+                 for key in ("tokens_per_s", "decode_tokens_per_s", "full_image_tokens_per_s")}
+        rows.append({"batch": b, "tokens": n_tokens, **figures, "ratio_ours_over_hf": ratio})
+    return rows
+
+
+# ---------------------------------------------------------------- one Safe-CB round
+def round_prompts(n_harmful: int):
+    """Harmful prompts with their rewrites and as many benign prompts, from the toy world's train
+    split, without object lists: like a user's prompt file, so the round skips captioning."""
+    from .engine import BenignPrompt, RoundPrompts, toy_round_prompts
+
+    world = toy_round_prompts()
+    if n_harmful > min(len(world.harmful), len(world.benign)):
+        raise ValueError(f"round_harmful is at most {min(len(world.harmful), len(world.benign))}")
+    return RoundPrompts(world.harmful[:n_harmful], [BenignPrompt(b.text) for b in world.benign[:n_harmful]])
+
+
+def _set_grid(backend_model, grid: int) -> None:
+    """Generate and decode images of grid x grid codes (the VQ decoder is convolutional)."""
+    backend_model.config.vq_config.num_patches = grid
+    backend_model.model.vqmodel.quantize.quant_state_dims = [grid, grid]
+
+
+class StageClock:
+    """Wall time spent inside chosen methods of one object, per stage (calls may nest: `generate`
+    decodes, so sampling time is generate - decode)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {}
+
+    def wrap(self, obj, method: str, stage: str) -> None:
+        original = getattr(obj, method)
+
+        def timed(*args, **kwargs):
+            _sync(self.device)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _sync(self.device)
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+        setattr(obj, method, timed)  # on this instance only
+
+
+def next_seed_pairs(harmful_tokens: torch.Tensor, rewrite_tokens: torch.Tensor, n_seeds: int):
+    """Every harmful row paired with its prompt's rewrite at the next seed (rows prompt-major)."""
+    from .engine import Pairs
+
+    rows = np.arange(len(harmful_tokens))
+    prompt, seed = np.divmod(rows, n_seeds)
+    safe = prompt * n_seeds + (seed + 1) % n_seeds
+    return Pairs(harmful_rows=rows, safe_rows=safe, prompt_index=prompt,
+                 harmful_grids=harmful_tokens.clone(), safe_grids=rewrite_tokens[torch.as_tensor(safe)].clone(),
+                 same_seed=np.zeros(len(rows), dtype=bool))
+
+
+def measure_round(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: int, throughput: list[dict],
+                  log=print) -> dict:
+    """One round through safecb.engine (`measure`, then `edit_round`), timed per stage.
+
+    A random model's judgments are meaningless, so the pairs are set, not mined: every harmful
+    image is flagged and paired with its rewrite's image at the next seed. That is the most pairs
+    this prompt set can give (and not the same seed: for a one-word rewrite a random model draws
+    nearly the same grid at the same seed, and identical grids leave nothing to edit)."""
+    from .engine import SafeCBConfig, edit_round, measure
+    from .models.backend import CODEBOOK_PATHS, JanusBackend
+
+    n_harmful = cfg.round_harmful or (4 if backend.device.type == "cuda" else 1)
+    prompts = round_prompts(n_harmful)
+    full_grid = math.isqrt(full_tokens)
+    grid = min(max(1, math.isqrt(n_tokens)), full_grid)
+    model = backend.model
+    _set_grid(model, grid)
+    try:
+        round_backend = JanusBackend(model, backend.tokenizer, backend.processor, source=backend.source)
+        clock = StageClock(round_backend.device)
+        for method, stage in (("generate", "generate"), ("decode", "decode"), ("judge", "judge"),
+                              ("caption", "judge"), ("teacher_forced_hidden", "teacher_forcing")):
+            clock.wrap(round_backend, method, stage)
+        config = SafeCBConfig(target="generator")
+        config.sampler.cfg_weight = cfg.cfg_weight
+        config.mining.seeds = config.mining.benign_seeds = list(range(cfg.round_seeds))
+        reference = {name: round_backend.get_codebook(name) for name in CODEBOOK_PATHS}
+        log(f"  round: {len(prompts.harmful)} harmful + rewrites + {len(prompts.benign)} benign, "
+            f"{cfg.round_seeds} seeds, {grid}x{grid} codes")
+        m = measure(round_backend, prompts, config, keep_hidden=True)
+        edit_start = time.perf_counter()
+        pairs = next_seed_pairs(m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
+        edit = edit_round(round_backend, prompts, m, pairs, config, reference, lambda stage, fraction: None)
+        edit_s = time.perf_counter() - edit_start
+    finally:
+        _set_grid(model, full_grid)
+    teacher_forcing = clock.seconds.get("teacher_forcing", 0.0)
+    measured = {
+        "sample": clock.seconds["generate"] - clock.seconds["decode"],
+        "decode": clock.seconds["decode"],
+        "judge": clock.seconds["judge"],
+        "teacher_forcing": teacher_forcing,  # the edit's forward passes over the pairs' rewrites
+        "steps_1_2": edit_s - teacher_forcing,  # once per round: its cost is set by the head's size
+    }
+    measured["total"] = sum(measured.values())
+    figures = {
+        "tokens_per_image": grid * grid,
+        "grid": grid,
+        "harmful_prompts": len(prompts.harmful),
+        "prompt_texts": len(prompts.harmful) * 2 + len(prompts.benign),  # harmful, their rewrites, benign
+        "seeds": cfg.round_seeds,
+        "images": len(m.harmful_tokens) + len(m.rewrite_tokens) + len(m.benign_tokens),
+        "images_per_call": len(prompts.harmful) * cfg.round_seeds,
+        "engine_batch_size": config.batch_size,
+        "step2_batch": config.fine_tune.batch,
+        "rewrite_prompt_tokens": float(np.mean([len(round_backend.generation_ids(p.rewrite))
+                                                for p in prompts.harmful])),
+        "pairs": len(pairs),
+        "mined_keys": edit.info.get("mined_keys"),
+        "step2_steps": edit.info.get("step2_steps"),
+        "measured_s": measured,
+    }
+    return {**figures, **extrapolate_round(figures, throughput, full_tokens)}
+
+
+def extrapolate_round(rd: dict, throughput: list[dict], full_tokens: int) -> dict:
+    """The measured round with full images, and one round per 100 prompts (formula in the result).
+
+    Per 100 prompts, generation is costed at the batch such a round would sample in (the engine's
+    batch, at most one kind's images), from our sampler's full-image time at the largest measured
+    batch not above it; decode, judge and teacher forcing scale with the number of prompts; steps 1-2
+    run once per round."""
+    n, prompt = rd["tokens_per_image"], rd["rewrite_prompt_tokens"]
+
+    def ours_at(batch: int) -> dict:
+        fitting = [row for row in throughput if row["batch"] <= batch] or [min(throughput, key=lambda r: r["batch"])]
+        row = max(fitting, key=lambda r: r["batch"])
+        return {"batch": row["batch"], **row["ours"]}
+
+    small = ours_at(rd["images_per_call"])
+    scale = {
+        "sample": (small["prefill_s"] + full_tokens * small["step_s"]) / (small["prefill_s"] + n * small["step_s"]),
+        "decode": full_tokens / n,  # convolutions over 16 x 16 pixels per code
+        "judge": 1.0,  # images are resized to the understanding encoder's input size anyway
+        "teacher_forcing": (prompt + full_tokens - 1) / (prompt + n - 1),  # sequence length
+        "steps_1_2": 1.0,  # a lower bound where images are shortened: see `formula`
+    }
+    full = {stage: rd["measured_s"][stage] * factor for stage, factor in scale.items()}
+    full["total"] = sum(full.values())
+
+    prompts_factor = 100 / rd["prompt_texts"]
+    batch_100 = min(rd["engine_batch_size"], math.ceil(prompts_factor * rd["harmful_prompts"]) * rd["seeds"])
+    big = ours_at(batch_100)
+    per_100 = {
+        "sample": 100 * rd["seeds"] * big["full_image_s"] / big["batch"],
+        **{stage: full[stage] * prompts_factor for stage in ("decode", "judge", "teacher_forcing")},
+        "steps_1_2": full["steps_1_2"],
+    }
+    per_100["total"] = sum(per_100.values())
+    shortened = n < full_tokens
+    formula = (
+        f"per 100 prompts x {rd['seeds']} seeds: sample = {100 * rd['seeds']} images x our full-image s / image at "
+        f"batch {big['batch']} (a 100-prompt round samples {batch_100} images per call); decode, judge and "
+        f"teacher_forcing = 100 / {rd['prompt_texts']} x full_image_s; steps_1_2 once per round"
+    )
+    if shortened:
+        formula += (
+            f"; full_image_s = measured_s x scale_to_full_image: sample (prefill + {full_tokens} step) / (prefill + "
+            f"{n} step) of our sampler at batch {small['batch']}, decode {full_tokens} / {n}, judge 1, "
+            f"teacher_forcing (prompt {prompt:.0f} + {full_tokens - 1}) / (prompt + {n - 1}) tokens, "
+            f"steps_1_2 1 (a lower bound: step 2 optimised on {rd['mined_keys']} mined keys here, on up to "
+            f"{rd['step2_batch']} keys per step with full images)"
+        )
+    return {
+        "scale_to_full_image": scale,
+        "full_image_s": full,  # the measured round, had its images been full
+        "per_100_prompts": per_100,
+        "per_100_prompts_s": per_100["total"],
+        "basis": "extrapolated" if shortened else "measured, scaled in prompts",
+        "formula": formula,
+    }
+
+
+# ---------------------------------------------------------------- the report
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        return match.group(1).strip() if match else platform.processor()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def run_bench_speed(cfg: BenchSpeedConfig, log=print) -> dict:
+    import transformers
+
+    cfg.validate()
+    started = time.perf_counter()
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
+    torch.set_num_threads(cfg.threads)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    log(f"building a random-weight {'quick' if cfg.quick else 'Janus-Pro-1B'} model on {device} ({dtype})")
+    build_start = time.perf_counter()
+    backend = build_backend(cfg.quick, device, dtype, cfg.seed)
+    build_s = time.perf_counter() - build_start
+    if device.type == "cuda":
+        model_mib = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        rss_kb = _proc_status_kb("VmRSS")
+        model_mib = None if rss_kb is None else rss_kb / 1024
+    full_tokens = backend.n_tokens
+    n_tokens = cfg.tokens or (full_tokens if device.type == "cuda" or cfg.quick else min(CPU_TOKENS, full_tokens))
+    if n_tokens > full_tokens:
+        raise ValueError(f"tokens must be at most a full image ({full_tokens}), got {n_tokens}")
+    text = backend.model.config.text_config
+    report = {
+        "device": str(device),
+        "device_name": _device_name(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "attn_implementation": backend.model.model.language_model.config._attn_implementation,
+        "quick": cfg.quick,
+        "shape": {
+            "name": "quick (tiny)" if cfg.quick else "Janus-Pro-1B",
+            "text_hidden": text.hidden_size, "text_layers": text.num_hidden_layers,
+            "text_heads": text.num_attention_heads, "vocab": text.vocab_size,
+            "codebook": backend.codebook_size, "image_tokens": full_tokens, "image_size": backend.image_size,
+            "params": parameter_counts(backend.model),
+        },
+        "cfg_weight": cfg.cfg_weight,
+        "tokens": n_tokens,
+        "full_image_tokens": full_tokens,
+        "prompt_tokens": len(backend.generation_ids(PROMPT)),
+        "batches": list(cfg.batches),
+        "repeats": cfg.repeats,
+        "build_s": build_s,
+        "memory_after_build_mib": model_mib,  # CUDA allocated, or the process's resident set on CPU
+    }
+    log(f"throughput: {n_tokens} of {full_tokens} tokens per image, batches {list(cfg.batches)}, CFG {cfg.cfg_weight}")
+    report["throughput"] = measure_throughput(backend, cfg, n_tokens, full_tokens, log)
+    report["sampler_weight_cache_mib"] = sampler_cache_mib(backend.model)
+    log("one Safe-CB round")
+    report["round"] = measure_round(backend, cfg, n_tokens, full_tokens, report["throughput"], log)
+    all_full = n_tokens == full_tokens and report["round"]["tokens_per_image"] == full_tokens
+    report["measured_vs_extrapolated"] = {
+        "measured": "per call: seconds, prefill_s, step_s, tokens_per_s, decode_tokens_per_s, peak_mib; "
+                    "round.measured_s (at round.tokens_per_image tokens per image)",
+        "extrapolated": (
+            "nothing in tokens: every figure is for full images" if all_full
+            else f"full_image_s and full_image_tokens_per_s (prefill + {full_tokens} x step_s); round.full_image_s"
+        ) + "; round.per_100_prompts (always: from the measured round and throughput, see round.formula)",
+    }
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def format_table(report: dict) -> str:
+    n, full = report["tokens"], report["full_image_tokens"]
+    extrapolated = "" if n == full else " (extrapolated)"
+    lines = [
+        f"Generation speed: {report['shape']['name']} shape, random weights, {report['device_name']} "
+        f"({report['device']}, {report['dtype']}, {report['torch_threads']} threads), CFG {report['cfg_weight']:g}, "
+        f"{report['shape']['params']['total'] / 1e9:.3f} B parameters, prompt {report['prompt_tokens']} tokens",
+        "",
+        f"| batch | sampler | s / call ({n} tok) | prefill s | tokens/s | tokens/s after prefill "
+        f"| full image s ({full} tok){extrapolated} | full-image tokens/s | peak MiB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["throughput"]:
+        for name, label in (("ours", "ours"), ("hf", "transformers")):
+            f = row[name]
+            peak = "-" if f["peak_mib"] is None else f"{f['peak_mib']:.0f}"
+            lines.append(f"| {row['batch']} | {label} | {f['seconds']:.3f} | {f['prefill_s']:.3f} | "
+                         f"{f['tokens_per_s']:.1f} | {f['decode_tokens_per_s']:.1f} | {f['full_image_s']:.2f} | "
+                         f"{f['full_image_tokens_per_s']:.1f} | {peak} |")
+        r = row["ratio_ours_over_hf"]
+        lines.append(f"| {row['batch']} | **ours / transformers** | | | **{r['tokens_per_s']:.2f}x** | "
+                     f"**{r['decode_tokens_per_s']:.2f}x** | | **{r['full_image_tokens_per_s']:.2f}x** | |")
+    rd = report["round"]
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in rd["measured_s"].items())
+    per_100 = ", ".join(f"{k} {v:.0f}" for k, v in rd["per_100_prompts"].items() if k != "total")
+    build = report["memory_after_build_mib"]
+    lines += [
+        "",
+        f"Memory after building the model: {'-' if build is None else f'{build:.0f}'} MiB "
+        f"({'CUDA allocated' if report['device'].startswith('cuda') else 'process RSS'}); our sampler keeps "
+        f"{report['sampler_weight_cache_mib']:.0f} MiB of fused weight copies beside it (not in the per-call peaks)",
+        "",
+        f"Safe-CB round (measured): {rd['prompt_texts']} prompt texts x {rd['seeds']} seeds = {rd['images']} images "
+        f"of {rd['tokens_per_image']} tokens, {rd['pairs']} pairs; seconds: {stages}",
+        f"One round per 100 prompts ({rd['basis']}, full images of {full} tokens): {rd['per_100_prompts_s']:.0f} s "
+        f"({per_100})",
+        f"  [{rd['formula']}]",
+        f"({report['seconds']:.0f} s in all; model built in {report['build_s']:.1f} s)",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["BenchSpeedConfig", "JANUS_PRO_1B", "build_config", "build_model", "format_table", "run_bench_speed"]
