@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db-url", default=None,
                         help="store URL, e.g. postgresql://user@host/db (default: $SAFECB_DB_URL, else "
                              "SQLite in --data-dir)")
+    parser.add_argument("--oracle", default=None,
+                        help="evaluation-only oracle for runs: 'toy', 'nudenet' or a toy-oracle directory "
+                             "(default: the toy oracle for the toy model, none for other models)")
     parser.add_argument("--no-runner", action="store_true",
                         help="do not run jobs in this process; a `python -m safecb worker` on the same store does")
     parser.add_argument("--host", default="127.0.0.1",
@@ -62,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--port must be in 1..65535, got {args.port}")
     if args.threads < 0:
         parser.error(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+    if args.oracle and args.oracle not in ("toy", "nudenet") and not os.path.isdir(args.oracle):
+        parser.error(f"--oracle must be 'toy', 'nudenet' or a toy-oracle directory, got {args.oracle!r}")
     if args.auth is not None:
         user, sep, password = args.auth.partition(":")
         if not sep or not user or not password:
@@ -86,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from db import Store, StoreError
     from safecb.models.backend import JanusBackend, ModelLoadError
-    from safecb.paths import ORACLE_DIR
     from ui import CSS, Services, build_demo
-    from ui.runner import JobRunner, RunnerConfig
+    from ui.runner import JobRunner, RunnerConfig, default_oracle
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                                        claimed_by=worker_id)
         if failed:
             print(f"marked job(s) {failed} failed: the app restarted while they ran", flush=True)
-        oracle = str(ORACLE_DIR) if Path(args.model).resolve() == TOY_MODEL_DIR.resolve() else None
+        oracle = default_oracle(args.model, args.oracle)
         runner = JobRunner(store, RunnerConfig(args.model, data_dir / "runs", device, oracle, worker_id=worker_id))
         runner.start()
     services = Services(backend=backend, store=store, runs_root=data_dir / "runs", runner=runner)

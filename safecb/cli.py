@@ -260,6 +260,12 @@ def _bench_vapi(args) -> int:
     for name in ("steps", "lr", "noise"):  # schedule overrides, for sweeps
         if getattr(args, name) is not None:
             setattr(cfg.vapi, name, getattr(args, name))
+    for item in args.set:  # any other VapiConfig field, e.g. --set credit=local
+        key, sep, value = item.partition("=")
+        if not sep or key not in cfg.vapi.__dataclass_fields__:
+            raise ValueError(f"--set takes KEY=VALUE with a VapiConfig field as KEY, got {item!r}")
+        setattr(cfg.vapi, key, type(getattr(cfg.vapi, key))(value))
+    cfg.vapi.validate()
     report = run_bench_vapi(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     table = format_table(report)
     print(table)
@@ -336,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     vapi_bench.add_argument("--steps", type=int, default=None, help="override the default schedule's steps")
     vapi_bench.add_argument("--lr", type=float, default=None, help="override the default schedule's peak lr")
     vapi_bench.add_argument("--noise", type=float, default=None, help="override the default contextual noise p")
+    vapi_bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override any VapiConfig field (repeatable)")
     vapi_bench.set_defaults(func=_bench_vapi)
     speed = bench.add_parser("speed", help="our sampler vs transformers' generate on Janus-Pro-1B's shape "
                              "(random weights): tokens/s, memory, one Safe-CB round per 100 prompts")

@@ -546,6 +546,7 @@ def ste_step(backend: JanusBackend, data: VapiData, cfg: VapiConfig, optimizer: 
     loss.backward()
     torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
     optimizer.step()
+    mse, perc = mse.detach(), perc.detach()
     return {"reward": float(-(cfg.w_rec * mse + cfg.w_perc * perc).mean()), "mse": float(mse.mean()),
             "perc": float(perc.mean()), "loss": float(loss.detach()), "ce": float(ce.detach())}
 

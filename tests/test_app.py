@@ -41,6 +41,7 @@ def test_defaults_bind_loopback_only():
         (["--auth", ":secret"], "USER:PASSWORD"),
         (["--port", "0"], "--port"),
         (["--threads", "-1"], "--threads"),
+        (["--oracle", "no-such-oracle"], "--oracle"),
     ],
 )
 def test_unsafe_or_bad_flags_are_refused(argv, message, capsys):

@@ -306,3 +306,12 @@ def test_the_demo_builds_on_a_store(finished):
     names = {f.api_name for f in demo.fns.values()}
     assert {"generate", "compare", "start_run", "flagged", "add_label", "pairs", "export", "import_codebook",
             "walkthrough"} <= names
+
+
+def test_default_oracle_follows_the_model():
+    from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
+    from ui.runner import default_oracle
+
+    assert default_oracle(str(TOY_MODEL_DIR), None) == str(ORACLE_DIR)  # the toy oracle knows the toy world
+    assert default_oracle("/models/Janus-Pro-1B", None) is None  # ...and nothing else
+    assert default_oracle("/models/Janus-Pro-1B", "nudenet") == "nudenet"

@@ -212,3 +212,19 @@ def test_cli_vapi_trains_checkpoints_resumes_and_refuses_bad_input(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error:")
     assert "group" in bad.stderr
+
+
+def test_bench_vapi_quick_writes_every_key(tmp_path, capsys):
+    from safecb.cli import main
+
+    out = tmp_path / "bench_vapi.json"
+    assert main(["bench", "vapi", "--quick", "--variants", "grpo", "--no-safecb", "--threads", "1",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for key in ("fid_toy_before", "fid_toy_after", "fidelity_before", "fidelity_after", "seconds"):
+        assert isinstance(report[key], float), key
+    for key in ("fid_toy_before", "fidelity_after_cfg", "reward_after"):
+        lo, hi = report["intervals"][key]["ci"]
+        assert lo <= report[key] <= hi and report["intervals"][key]["n"] > 0  # the interval holds its estimate
+    assert main(["bench", "vapi", "--quick", "--set", "no_such_field=1"]) == 2
+    assert "--set" in capsys.readouterr().err

@@ -33,6 +33,8 @@ from safecb.engine.prompts import RoundPrompts, toy_round_prompts
 from safecb.engine.rundir import RunDirectory
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.oracle import Oracle
+from safecb.oracles import load_oracle
+from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class RunnerConfig:
     model_source: str  # model directory the runner loads its own copy of the backend from
     runs_root: Path  # run directories are made under here, one per run: run-0001/, ...
     device: str | None = None  # "cpu" | "cuda" | None (auto)
-    oracle_dir: str | None = None  # toy oracle for evaluation figures; None: no oracle figures
+    oracle_dir: str | None = None  # evaluation-only oracle: a toy-oracle dir, 'toy' or 'nudenet'; None: no oracle figures
     poll_seconds: float = 0.5  # how often an idle runner looks for a queued job
     progress_every_s: float = 0.5  # least time between two progress writes to the store
     worker_id: str = ""  # name in jobs.claimed_by ("" = host:pid)
@@ -220,9 +222,9 @@ class JobRunner:
         return self._backend
 
     @property
-    def oracle(self) -> Oracle | None:
+    def oracle(self):
         if self._oracle is None and self.config.oracle_dir:
-            self._oracle = Oracle.load(self.config.oracle_dir)
+            self._oracle = load_oracle(self.config.oracle_dir)
         return self._oracle
 
     def start(self) -> threading.Thread:
@@ -272,7 +274,8 @@ class JobRunner:
             directory = RunDirectory(run_directory(self.config.runs_root, run_id))
             annotator = None
             if self.oracle is not None:
-                renders = toy_benign_renders(len(config.mining.benign_seeds)) if prompts == toy_round_prompts() else None
+                toy = isinstance(self.oracle, Oracle) and prompts == toy_round_prompts()
+                renders = toy_benign_renders(len(config.mining.benign_seeds)) if toy else None
                 annotator = OracleAnnotator(self.oracle, prompts, renders)
             recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, backend.fingerprint,
                                      annotator, self.config.progress_every_s)
@@ -296,11 +299,18 @@ class JobRunner:
         store.update_run_status(run_id, "finished")
 
 
+def default_oracle(model: str, spec: str | None) -> str | None:
+    """The oracle a runner evaluates with: `spec` when given, else the toy oracle for the shipped toy
+    model and none for other models (the toy oracle knows only the toy world)."""
+    if spec:
+        return spec
+    return str(ORACLE_DIR) if Path(model).resolve() == TOY_MODEL_DIR.resolve() else None
+
+
 def worker_main(argv: list[str] | None = None) -> int:
     """`python -m safecb worker`: a runner process of its own, for a store shared over PostgreSQL."""
     import argparse
 
-    from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 
     parser = argparse.ArgumentParser(prog="python -m safecb worker",
                                      description="claim and run Safe-CB jobs from a shared store")
@@ -310,7 +320,10 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", default="artifacts/runs", help="where run directories are written")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--no-oracle", action="store_true", help="skip the toy oracle's evaluation figures")
+    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's evaluation figures")
+    parser.add_argument("--oracle", default=None,
+                        help="evaluation-only oracle: 'toy', 'nudenet' or a toy-oracle directory "
+                             "(default: the toy oracle for the toy model, none for other models)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
     parser.add_argument("--stale-after", type=float, default=120.0,
                         help="fail running jobs whose heartbeat is older than this many seconds (default 120)")
@@ -331,7 +344,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"marked stale jobs failed: {failed}", flush=True)
     runner = JobRunner(store, RunnerConfig(args.model, Path(args.runs_dir), args.device,
-                                           None if args.no_oracle else str(ORACLE_DIR)))
+                                           None if args.no_oracle else default_oracle(args.model, args.oracle)))
     print(f"worker {runner.worker_id} serving {store.masked_url}", flush=True)
     if args.once:
         runner.run_next()
