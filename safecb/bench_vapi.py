@@ -46,7 +46,8 @@ class BenchVapiConfig:
     n_images: int = TOY_IMAGES  # toy renders VAπ trains on
     variants: tuple[str, ...] = tuple(VARIANTS)  # "grpo" (the default schedule) and comparisons (VARIANTS)
     safecb: bool = True  # also run Safe-CB without and with step 3
-    eval_seeds: int = 8  # images per benign and per held-out harmful prompt (seeds 1000+)
+    eval_seeds: int = 8  # images per benign and per held-out harmful prompt
+    eval_seed_start: int = 1000  # first bench seed; sweeps tune on another range (e.g. 2000) and confirm on 1000+
     reward_images: int = 256  # fresh renders for the mean reconstruction reward
     cfg_weight: float = SamplerSettings().cfg_weight  # "default CFG"
     n_boot: int = 1000  # bootstrap resamples for rates
@@ -84,7 +85,7 @@ class Evaluator:
         sets = world.build_prompt_sets()
         self.benign_prompts = sets.train_benign + sets.heldout_benign
         self.heldout_harmful = sets.heldout_harmful
-        self.seeds = list(range(1000, 1000 + cfg.eval_seeds))
+        self.seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + cfg.eval_seeds))
         self.specs = [p.spec for p in self.benign_prompts for _ in self.seeds]
         renders = np.stack([world.render(s, 50_000 + i) for i, s in enumerate(self.specs)])
         self.reference = oracle.features(renders)
@@ -129,6 +130,7 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
     initial = {n: t.detach().clone() for n, t in backend.model.state_dict().items()}
     evaluator = Evaluator(backend, oracle, cfg)
     report: dict = {"config": {"vapi": cfg.vapi.to_dict(), "n_images": cfg.n_images, "eval_seeds": cfg.eval_seeds,
+                               "eval_seed_start": cfg.eval_seed_start,
                                "reward_images": cfg.reward_images, "cfg_weight": cfg.cfg_weight,
                                "torch_threads": torch.get_num_threads()}}
 

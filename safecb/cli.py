@@ -256,7 +256,7 @@ def _bench_vapi(args) -> int:
     torch.set_num_threads(args.threads)
     variants = tuple(args.variants.split(",")) if args.variants else tuple(VARIANTS)
     cfg = BenchVapiConfig(model_dir=args.model, oracle_dir=args.oracle, variants=variants,
-                          safecb=not args.no_safecb, quick=args.quick)
+                          safecb=not args.no_safecb, quick=args.quick, eval_seed_start=args.eval_seed_start)
     for name in ("steps", "lr", "noise"):  # schedule overrides, for sweeps
         if getattr(args, name) is not None:
             setattr(cfg.vapi, name, getattr(args, name))
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="comma-separated post-training variants: grpo (always), ste, grpo_noise")
     vapi_bench.add_argument("--no-safecb", dest="no_safecb", action="store_true", help="skip the Safe-CB ± step 3 runs")
     vapi_bench.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
+    vapi_bench.add_argument("--eval-seed-start", dest="eval_seed_start", type=int, default=1000,
+                            help="first evaluation seed (tune sweeps on another range, e.g. 2000, then confirm on 1000)")
     vapi_bench.add_argument("--steps", type=int, default=None, help="override the default schedule's steps")
     vapi_bench.add_argument("--lr", type=float, default=None, help="override the default schedule's peak lr")
     vapi_bench.add_argument("--noise", type=float, default=None, help="override the default contextual noise p")

@@ -390,6 +390,8 @@ def test_pairs_and_walkthrough_tabs_show_the_run(page):
     (run_id,) = need("run_a")
     open_tab(page, "Pairs")
     pick(page, "pairs-run", run_option(run_id))
+    # the run's change event fills the Round dropdown; on a loaded machine that can trail the pick
+    expect(page.locator("#pairs-round input")).to_have_value(re.compile(r"\S"), timeout=30_000)
     page.get_by_role("button", name="Show pairs").click()
     expect(page.get_by_text(re.compile(r"\d+ pair\(s\) mined for round 1"))).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible()

@@ -219,8 +219,9 @@ def test_bench_vapi_quick_writes_every_key(tmp_path, capsys):
 
     out = tmp_path / "bench_vapi.json"
     assert main(["bench", "vapi", "--quick", "--variants", "grpo", "--no-safecb", "--threads", "1",
-                 "--json", str(out)]) == 0
+                 "--eval-seed-start", "2000", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert report["config"]["eval_seed_start"] == 2000  # sweeps tune on seeds apart from the reported ones
     for key in ("fid_toy_before", "fid_toy_after", "fidelity_before", "fidelity_after", "seconds"):
         assert isinstance(report[key], float), key
     for key in ("fid_toy_before", "fidelity_after_cfg", "reward_after"):

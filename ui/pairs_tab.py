@@ -79,7 +79,7 @@ def show_pair(services: Services, run_id, round_index, pair_id):
 def build_pairs_tab(services: Services) -> None:
     with gr.Row():
         run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="pairs-run")
-        round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2)
+        round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2, elem_id="pairs-round")
         load = gr.Button("Show pairs", variant="primary", scale=1)
     status = gr.Markdown()
     with gr.Row():
