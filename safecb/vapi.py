@@ -79,9 +79,8 @@ class VapiConfig:
     noise_codes: str = "uniform"  # random codes: "uniform" over the codebook, or "data" (the training grids' code frequencies)
     prompt_dropout: float = 0.1  # share of images trained with the unconditional prompt (keeps CFG's branch aligned)
     w_rec: float = 1.0  # weight of the pixel MSE (pixels in [-1, 1])
-    w_perc: float = 2.0  # weight of the perceptual distance in the model's own vision features (toy sweep: 2 > 1)
-    aux_ce: float = 0.01  # β_ce: CE on the ground-truth tokens (prior regulariser; reference ≈ 0.1, but at the
-    # toy's lr it holds the policy at the data's entropy, and 0 lets it collapse: docs/vapi.md, "Sweep")
+    w_perc: float = 1.0  # weight of the perceptual distance in the model's own vision features
+    aux_ce: float = 0.1  # β_ce: cross-entropy on the ground-truth tokens (prior regulariser; sweep in docs/vapi.md)
     kl: float = 0.0  # β_kl: KL to the frozen starting generator (0 = off, saves a forward)
     clip_eps: float = 0.2  # ε of the PPO-clip objective
     adv_clip: float = 5.0  # advantages are clipped to ±this
