@@ -34,17 +34,25 @@ def _train_oracle(args) -> int:
     return 0
 
 
+def _print_and_save(table: str, figures: dict, json_path: str | None) -> int:
+    """A bench's output: the Markdown table on stdout and, with --json, the figures as JSON with the
+    table next to it (same name, .md)."""
+    print(table)
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=2))
+        path.with_suffix(".md").write_text(table + "\n")
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 def _bench_model(args) -> int:
     from .bench_model import BenchModelConfig, format_table, run_bench_model
 
     cfg = BenchModelConfig(model_dir=args.model, oracle_dir=args.oracle, quick=args.quick)
     report = run_bench_model(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(format_table(report))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+    return _print_and_save(format_table(report), report, args.json)
 
 
 def _load_backend(args):
@@ -194,15 +202,7 @@ def _bench_safety(args) -> int:
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     cfg = BenchSafetyConfig(model_dir=args.model, oracle_dir=args.oracle, methods=methods, quick=args.quick)
     report = run_bench_safety(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
-    table = format_table(report)
-    print(table)
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(flat_json(report), indent=2))
-        path.with_suffix(".md").write_text(table + "\n")
-        print(f"wrote {path} and {path.with_suffix('.md')}")
-    return 0
+    return _print_and_save(format_table(report), flat_json(report), args.json)
 
 
 def _vapi(args) -> int:
@@ -267,15 +267,7 @@ def _bench_vapi(args) -> int:
         setattr(cfg.vapi, key, type(getattr(cfg.vapi, key))(value))
     cfg.vapi.validate()
     report = run_bench_vapi(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
-    table = format_table(report)
-    print(table)
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(flat_json(report), indent=2))
-        path.with_suffix(".md").write_text(table + "\n")
-        print(f"wrote {path} and {path.with_suffix('.md')}")
-    return 0
+    return _print_and_save(format_table(report), flat_json(report), args.json)
 
 
 def _bench_speed(args) -> int:
@@ -285,15 +277,7 @@ def _bench_speed(args) -> int:
     cfg = BenchSpeedConfig(device=args.device, batches=batches, tokens=args.tokens, repeats=args.repeats,
                            threads=args.threads, quick=args.quick)
     report = run_bench_speed(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
-    table = format_table(report)
-    print(table)
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2))
-        path.with_suffix(".md").write_text(table + "\n")
-        print(f"wrote {path} and {path.with_suffix('.md')}")
-    return 0
+    return _print_and_save(format_table(report), report, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -473,17 +473,24 @@ def _step_prompts(backend: JanusBackend, data: VapiData, rows: torch.Tensor, dro
     return out
 
 
-def grpo_step(backend: JanusBackend, data: VapiData, cfg: VapiConfig, optimizer: torch.optim.Optimizer,
-              params: dict[str, torch.nn.Parameter], reference: dict[str, torch.Tensor] | None,
-              generator: torch.Generator) -> dict:
-    """One VAπ step (module docstring, 1–6): sample a group per image, score it in pixels, update."""
+def _step_batch(backend: JanusBackend, data: VapiData, cfg: VapiConfig, generator: torch.Generator):
+    """A training step's batch: prompt ids (some blanked for CFG), ground-truth tokens, target pixels
+    and the noisy teacher-forcing context ξ. Draws from `generator` in a fixed order (resume relies on it)."""
     rows = torch.randint(0, len(data), (min(cfg.batch, len(data)),), generator=generator)
     drop = torch.rand(len(rows), generator=generator) < cfg.prompt_dropout
     prompts = _step_prompts(backend, data, rows, drop)
     tokens, targets = data.tokens[rows], data.pixels[rows]
     probs = data.code_probs(backend.codebook_size) if cfg.noise_codes == "data" else None
     context = noisy_context(tokens, cfg.noise, backend.codebook_size, generator, probs)
-    b, g, t = len(rows), cfg.group, tokens.shape[1]
+    return prompts, tokens, targets, context
+
+
+def grpo_step(backend: JanusBackend, data: VapiData, cfg: VapiConfig, optimizer: torch.optim.Optimizer,
+              params: dict[str, torch.nn.Parameter], reference: dict[str, torch.Tensor] | None,
+              generator: torch.Generator) -> dict:
+    """One VAπ step (module docstring, 1–6): sample a group per image, score it in pixels, update."""
+    prompts, tokens, targets, context = _step_batch(backend, data, cfg, generator)
+    b, g, t = len(tokens), cfg.group, tokens.shape[1]
     with torch.no_grad():
         logp_all = F.log_softmax(teacher_forced_logits(backend, prompts, context) / cfg.temperature, -1).cpu()
         grids = torch.multinomial(logp_all.exp().view(b * t, -1), g, replacement=True, generator=generator)
@@ -527,13 +534,8 @@ def grpo_step(backend: JanusBackend, data: VapiData, cfg: VapiConfig, optimizer:
 def ste_step(backend: JanusBackend, data: VapiData, cfg: VapiConfig, optimizer: torch.optim.Optimizer,
              params: dict[str, torch.nn.Parameter], generator: torch.Generator) -> dict:
     """One straight-through step: decode hard Gumbel-softmax grids and backpropagate the pixel loss."""
-    rows = torch.randint(0, len(data), (min(cfg.batch, len(data)),), generator=generator)
-    drop = torch.rand(len(rows), generator=generator) < cfg.prompt_dropout
-    prompts = _step_prompts(backend, data, rows, drop)
-    tokens, targets = data.tokens[rows], data.pixels[rows]
-    probs = data.code_probs(backend.codebook_size) if cfg.noise_codes == "data" else None
-    context = noisy_context(tokens, cfg.noise, backend.codebook_size, generator, probs)
-    b, g, t = len(rows), cfg.group, tokens.shape[1]
+    prompts, tokens, targets, context = _step_batch(backend, data, cfg, generator)
+    b, g, t = len(tokens), cfg.group, tokens.shape[1]
     with torch.no_grad():
         features = [f.repeat_interleave(g, 0) for f in vision_features(backend, targets.to(backend.device))]
     logits = teacher_forced_logits(backend, prompts, context)

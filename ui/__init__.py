@@ -7,7 +7,14 @@ nothing that finished.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+# Before torch is first imported (the tabs import safecb): OpenMP threads sleep instead of spinning
+# while they wait. Spinning threads made a round ~7x slower on a busy machine (docs/studio.md,
+# "Threads"). This covers `python -m ui worker|bench`; app.py sets the same. Set it to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
 
 import gradio as gr
 

@@ -1,4 +1,4 @@
-"""`python -m safecb bench app`: the studio's speed figures on the toy default with SQLite.
+"""`python -m ui bench`: the studio's speed figures on the toy default with SQLite.
 
   * ready: seconds from `python app.py` to the first HTTP 200 (imports, store, model, UI);
   * compare: seconds for one Generate & compare request through the app's HTTP API (median);
@@ -165,7 +165,7 @@ def format_figures(f: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m safecb bench app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ui bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8, help="seeds per harmful prompt in the timed round (default 8)")
     parser.add_argument("--pairs", type=int, default=2,
                         help="CLI/UI round pairs, timed in ABBA order (default 2: CLI, UI, UI, CLI)")

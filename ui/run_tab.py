@@ -74,7 +74,7 @@ def start_run(services: Services, name, target, threshold, max_rounds, epsilon, 
         log.exception("could not start a run")
         return f"⚠ Could not start the run ({type(exc).__name__}: {exc}).", None
     wait = f" ({len(busy)} job(s) ahead of it)" if busy else ""
-    where = "" if services.runner is not None else " A separate worker (python -m safecb worker) will pick it up."
+    where = "" if services.runner is not None else " A separate worker (python -m ui worker) will pick it up."
     return f"Started run #{run_id} as job {job_id}{wait}.{where}", job_id
 
 

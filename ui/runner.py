@@ -2,7 +2,7 @@
 everything the rounds make back to the store (DESIGN.md §3, §9). The UI only ever reads the store.
 
 In the app it runs in a background thread (`JobRunner.start`). With PostgreSQL a separate process
-can run it instead, on another machine: `python -m safecb worker --db-url postgresql://...`.
+can run it instead, on another machine: `python -m ui worker --db-url postgresql://...`.
 
 A job's progress, one-line message and log are updated as the run goes; cancel is polled between
 stages. A crash loses at most the round in flight: finished rounds are in the run directory and the
@@ -308,11 +308,11 @@ def default_oracle(model: str, spec: str | None) -> str | None:
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    """`python -m safecb worker`: a runner process of its own, for a store shared over PostgreSQL."""
+    """`python -m ui worker`: a runner process of its own, for a store shared over PostgreSQL."""
     import argparse
 
 
-    parser = argparse.ArgumentParser(prog="python -m safecb worker",
+    parser = argparse.ArgumentParser(prog="python -m ui worker",
                                      description="claim and run Safe-CB jobs from a shared store")
     parser.add_argument("--db-url", default=None, help="store URL (default: $SAFECB_DB_URL, else the SQLite file)")
     parser.add_argument("--db-schema", default=None, help="PostgreSQL schema to use (default: the user's default)")
