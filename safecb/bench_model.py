@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import world
-from .evaluate import kappa, psnr_db, rate
+from .evaluate import code_object_share, kappa, psnr_db, rate
 from .models.backend import JanusBackend
 from .models.sampler import SamplerSettings
 from .oracle import Oracle, evaluate_oracle
@@ -143,8 +143,14 @@ def run_bench_model(cfg: BenchModelConfig, progress=print) -> dict:
     # Fresh renders (seeds never used in training) of the training distribution, and of all
     # combinations including the held-out ones the tokenizer never saw.
     examples = world.training_examples(cfg.psnr_images, seed=99)
-    renders = np.stack([world.render(spec, seed) for spec, seed, _ in examples])
-    report["vq_psnr_db"] = psnr_db(renders, backend.decode(backend.encode(renders)))
+    rendered = [world.render_with_patch_labels(spec, seed, backend.grid_size) for spec, seed, _ in examples]
+    renders, patch_labels = np.stack([r[0] for r in rendered]), np.stack([r[1] for r in rendered])
+    codes = backend.encode(renders)
+    report["vq_psnr_db"] = psnr_db(renders, backend.decode(codes))
+    # Do harmful objects get codes of their own? (docs/model.md: what a codebook edit can remove)
+    share = code_object_share(codes.numpy(), patch_labels, world.HARMFUL_PATCH_LABELS)
+    report["harmful_code_share"], report["harmful_code_exclusive"] = share["mean_share"], share["exclusive_fraction"]
+    report["n_harmful_code_share"] = report["n_harmful_code_exclusive"] = share["n"]
     rng = np.random.default_rng(2024)
     specs = [world.random_scene(rng) for _ in range(cfg.psnr_images)]
     renders = np.stack([world.render(s, 5_000_000 + i) for i, s in enumerate(specs)])
@@ -203,7 +209,7 @@ def format_table(report: dict) -> str:
     rows = [("figure", "value", "95% interval", "n", "target", "")]
     keys = [
         "oracle_accuracy", "oracle_accuracy_augmented", "vq_psnr_db", "vq_psnr_db_all_combinations",
-        "benign_fidelity", "benign_fidelity_heldout",
+        "harmful_code_share", "harmful_code_exclusive", "benign_fidelity", "benign_fidelity_heldout",
         "harmful_unsafe_rate", "harmful_unsafe_rate_heldout",
         "rewrite_unsafe_rate", "rewrite_unsafe_rate_heldout", "benign_unsafe_rate",
         "judge_kappa", "judge_accuracy",

@@ -14,7 +14,7 @@ def _train_toy(args) -> int:
     from .models.train_toy import ToyTrainConfig, train_toy
 
     cfg = ToyTrainConfig(device=args.device, threads=args.threads, seed=args.seed)
-    for name in ("vq_steps", "lm_steps", "n_images"):
+    for name in ("vq_steps", "lm_steps", "n_images", "vq_semantic"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--vq-steps", dest="vq_steps", type=int, default=None)
     toy.add_argument("--lm-steps", dest="lm_steps", type=int, default=None)
     toy.add_argument("--n-images", dest="n_images", type=int, default=None)
+    toy.add_argument("--vq-semantic", dest="vq_semantic", type=float, default=None,
+                     help="weight of the tokenizer's patch-label loss (0: reconstruction only)")
     toy.set_defaults(func=_train_toy)
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--out", default=str(ORACLE_DIR))

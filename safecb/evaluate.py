@@ -67,3 +67,23 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     cov_a, cov_b = np.cov(a, rowvar=False) + eps, np.cov(b, rowvar=False) + eps
     root = np.real(linalg.sqrtm(cov_a @ cov_b))
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+
+
+def code_object_share(codes: np.ndarray, patch_labels: np.ndarray, group: np.ndarray) -> dict:
+    """How much a tokenizer gives a group of objects codes of their own.
+
+    codes, patch_labels: equal-shape int arrays (a visual token's code, and what its patch shows);
+    group: a boolean mask over label values (e.g. the harmful concepts). For every patch of the group,
+    the share of all uses of its code that fall on the group: 1 when the group's codes are never used
+    elsewhere, near the group's base rate when its codes are shared. Returns the mean share, the
+    fraction of group patches whose code is ≥ 90% the group's, and the number of group patches."""
+    codes, patch_labels = np.asarray(codes).ravel(), np.asarray(patch_labels).ravel()
+    if codes.shape != patch_labels.shape:
+        raise ValueError(f"codes and patch_labels differ in size: {codes.shape} vs {patch_labels.shape}")
+    in_group = np.asarray(group, dtype=bool)[patch_labels]
+    if not in_group.any():
+        return {"mean_share": float("nan"), "exclusive_fraction": float("nan"), "n": 0}
+    size = int(codes.max()) + 1
+    share = np.bincount(codes[in_group], minlength=size) / np.maximum(np.bincount(codes, minlength=size), 1)
+    mine = share[codes[in_group]]
+    return {"mean_share": float(mine.mean()), "exclusive_fraction": float((mine >= 0.9).mean()), "n": int(in_group.sum())}

@@ -50,3 +50,19 @@ def test_psnr():
     b[..., 0] = 255  # one channel of three fully wrong: MSE 1/3
     assert psnr_db(a, b) == pytest.approx(10 * np.log10(3))
     assert psnr_db(a, a) > 100
+
+
+def test_code_object_share_separates_own_codes_from_shared_ones():
+    from safecb.evaluate import code_object_share
+
+    group = np.array([False, True])  # label 1 is the group
+    labels = np.array([0, 0, 1, 1])
+    own = code_object_share(np.array([0, 0, 1, 1]), labels, group)  # the group has code 1 to itself
+    assert own == {"mean_share": 1.0, "exclusive_fraction": 1.0, "n": 2}
+    shared = code_object_share(np.array([0, 1, 0, 1]), labels, group)  # each code serves both labels
+    assert shared["mean_share"] == 0.5 and shared["exclusive_fraction"] == 0.0
+    mixed = code_object_share(np.array([0, 0, 1, 0]), labels, group)  # one own code, one shared 1 in 3
+    assert np.isclose(mixed["mean_share"], (1.0 + 1 / 3) / 2) and mixed["exclusive_fraction"] == 0.5
+    assert code_object_share(np.array([0, 1]), np.array([0, 0]), group)["n"] == 0
+    with pytest.raises(ValueError, match="differ in size"):
+        code_object_share(np.array([0, 1, 2]), labels, group)

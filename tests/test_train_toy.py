@@ -32,6 +32,7 @@ def test_writes_hf_layout_with_training_record(trained):
     record = json.loads((out / "safecb_toy.json").read_text())
     assert record["train_config"]["lm_steps"] == 30
     assert record["metrics"]["total_seconds"] > 0
+    assert 0.0 <= record["metrics"]["harmful_code_share"] <= 1.0  # the tokenizer's code sharing is recorded
 
 
 def test_losses_decrease(trained):
@@ -51,3 +52,20 @@ def test_checkpoint_runs_through_the_backend(trained):
     # the decoder codebook is stored with unit rows, so HF's raw-distance encode agrees with ours
     norms = backend.get_codebook("decoder").norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+
+
+def test_semantic_tokenizer_loss_trains_and_needs_labels():
+    """`vq_semantic` adds a patch-label loss that falls during training; without labels it refuses."""
+    from safecb.models.toy import build_toy_model
+    from safecb.models.train_toy import render_dataset, train_vq
+
+    cfg = ToyTrainConfig(model=TINY, n_images=64, vq_steps=101, vq_batch=8, warmup=2, vq_semantic=0.5)
+    images, patch_labels, _, _ = render_dataset(cfg)
+    assert patch_labels.shape == (64, TINY.grid_size, TINY.grid_size)
+    model, _ = build_toy_model(TINY, world.WORDS, seed=0)
+    with pytest.raises(ValueError, match="patch labels"):
+        train_vq(model, torch.from_numpy(images), cfg, log=lambda line: None)
+    lines = []
+    train_vq(model, torch.from_numpy(images), cfg, lines.append, torch.from_numpy(patch_labels))
+    label_loss = [float(line.split(" labels ")[1].split()[0]) for line in lines if " labels " in line]
+    assert len(label_loss) == 2 and label_loss[-1] < label_loss[0]  # logged at steps 1 and 101

@@ -173,3 +173,27 @@ def test_contact_sheet_covers_every_concept_and_background():
 
     sheet = contact_sheet(seed=0, scale=1)
     assert sheet.shape == ((len(BACKGROUNDS) + 1) * IMAGE_SIZE, (len(CONCEPTS) + 1) * IMAGE_SIZE, 3)
+
+
+def test_patch_labels_name_the_object_under_each_patch():
+    from safecb.world import BACKGROUND_LABEL, render_with_patch_labels
+
+    single = SceneSpec("night", ("blood",))
+    image, patches = render_with_patch_labels(single, 2, grid=8)
+    assert image.tobytes() == render(single, 2).tobytes()  # tracking never changes the picture
+    assert patches.shape == (8, 8) and set(np.unique(patches)) == {CONCEPTS.index("blood"), BACKGROUND_LABEL}
+    # the labelled patches are where the picture differs from the empty background
+    rows, cols = np.nonzero(patches == CONCEPTS.index("blood"))
+    assert 2 <= rows.mean() <= 6 and 2 <= cols.mean() <= 6
+    pair = SceneSpec("grass", ("cat", "knife"))
+    _, patches = render_with_patch_labels(pair, 0, grid=8)
+    cat_cols = np.nonzero(patches == CONCEPTS.index("cat"))[1]
+    knife_cols = np.nonzero(patches == CONCEPTS.index("knife"))[1]
+    assert len(cat_cols) and len(knife_cols) and cat_cols.max() < knife_cols.min()  # cat left, knife right
+    holding = SceneSpec("road", ("person", "gun"), "holding")
+    _, patches = render_with_patch_labels(holding, 1, grid=8)
+    assert {CONCEPTS.index("person"), CONCEPTS.index("gun")} <= set(np.unique(patches))
+    _, patches = render_with_patch_labels(SceneSpec("snow", ()), 0, grid=8)
+    assert (patches == BACKGROUND_LABEL).all()
+    with pytest.raises(ValueError, match="does not divide"):
+        render_with_patch_labels(single, 2, grid=7)

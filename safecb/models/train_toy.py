@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import world
+from ..evaluate import code_object_share
 from .backend import CAPTION_QUESTION, SAFETY_QUESTION
 from .toy import BOI, BOS, EOI, EOS, IMAGE_TOKEN, SEP, ToyModelConfig, build_toy_model, save_checkpoint
 
@@ -39,6 +40,7 @@ class ToyTrainConfig:
     vq_beta: float = 0.25  # commitment weight
     dead_code_every: int = 100  # steps between re-seeding unused codes from encoder outputs
     dead_code_usage: float = 1e-3  # usage EMA below which a code counts as dead
+    vq_semantic: float = 0.0  # weight of the patch-label loss: a linear probe must tell from a patch's code (and latent) which object it shows; 0 = reconstruction only
     polish_steps: int = 300  # decoder-only steps after the VQ stage (codes frozen, so tokens are unchanged)
     polish_lr: float = 3e-4  # decoder-only learning rate
     lm_steps: int = 6000  # language model optimisation steps
@@ -57,13 +59,17 @@ def _lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def render_dataset(cfg: ToyTrainConfig) -> tuple[np.ndarray, list[world.SceneSpec], list[str]]:
-    images, specs, captions = [], [], []
+def render_dataset(cfg: ToyTrainConfig) -> tuple[np.ndarray, np.ndarray, list[world.SceneSpec], list[str]]:
+    """Training images [N, H, W, 3] uint8, their patch labels [N, grid, grid] (what object each
+    visual token's patch shows, for `vq_semantic`), scenes and captions."""
+    images, patch_labels, specs, captions = [], [], [], []
     for spec, seed, text in world.training_examples(cfg.n_images, cfg.seed, cfg.unsafe_share):
-        images.append(world.render(spec, seed))
+        image, patches = world.render_with_patch_labels(spec, seed, cfg.model.grid_size)
+        images.append(image)
+        patch_labels.append(patches)
         specs.append(spec)
         captions.append(text)
-    return np.stack(images), specs, captions
+    return np.stack(images), np.stack(patch_labels), specs, captions
 
 
 def _to_pixels(images_u8: torch.Tensor) -> torch.Tensor:
@@ -80,10 +86,19 @@ def _quantize(vq, pixels: torch.Tensor):
     return z, flat, q, idx
 
 
-def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
+def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log, patch_labels: torch.Tensor | None = None) -> dict:
+    """Train the VQ tokenizer. With `cfg.vq_semantic` > 0, `patch_labels` [N, grid, grid] also train
+    a linear probe (discarded afterwards) that reads each patch's label from its code row and from its
+    encoder latent; codes that serve two objects then cost loss, so objects get codes of their own."""
     vq = model.model.vqmodel
     vq.train()
     params = list(vq.parameters())
+    probe = None
+    if cfg.vq_semantic > 0:
+        if patch_labels is None:
+            raise ValueError("vq_semantic > 0 needs the training images' patch labels")
+        probe = torch.nn.Linear(vq.quantize.embedding.weight.shape[1], world.BACKGROUND_LABEL + 1).to(cfg.device)
+        params += list(probe.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vq_lr, weight_decay=0.0, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     k = vq.quantize.embedding.weight.shape[0]
@@ -92,8 +107,8 @@ def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
     for step in range(cfg.vq_steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg.vq_steps, cfg.vq_lr, cfg.warmup)
-        batch = images[torch.randint(len(images), (cfg.vq_batch,), generator=gen)].to(cfg.device)
-        pixels = _to_pixels(batch)
+        rows = torch.randint(len(images), (cfg.vq_batch,), generator=gen)
+        pixels = _to_pixels(images[rows].to(cfg.device))
         z, flat, q, idx = _quantize(vq, pixels)
         commit = (flat - q.detach()).pow(2).sum(-1).mean()
         codebook = (flat.detach() - q).pow(2).sum(-1).mean()
@@ -101,6 +116,11 @@ def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
         recon = vq.decoder(vq.post_quant_conv(zq))
         rec_loss = F.mse_loss(recon, pixels) + 0.5 * F.l1_loss(recon, pixels)
         loss = rec_loss + codebook + cfg.vq_beta * commit
+        label_loss = torch.zeros(())
+        if probe is not None:
+            target = patch_labels[rows].to(cfg.device).reshape(-1)  # row-major patches, as `flat`
+            label_loss = F.cross_entropy(probe(q), target) + F.cross_entropy(probe(flat), target)
+            loss = loss + cfg.vq_semantic * label_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -117,7 +137,8 @@ def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dict:
             mse = F.mse_loss((recon.clamp(-1, 1) + 1) / 2, (pixels + 1) / 2).item()
             log(
                 f"vq step {step + 1}/{cfg.vq_steps} loss {loss.item():.4f} psnr {10 * math.log10(1 / max(mse, 1e-10)):.1f} dB "
-                f"codes used {(usage > cfg.dead_code_usage).sum().item()}/{k} ({time.time() - t0:.0f}s)"
+                f"codes used {(usage > cfg.dead_code_usage).sum().item()}/{k}"
+                + (f" labels {label_loss.item():.3f}" if probe is not None else "") + f" ({time.time() - t0:.0f}s)"
             )
     with torch.no_grad():  # store unit rows: HF's raw-distance encode then agrees with cosine
         w = vq.quantize.embedding.weight
@@ -304,15 +325,19 @@ def train_toy(cfg: ToyTrainConfig, out_dir: str | Path, log=print) -> dict:
     model, processor = build_toy_model(cfg.model, world.WORDS, seed=cfg.seed)
     model.to(cfg.device)
     log(f"rendering {cfg.n_images} training scenes")
-    images_np, specs, captions = render_dataset(cfg)
+    images_np, patch_labels, specs, captions = render_dataset(cfg)
     images = torch.from_numpy(images_np)
     metrics = {"render_seconds": time.time() - t0}
-    metrics.update(train_vq(model, images, cfg, log))
+    metrics.update(train_vq(model, images, cfg, log, torch.from_numpy(patch_labels)))
     metrics.update(polish_decoder(model, images, cfg, log))
     codes, recons = tokenize_dataset(model, images, cfg.device)
     err = (recons.float() - images.float()).div(255).pow(2).mean().item()
     metrics["train_psnr_db"] = 10 * math.log10(1 / max(err, 1e-10))
     log(f"tokenizer PSNR on training images: {metrics['train_psnr_db']:.2f} dB")
+    share = code_object_share(codes.numpy(), patch_labels, world.HARMFUL_PATCH_LABELS)
+    metrics.update(harmful_code_share=share["mean_share"], harmful_code_exclusive=share["exclusive_fraction"])
+    log(f"harmful patches: their codes are {share['mean_share']:.1%} harmful on average; "
+        f"{share['exclusive_fraction']:.1%} of them use a code that is ≥ 90% harmful")
     data = {"images": images, "recons": recons, "codes": codes, "specs": specs, "captions": captions}
     metrics.update(train_lm(model, processor.tokenizer, data, cfg, log))
     metrics["total_seconds"] = time.time() - t0

@@ -24,7 +24,7 @@ from .prompts import (
     random_scene,
     training_examples,
 )
-from .render import SceneSpec, is_unsafe, labels, render
+from .render import BACKGROUND_LABEL, HARMFUL_PATCH_LABELS, SceneSpec, is_unsafe, labels, render, render_with_patch_labels
 from .sheet import contact_sheet
 from .vocab import (
     BACKGROUNDS,
@@ -40,6 +40,9 @@ from .vocab import (
 )
 
 __all__ = [
+    "BACKGROUND_LABEL",
+    "HARMFUL_PATCH_LABELS",
+    "render_with_patch_labels",
     "BACKGROUNDS", "BENIGN_OBJECTS", "CATEGORY", "CONCEPTS", "HARMFUL", "HARMFUL_OBJECTS",
     "HELDOUT_BACKGROUND", "HELDOUT_PAIRS", "HELDOUT_TEMPLATES", "HOLDABLE", "IMAGE_SIZE",
     "N_TEMPLATES", "NOUN_PHRASE", "SAFE_REPLACEMENT", "TEMPLATES", "TRAIN_TEMPLATES", "WORDS",

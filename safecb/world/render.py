@@ -76,11 +76,50 @@ def scene_rng(spec: SceneSpec, seed: int) -> np.random.Generator:
 
 def render(spec: SceneSpec, seed: int) -> np.ndarray:
     """Render the scene as a uint8 array [IMAGE_SIZE, IMAGE_SIZE, 3]."""
+    return _render(spec, seed, track_objects=False)[0]
+
+
+BACKGROUND_LABEL = len(CONCEPTS)  # patch label of a patch with no object on it
+# Over patch label values (CONCEPTS, then BACKGROUND_LABEL): True for the harmful objects.
+HARMFUL_PATCH_LABELS = np.array([name in HARMFUL for name in CONCEPTS] + [False])
+
+
+def render_with_patch_labels(spec: SceneSpec, seed: int, grid: int, min_share: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """The same image as `render`, and a [grid, grid] int array naming what each patch shows: the
+    index in CONCEPTS of the object covering the largest share of the patch when that share is at
+    least `min_share`, else BACKGROUND_LABEL. Where objects overlap, the one drawn last owns a pixel
+    (a held item's grip belongs to the person)."""
+    if CANVAS % grid:
+        raise ValueError(f"grid {grid} does not divide the {CANVAS}-px canvas")
+    image, owner = _render(spec, seed, track_objects=True)
+    cell = CANVAS // grid
+    blocks = owner.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid, grid, cell * cell)
+    counts = np.stack([(blocks == c).sum(-1) for c in range(len(CONCEPTS))], -1)  # [grid, grid, concepts]
+    best = counts.argmax(-1)
+    enough = counts.max(-1) >= min_share * cell * cell
+    return image, np.where(enough, best, BACKGROUND_LABEL).astype(np.int64)
+
+
+def _render(spec: SceneSpec, seed: int, track_objects: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Draw the scene; with `track_objects`, also a [CANVAS, CANVAS] map of which concept drew each
+    canvas pixel last (BACKGROUND_LABEL where none did). Tracking only reads the canvas, so the
+    image is the same either way."""
     rng = scene_rng(spec, seed)
     image = Image.new("RGB", (CANVAS, CANVAS))
     draw = ImageDraw.Draw(image)
     BACKGROUND_DRAWERS[spec.background](draw, rng)
     s = CANVAS / IMAGE_SIZE  # canvas units per output pixel
+    owner = np.full((CANVAS, CANVAS), BACKGROUND_LABEL, dtype=np.int64) if track_objects else None
+    canvas_before = np.asarray(image).copy() if track_objects else None
+
+    def drawn_by(name: str) -> None:
+        """Credit every canvas pixel changed since the last call to `name`."""
+        nonlocal canvas_before
+        if owner is None:
+            return
+        now = np.asarray(image).copy()
+        owner[(now != canvas_before).any(-1)] = CONCEPTS.index(name)
+        canvas_before = now
 
     def jitter(amount_px: float) -> float:
         return float(rng.uniform(-amount_px, amount_px)) * s
@@ -88,20 +127,25 @@ def render(spec: SceneSpec, seed: int) -> np.ndarray:
     if len(spec.objects) == 1:
         size = 16.5 * s * rng.uniform(0.9, 1.1)
         OBJECT_DRAWERS[spec.objects[0]](draw, 16 * s + jitter(2), 16.5 * s + jitter(2), size, rng)
+        drawn_by(spec.objects[0])
     elif spec.relation == "holding":
         size = 16 * s * rng.uniform(0.92, 1.08)
         cx, cy = 10.5 * s + jitter(1.5), 16 * s + jitter(1.5)
         hand, skin = draw_person(draw, cx, cy, size, rng, holding=True)
+        drawn_by("person")
         _draw_held(draw, spec.objects[1], hand, 0.72 * size, rng)
+        drawn_by(spec.objects[1])
         # the fingers close over the item
         draw.ellipse(_box(hand[0], hand[1], 0.05 * size, 0.05 * size), fill=skin)
+        drawn_by("person")
     elif len(spec.objects) == 2:
         for name, x in zip(spec.objects, (8.5, 23.5)):
             size = 13 * s * rng.uniform(0.9, 1.1)
             OBJECT_DRAWERS[name](draw, x * s + jitter(1.2), 16.5 * s + jitter(2), size, rng)
+            drawn_by(name)
 
     small = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
-    return np.asarray(small, dtype=np.uint8).copy()
+    return np.asarray(small, dtype=np.uint8).copy(), owner
 
 
 # ---------------------------------------------------------------- drawing helpers
