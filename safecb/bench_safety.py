@@ -18,14 +18,15 @@ from . import world
 from .engine import SafeCBConfig, run_safecb, toy_round_prompts
 from .engine.measure import benign_change, measure
 from .engine.mining import mine_pairs
+from .engine.steps import generator_data, generator_step2
 from .evaluate import frechet_distance, kappa, rate
 from .models.backend import CODEBOOK_PATHS, JanusBackend
 from .oracle import Oracle
 from .paths import ORACLE_DIR, TOY_MODEL_DIR
-from .space import HarmfulCodeConfig, harmful_codes
+from .space import HarmfulSpace, harmful_codes
 
 METHODS = ("none", "blocklist", "naive_removal", "step1_only", "safecb_one_round", "safecb_iterative",
-           "decoder_target")
+           "decoder_target", "head_finetune")
 DESCRIPTIONS = {
     "none": "no edit",
     "blocklist": "harmful words deleted from the prompt",
@@ -34,6 +35,7 @@ DESCRIPTIONS = {
     "safecb_one_round": "Safe-CB, one round, steps 1+2 (generator)",
     "safecb_iterative": "Safe-CB, iterative, steps 1+2 (generator)",
     "decoder_target": "Safe-CB, iterative, steps 1+2 (decoder codebook)",
+    "head_finetune": "whole generation head fine-tuned on the same mined pairs, unconstrained (a ceiling for head edits)",
 }
 
 
@@ -123,6 +125,25 @@ def naive_removal(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
     return {"rounds": 1, "removed_codes": [int(c) for c in codes]}
 
 
+def head_finetune(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
+    """Step 2's objective on one round's mined pairs, with every constraint removed: all rows of the
+    generation head train at the full rate, with no null space and no Harmful-Space projection.
+    What no head edit restricted to those keys can beat by much; it tells a limit of the method's
+    constraints from a limit of editing the head at all."""
+    prompts = toy_round_prompts()
+    m = measure(backend, prompts, cfg.safecb, keep_hidden=True)
+    pairs = mine_pairs(m.harmful_flagged, m.rewrite_flagged, m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
+    data = generator_data(backend, prompts, m, pairs)
+    head = backend.get_codebook("gen_head")
+    reference = {"gen_head": head, "gen_head_bias": backend.get_codebook("gen_head_bias")}
+    unconstrained = HarmfulSpace(basis=head.new_zeros(head.shape[1], 0), singular_values=head.new_zeros(0),
+                                 energy=0.0, n_differences=0)
+    edited, info = generator_step2(backend, data, head, torch.ones_like(head), unconstrained, reference,
+                                   cfg.safecb.fine_tune, cfg.safecb.seed, lambda stage, fraction: None)
+    backend.set_codebook("gen_head", edited)
+    return {"rounds": 1, "pairs": len(pairs), **info}
+
+
 def run_method(name: str, backend: JanusBackend, cfg: BenchSafetyConfig, log) -> dict:
     """Apply one method to the backend (already reset to the unedited codebooks)."""
     prompts = toy_round_prompts()
@@ -130,6 +151,8 @@ def run_method(name: str, backend: JanusBackend, cfg: BenchSafetyConfig, log) ->
         return {"rounds": 0}
     if name == "naive_removal":
         return naive_removal(backend, cfg)
+    if name == "head_finetune":
+        return head_finetune(backend, cfg)
     safecb = SafeCBConfig.from_dict(cfg.safecb.to_dict())
     if name in ("step1_only", "safecb_one_round"):
         safecb.stop.max_rounds = 1
@@ -153,8 +176,9 @@ def run_method(name: str, backend: JanusBackend, cfg: BenchSafetyConfig, log) ->
     }
 
 
-def run_bench_safety(cfg: BenchSafetyConfig, log=print) -> dict:
-    backend = JanusBackend.load(cfg.model_dir)
+def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | None = None) -> dict:
+    """Every method from the unedited model; `backend` (else `cfg.model_dir`) ends unedited."""
+    backend = backend or JanusBackend.load(cfg.model_dir)
     oracle = Oracle.load(cfg.oracle_dir)
     unedited = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
     evaluator = Evaluator(backend, oracle, cfg)
