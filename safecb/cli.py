@@ -23,6 +23,18 @@ def _train_toy(args) -> int:
     return 0
 
 
+def _train_polish(args) -> int:
+    from .models.train_toy import ToyTrainConfig, polish_checkpoint
+
+    cfg = ToyTrainConfig(device=args.device, threads=args.threads, seed=args.seed, polish_steps=args.steps,
+                         polish_lr=args.lr)
+    if args.n_images is not None:
+        cfg.n_images = args.n_images
+    metrics = polish_checkpoint(args.model, cfg, log=lambda line: print(line, flush=True))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def _train_oracle(args) -> int:
     from .oracle import OracleConfig, train_oracle
 
@@ -296,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--vq-semantic", dest="vq_semantic", type=float, default=None,
                      help="weight of the tokenizer's patch-label loss (0: reconstruction only)")
     toy.set_defaults(func=_train_toy)
+    polish = train.add_parser("polish", help="more decoder-only polish for a trained toy, in place (tokens unchanged)")
+    polish.add_argument("--model", default=str(TOY_MODEL_DIR), help="a checkpoint written by `train toy`")
+    polish.add_argument("--steps", type=int, default=300)
+    polish.add_argument("--lr", type=float, default=3e-4)
+    polish.add_argument("--device", default="cpu", help="cpu or cuda")
+    polish.add_argument("--threads", type=int, default=2, help="CPU threads")
+    polish.add_argument("--seed", type=int, default=0, help="the scene stream (the training set of `train toy`)")
+    polish.add_argument("--n-images", dest="n_images", type=int, default=None)
+    polish.set_defaults(func=_train_polish)
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--out", default=str(ORACLE_DIR))
     oracle.add_argument("--steps", type=int, default=None)

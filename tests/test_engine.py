@@ -117,6 +117,7 @@ def test_frechet_distance_zero_for_same_and_grows_with_shift():
         (lambda c: setattr(c.generator_edit, "null_threshold", -1e-3), "null_threshold"),
         (lambda c: setattr(c, "target", "lm_head"), "target"),
         (lambda c: setattr(c.stop, "max_rounds", 0), "max_rounds"),
+        (lambda c: setattr(c.fine_tune, "decoder_batch", 0), "decoder_batch"),
     ],
 )
 def test_bad_configs_are_refused_before_any_work(backend, prompts, mutate, message):

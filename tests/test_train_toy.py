@@ -69,3 +69,36 @@ def test_semantic_tokenizer_loss_trains_and_needs_labels():
     train_vq(model, torch.from_numpy(images), cfg, lines.append, torch.from_numpy(patch_labels))
     label_loss = [float(line.split(" labels ")[1].split()[0]) for line in lines if " labels " in line]
     assert len(label_loss) == 2 and label_loss[-1] < label_loss[0]  # logged at steps 1 and 101
+
+
+def test_extra_polish_sharpens_the_decoder_in_place_and_keeps_every_token(trained, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from safecb.models.train_toy import polish_checkpoint
+
+    out, _, _ = trained
+    copy = tmp_path / "toy"
+    shutil.copytree(out, copy)
+    before = load_file(copy / "model.safetensors")
+    images = np.stack([world.render(world.SceneSpec("grass", ("cat",)), s) for s in range(4)])
+    tokens_before = JanusBackend.load(copy, device="cpu").encode(images)
+    cfg = ToyTrainConfig(model=TINY, n_images=96, vq_batch=8, polish_steps=3, warmup=1)
+    metrics = polish_checkpoint(copy, cfg, log=lambda line: None)
+    after = load_file(copy / "model.safetensors")
+    decoder = [k for k in before if ".vqmodel.decoder." in k]
+    others = [k for k in before if ".vqmodel.decoder." not in k and "post_quant_conv" not in k]
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)  # the decoder trained
+    assert all(torch.equal(before[k], after[k]) for k in others)  # encoder, codebook and language model did not
+    assert torch.equal(JanusBackend.load(copy, device="cpu").encode(images), tokens_before)
+    record = json.loads((copy / "safecb_toy.json").read_text())
+    assert record["extra_polish"][-1]["steps"] == 3
+    assert record["metrics"]["train_psnr_db"] == metrics["train_psnr_db"]
+
+
+def test_extra_polish_refuses_a_directory_that_train_toy_did_not_write(tmp_path):
+    from safecb.models.train_toy import polish_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="safecb_toy.json"):
+        polish_checkpoint(tmp_path, ToyTrainConfig(model=TINY))

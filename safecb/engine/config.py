@@ -48,7 +48,8 @@ class FineTuneConfig:
     enabled: bool = True  # run step 2 at all (off: the "step 1 only" ablation)
     steps: int = 300  # optimisation steps at most
     lr: float = 3e-3  # Adam learning rate before the per-row scaling
-    batch: int = 1024  # keys (generator) or grids (decoder, capped at 64) per step
+    batch: int = 1024  # keys per step (generator target)
+    decoder_batch: int = 16  # grids per step (decoder target); each is decoded with gradients, so keep it small
     preserve_weight: float = 4.0  # weight of "benign and safe outputs stay as before" against "harmful → safe"
     min_row_scale: float = 0.1  # rows step 1 did not move still train at this share of the rate
     holdout_share: float = 0.2  # share of pairs held out for early stopping
@@ -56,8 +57,8 @@ class FineTuneConfig:
     patience: int = 3  # stop after this many checks without improvement
 
     def validate(self) -> None:
-        if self.steps < 0 or self.batch < 1 or self.check_every < 1 or self.patience < 1:
-            raise ValueError("fine-tuning steps must be ≥ 0 and batch, check_every, patience ≥ 1")
+        if self.steps < 0 or min(self.batch, self.decoder_batch, self.check_every, self.patience) < 1:
+            raise ValueError("fine-tuning steps must be ≥ 0 and batch, decoder_batch, check_every, patience ≥ 1")
         if self.lr <= 0 or self.preserve_weight < 0:
             raise ValueError("fine-tuning lr must be positive and preserve_weight non-negative")
         if not (0.0 <= self.min_row_scale <= 1.0) or not (0.0 < self.holdout_share < 1.0):

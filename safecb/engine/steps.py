@@ -228,7 +228,7 @@ def decoder_step2(
         safe_pixels = backend.decode_with(ref_book, pairs.safe_grids).float().cpu()
         preserve_pixels = backend.decode_with(ref_book, preserve).float().cpu()
     generator = torch.Generator().manual_seed(seed)
-    batch = min(cfg.batch, 64)
+    batch = cfg.decoder_batch
 
     def held_out_loss(book: torch.Tensor) -> float:
         if len(hold_pairs) == 0:

@@ -346,3 +346,38 @@ def train_toy(cfg: ToyTrainConfig, out_dir: str | Path, log=print) -> dict:
     save_checkpoint(model, processor, out_dir, extra=meta)
     log(f"saved toy Janus to {out_dir} in {metrics['total_seconds'] / 60:.1f} min")
     return metrics
+
+
+def polish_checkpoint(model_dir: str | Path, cfg: ToyTrainConfig, log=print) -> dict:
+    """More decoder polish for a trained toy checkpoint, in place: the codes stay frozen, so every
+    visual token (and the language model trained on them) stays valid. Records the extra steps
+    and the new training PSNR in the checkpoint's safecb_toy.json."""
+    import json
+
+    from transformers import AutoProcessor, JanusForConditionalGeneration
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "safecb_toy.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{model_dir} is not a toy checkpoint written by `train toy` (no safecb_toy.json)")
+    torch.set_num_threads(cfg.threads)
+    model = JanusForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).to(cfg.device)
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+    meta = json.loads(meta_path.read_text())
+    log(f"rendering {cfg.n_images} training scenes")
+    images = torch.from_numpy(render_dataset(cfg)[0])
+    check = images[:2000]
+    codes_before, _ = tokenize_dataset(model, check, cfg.device)
+    metrics = polish_decoder(model, images, cfg, log)
+    codes_after, recons = tokenize_dataset(model, images, cfg.device)
+    if not torch.equal(codes_before, codes_after[: len(check)]):
+        raise RuntimeError("decoder polish changed visual tokens; the checkpoint was not written")
+    err = (recons.float() - images.float()).div(255).pow(2).mean().item()
+    metrics["train_psnr_db"] = 10 * math.log10(1 / max(err, 1e-10))
+    log(f"tokenizer PSNR on training images: {metrics['train_psnr_db']:.2f} dB")
+    meta.setdefault("extra_polish", []).append({"steps": cfg.polish_steps, "lr": cfg.polish_lr, **metrics})
+    meta["metrics"]["train_psnr_db"] = metrics["train_psnr_db"]
+    model.to("cpu")
+    save_checkpoint(model, processor, model_dir, extra=meta)
+    return metrics
+
