@@ -108,11 +108,16 @@ class Evaluator:
         }
 
 
+def mine_once(backend: JanusBackend, cfg: BenchSafetyConfig, keep_hidden: bool = False):
+    """One round's measurement and mined pairs on the default prompt set: (prompts, measurement, pairs)."""
+    prompts = toy_round_prompts()
+    m = measure(backend, prompts, cfg.safecb, keep_hidden=keep_hidden)
+    return prompts, m, mine_pairs(m.harmful_flagged, m.rewrite_flagged, m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
+
+
 def naive_removal(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
     """Mine once, then make the most over-represented harmful codes impossible to sample."""
-    prompts = toy_round_prompts()
-    m = measure(backend, prompts, cfg.safecb)
-    pairs = mine_pairs(m.harmful_flagged, m.rewrite_flagged, m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
+    _, m, pairs = mine_once(backend, cfg)
     codes, ratio = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.benign_tokens, backend.codebook_size,
                                  cfg.safecb.codes)
     if len(codes) == 0:  # nothing passes ρ on this model: take the top codes by ratio among those seen enough
@@ -130,9 +135,7 @@ def head_finetune(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
     generation head train at the full rate, with no null space and no Harmful-Space projection.
     What no head edit restricted to those keys can beat by much; it tells a limit of the method's
     constraints from a limit of editing the head at all."""
-    prompts = toy_round_prompts()
-    m = measure(backend, prompts, cfg.safecb, keep_hidden=True)
-    pairs = mine_pairs(m.harmful_flagged, m.rewrite_flagged, m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
+    prompts, m, pairs = mine_once(backend, cfg, keep_hidden=True)
     data = generator_data(backend, prompts, m, pairs)
     head = backend.get_codebook("gen_head")
     reference = {"gen_head": head, "gen_head_bias": backend.get_codebook("gen_head_bias")}
