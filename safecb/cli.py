@@ -306,12 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--lm-steps", dest="lm_steps", type=int, default=None)
     toy.add_argument("--n-images", dest="n_images", type=int, default=None)
     toy.add_argument("--vq-semantic", dest="vq_semantic", type=float, default=None,
-                     help="weight of the tokenizer's patch-label loss (0: reconstruction only)")
+                     help="weight of the tokenizer's patch-label loss (default 1; 0: reconstruction only, "
+                          "as assets/toy-janus-shared-codes)")
     toy.set_defaults(func=_train_toy)
     polish = train.add_parser("polish", help="more decoder-only polish for a trained toy, in place (tokens unchanged)")
     polish.add_argument("--model", default=str(TOY_MODEL_DIR), help="a checkpoint written by `train toy`")
-    polish.add_argument("--steps", type=int, default=300)
-    polish.add_argument("--lr", type=float, default=3e-4)
+    polish.add_argument("--steps", type=int, default=2500, help="decoder steps (default: the shipped model's extra polish)")
+    polish.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
     polish.add_argument("--device", default="cpu", help="cpu or cuda")
     polish.add_argument("--threads", type=int, default=2, help="CPU threads")
     polish.add_argument("--seed", type=int, default=0, help="the scene stream (the training set of `train toy`)")

@@ -313,5 +313,6 @@ def test_default_oracle_follows_the_model():
     from ui.runner import default_oracle
 
     assert default_oracle(str(TOY_MODEL_DIR), None) == str(ORACLE_DIR)  # the toy oracle knows the toy world
+    assert default_oracle(str(TOY_MODEL_DIR.parent / "toy-janus-shared-codes"), None) == str(ORACLE_DIR)  # any toy
     assert default_oracle("/models/Janus-Pro-1B", None) is None  # ...and nothing else
     assert default_oracle("/models/Janus-Pro-1B", "nudenet") == "nudenet"

@@ -300,11 +300,12 @@ class JobRunner:
 
 
 def default_oracle(model: str, spec: str | None) -> str | None:
-    """The oracle a runner evaluates with: `spec` when given, else the toy oracle for the shipped toy
-    model and none for other models (the toy oracle knows only the toy world)."""
+    """The oracle a runner evaluates with: `spec` when given, else the toy oracle for a toy-world
+    model (one written by `train toy`, which leaves `safecb_toy.json`) and none for other models
+    (the toy oracle knows only the toy world)."""
     if spec:
         return spec
-    return str(ORACLE_DIR) if Path(model).resolve() == TOY_MODEL_DIR.resolve() else None
+    return str(ORACLE_DIR) if (Path(model) / "safecb_toy.json").exists() else None
 
 
 def worker_main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ class ToyTrainConfig:
     vq_beta: float = 0.25  # commitment weight
     dead_code_every: int = 100  # steps between re-seeding unused codes from encoder outputs
     dead_code_usage: float = 1e-3  # usage EMA below which a code counts as dead
-    vq_semantic: float = 0.0  # weight of the patch-label loss: a linear probe must tell from a patch's code (and latent) which object it shows; 0 = reconstruction only
+    vq_semantic: float = 1.0  # weight of the patch-label loss: a linear probe must tell from a patch's code (and latent) which object it shows, so harmful objects get codes of their own; 0 = reconstruction only
     polish_steps: int = 300  # decoder-only steps after the VQ stage (codes frozen, so tokens are unchanged)
     polish_lr: float = 3e-4  # decoder-only learning rate
     lm_steps: int = 6000  # language model optimisation steps
