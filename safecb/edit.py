@@ -116,3 +116,21 @@ def alphaedit_delta(
     b = r @ k1.T @ p0
     # Δ A = B  ⇔  Aᵀ Δᵀ = Bᵀ
     return torch.linalg.solve(a.T, b.T).T.float()
+
+
+def confine_change(
+    start: torch.Tensor, trained: torch.Tensor, frozen_rows: torch.Tensor, harmless: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`trained` with its change from `start` confined: rows in `frozen_rows` keep their `start`
+    values, and with `harmless` [d, d] (I − P_h) every other row's change is projected on it, so
+    the change has no component in the Harmful Space. Works on [K, d] rows and on [K] entries
+    (biases, where only the frozen rows apply)."""
+    if start.shape != trained.shape:
+        raise ValueError(f"start and trained must have the same shape, got {tuple(start.shape)} and {tuple(trained.shape)}")
+    change = (trained - start).double()
+    if harmless is not None:
+        if start.ndim != 2 or harmless.shape != (start.shape[1], start.shape[1]):
+            raise ValueError(f"a harmless projector [d, d] needs rows [K, d], got {tuple(harmless.shape)} for {tuple(start.shape)}")
+        change = change @ harmless.double()
+    change[frozen_rows] = 0
+    return (start.double() + change).to(start.dtype)

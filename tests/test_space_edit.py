@@ -8,6 +8,7 @@ from safecb.edit import (
     DecoderEditConfig,
     alphaedit_delta,
     benign_share,
+    confine_change,
     decoder_edit,
     null_space_projector,
     safe_targets,
@@ -167,3 +168,26 @@ def test_null_space_edit_bad_inputs():
         alphaedit_delta(torch.randn(4, 3), torch.randn(2, 5), torch.eye(4))
     with pytest.raises(ValueError, match="ridge"):
         alphaedit_delta(torch.randn(4, 3), torch.randn(2, 3), torch.eye(4), ridge=0.0)
+
+
+def test_confine_change_freezes_rows_and_keeps_the_change_out_of_the_harmful_space():
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(10, 6, generator=g)
+    trained = start + torch.randn(10, 6, generator=g)
+    space = build_harmful_space(torch.randn(4, 6, generator=g), HarmfulSpaceConfig(energy=1.0, max_rank=2))
+    frozen = torch.tensor([1, 7])
+    out = confine_change(start, trained, frozen, torch.eye(6) - space.projector())
+    assert torch.equal(out[frozen], start[frozen])  # frozen rows keep their start values exactly
+    assert (space.project(out - start)).abs().max() < 1e-5  # no change inside the Harmful Space
+    free = torch.tensor([i for i in range(10) if i not in (1, 7)])
+    # the rest of the change survives: the harmless part of what training did
+    assert torch.allclose((out - start)[free], space.project_out(trained - start)[free], atol=1e-5)
+    assert (out - start)[free].abs().max() > 0.1
+
+    bias_start, bias_trained = torch.zeros(10), torch.ones(10)
+    bias = confine_change(bias_start, bias_trained, frozen)
+    assert bias[frozen].tolist() == [0.0, 0.0] and float(bias.sum()) == 8.0
+    with pytest.raises(ValueError, match="same shape"):
+        confine_change(start, trained[:3], frozen)
+    with pytest.raises(ValueError, match="projector"):
+        confine_change(bias_start, bias_trained, frozen, torch.eye(6))

@@ -185,6 +185,7 @@ def test_step3_changes_generator_codebooks_and_rollback_restores_everything(back
     seen = []
     result = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "run", on_event=lambda e: seen.append(e.stage))
     assert "step 3: VAπ" in seen and result.rounds[1]["vapi_steps"] == 2
+    assert result.rounds[1]["vapi_frozen_codes"] >= 0  # step 3 was confined (cfg.vapi.confine is on by default)
     assert "quality guard" in result.stopped and result.best_round == 0
     assert all(torch.equal(before[n], t) for n, t in state(backend).items())  # the whole model, bit for bit
     snapshot = backend.read_codebook_file(tmp_path / "run" / "round_001" / "codebooks.safetensors")

@@ -178,7 +178,7 @@ def rounds_for_run(services: Services, run_value):
         b_choices = round_choices(services.store, run_id)
         if not b_choices:
             return (gr.update(choices=a_choices, value=ORIGINAL_ROUND), gr.update(choices=[], value=None),
-                    f"⚠ Run #{run_id} has no finished round yet: wait for round 0, then refresh.")
+                    f"Run #{run_id} has no finished round yet: wait for round 0, then refresh.")  # a state, not an error: no toast
         last = b_choices[-1][1]
         target = run_target_codebook(services, run_id)
         return (gr.update(choices=a_choices, value=ORIGINAL_ROUND), gr.update(choices=b_choices, value=last),

@@ -106,7 +106,7 @@ def load_metrics(services: Services, run_value):
             raise InputError(f"There is no run #{run_id} (refresh the run list).")
         rounds = [dict(r.metrics, round=r.index) for r in services.store.list_rounds(run_id)]
         if not rounds:
-            return None, None, "", f"⚠ Run #{run_id} has no finished round yet: wait for round 0, then refresh."
+            return None, None, "", f"Run #{run_id} has no finished round yet: wait for round 0, then refresh."  # no toast
         directory = RunDirectory(services.run_dir(run_id))
         state_best = directory.read_state().best_round if directory.exists() else None
         fig, table = metrics_figure(rounds), metrics_table(rounds)

@@ -17,7 +17,9 @@ Harmful Space of W's rows and scaled by how far step 1 moved that row.
 Step 3 (optional, `config.vapi.enabled`). VAπ (`safecb.vapi`) post-trains the generator codebooks
 (gen_embed, gen_head and its bias) with the step-1/2 edit in place, on the round's safe images:
 the safe rewrites and benign prompts' generations the model itself judged safe. Only tensors
-that round snapshots hold change, so the driver's rollback restores step 3 exactly.
+that round snapshots hold change, so the driver's rollback restores step 3 exactly. Its change is
+confined like step 2's (`edit.confine_change`): harmful codes' head rows and biases keep their
+edited values, and other head rows move only in the harmless space.
 
 Decoder target. S is the VQ codebook; step 1 is `edit.decoder_edit` on the harmful codes; step 2
 optimises the rows used where pairs differ so that harmful grids decode close to their safe
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..edit import alphaedit_delta, benign_share, decoder_edit, null_space_projector, safe_targets
+from ..edit import alphaedit_delta, benign_share, confine_change, decoder_edit, null_space_projector, safe_targets
 from ..models.backend import JanusBackend
 from ..space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
 from ..vapi import GENERATOR_CODEBOOKS, prepare_data, train_vapi
@@ -291,26 +293,40 @@ def safe_images(prompts: RoundPrompts, m: Measurement) -> tuple[list[str], np.nd
     return texts, np.stack(images) if images else np.zeros((0,) + m.benign_images.shape[1:], np.uint8)
 
 
-def vapi_step3(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, edited: dict[str, torch.Tensor],
+def vapi_step3(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs, edit: EditResult,
                config: SafeCBConfig, progress: Progress) -> tuple[dict[str, torch.Tensor], dict]:
-    """VAπ on the round's safe images with `edited` in place; returns the re-aligned generator
-    codebooks. The model is left as it was found."""
+    """VAπ on the round's safe images with the step-1/2 edit in place; returns the re-aligned
+    generator codebooks. With `config.vapi.confine`, step 3 cannot undo that edit: the head rows
+    and biases of the codes the round found harmful keep their edited values, and for the
+    generator target every other head row changes only inside the harmless space. The model is
+    left as it was found."""
     texts, images = safe_images(prompts, m)
     if len(texts) == 0:
         return {}, {"vapi_images": 0}
     found = backend.codebooks()
     try:
-        backend.set_codebooks(edited)
+        backend.set_codebooks(edit.codebooks)
+        start = {name: backend.get_codebook(name) for name in GENERATOR_CODEBOOKS}
         data = prepare_data(backend, texts, images)  # tokens under the edited decoder codebook
         result = train_vapi(backend, data, config.vapi,
                             progress=lambda step, total, _: progress("step 3: VAπ", step / max(total, 1)))
         realigned = {name: backend.get_codebook(name) for name in GENERATOR_CODEBOOKS}
     finally:
         backend.set_codebooks(found)
+    info = {}
+    if config.vapi.confine:
+        codes, _ = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.benign_tokens, backend.codebook_size,
+                                 config.codes)
+        harmless = None
+        if config.target == "generator":
+            harmless = torch.eye(start["gen_head"].shape[1]) - edit.space.projector()
+        realigned["gen_head"] = confine_change(start["gen_head"], realigned["gen_head"], codes, harmless)
+        realigned["gen_head_bias"] = confine_change(start["gen_head_bias"], realigned["gen_head_bias"], codes)
+        info["vapi_frozen_codes"] = int(len(codes))
     rewards = [h["reward"] for h in result.history]
-    info = {"vapi_images": len(texts), "vapi_steps": result.steps_done, "vapi_seconds": result.seconds,
-            "vapi_reward_first": rewards[0] if rewards else float("nan"),
-            "vapi_reward_last": float(np.mean(rewards[-5:])) if rewards else float("nan")}
+    info.update({"vapi_images": len(texts), "vapi_steps": result.steps_done, "vapi_seconds": result.seconds,
+                 "vapi_reward_first": rewards[0] if rewards else float("nan"),
+                 "vapi_reward_last": float(np.mean(rewards[-5:])) if rewards else float("nan")})
     return realigned, info
 
 
@@ -323,7 +339,7 @@ def edit_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pai
     run = generator_round if config.target == "generator" else decoder_round
     result = run(backend, prompts, m, pairs, config, reference, progress)
     if config.vapi.enabled and config.vapi.steps > 0:
-        realigned, info = vapi_step3(backend, prompts, m, result.codebooks, config, progress)
+        realigned, info = vapi_step3(backend, prompts, m, pairs, result, config, progress)
         result.codebooks.update(realigned)
         result.info.update(info)
     return result
