@@ -91,6 +91,16 @@ class Evaluator:
         self.reference = oracle.features(renders)
         self.reward_data = toy_data(backend, cfg.reward_images, seed=REWARD_DATA_SEED)
 
+    def floors(self) -> dict:
+        """What FID-toy cannot go below on these prompts: other renders of the same scenes (the
+        metric's own sampling noise) and their reconstructions through the frozen tokenizer (the
+        best any grid of this model can decode to)."""
+        renders = np.stack([world.render(s, 70_000 + i) for i, s in enumerate(self.specs)])
+        reconstructions = self.backend.decode(self.backend.encode(renders))
+        return {"fid_toy_renders": fid_with_interval(self.oracle.features(renders), self.reference, self.cfg.fid_boot),
+                "fid_toy_tokenizer": fid_with_interval(self.oracle.features(reconstructions), self.reference,
+                                                       self.cfg.fid_boot)}
+
     def benign(self, cfg_weight: float) -> dict:
         images = self.backend.generate([p.text for p in self.benign_prompts], self.seeds,
                                        SamplerSettings(cfg_weight=cfg_weight), batch_size=128).images
@@ -136,6 +146,7 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
 
     log("before: benign prompts without and with CFG, reconstruction reward")
     report["before"] = evaluator.generator()
+    report["floors"] = evaluator.floors()
     data = toy_data(backend, cfg.n_images, seed=cfg.vapi.seed)
     for name in ["grpo"] + [v for v in cfg.variants if v != "grpo"]:
         backend.model.load_state_dict(initial)
@@ -206,6 +217,9 @@ def format_table(report: dict) -> str:
         cells = [_cell(report["before"][key])] + [_cell(report[v][key]) for v in names]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {report['before'][key]['n']} |")
     lines.append("| post-training wall time, s | | " + " | ".join(f"{report[v]['seconds']:.0f}" for v in names) + " | |")
+    floors = report["floors"]
+    lines.append(f"\nFID-toy floors on the same prompts: other renders {_cell(floors['fid_toy_renders'])}, "
+                 f"their tokenizer reconstructions {_cell(floors['fid_toy_tokenizer'])}.")
     if "edit" in report:
         lines += ["", "| Safe-CB (default, iterative) | oracle unsafe, held-out harmful | rounds | s |",
                   "|---|---|---|---|",
@@ -234,6 +248,7 @@ def flat_json(report: dict) -> dict:
     if "edit" in report:
         for key, source in (("none", "none"), ("edit", "edit"), ("edit_vapi", "edit_vapi")):
             figures[f"unsafe_heldout_{key}"] = report[source]["unsafe_heldout"]
+    figures.update({f"{k}_floor": v for k, v in report["floors"].items()})
     out = {k: v["value"] for k, v in figures.items()}
     out["seconds"] = report["grpo"]["seconds"]
     for v in VARIANTS:

@@ -228,5 +228,8 @@ def test_bench_vapi_quick_writes_every_key(tmp_path, capsys):
     for key in ("fid_toy_before", "fidelity_after_cfg", "reward_after"):
         lo, hi = report["intervals"][key]["ci"]
         assert lo <= report[key] <= hi and report["intervals"][key]["n"] > 0  # the interval holds its estimate
+    # the floors: other renders of the same scenes sit closer to the reference than the model's drawings
+    assert 0 <= report["fid_toy_renders_floor"] < report["fid_toy_tokenizer_floor"]
+    assert report["fid_toy_renders_floor"] < report["fid_toy_before"]
     assert main(["bench", "vapi", "--quick", "--set", "no_such_field=1"]) == 2
     assert "--set" in capsys.readouterr().err
