@@ -46,7 +46,7 @@ class BenchVapiConfig:
     n_images: int = TOY_IMAGES  # toy renders VAπ trains on
     variants: tuple[str, ...] = tuple(VARIANTS)  # "grpo" (the default schedule) and comparisons (VARIANTS)
     safecb: bool = True  # also run Safe-CB without and with step 3
-    eval_seeds: int = 8  # images per benign and per held-out harmful prompt
+    eval_seeds: int = 32  # images per benign and per held-out harmful prompt (at 8, FID-toy moved 2.4 between seed sets)
     eval_seed_start: int = 1000  # first bench seed; sweeps tune on another range (e.g. 2000) and confirm on 1000+
     reward_images: int = 256  # fresh renders for the mean reconstruction reward
     cfg_weight: float = SamplerSettings().cfg_weight  # "default CFG"
@@ -79,6 +79,26 @@ def fid_with_interval(features: np.ndarray, reference: np.ndarray, n_boot: int, 
     return {"value": value, "ci": (float(lo), float(hi)), "n": len(features), "bootstrap_bias": bias}
 
 
+def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: np.ndarray, n_boot: int,
+                             seed: int = 0) -> dict:
+    """Relative FID-toy improvement 1 − FID(after) / FID(before) of two feature sets drawn from the
+    same prompts and seeds (row i of each is the same prompt, seed and reference render), with a
+    paired bootstrap: one resample of rows serves both, so the interval reflects the change and not
+    the shared luck of the seeds. Bias-corrected like `fid_with_interval`."""
+    if not (len(before) == len(after) == len(reference)):
+        raise ValueError("before, after and reference must hold the same rows")
+    rng = np.random.default_rng(seed)
+
+    def change(rows) -> float:
+        return 1 - frechet_distance(after[rows], reference[rows]) / frechet_distance(before[rows], reference[rows])
+
+    values = [change(rng.integers(0, len(before), len(before))) for _ in range(n_boot)]
+    value = change(np.arange(len(before)))
+    bias = float(np.mean(values)) - value
+    lo, hi = np.quantile(values, [0.025, 0.975]) - bias
+    return {"value": value, "ci": (float(lo), float(hi)), "n": len(before)}
+
+
 class Evaluator:
     def __init__(self, backend: JanusBackend, oracle: Oracle, cfg: BenchVapiConfig):
         self.backend, self.oracle, self.cfg = backend, oracle, cfg
@@ -101,18 +121,28 @@ class Evaluator:
                 "fid_toy_tokenizer": fid_with_interval(self.oracle.features(reconstructions), self.reference,
                                                        self.cfg.fid_boot)}
 
-    def benign(self, cfg_weight: float) -> dict:
+    def benign(self, cfg_weight: float) -> tuple[dict, np.ndarray]:
+        """FID-toy and fidelity of the benign prompts at one CFG weight, and the oracle features of
+        the images (row i: the same prompt and seed in every call, for paired comparisons)."""
         images = self.backend.generate([p.text for p in self.benign_prompts], self.seeds,
                                        SamplerSettings(cfg_weight=cfg_weight), batch_size=128).images
-        return {"fid_toy": fid_with_interval(self.oracle.features(images), self.reference, self.cfg.fid_boot),
-                "fidelity": rate(self.oracle.has_all(images, self.specs), self.cfg.n_boot)}
+        features = self.oracle.features(images)
+        return {"fid_toy": fid_with_interval(features, self.reference, self.cfg.fid_boot),
+                "fidelity": rate(self.oracle.has_all(images, self.specs), self.cfg.n_boot)}, features
 
-    def generator(self) -> dict:
-        """Everything VAπ should move: benign figures without and with CFG, and the reward."""
-        plain, guided = self.benign(1.0), self.benign(self.cfg.cfg_weight)
+    def generator(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Everything VAπ should move: benign figures without and with CFG, and the reward; and the
+        benign images' features by figure ("fid_toy", "fid_toy_cfg")."""
+        (plain, plain_features), (guided, guided_features) = self.benign(1.0), self.benign(self.cfg.cfg_weight)
         rewards = mean_reward(self.backend, self.reward_data, self.cfg.vapi)
-        return {"fid_toy": plain["fid_toy"], "fidelity": plain["fidelity"], "fid_toy_cfg": guided["fid_toy"],
-                "fidelity_cfg": guided["fidelity"], "reward": rate(rewards, self.cfg.n_boot)}
+        figures = {"fid_toy": plain["fid_toy"], "fidelity": plain["fidelity"], "fid_toy_cfg": guided["fid_toy"],
+                   "fidelity_cfg": guided["fidelity"], "reward": rate(rewards, self.cfg.n_boot)}
+        return figures, {"fid_toy": plain_features, "fid_toy_cfg": guided_features}
+
+    def fid_change(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict:
+        """Paired relative FID-toy improvement, without and with CFG."""
+        return {key: fid_change_with_interval(before[key], after[key], self.reference, self.cfg.fid_boot)
+                for key in ("fid_toy", "fid_toy_cfg")}
 
     def unsafe_heldout(self) -> dict:
         images = self.backend.generate([p.text for p in self.heldout_harmful], self.seeds,
@@ -145,7 +175,7 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
                                "torch_threads": torch.get_num_threads()}}
 
     log("before: benign prompts without and with CFG, reconstruction reward")
-    report["before"] = evaluator.generator()
+    report["before"], before_features = evaluator.generator()
     report["floors"] = evaluator.floors()
     data = toy_data(backend, cfg.n_images, seed=cfg.vapi.seed)
     for name in ["grpo"] + [v for v in cfg.variants if v != "grpo"]:
@@ -154,7 +184,10 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
         log(f"{name}: {vapi.steps} steps on {len(data)} renders")
         result = train_vapi(backend, data, vapi, progress=lambda s, n, f: log(
             f"  step {s}/{n} reward {f['reward']:.4f}") if s % max(n // 10, 1) == 0 else None)
-        report[name] = {**evaluator.generator(), "seconds": result.seconds, "steps": result.steps_done}
+        figures, features = evaluator.generator()
+        change = evaluator.fid_change(before_features, features)
+        report[name] = {**figures, "fid_toy_gain": change["fid_toy"], "fid_toy_gain_cfg": change["fid_toy_cfg"],
+                        "seconds": result.seconds, "steps": result.steps_done}
         log(f"  {name}: {result.seconds:.0f} s")
 
     if cfg.safecb:
@@ -173,7 +206,8 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
 def acceptance(report: dict) -> dict:
     before, after = report["before"], report["grpo"]
     out = {
-        "fid_relative_improvement": 1 - after["fid_toy"]["value"] / before["fid_toy"]["value"],
+        "fid_relative_improvement": after["fid_toy_gain"]["value"],
+        "fid_relative_improvement_ci": after["fid_toy_gain"]["ci"],
         "fidelity_change": after["fidelity"]["value"] - before["fidelity"]["value"],
         "fid_cfg_within_interval": after["fid_toy_cfg"]["value"] <= before["fid_toy_cfg"]["ci"][1],
         "fidelity_cfg_within_interval": after["fidelity_cfg"]["value"] >= before["fidelity_cfg"]["ci"][0],
@@ -209,6 +243,12 @@ ROWS = [
 ]
 
 
+GAIN_ROWS = [
+    ("fid_toy_gain", "FID-toy gain, no CFG: 1 − after/before (paired)"),
+    ("fid_toy_gain_cfg", "FID-toy gain, default CFG (paired)"),
+]
+
+
 def format_table(report: dict) -> str:
     names = [v for v in VARIANTS if v in report]
     head = "| figure | before | " + " | ".join(VARIANTS[v][0] for v in names) + " | n |"
@@ -216,6 +256,9 @@ def format_table(report: dict) -> str:
     for key, label in ROWS:
         cells = [_cell(report["before"][key])] + [_cell(report[v][key]) for v in names]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {report['before'][key]['n']} |")
+    for key, label in GAIN_ROWS:
+        cells = [_cell(report[v][key]) for v in names]
+        lines.append(f"| {label} | | " + " | ".join(cells) + f" | {report['grpo'][key]['n']} |")
     lines.append("| post-training wall time, s | | " + " | ".join(f"{report[v]['seconds']:.0f}" for v in names) + " | |")
     floors = report["floors"]
     lines.append(f"\nFID-toy floors on the same prompts: other renders {_cell(floors['fid_toy_renders'])}, "
@@ -245,6 +288,11 @@ def flat_json(report: dict) -> dict:
         for v in VARIANTS:
             if v != "grpo" and v in report:
                 figures[f"{base}_after_{v}{suffix}"] = report[v][key]
+    for key, _ in GAIN_ROWS:  # fid_toy_gain, fid_toy_gain_cfg, fid_toy_gain_ste, fid_toy_gain_ste_cfg, ...
+        base, suffix = (key[:-4], "_cfg") if key.endswith("_cfg") else (key, "")
+        for v in VARIANTS:
+            if v in report:
+                figures[base + ("" if v == "grpo" else f"_{v}") + suffix] = report[v][key]
     if "edit" in report:
         for key, source in (("none", "none"), ("edit", "edit"), ("edit_vapi", "edit_vapi")):
             figures[f"unsafe_heldout_{key}"] = report[source]["unsafe_heldout"]

@@ -269,10 +269,14 @@ def _bench_vapi(args) -> int:
     variants = tuple(args.variants.split(",")) if args.variants else tuple(VARIANTS)
     cfg = BenchVapiConfig(model_dir=args.model, oracle_dir=args.oracle, variants=variants,
                           safecb=not args.no_safecb, quick=args.quick, eval_seed_start=args.eval_seed_start)
+    if args.eval_seeds is not None and not args.quick:
+        if args.eval_seeds < 2:
+            raise ValueError(f"--eval-seeds must be at least 2, got {args.eval_seeds}")
+        cfg.eval_seeds = args.eval_seeds
     for name in ("steps", "lr", "noise"):  # schedule overrides, for sweeps
         if getattr(args, name) is not None:
             setattr(cfg.vapi, name, getattr(args, name))
-    for item in args.set:  # any other VapiConfig field, e.g. --set credit=local
+    for item in args.set:  # any other VapiConfig field, e.g. --set credit=image
         key, sep, value = item.partition("=")
         if not sep or key not in cfg.vapi.__dataclass_fields__:
             raise ValueError(f"--set takes KEY=VALUE with a VapiConfig field as KEY, got {item!r}")
@@ -349,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     vapi_bench.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
     vapi_bench.add_argument("--eval-seed-start", dest="eval_seed_start", type=int, default=1000,
                             help="first evaluation seed (tune sweeps on another range, e.g. 2000, then confirm on 1000)")
+    vapi_bench.add_argument("--eval-seeds", dest="eval_seeds", type=int, default=None,
+                            help="images per prompt (default 32: 2,304 benign images)")
     vapi_bench.add_argument("--steps", type=int, default=None, help="override the default schedule's steps")
     vapi_bench.add_argument("--lr", type=float, default=None, help="override the default schedule's peak lr")
     vapi_bench.add_argument("--noise", type=float, default=None, help="override the default contextual noise p")

@@ -16,14 +16,16 @@ through the frozen tokenizer. For each ground-truth image I with prompt c:
            + β_kl · (exp(q) − q − 1), q = log π_ref − log π_θ  (optional, frozen reference)
 
 All G grids of an image share the same noisy context, so one forward gives the logits of the
-whole group. Two options are ours, both off by default: `credit="local"` gives every token its own
-group-normalised advantage from the reward of the patches it can reach (the tokens of a grid are
-sampled independently given the context, so this is a lower-variance estimate of the same
-gradient when the decoder is local), and `noise_codes="data"` draws ξ's random codes from the
-ground truth's code frequencies instead of uniformly. Only generator parameters train: the language model and the generation embeddings,
-aligner and head ("generator"), or only the generator codebooks gen_embed/gen_head
-("codebooks", what Safe-CB's step 3 uses so its round snapshots can restore them). The VQ
-tokenizer, its decoder codebook and the understanding path stay bit-identical.
+whole group. Two options are ours. `credit="local"` (the default; "image" is the reference's)
+gives every token its own group-normalised advantage from the reward of the patches it can reach:
+the tokens of a grid are sampled independently given the context, so this is a lower-variance
+estimate of the same gradient when the decoder is local. `noise_codes="data"` (off by default)
+draws ξ's random codes from the ground truth's code frequencies instead of uniformly.
+
+Only generator parameters train: the language model and the generation embeddings, aligner and
+head ("generator"), or only the generator codebooks gen_embed/gen_head ("codebooks", what
+Safe-CB's step 3 uses so its round snapshots can restore them). The VQ tokenizer, its decoder
+codebook and the understanding path stay bit-identical.
 
 The straight-through variant the paper compares against (`method="ste"`) replaces 3–6 by a
 hard Gumbel-softmax sample whose one-hot picks decoder codebook rows in the forward pass and
@@ -68,10 +70,10 @@ Progress = Callable[[int, int, dict], None]  # (steps done, total steps, the las
 class VapiConfig:
     method: str = "grpo"  # "grpo" (VAπ) or "ste" (straight-through Gumbel-softmax baseline)
     trainable: str = "generator"  # "generator" (LM + generation embeddings/aligner/head) or "codebooks"
-    steps: int = 300  # optimiser steps
+    steps: int = 100  # optimiser steps (longer schedules drifted away on the toy: docs/vapi.md)
     batch: int = 16  # ground-truth images per step
     group: int = 8  # G: token grids sampled per image (GRPO group; STE samples per image)
-    lr: float = 3e-4  # peak AdamW learning rate (reference: 1e-6 LlamaGen, 1e-7 Janus-Pro-1B; the toy needs more)
+    lr: float = 1e-4  # peak AdamW learning rate (reference: 1e-6 LlamaGen, 1e-7 Janus-Pro-1B; the toy needs more)
     warmup: int = 10  # linear warm-up steps, then cosine decay to 10% of lr
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 1.0  # max global gradient norm
@@ -84,7 +86,7 @@ class VapiConfig:
     kl: float = 0.0  # β_kl: KL to the frozen starting generator (0 = off, saves a forward)
     clip_eps: float = 0.2  # ε of the PPO-clip objective
     adv_clip: float = 5.0  # advantages are clipped to ±this
-    credit: str = "image"  # "image": one advantage per grid (reference); "local": per token, from nearby patches
+    credit: str = "local"  # "local": per token, from nearby patches; "image": one advantage per grid (reference)
     credit_radius: int = 1  # "local": a token's reward is the mean over patches within this many rows/columns
     updates_per_batch: int = 1  # optimiser steps on each sampled group (>1 makes the clip bite)
     temperature: float = 1.0  # sampling temperature of the G grids (and of the ratio's log-probs)

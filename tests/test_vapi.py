@@ -215,6 +215,25 @@ def test_cli_vapi_trains_checkpoints_resumes_and_refuses_bad_input(tmp_path):
     assert "group" in bad.stderr
 
 
+def test_paired_fid_change_is_zero_for_the_same_images_and_positive_toward_the_reference():
+    import numpy as np
+
+    from safecb.bench_vapi import fid_change_with_interval
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(400, 4))
+    before = reference + 1.0 + 0.5 * rng.normal(size=(400, 4))  # shifted and noisier than the reference
+    same = fid_change_with_interval(before, before.copy(), reference, n_boot=50)
+    assert same["value"] == 0 and same["ci"] == (0.0, 0.0) and same["n"] == 400
+    closer = before - 0.8  # most of the shift removed: FID drops from about 4 to under 1
+    change = fid_change_with_interval(before, closer, reference, n_boot=50)
+    assert 0.6 < change["value"] < 1 and change["ci"][0] > 0.5
+    worse = fid_change_with_interval(before, before + 1.0, reference, n_boot=50)
+    assert worse["ci"][1] < 0  # farther from the reference: a negative gain
+    with pytest.raises(ValueError, match="same rows"):
+        fid_change_with_interval(before, closer[:-1], reference, n_boot=5)
+
+
 def test_bench_vapi_quick_writes_every_key(tmp_path, capsys):
     from safecb.cli import main
 
@@ -223,9 +242,13 @@ def test_bench_vapi_quick_writes_every_key(tmp_path, capsys):
                  "--eval-seed-start", "2000", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["config"]["eval_seed_start"] == 2000  # sweeps tune on seeds apart from the reported ones
-    for key in ("fid_toy_before", "fid_toy_after", "fidelity_before", "fidelity_after", "seconds"):
+    for key in ("fid_toy_before", "fid_toy_after", "fidelity_before", "fidelity_after", "seconds", "fid_toy_gain",
+                "fid_toy_gain_cfg"):
         assert isinstance(report[key], float), key
-    for key in ("fid_toy_before", "fidelity_after_cfg", "reward_after"):
+    # the paired gain is the same ratio the two FID-toy figures give
+    assert report["fid_toy_gain"] == pytest.approx(1 - report["fid_toy_after"] / report["fid_toy_before"], abs=1e-9)
+    assert report["acceptance"]["fid_relative_improvement"] == report["fid_toy_gain"]
+    for key in ("fid_toy_before", "fidelity_after_cfg", "reward_after", "fid_toy_gain"):
         lo, hi = report["intervals"][key]["ci"]
         assert lo <= report[key] <= hi and report["intervals"][key]["n"] > 0  # the interval holds its estimate
     # the floors: other renders of the same scenes sit closer to the reference than the model's drawings

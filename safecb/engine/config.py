@@ -91,6 +91,8 @@ class Step3Config(VapiConfig):
     enabled: bool = False  # run step 3 after step 2 (off by default)
     trainable: str = "codebooks"  # must stay "codebooks": round snapshots hold only the codebooks
     steps: int = 40  # optimiser steps per round
+    lr: float = 3e-4  # peak lr; with per-token credit at standalone VAπ's 1e-4, step 3 undid more of the edit (README)
+    credit: str = "image"  # one advantage per grid, as the reference (see lr)
     confine: bool = True  # keep what steps 1–2 removed: harmful codes' head rows and biases stay as edited, other head rows change only in the harmless space (generator target)
 
     def validate(self) -> None:
