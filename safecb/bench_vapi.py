@@ -9,6 +9,7 @@
 
 The oracle only evaluates; it never feeds VAπ or Safe-CB. Every figure carries n and a 95%
 bootstrap interval (FID-toy: generated images resampled with their paired reference renders).
+The gain 1 − FID(after)/FID(before) is paired: the same resample of rows serves both runs.
 """
 
 from __future__ import annotations
