@@ -59,25 +59,30 @@ class BenchVapiConfig:
         unknown = set(self.variants) - set(VARIANTS)
         if unknown or "grpo" not in self.variants:
             raise ValueError(f"variants must include 'grpo' and come from {tuple(VARIANTS)}, got {self.variants}")
+        if self.eval_seeds < 2:
+            raise ValueError(f"eval_seeds must be at least 2 (FID-toy needs a covariance), got {self.eval_seeds}")
         if self.quick:
             self.vapi.steps, self.n_images, self.eval_seeds, self.reward_images = 4, 64, 1, 16
             self.n_boot, self.fid_boot = 50, 10
 
 
-def fid_with_interval(features: np.ndarray, reference: np.ndarray, n_boot: int, seed: int = 0) -> dict:
-    """FID-toy with a bias-corrected percentile bootstrap interval over (generated, reference) row
-    pairs. A resample repeats rows, which looks less diverse and inflates the Fréchet distance, so
-    the raw percentile interval can miss the point estimate altogether; the interval is shifted
-    back by the bootstrap's own bias (mean of the resamples − the estimate)."""
+def _row_bootstrap(statistic, n_rows: int, n_boot: int, seed: int) -> dict:
+    """`statistic(rows)` on all rows, with a bias-corrected percentile bootstrap interval over
+    resampled rows: the raw interval is shifted back by the bootstrap's own bias (mean of the
+    resamples − the estimate)."""
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(features), len(features))
-        values.append(frechet_distance(features[idx], reference[idx]))
-    value = frechet_distance(features, reference)
+    values = [statistic(rng.integers(0, n_rows, n_rows)) for _ in range(n_boot)]
+    value = statistic(np.arange(n_rows))
     bias = float(np.mean(values)) - value
     lo, hi = np.quantile(values, [0.025, 0.975]) - bias
-    return {"value": value, "ci": (float(lo), float(hi)), "n": len(features), "bootstrap_bias": bias}
+    return {"value": value, "ci": (float(lo), float(hi)), "n": n_rows, "bootstrap_bias": bias}
+
+
+def fid_with_interval(features: np.ndarray, reference: np.ndarray, n_boot: int, seed: int = 0) -> dict:
+    """FID-toy with a bias-corrected bootstrap interval over (generated, reference) row pairs. A
+    resample repeats rows, which looks less diverse and inflates the Fréchet distance, so the raw
+    percentile interval can miss the point estimate altogether."""
+    return _row_bootstrap(lambda rows: frechet_distance(features[rows], reference[rows]), len(features), n_boot, seed)
 
 
 def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: np.ndarray, n_boot: int,
@@ -88,16 +93,11 @@ def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: n
     the shared luck of the seeds. Bias-corrected like `fid_with_interval`."""
     if not (len(before) == len(after) == len(reference)):
         raise ValueError("before, after and reference must hold the same rows")
-    rng = np.random.default_rng(seed)
 
     def change(rows) -> float:
         return 1 - frechet_distance(after[rows], reference[rows]) / frechet_distance(before[rows], reference[rows])
 
-    values = [change(rng.integers(0, len(before), len(before))) for _ in range(n_boot)]
-    value = change(np.arange(len(before)))
-    bias = float(np.mean(values)) - value
-    lo, hi = np.quantile(values, [0.025, 0.975]) - bias
-    return {"value": value, "ci": (float(lo), float(hi)), "n": len(before)}
+    return _row_bootstrap(change, len(before), n_boot, seed)
 
 
 class Evaluator:

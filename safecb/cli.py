@@ -268,11 +268,8 @@ def _bench_vapi(args) -> int:
     torch.set_num_threads(args.threads)
     variants = tuple(args.variants.split(",")) if args.variants else tuple(VARIANTS)
     cfg = BenchVapiConfig(model_dir=args.model, oracle_dir=args.oracle, variants=variants,
-                          safecb=not args.no_safecb, quick=args.quick, eval_seed_start=args.eval_seed_start)
-    if args.eval_seeds is not None and not args.quick:
-        if args.eval_seeds < 2:
-            raise ValueError(f"--eval-seeds must be at least 2, got {args.eval_seeds}")
-        cfg.eval_seeds = args.eval_seeds
+                          safecb=not args.no_safecb, quick=args.quick, eval_seed_start=args.eval_seed_start,
+                          **({"eval_seeds": args.eval_seeds} if args.eval_seeds is not None else {}))
     for name in ("steps", "lr", "noise"):  # schedule overrides, for sweeps
         if getattr(args, name) is not None:
             setattr(cfg.vapi, name, getattr(args, name))
