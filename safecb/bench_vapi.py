@@ -9,7 +9,9 @@
 
 The oracle only evaluates; it never feeds VAπ or Safe-CB. Every figure carries n and a 95%
 bootstrap interval (FID-toy: generated images resampled with their paired reference renders).
-The gain 1 − FID(after)/FID(before) is paired: the same resample of rows serves both runs.
+The gain 1 − FID(after)/FID(before) resamples before and after apart, within each prompt (after
+training the same seed draws another image), and a noise check reports the same gain for the
+unedited model drawn again at other seeds, whose true value is 0.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .paths import ORACLE_DIR, TOY_MODEL_DIR
 from .vapi import TOY_IMAGES, VapiConfig, mean_reward, toy_data, train_vapi
 
 REWARD_DATA_SEED = 500  # fresh renders for the reward figure (training renders use the config seed)
+NULL_SEED_OFFSET = 5000  # the noise check draws the unedited model again at seeds this far from the bench's
 
 # Post-training variants, each run from the unedited model: name -> (column title, config changes).
 VARIANTS = {
@@ -66,38 +69,67 @@ class BenchVapiConfig:
             self.n_boot, self.fid_boot = 50, 10
 
 
-def _row_bootstrap(statistic, n_rows: int, n_boot: int, seed: int) -> dict:
+def _bias_corrected(statistic, resample, n_boot: int, seed: int) -> dict:
     """`statistic(rows)` on all rows, with a bias-corrected percentile bootstrap interval over
-    resampled rows: the raw interval is shifted back by the bootstrap's own bias (mean of the
-    resamples − the estimate)."""
+    `resample(rng)` draws: the raw interval is shifted back by the bootstrap's own bias (mean of
+    the resamples − the estimate)."""
     rng = np.random.default_rng(seed)
-    values = [statistic(rng.integers(0, n_rows, n_rows)) for _ in range(n_boot)]
-    value = statistic(np.arange(n_rows))
+    values = [statistic(resample(rng)) for _ in range(n_boot)]
+    value = statistic(None)
     bias = float(np.mean(values)) - value
     lo, hi = np.quantile(values, [0.025, 0.975]) - bias
-    return {"value": value, "ci": (float(lo), float(hi)), "n": n_rows, "bootstrap_bias": bias}
+    return {"value": value, "ci": (float(lo), float(hi)), "bootstrap_bias": bias}
+
+
+def resample_within(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Row indices drawn with replacement inside each stratum (e.g. each prompt's seeds), so every
+    stratum keeps its count: the prompt mix is fixed by design and is no source of error."""
+    out = np.empty(len(strata), dtype=np.int64)
+    for value in np.unique(strata):
+        rows = np.flatnonzero(strata == value)
+        out[rows] = rng.choice(rows, len(rows))
+    return out
 
 
 def fid_with_interval(features: np.ndarray, reference: np.ndarray, n_boot: int, seed: int = 0) -> dict:
     """FID-toy with a bias-corrected bootstrap interval over (generated, reference) row pairs. A
     resample repeats rows, which looks less diverse and inflates the Fréchet distance, so the raw
     percentile interval can miss the point estimate altogether."""
-    return _row_bootstrap(lambda rows: frechet_distance(features[rows], reference[rows]), len(features), n_boot, seed)
+    n = len(features)
+
+    def fid(rows) -> float:
+        return frechet_distance(features, reference) if rows is None else frechet_distance(features[rows], reference[rows])
+
+    return {**_bias_corrected(fid, lambda rng: rng.integers(0, n, n), n_boot, seed), "n": n}
 
 
 def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: np.ndarray, n_boot: int,
-                             seed: int = 0) -> dict:
+                             seed: int = 0, strata: np.ndarray | None = None) -> dict:
     """Relative FID-toy improvement 1 − FID(after) / FID(before) of two feature sets drawn from the
-    same prompts and seeds (row i of each is the same prompt, seed and reference render), with a
-    paired bootstrap: one resample of rows serves both, so the interval reflects the change and not
-    the shared luck of the seeds. Bias-corrected like `fid_with_interval`."""
+    same prompts (row i of each has the same prompt and reference render), with a bias-corrected
+    bootstrap in which before and after each get their own resample of (generated, reference)
+    rows, within `strata` (each row's prompt) when given.
+
+    The resamples are independent because the draws are: once the weights change, the same seed
+    samples another image. One shared resample of rows looked tighter but was wrong: the unedited
+    model on two seed sets gave −12% with a shared-resample interval of [−25%, −2%] (docs/vapi.md)."""
     if not (len(before) == len(after) == len(reference)):
         raise ValueError("before, after and reference must hold the same rows")
+    n = len(before)
+    strata = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata)
+    if len(strata) != n:
+        raise ValueError("strata must give one value per row")
 
     def change(rows) -> float:
-        return 1 - frechet_distance(after[rows], reference[rows]) / frechet_distance(before[rows], reference[rows])
+        if rows is None:
+            return 1 - frechet_distance(after, reference) / frechet_distance(before, reference)
+        b, a = rows
+        return 1 - frechet_distance(after[a], reference[a]) / frechet_distance(before[b], reference[b])
 
-    return _row_bootstrap(change, len(before), n_boot, seed)
+    def resample(rng):
+        return resample_within(strata, rng), resample_within(strata, rng)
+
+    return {**_bias_corrected(change, resample, n_boot, seed), "n": n}
 
 
 class Evaluator:
@@ -108,6 +140,7 @@ class Evaluator:
         self.heldout_harmful = sets.heldout_harmful
         self.seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + cfg.eval_seeds))
         self.specs = [p.spec for p in self.benign_prompts for _ in self.seeds]
+        self.strata = np.repeat(np.arange(len(self.benign_prompts)), len(self.seeds))  # each row's prompt
         renders = np.stack([world.render(s, 50_000 + i) for i, s in enumerate(self.specs)])
         self.reference = oracle.features(renders)
         self.reward_data = toy_data(backend, cfg.reward_images, seed=REWARD_DATA_SEED)
@@ -122,10 +155,11 @@ class Evaluator:
                 "fid_toy_tokenizer": fid_with_interval(self.oracle.features(reconstructions), self.reference,
                                                        self.cfg.fid_boot)}
 
-    def benign(self, cfg_weight: float) -> tuple[dict, np.ndarray]:
+    def benign(self, cfg_weight: float, seed_offset: int = 0) -> tuple[dict, np.ndarray]:
         """FID-toy and fidelity of the benign prompts at one CFG weight, and the oracle features of
-        the images (row i: the same prompt and seed in every call, for paired comparisons)."""
-        images = self.backend.generate([p.text for p in self.benign_prompts], self.seeds,
+        the images (row i: the same prompt and reference render in every call)."""
+        seeds = [s + seed_offset for s in self.seeds]
+        images = self.backend.generate([p.text for p in self.benign_prompts], seeds,
                                        SamplerSettings(cfg_weight=cfg_weight), batch_size=128).images
         features = self.oracle.features(images)
         return {"fid_toy": fid_with_interval(features, self.reference, self.cfg.fid_boot),
@@ -141,9 +175,17 @@ class Evaluator:
         return figures, {"fid_toy": plain_features, "fid_toy_cfg": guided_features}
 
     def fid_change(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict:
-        """Paired relative FID-toy improvement, without and with CFG."""
-        return {key: fid_change_with_interval(before[key], after[key], self.reference, self.cfg.fid_boot)
+        """Relative FID-toy improvement, without and with CFG."""
+        return {key: fid_change_with_interval(before[key], after[key], self.reference, self.cfg.fid_boot,
+                                              strata=self.strata)
                 for key in ("fid_toy", "fid_toy_cfg")}
+
+    def null_gain(self, before: dict[str, np.ndarray]) -> dict:
+        """The noise check: the "gain" of the unedited model drawn again at other seeds, no CFG. Its
+        true value is 0, so its size shows how far evaluation luck alone moves the gain."""
+        _, again = self.benign(1.0, seed_offset=NULL_SEED_OFFSET)
+        return fid_change_with_interval(before["fid_toy"], again, self.reference, self.cfg.fid_boot,
+                                        strata=self.strata)
 
     def unsafe_heldout(self) -> dict:
         images = self.backend.generate([p.text for p in self.heldout_harmful], self.seeds,
@@ -178,6 +220,7 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
     log("before: benign prompts without and with CFG, reconstruction reward")
     report["before"], before_features = evaluator.generator()
     report["floors"] = evaluator.floors()
+    report["null"] = {"fid_toy_gain": evaluator.null_gain(before_features)}
     data = toy_data(backend, cfg.n_images, seed=cfg.vapi.seed)
     for name in ["grpo"] + [v for v in cfg.variants if v != "grpo"]:
         backend.model.load_state_dict(initial)
@@ -215,6 +258,7 @@ def acceptance(report: dict) -> dict:
         "seconds": after["seconds"],
     }
     out["fid_improves_15pct"] = out["fid_relative_improvement"] >= 0.15
+    out["fid_gain_interval_above_zero"] = out["fid_relative_improvement_ci"][0] > 0
     out["fidelity_does_not_drop"] = out["fidelity_change"] >= 0
     out["within_10_minutes"] = out["seconds"] <= 600
     if "edit" in report:
@@ -245,8 +289,8 @@ ROWS = [
 
 
 GAIN_ROWS = [
-    ("fid_toy_gain", "FID-toy gain, no CFG: 1 − after/before (paired)"),
-    ("fid_toy_gain_cfg", "FID-toy gain, default CFG (paired)"),
+    ("fid_toy_gain", "FID-toy gain, no CFG: 1 − after/before"),
+    ("fid_toy_gain_cfg", "FID-toy gain, default CFG"),
 ]
 
 
@@ -260,6 +304,8 @@ def format_table(report: dict) -> str:
     for key, label in GAIN_ROWS:
         cells = [_cell(report[v][key]) for v in names]
         lines.append(f"| {label} | | " + " | ".join(cells) + f" | {report['grpo'][key]['n']} |")
+    lines.append(f"| noise check: the unedited model's gain at seeds +{NULL_SEED_OFFSET} (truly 0) | | "
+                 f"{_cell(report['null']['fid_toy_gain'])} |" + " |" * len(names))
     lines.append("| post-training wall time, s | | " + " | ".join(f"{report[v]['seconds']:.0f}" for v in names) + " | |")
     floors = report["floors"]
     lines.append(f"\nFID-toy floors on the same prompts: other renders {_cell(floors['fid_toy_renders'])}, "
@@ -294,6 +340,7 @@ def flat_json(report: dict) -> dict:
         for v in VARIANTS:
             if v in report:
                 figures[base + ("" if v == "grpo" else f"_{v}") + suffix] = report[v][key]
+    figures["fid_toy_gain_null"] = report["null"]["fid_toy_gain"]
     if "edit" in report:
         for key, source in (("none", "none"), ("edit", "edit"), ("edit_vapi", "edit_vapi")):
             figures[f"unsafe_heldout_{key}"] = report[source]["unsafe_heldout"]
