@@ -70,9 +70,9 @@ class BenchVapiConfig:
 
 
 def _bias_corrected(statistic, resample, n_boot: int, seed: int) -> dict:
-    """`statistic(rows)` on all rows, with a bias-corrected percentile bootstrap interval over
-    `resample(rng)` draws: the raw interval is shifted back by the bootstrap's own bias (mean of
-    the resamples − the estimate)."""
+    """`statistic(None)` (the estimate on every row as it stands), with a bias-corrected percentile
+    bootstrap interval over `statistic(resample(rng))`: the raw interval is shifted back by the
+    bootstrap's own bias (mean of the resamples − the estimate)."""
     rng = np.random.default_rng(seed)
     values = [statistic(resample(rng)) for _ in range(n_boot)]
     value = statistic(None)
