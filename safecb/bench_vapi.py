@@ -69,13 +69,13 @@ class BenchVapiConfig:
             self.n_boot, self.fid_boot = 50, 10
 
 
-def _bias_corrected(statistic, resample, n_boot: int, seed: int) -> dict:
-    """`statistic(None)` (the estimate on every row as it stands), with a bias-corrected percentile
-    bootstrap interval over `statistic(resample(rng))`: the raw interval is shifted back by the
-    bootstrap's own bias (mean of the resamples − the estimate)."""
+def _bias_corrected(statistic, all_rows, resample, n_boot: int, seed: int) -> dict:
+    """`statistic(all_rows)`, with a bias-corrected percentile bootstrap interval over
+    `statistic(resample(rng))`: the raw interval is shifted back by the bootstrap's own bias (mean
+    of the resamples − the estimate)."""
     rng = np.random.default_rng(seed)
     values = [statistic(resample(rng)) for _ in range(n_boot)]
-    value = statistic(None)
+    value = statistic(all_rows)
     bias = float(np.mean(values)) - value
     lo, hi = np.quantile(values, [0.025, 0.975]) - bias
     return {"value": value, "ci": (float(lo), float(hi)), "bootstrap_bias": bias}
@@ -98,9 +98,9 @@ def fid_with_interval(features: np.ndarray, reference: np.ndarray, n_boot: int, 
     n = len(features)
 
     def fid(rows) -> float:
-        return frechet_distance(features, reference) if rows is None else frechet_distance(features[rows], reference[rows])
+        return frechet_distance(features[rows], reference[rows])
 
-    return {**_bias_corrected(fid, lambda rng: rng.integers(0, n, n), n_boot, seed), "n": n}
+    return {**_bias_corrected(fid, np.arange(n), lambda rng: rng.integers(0, n, n), n_boot, seed), "n": n}
 
 
 def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: np.ndarray, n_boot: int,
@@ -121,15 +121,13 @@ def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: n
         raise ValueError("strata must give one value per row")
 
     def change(rows) -> float:
-        if rows is None:
-            return 1 - frechet_distance(after, reference) / frechet_distance(before, reference)
         b, a = rows
         return 1 - frechet_distance(after[a], reference[a]) / frechet_distance(before[b], reference[b])
 
     def resample(rng):
         return resample_within(strata, rng), resample_within(strata, rng)
 
-    return {**_bias_corrected(change, resample, n_boot, seed), "n": n}
+    return {**_bias_corrected(change, (np.arange(n), np.arange(n)), resample, n_boot, seed), "n": n}
 
 
 class Evaluator:
@@ -155,13 +153,17 @@ class Evaluator:
                 "fid_toy_tokenizer": fid_with_interval(self.oracle.features(reconstructions), self.reference,
                                                        self.cfg.fid_boot)}
 
-    def benign(self, cfg_weight: float, seed_offset: int = 0) -> tuple[dict, np.ndarray]:
-        """FID-toy and fidelity of the benign prompts at one CFG weight, and the oracle features of
-        the images (row i: the same prompt and reference render in every call)."""
+    def benign_images(self, cfg_weight: float, seed_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The benign prompts' images at one CFG weight and their oracle features (row i: the same
+        prompt and reference render in every call)."""
         seeds = [s + seed_offset for s in self.seeds]
         images = self.backend.generate([p.text for p in self.benign_prompts], seeds,
                                        SamplerSettings(cfg_weight=cfg_weight), batch_size=128).images
-        features = self.oracle.features(images)
+        return images, self.oracle.features(images)
+
+    def benign(self, cfg_weight: float) -> tuple[dict, np.ndarray]:
+        """FID-toy and fidelity of the benign prompts at one CFG weight, and the images' features."""
+        images, features = self.benign_images(cfg_weight)
         return {"fid_toy": fid_with_interval(features, self.reference, self.cfg.fid_boot),
                 "fidelity": rate(self.oracle.has_all(images, self.specs), self.cfg.n_boot)}, features
 
@@ -183,7 +185,7 @@ class Evaluator:
     def null_gain(self, before: dict[str, np.ndarray]) -> dict:
         """The noise check: the "gain" of the unedited model drawn again at other seeds, no CFG. Its
         true value is 0, so its size shows how far evaluation luck alone moves the gain."""
-        _, again = self.benign(1.0, seed_offset=NULL_SEED_OFFSET)
+        _, again = self.benign_images(1.0, seed_offset=NULL_SEED_OFFSET)
         return fid_change_with_interval(before["fid_toy"], again, self.reference, self.cfg.fid_boot,
                                         strata=self.strata)
 
