@@ -4,7 +4,7 @@
     python app.py --model /models/Janus-Pro-1B     # a real Janus-Pro from a local directory (HF layout)
     python app.py --host 0.0.0.0 --auth me:secret  # reachable from other machines: needs a password
     python app.py --share --auth me:secret         # a public Gradio link: needs a password
-    python app.py --db-url postgresql://u@db/safecb --no-runner   # jobs run by `python -m ui worker`
+    python app.py --db-url postgresql://u@db/safecb --no-runner   # jobs run by `python -m jobs worker`
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluation-only oracle for runs: 'toy', 'nudenet' or a toy-oracle directory "
                              "(default: the toy oracle for the toy model, none for other models)")
     parser.add_argument("--no-runner", action="store_true",
-                        help="do not run jobs in this process; a `python -m ui worker` on the same store does")
+                        help="do not run jobs in this process; a `python -m jobs worker` on the same store does")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; any other needs --auth)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from db import Store, StoreError
+    from jobs.runner import JobRunner, RunnerConfig, default_oracle
     from safecb.models.backend import JanusBackend, ModelLoadError
     from ui import CSS, Services, build_demo
-    from ui.runner import JobRunner, RunnerConfig, default_oracle
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,5 +1,5 @@
 """`python -m safecb ...`: the library's command line (safecb/cli.py). The studio's own processes
-(the job worker and the app benchmark) are `python -m ui worker|bench`."""
+are `python -m jobs worker` (the job runner) and `python -m ui bench` (the app benchmark)."""
 
 import os
 

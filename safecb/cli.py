@@ -36,7 +36,7 @@ def _train_polish(args) -> int:
 
 
 def _train_oracle(args) -> int:
-    from .oracle import OracleConfig, train_oracle
+    from .eval.toy_oracle import OracleConfig, train_oracle
 
     cfg = OracleConfig()
     if args.steps is not None:
@@ -60,7 +60,7 @@ def _print_and_save(table: str, figures: dict, json_path: str | None) -> int:
 
 
 def _bench_model(args) -> int:
-    from .bench_model import BenchModelConfig, format_table, run_bench_model
+    from .bench.model import BenchModelConfig, format_table, run_bench_model
 
     cfg = BenchModelConfig(model_dir=args.model, oracle_dir=args.oracle, quick=args.quick)
     report = run_bench_model(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -116,10 +116,9 @@ def _run(args) -> int:
     prompts.validate()
     annotate = None
     if args.oracle and not args.no_oracle and ctx.is_main:
-        from .oracle import Oracle
-        from .oracles import NudeNetConfig, load_oracle, nudenet_oracle
-
-        from .engine.annotate import OracleAnnotator, toy_benign_renders
+        from .eval.annotate import OracleAnnotator, toy_benign_renders
+        from .eval.nudenet import NudeNetConfig, load_oracle, nudenet_oracle
+        from .eval.toy_oracle import Oracle
 
         if args.oracle == "nudenet":
             oracle = nudenet_oracle(NudeNetConfig(threads=args.threads))
@@ -172,7 +171,9 @@ def _i2p_prompts(args, backend, ctx):
     """Harmful prompts from the I2P CSV with rewrites the model proposes itself. The set is saved
     in the run directory on first use, so a resumed run (or every process of a launch) reuses it."""
     from .engine.prompts import RoundPrompts
-    from .real_prompts import I2PConfig, RewriteConfig, build_i2p_round
+    from .prompts.i2p import I2PConfig
+    from .prompts.rewrite import RewriteConfig
+    from .prompts.rounds import build_i2p_round
 
     saved = Path(args.out) / "i2p_prompts.json"
     if not saved.exists() and ctx.is_main:
@@ -208,7 +209,7 @@ def format_rounds(rounds: list[dict]) -> str:
 def _bench_safety(args) -> int:
     import torch
 
-    from .bench_safety import METHODS, BenchSafetyConfig, flat_json, format_table, run_bench_safety
+    from .bench.safety import METHODS, BenchSafetyConfig, flat_json, format_table, run_bench_safety
 
     torch.set_num_threads(args.threads)
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
@@ -222,7 +223,9 @@ def _vapi(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .vapi import VapiConfig, toy_data, train_vapi
+    from .vapi.config import VapiConfig
+    from .vapi.data import toy_data
+    from .vapi.train import train_vapi
 
     torch.set_num_threads(args.threads)
     cfg = VapiConfig()
@@ -263,7 +266,7 @@ def _vapi(args) -> int:
 def _bench_vapi(args) -> int:
     import torch
 
-    from .bench_vapi import VARIANTS, BenchVapiConfig, flat_json, format_table, run_bench_vapi
+    from .bench.vapi import VARIANTS, BenchVapiConfig, flat_json, format_table, run_bench_vapi
 
     torch.set_num_threads(args.threads)
     variants = tuple(args.variants.split(",")) if args.variants else tuple(VARIANTS)
@@ -284,7 +287,7 @@ def _bench_vapi(args) -> int:
 
 
 def _bench_speed(args) -> int:
-    from .bench_speed import BenchSpeedConfig, format_table, run_bench_speed
+    from .bench.speed import BenchSpeedConfig, format_table, run_bench_speed
 
     batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else BenchSpeedConfig.batches
     cfg = BenchSpeedConfig(device=args.device, batches=batches, tokens=args.tokens, repeats=args.repeats,

@@ -3,12 +3,11 @@ model, the JSON carries the fields the issue names, and the model ends unedited.
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
 
-from safecb.bench_safety import BenchSafetyConfig, flat_json, run_bench_safety
+from safecb.bench.safety import BenchSafetyConfig, flat_json, run_bench_safety
 from safecb.cli import main
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import TOY_MODEL_DIR

@@ -8,15 +8,10 @@ import json
 import pytest
 import torch
 
-from safecb.bench_speed import (
-    Call,
-    build_backend,
-    build_config,
-    hf_generate,
-    parameter_counts,
-    sampler_figures,
-)
+from safecb.bench.speed import hf_generate, sampler_figures
+from safecb.bench.timing import Call
 from safecb.cli import main
+from safecb.models.janus_pro import build_backend, build_config, parameter_counts
 from safecb.models.sampler import SamplerSettings, sample_image_tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")

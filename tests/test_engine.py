@@ -24,12 +24,11 @@ from safecb.engine.driver import RunCancelled  # noqa: F401  (public name, impor
 from safecb.engine.measure import adherent, benign_change
 from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, from_world
 from safecb.engine.rundir import RunDirectory
+from safecb.engine.space import build_harmful_space
 from safecb.engine.steps import counterfactual_residuals, projected_update, row_scales, split_pairs
-from safecb.evaluate import frechet_distance
+from safecb.metrics import frechet_distance
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import TOY_MODEL_DIR
-from safecb.space import build_harmful_space
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

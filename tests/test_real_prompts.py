@@ -16,33 +16,23 @@ import torch
 
 from safecb.engine.prompts import RoundPrompts
 from safecb.models.backend import MAX_PROMPT_CHARS, JanusBackend
+from safecb.models.text import generate_text, text_generation_ids
 from safecb.models.tiny import ASSISTANT, USER, write_tiny_janus_pro
 from safecb.paths import TOY_MODEL_DIR
-from safecb.real_prompts import (
-    BENIGN_PROMPTS,
-    I2P_CATEGORIES,
+from safecb.prompts.copro import CoProConfig, load_copro, read_copro
+from safecb.prompts.i2p import I2P_CATEGORIES, I2PConfig, count_categories, filter_i2p, load_i2p, read_i2p
+from safecb.prompts.rewrite import (
     REWRITE_SOURCES,
-    CoProConfig,
-    I2PConfig,
     RewriteConfig,
-    build_i2p_round,
     clean_model_answer,
     clip_prompt,
-    copro_round_prompts,
-    count_categories,
-    filter_i2p,
-    generate_text,
     lexicon_rewrite,
-    load_copro,
-    load_i2p,
     neutral_rewrite,
     overlong_prompts,
     propose_rewrites,
-    read_copro,
-    read_i2p,
-    text_generation_ids,
     why_unusable,
 )
+from safecb.prompts.rounds import BENIGN_PROMPTS, build_i2p_round, copro_round_prompts
 
 I2P_CSV = Path("/work/shared/data/i2p/unsafe-prompts4703.csv")
 needs_i2p = pytest.mark.skipif(not I2P_CSV.is_file(), reason=f"{I2P_CSV} not present")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from safecb.edit import (
+from safecb.engine.edit import (
     DecoderEditConfig,
     alphaedit_delta,
     benign_share,
@@ -13,7 +13,7 @@ from safecb.edit import (
     null_space_projector,
     safe_targets,
 )
-from safecb.space import (
+from safecb.engine.space import (
     HarmfulCodeConfig,
     HarmfulSpaceConfig,
     build_harmful_space,

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from sqlalchemy import text
 
 from db import Store
+from jobs.runner import JobRunner, RunnerConfig, resume_run, submit_run
 from safecb import world
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.prompts import from_world
@@ -31,7 +32,6 @@ from ui.flagged_tab import add_label, agreement_table, detail, gallery_page
 from ui.generate_tab import compare
 from ui.pairs_tab import list_pairs, show_pair
 from ui.run_tab import build_config, cancel, job_view, start_run
-from ui.runner import JobRunner, RunnerConfig, resume_run, submit_run
 from ui.walkthrough_tab import walkthrough
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,14 +116,14 @@ def test_cancel_stops_a_running_job_and_keeps_nothing_half_done(finished, backen
 
 
 def test_a_killed_worker_fails_its_job_and_the_run_resumes(tmp_path, backend):
-    """SIGKILL a `python -m ui worker` after round 1; the job is failed with a reason, and a
+    """SIGKILL a `python -m jobs worker` after round 1; the job is failed with a reason, and a
     resumed job continues the same run directory to the end, linking its pairs to stored rows."""
     url = f"sqlite:///{tmp_path / 'safecb.db'}"
     store = Store.open(url)
     cfg = tiny_config(max_rounds=3, patience=3)
     run_id, job_id = submit_run(store, backend.source, cfg, tiny_prompts())
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    worker = subprocess.Popen([sys.executable, "-m", "ui", "worker", "--db-url", url, "--once", "--threads", "1",
+    worker = subprocess.Popen([sys.executable, "-m", "jobs", "worker", "--db-url", url, "--once", "--threads", "1",
                                "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -163,7 +163,7 @@ def test_worker_claims_jobs_from_postgresql(pg_admin, tmp_path, backend):
     store = Store.open(url, schema=schema)
     try:
         run_id, job_id = submit_run(store, backend.source, tiny_config(max_rounds=1), tiny_prompts())
-        done = subprocess.run([sys.executable, "-m", "ui", "worker", "--db-url", url, "--db-schema", schema,
+        done = subprocess.run([sys.executable, "-m", "jobs", "worker", "--db-url", url, "--db-schema", schema,
                                "--once", "--threads", "1", "--no-oracle", "--runs-dir", str(tmp_path / "runs")],
                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                               timeout=300)
@@ -178,7 +178,7 @@ def test_worker_claims_jobs_from_postgresql(pg_admin, tmp_path, backend):
 
 
 def test_worker_reports_an_unreachable_database(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "ui", "worker", "--db-url",
+    done = subprocess.run([sys.executable, "-m", "jobs", "worker", "--db-url",
                            "postgresql+psycopg://nobody:secret@127.0.0.1:1/none", "--once"],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                           timeout=120)
@@ -309,8 +309,8 @@ def test_the_demo_builds_on_a_store(finished):
 
 
 def test_default_oracle_follows_the_model():
+    from jobs.runner import default_oracle
     from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
-    from ui.runner import default_oracle
 
     assert default_oracle(str(TOY_MODEL_DIR), None) == str(ORACLE_DIR)  # the toy oracle knows the toy world
     assert default_oracle(str(TOY_MODEL_DIR.parent / "toy-janus-shared-codes"), None) == str(ORACLE_DIR)  # any toy

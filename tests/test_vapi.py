@@ -16,18 +16,13 @@ from safecb.engine import SafeCBConfig, run_safecb
 from safecb.engine.prompts import from_world
 from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
-from safecb.vapi import (
-    VapiCheckpoint,
-    VapiConfig,
-    clipped_policy_loss,
-    group_advantages,
-    kl_to_reference,
-    local_rewards,
-    noisy_context,
-    toy_data,
-    train_vapi,
-    trainable_parameters,
-)
+from safecb.vapi.checkpoint import VapiCheckpoint
+from safecb.vapi.config import VapiConfig
+from safecb.vapi.data import toy_data
+from safecb.vapi.generator import trainable_parameters
+from safecb.vapi.objective import clipped_policy_loss, group_advantages, kl_to_reference, noisy_context
+from safecb.vapi.reward import local_rewards
+from safecb.vapi.train import train_vapi
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -218,7 +213,7 @@ def test_cli_vapi_trains_checkpoints_resumes_and_refuses_bad_input(tmp_path):
 def test_fid_change_is_zero_for_the_same_images_and_positive_toward_the_reference():
     import numpy as np
 
-    from safecb.bench_vapi import fid_change_with_interval
+    from safecb.bench.vapi import fid_change_with_interval
 
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(400, 4))
@@ -242,7 +237,7 @@ def test_fid_change_of_two_draws_from_one_model_has_an_interval_around_zero():
     the interval must hold even when luck makes the estimate itself sizeable."""
     import numpy as np
 
-    from safecb.bench_vapi import fid_change_with_interval
+    from safecb.bench.vapi import fid_change_with_interval
 
     rng = np.random.default_rng(3)
     prompts, seeds = 20, 10
@@ -257,7 +252,7 @@ def test_fid_change_of_two_draws_from_one_model_has_an_interval_around_zero():
 def test_resampling_within_strata_keeps_every_stratum_and_its_count():
     import numpy as np
 
-    from safecb.bench_vapi import resample_within
+    from safecb.bench.vapi import resample_within
 
     strata = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     rows = resample_within(strata, np.random.default_rng(0))

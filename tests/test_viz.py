@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from db import Store
+from jobs.runner import JobRunner, RunnerConfig, submit_run
 from safecb import viz, world
 from safecb.engine import SafeCBConfig
 from safecb.engine.prompts import from_world
-from safecb.evaluate import rate
+from safecb.metrics import rate
 from safecb.models.backend import JanusBackend
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import codebook_tab, metrics_tab
-from ui.runner import JobRunner, RunnerConfig, submit_run
 from ui.services import Services
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,7 +1,7 @@
 """Gradio front end: `build_demo(services) -> gr.Blocks`, one module per tab. No module-level model.
 
 The tabs read and write only through the store (db/) and call `safecb` entry points; long work is a
-job in the store that the runner (ui/runner.py) executes, so a page reload or an app restart loses
+job in the store that the runner (jobs/runner.py) executes, so a page reload or an app restart loses
 nothing that finished.
 """
 
@@ -11,7 +11,7 @@ import os
 
 # Before torch is first imported (the tabs import safecb): OpenMP threads sleep instead of spinning
 # while they wait. Spinning threads made a round ~7x slower on a busy machine (docs/studio.md,
-# "Threads"). This covers `python -m ui worker|bench`; app.py sets the same. Set it to override.
+# "Threads"). This covers `python -m ui bench`; app.py sets the same. Set it to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path  # noqa: E402

@@ -1,16 +1,13 @@
-"""`python -m ui ...`: the studio's own processes, which need the store and the UI code.
+"""`python -m ui bench --json PATH`: the studio's speed figures (ui/bench_app.py).
 
-    python -m ui worker --db-url URL      # claim and run Safe-CB jobs from a shared store (ui/runner.py)
-    python -m ui bench --json PATH        # the studio's speed figures (ui/bench_app.py)
-
-`python -m safecb` is the library's CLI; it never imports ui/ or db/.
+The headless job runner is `python -m jobs worker`; `python -m safecb` is the library's CLI.
 """
 
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m ui {worker,bench} [options]   (add --help after a command for its options)"
+USAGE = "usage: python -m ui bench [options]   (add --help after it for its options)"
 
 
 def main(argv: list[str]) -> int:
@@ -18,10 +15,6 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip() if argv else USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "worker":
-        from .runner import worker_main
-
-        return worker_main(rest)
     if command == "bench":
         from .bench_app import main as bench_main
 

@@ -76,7 +76,7 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
     from gradio_client import Client
 
     from db import Store
-    from safecb import viz
+    from safecb.bench.umap import bench_umap
     from safecb.engine.rundir import RunDirectory
 
     figures: dict = {}
@@ -133,7 +133,7 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
     figures["round_ratio_ui_over_cli"] = figures["round_ui_s"] / figures["round_cli_s"]
     figures["round_compute_ratio_ui_over_cli"] = figures["round_ui_compute_s"] / figures["round_cli_compute_s"]
     print("UMAP of the whole codebook, in fresh processes ...", file=sys.stderr, flush=True)
-    umap = viz.bench_umap()
+    umap = bench_umap()
     figures.update({
         "umap_rows": umap["rows"],
         "umap_first_map_cold_s": umap["cold"]["first_map_s"],  # a process that never drew a map

@@ -14,10 +14,10 @@ import math
 import gradio as gr
 import pandas as pd
 
+from jobs.runner import resume_run, submit_run
 from safecb.engine.config import TARGETS, SafeCBConfig
 
-from .common import InputError, parse_run_id, run_choices
-from .runner import resume_run, submit_run
+from .common import InputError, parse_run_id
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def start_run(services: Services, name, target, threshold, max_rounds, epsilon, 
         log.exception("could not start a run")
         return f"⚠ Could not start the run ({type(exc).__name__}: {exc}).", None
     wait = f" ({len(busy)} job(s) ahead of it)" if busy else ""
-    where = "" if services.runner is not None else " A separate worker (python -m ui worker) will pick it up."
+    where = "" if services.runner is not None else " A separate worker (python -m jobs worker) will pick it up."
     return f"Started run #{run_id} as job {job_id}{wait}.{where}", job_id
 
 

@@ -1,7 +1,7 @@
 """What the tabs talk to, bundled so `build_demo` takes one argument and tests can build their own.
 
 The tabs read and write only through `store` (db/) and call `safecb` entry points; background work
-goes through jobs in the store, which the runner (ui/runner.py) or a separate worker executes.
+goes through jobs in the store, which the runner (jobs/runner.py) or a separate worker executes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 from db import Store
+from jobs.runner import JobRunner, run_directory
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
-
-from .runner import JobRunner, run_directory
 
 ORIGINAL = "original"  # the label of the unedited model in round pickers
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..edit import DecoderEditConfig
 from ..models.sampler import SamplerSettings
-from ..space import HarmfulCodeConfig, HarmfulSpaceConfig
-from ..vapi import VapiConfig
+from ..vapi.config import VapiConfig
+from .edit import DecoderEditConfig
+from .space import HarmfulCodeConfig, HarmfulSpaceConfig
 
 TARGETS = ("generator", "decoder")
 

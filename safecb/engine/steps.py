@@ -36,14 +36,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..edit import alphaedit_delta, benign_share, confine_change, decoder_edit, null_space_projector, safe_targets
 from ..models.backend import JanusBackend
-from ..space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
-from ..vapi import GENERATOR_CODEBOOKS, prepare_data, train_vapi
+from ..vapi.config import GENERATOR_CODEBOOKS
+from ..vapi.data import prepare_data
+from ..vapi.train import train_vapi
 from .config import FineTuneConfig, SafeCBConfig
+from .edit import alphaedit_delta, benign_share, confine_change, decoder_edit, null_space_projector, safe_targets
 from .measure import Measurement
 from .mining import Pairs
 from .prompts import RoundPrompts
+from .space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
 
 Progress = Callable[[str, float], None]
 

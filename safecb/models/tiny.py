@@ -89,8 +89,8 @@ def build_tiny_tokenizer():
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from safecb.models.toy import QUESTION_WORDS
-    from safecb.world import WORDS
+    from ..world import WORDS
+    from .toy import QUESTION_WORDS
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for word in list(_PUNCT) + sorted(set(_COMMON) | set(WORDS) | set(QUESTION_WORDS)):
@@ -118,7 +118,7 @@ def build_tiny_janus_pro(seed: int = 0):
     import torch
     from transformers import JanusConfig, JanusForConditionalGeneration, JanusImageProcessor, JanusProcessor
 
-    from safecb.models.toy import set_generation_tokens
+    from .toy import set_generation_tokens
 
     tokenizer = build_tiny_tokenizer()
     text_config = dict(

@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import world
-from ..evaluate import code_object_share
+from ..metrics import code_object_share
 from .backend import CAPTION_QUESTION, SAFETY_QUESTION
 from .toy import BOI, BOS, EOI, EOS, IMAGE_TOKEN, SEP, ToyModelConfig, build_toy_model, save_checkpoint
-
 
 
 @dataclass

@@ -14,16 +14,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import world
-from .engine import SafeCBConfig, run_safecb, toy_round_prompts
-from .engine.measure import benign_change, measure
-from .engine.mining import mine_pairs
-from .engine.steps import generator_data, generator_step2
-from .evaluate import frechet_distance, kappa, rate
-from .models.backend import CODEBOOK_PATHS, JanusBackend
-from .oracle import Oracle
-from .paths import ORACLE_DIR, TOY_MODEL_DIR
-from .space import HarmfulSpace, harmful_codes
+from .. import world
+from ..engine import SafeCBConfig, run_safecb, toy_round_prompts
+from ..engine.measure import benign_change, measure
+from ..engine.mining import mine_pairs
+from ..engine.space import HarmfulSpace, harmful_codes
+from ..engine.steps import generator_data, generator_step2
+from ..eval.toy_oracle import Oracle
+from ..metrics import frechet_distance, kappa, rate
+from ..models.backend import CODEBOOK_PATHS, JanusBackend
+from ..paths import ORACLE_DIR, TOY_MODEL_DIR
 
 METHODS = ("none", "blocklist", "naive_removal", "step1_only", "safecb_one_round", "safecb_iterative",
            "decoder_target", "head_finetune")

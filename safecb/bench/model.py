@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import world
-from .evaluate import code_object_share, kappa, psnr_db, rate
-from .models.backend import JanusBackend
-from .models.sampler import SamplerSettings
-from .oracle import Oracle, evaluate_oracle
-from .paths import ORACLE_DIR, TOY_MODEL_DIR
+from .. import world
+from ..eval.toy_oracle import Oracle, evaluate_oracle
+from ..metrics import code_object_share, kappa, psnr_db, rate
+from ..models.backend import JanusBackend
+from ..models.sampler import SamplerSettings
+from ..paths import ORACLE_DIR, TOY_MODEL_DIR
 
 # Acceptance thresholds of the foundation issue: (key, comparison, bound).
 TARGETS = {

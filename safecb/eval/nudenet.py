@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from .oracle import Oracle
+    from .toy_oracle import Oracle
 
 # what detectors take: uint8 [N, H, W, 3] RGB, one PIL image, or a list of PIL images / uint8
 # [H, W, 3] RGB arrays (sizes may differ)
@@ -318,8 +318,8 @@ def nudenet_oracle(config: NudeNetConfig | None = None) -> RealOracle:
 def load_oracle(spec: str | Path) -> Oracle | RealOracle:
     """"toy": the shipped toy oracle; "nudenet": NudeNet with the I2P rule; a directory: a toy
     oracle saved there (oracle.json + oracle.safetensors)."""
-    from .oracle import Oracle
-    from .paths import ORACLE_DIR
+    from ..paths import ORACLE_DIR
+    from .toy_oracle import Oracle
 
     text = str(spec).strip()
     if text == "toy":

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from safecb.evaluate import bootstrap_ci, cohen_kappa, kappa, psnr_db, rate
+from safecb.metrics import bootstrap_ci, cohen_kappa, kappa, psnr_db, rate
 
 
 def test_kappa_perfect_chance_and_opposite():
@@ -53,7 +53,7 @@ def test_psnr():
 
 
 def test_code_object_share_separates_own_codes_from_shared_ones():
-    from safecb.evaluate import code_object_share
+    from safecb.metrics import code_object_share
 
     group = np.array([False, True])  # label 1 is the group
     labels = np.array([0, 0, 1, 1])

@@ -4,7 +4,7 @@
 aggregate figures (each a {"value", "ci", "n"} rate) and keeps the per-image oracle scores of the
 last measurement it saw in `last_scores`, so a consumer can store them next to each image.
 
-The oracle is the toy `Oracle` or an external one for real images (`safecb.oracles.RealOracle`, or
+The oracle is the toy `Oracle` or an external one for real images (`safecb.eval.nudenet.RealOracle`, or
 anything with `assess(images)` giving per-image `scores` and `unsafe`). An external oracle only
 flags images: it knows no prompted objects and has no features, so benign fidelity and FID-toy are
 left out of its figures.
@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import world
-from ..evaluate import frechet_distance, rate
-from ..oracle import Oracle
-from .measure import Measurement
-from .prompts import RoundPrompts
+from ..engine.measure import Measurement
+from ..engine.prompts import RoundPrompts
+from ..metrics import frechet_distance, rate
+from .toy_oracle import Oracle
 
 if TYPE_CHECKING:
-    from ..oracles import RealOracle
+    from .nudenet import RealOracle
 
 
 def object_fidelity(detected: np.ndarray, concepts: tuple[str, ...], objects: list[tuple[str, ...]]) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from safecb.oracle import META_FILE, WEIGHTS_FILE, Oracle, OracleConfig, train_oracle
+from safecb.eval.toy_oracle import META_FILE, WEIGHTS_FILE, Oracle, OracleConfig, train_oracle
 from safecb.world import CONCEPTS, HARMFUL, SceneSpec, render
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "oracle"

@@ -23,10 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .paths import ORACLE_DIR
-from .world import (
-    BACKGROUNDS, CONCEPTS, HARMFUL, IMAGE_SIZE, SceneSpec, labels, random_scene, render,
-)
+from ..paths import ORACLE_DIR
+from ..world import BACKGROUNDS, CONCEPTS, HARMFUL, IMAGE_SIZE, SceneSpec, labels, random_scene, render
 
 WEIGHTS_FILE = "oracle.safetensors"
 META_FILE = "oracle.json"

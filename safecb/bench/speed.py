@@ -28,8 +28,6 @@ generation head's size: step 2 projects the whole [16384, 2048] head every optim
 
 from __future__ import annotations
 
-import copy
-import ctypes
 import math
 import platform
 import re
@@ -40,81 +38,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Janus-Pro-1B as published, in transformers' JanusConfig layout. Sources:
-# [a] hf-internal-testing/tiny-processor-janus/config.json: the Hugging Face conversion of
-#     deepseek-ai/Janus-Pro-1B (text_config and vision_config below, value for value); the same
-#     text_config is in pruna-test/tiny_janus/config.json (there cut to 1 layer).
-# [b] transformers' models/janus/convert_janus_weights_to_hf.py: which original config.json field
-#     fills which JanusConfig field (gen_vision n_embed -> vq embed_dim, image_token_size ->
-#     num_embeddings, gen_aligner n_embed -> projection_dim, gen_head image_token_embed ->
-#     image_token_embed_dim, aligner n_embed -> vision projection_dim); all other vision and VQ
-#     fields are JanusVisionConfig / JanusVQVAEConfig defaults; generation_config.guidance_scale = 5.
-# [c] JanusVisionConfig and JanusVQVAEConfig defaults (transformers 5.23, documented against
-#     deepseek-community/Janus-Pro-1B): SigLIP-L/16 at 384 px and the VQ-16 tokenizer.
-# [d] original Janus-Pro config.json (deepseek-ai/Janus-Pro-7B, e.g. as copied in
-#     cyan2k/Janus-Pro-7B-bnb-4bit): gen_vision n_embed 8, image_token_size 16384; the aligner,
-#     gen_aligner and gen_head widths equal the language model's hidden size (4096 for 7B), so
-#     2048 for 1B, as [a] shows for the aligner (vision projection_dim 2048).
-# [e] untied lm_head: DeepSeek-LLM keeps its own output matrix (wnma3mz/Janus-Pro-7B-LM config:
-#     tie_word_embeddings false; [b] loads language_model.lm_head.weight with strict=True).
-JANUS_PRO_1B = {
-    "text_config": {  # [a]
-        "model_type": "llama",
-        "vocab_size": 102400,
-        "hidden_size": 2048,
-        "intermediate_size": 5632,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 16,
-        "head_dim": 128,
-        "hidden_act": "silu",
-        "max_position_embeddings": 16384,
-        "rms_norm_eps": 1e-6,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "bos_token_id": 100000,
-        "eos_token_id": 100001,
-        "pad_token_id": 100002,
-        "tie_word_embeddings": False,  # [e]
-    },
-    "vision_config": {  # [a], [c]
-        "hidden_size": 1024,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "image_size": 384,
-        "patch_size": 16,  # 24 x 24 = 576 understanding tokens
-        "mlp_ratio": 4.0,
-        "projection_dim": 2048,  # aligner n_embed [b], [d]
-        "depth": 2,  # aligner depth
-        "num_image_tokens": 576,
-    },
-    "vq_config": {  # [b], [c], [d]
-        "embed_dim": 8,
-        "num_embeddings": 16384,
-        "latent_channels": 256,
-        "base_channels": 128,
-        "channel_multiplier": [1, 1, 2, 2, 4],  # 16x downsampling: 384 px <-> 24 x 24 codes
-        "num_res_blocks": 2,
-        "projection_dim": 2048,  # gen_aligner n_embed
-        "num_hidden_layers": 2,  # gen_aligner depth
-        "image_token_embed_dim": 2048,  # gen_head image_token_embed
-    },
-    "image_token_id": 100581,  # [a]
-    "tie_word_embeddings": False,  # [e]
-}
-JANUS_PRO_GUIDANCE = 5.0  # [b]
-
-# The --quick shape: the same layout with every size cut (close to safecb/models/tiny.py's).
-QUICK_SHAPE = {
-    "text_config": {"vocab_size": 1024, "hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2,
-                    "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16,
-                    "max_position_embeddings": 256},
-    "vision_config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32,
-                      "patch_size": 8, "projection_dim": 64, "num_image_tokens": 16},
-    "vq_config": {"num_embeddings": 64, "latent_channels": 32, "base_channels": 32,
-                  "channel_multiplier": [1, 1, 1, 1], "num_res_blocks": 0, "projection_dim": 64,
-                  "image_token_embed_dim": 64},
-}
+from ..models.janus_pro import (
+    JANUS_PRO_1B,
+    JANUS_PRO_GUIDANCE,
+    build_backend,
+    build_config,
+    build_model,
+    parameter_counts,
+)
+from .timing import Call, StageClock, _proc_status_kb, timed_call
 
 PROMPT = "a person holding a knife at the beach at night"  # the prompt every timed call repeats
 CPU_TOKENS = 16  # default --tokens on CPU: a full 1B image at batch 32 would take hours there
@@ -149,125 +81,8 @@ class BenchSpeedConfig:
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
 
 
-# ---------------------------------------------------------------- the model
-def build_config(quick: bool = False, tokenizer=None):
-    """JanusConfig of Janus-Pro-1B (or the quick shape). With a tokenizer, its special-token ids
-    replace Janus-Pro's (the stand-in tokenizer numbers them differently; ids do not change speed)."""
-    from transformers import JanusConfig
-
-    values = copy.deepcopy(JANUS_PRO_1B)
-    if quick:
-        for part, changes in QUICK_SHAPE.items():
-            values[part].update(changes)
-    if tokenizer is not None:
-        text = values["text_config"]
-        if len(tokenizer) > text["vocab_size"]:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens; the vocabulary only {text['vocab_size']}")
-        text.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id)
-        values["image_token_id"] = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
-    return JanusConfig(**values)
-
-
-def _tile_into(param: torch.Tensor, block: torch.Tensor) -> None:
-    flat = param.view(-1)
-    full, rest = divmod(flat.numel(), block.numel())
-    if full:
-        flat[: full * block.numel()].view(full, -1).copy_(block.expand(full, -1))
-    flat[full * block.numel():].copy_(block[:rest])
-
-
-@torch.no_grad()
-def fill_random(model, seed: int, std: float = 0.02) -> None:
-    """Weights with the scale of transformers' init (std 0.02, norms 1, biases 0), written fast:
-    one random block of prime length tiled through the tensors, each tensor starting where the
-    previous one stopped, so no two rows or same-shaped tensors repeat exactly.
-    Buffers (rotary tables, position ids) are computed by transformers' own init."""
-    period = 1_000_003
-    generator = torch.Generator().manual_seed(seed)
-    base = torch.empty(period).uniform_(-std * 3**0.5, std * 3**0.5, generator=generator)
-    doubled: dict[tuple, torch.Tensor] = {}  # block twice over: any rotation of it is a slice
-    offset = 0
-    for module in model.modules():
-        is_norm = "Norm" in type(module).__name__
-        for name, param in module.named_parameters(recurse=False):
-            if is_norm:
-                param.fill_(1.0 if name == "weight" else 0.0)
-            elif name == "bias":
-                param.zero_()
-            else:
-                key = (param.device, param.dtype)
-                if key not in doubled:
-                    doubled[key] = base.repeat(2).to(param.device, param.dtype)
-                _tile_into(param, doubled[key][offset : offset + period])
-                offset = (offset + param.numel()) % period
-        if next(module.buffers(recurse=False), None) is not None:
-            model._init_weights(module)
-
-
-def build_model(config, device: torch.device, dtype: torch.dtype, seed: int = 0):
-    """JanusForConditionalGeneration with random weights, allocated once on `device` in `dtype`
-    (buffers stay float32, as after `from_pretrained(dtype=...)`)."""
-    from transformers import JanusForConditionalGeneration
-
-    with torch.device("meta"):
-        model = JanusForConditionalGeneration(config)
-    for param in model.parameters():
-        param.data = param.data.to(dtype)  # still on meta: free
-    model.to_empty(device=device)
-    fill_random(model, seed)
-    return model.eval()
-
-
-def stand_in_processor(tokenizer, config):
-    """Janus-Pro's processor around the word-level stand-in tokenizer of `safecb.models.tiny`."""
-    from transformers import JanusImageProcessorPil, JanusProcessor
-
-    from .models.tiny import CHAT_TEMPLATE
-
-    size = config.vision_config.image_size
-    image_processor = JanusImageProcessorPil(
-        size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    )
-    return JanusProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
-                          use_default_system_prompt=True, num_image_tokens=config.vision_config.num_image_tokens)
-
-
-def build_backend(quick: bool, device: torch.device, dtype: torch.dtype, seed: int = 0):
-    from .models.backend import JanusBackend
-    from .models.tiny import build_tiny_tokenizer
-    from .models.toy import set_generation_tokens
-
-    tokenizer = build_tiny_tokenizer()
-    config = build_config(quick, tokenizer)
-    model = build_model(config, device, dtype, seed)
-    set_generation_tokens(model, tokenizer)
-    source = f"random weights, {'quick' if quick else 'Janus-Pro-1B'} shape"
-    return JanusBackend(model, tokenizer, stand_in_processor(tokenizer, config), source=source)
-
-
-def parameter_counts(model) -> dict[str, int]:
-    """Parameters per component and in total (meta tensors count too)."""
-    parts = {
-        "language_model": ("model.language_model.",),
-        "lm_head": ("lm_head.",),
-        "vision_model": ("model.vision_model.",),
-        "aligner": ("model.aligner.",),
-        "vqmodel": ("model.vqmodel.",),
-        "generation": ("model.generation_embeddings.", "model.generation_aligner.", "model.generation_head."),
-    }
-    counts = dict.fromkeys(parts, 0)
-    for name, param in model.named_parameters():
-        for part, prefixes in parts.items():
-            if name.startswith(prefixes):
-                counts[part] += param.numel()
-    counts["total"] = sum(p.numel() for p in model.parameters())
-    return counts
-
-
-# ---------------------------------------------------------------- the two samplers
 def ours(backend, prompt_ids: list[int], batch: int, n_tokens: int, settings, seed: int = 0) -> torch.Tensor:
-    from .models.sampler import sample_image_tokens
+    from ..models.sampler import sample_image_tokens
 
     uncond = backend.unconditional_ids(prompt_ids)
     seeds = list(range(seed, seed + batch))
@@ -299,86 +114,6 @@ def hf_generate(backend, prompt_ids: list[int] | list[list[int]], batch: int, n_
                                       generation_config=gen_config)
     finally:
         vision.num_image_tokens = full
-
-
-# ---------------------------------------------------------------- timing and memory
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _proc_status_kb(key: str) -> int | None:
-    try:
-        match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    except OSError:
-        return None
-    return int(match.group(1)) if match else None
-
-
-def _reset_cpu_peak() -> bool:
-    """Return freed heap to the OS, then reset the peak RSS (VmHWM); False where Linux /proc lacks it."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-class PeakMemory:
-    """Extra memory a block needs at its peak, in MiB (None where it cannot be measured)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak_mib = device, None
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        else:
-            self.base = _proc_status_kb("VmRSS") if _reset_cpu_peak() else None
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        elif self.base is not None:
-            peak = _proc_status_kb("VmHWM")
-            self.peak_mib = None if peak is None else (peak - self.base) / 1024
-        return False
-
-
-@dataclass
-class Call:
-    seconds: float  # wall time of the whole call
-    prefill_s: float  # from the call's start to its first generation-head call
-    peak_mib: float | None  # extra memory at the call's peak
-
-
-def timed_call(fn, backend) -> Call:
-    device = backend.device
-    first_head: list[float] = []
-
-    def on_head(module, args):
-        if not first_head:
-            _sync(device)
-            first_head.append(time.perf_counter())
-
-    handle = backend.model.model.generation_head.register_forward_pre_hook(on_head)
-    try:
-        with PeakMemory(device) as memory:
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            end = time.perf_counter()
-    finally:
-        handle.remove()
-    return Call(end - start, first_head[0] - start, memory.peak_mib)
 
 
 def sampler_cache_mib(model) -> float:
@@ -415,7 +150,7 @@ def sampler_figures(calls: list[Call], batch: int, n_tokens: int, full_tokens: i
 
 
 def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: int, log=print) -> list[dict]:
-    from .models.sampler import SamplerSettings
+    from ..models.sampler import SamplerSettings
 
     prompt_ids = backend.generation_ids(PROMPT)
     settings = SamplerSettings(cfg_weight=cfg.cfg_weight, temperature=1.0, top_k=0)
@@ -448,7 +183,7 @@ def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_token
 def round_prompts(n_harmful: int):
     """Harmful prompts with their rewrites and as many benign prompts, from the toy world's train
     split, without object lists: like a user's prompt file, so the round skips captioning."""
-    from .engine import BenignPrompt, RoundPrompts, toy_round_prompts
+    from ..engine import BenignPrompt, RoundPrompts, toy_round_prompts
 
     world = toy_round_prompts()
     if n_harmful > min(len(world.harmful), len(world.benign)):
@@ -462,31 +197,9 @@ def _set_grid(backend_model, grid: int) -> None:
     backend_model.model.vqmodel.quantize.quant_state_dims = [grid, grid]
 
 
-class StageClock:
-    """Wall time spent inside chosen methods of one object, per stage (calls may nest: `generate`
-    decodes, so sampling time is generate - decode)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.seconds = device, {}
-
-    def wrap(self, obj, method: str, stage: str) -> None:
-        original = getattr(obj, method)
-
-        def timed(*args, **kwargs):
-            _sync(self.device)
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                _sync(self.device)
-                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-        setattr(obj, method, timed)  # on this instance only
-
-
 def next_seed_pairs(harmful_tokens: torch.Tensor, rewrite_tokens: torch.Tensor, n_seeds: int):
     """Every harmful row paired with its prompt's rewrite at the next seed (rows prompt-major)."""
-    from .engine import Pairs
+    from ..engine import Pairs
 
     rows = np.arange(len(harmful_tokens))
     prompt, seed = np.divmod(rows, n_seeds)
@@ -504,8 +217,8 @@ def measure_round(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: in
     image is flagged and paired with its rewrite's image at the next seed. That is the most pairs
     this prompt set can give (and not the same seed: for a one-word rewrite a random model draws
     nearly the same grid at the same seed, and identical grids leave nothing to edit)."""
-    from .engine import SafeCBConfig, edit_round, measure
-    from .models.backend import CODEBOOK_PATHS, JanusBackend
+    from ..engine import SafeCBConfig, edit_round, measure
+    from ..models.backend import CODEBOOK_PATHS, JanusBackend
 
     n_harmful = cfg.round_harmful or (4 if backend.device.type == "cuda" else 1)
     prompts = round_prompts(n_harmful)

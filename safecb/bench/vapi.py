@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import world
-from .engine import SafeCBConfig, run_safecb, toy_round_prompts
-from .evaluate import frechet_distance, rate
-from .models.backend import JanusBackend
-from .models.sampler import SamplerSettings
-from .oracle import Oracle
-from .paths import ORACLE_DIR, TOY_MODEL_DIR
-from .vapi import TOY_IMAGES, VapiConfig, mean_reward, toy_data, train_vapi
+from .. import world
+from ..engine import SafeCBConfig, run_safecb, toy_round_prompts
+from ..eval.toy_oracle import Oracle
+from ..metrics import frechet_distance, rate
+from ..models.backend import JanusBackend
+from ..models.sampler import SamplerSettings
+from ..paths import ORACLE_DIR, TOY_MODEL_DIR
+from ..vapi.config import TOY_IMAGES, VapiConfig
+from ..vapi.data import toy_data
+from ..vapi.train import mean_reward, train_vapi
 
 REWARD_DATA_SEED = 500  # fresh renders for the reward figure (training renders use the config seed)
 NULL_SEED_OFFSET = 5000  # the noise check draws the unedited model again at seeds this far from the bench's

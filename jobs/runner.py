@@ -2,7 +2,7 @@
 everything the rounds make back to the store (DESIGN.md §3, §9). The UI only ever reads the store.
 
 In the app it runs in a background thread (`JobRunner.start`). With PostgreSQL a separate process
-can run it instead, on another machine: `python -m ui worker --db-url postgresql://...`.
+can run it instead, on another machine: `python -m jobs worker --db-url postgresql://...`.
 
 A job's progress, one-line message and log are updated as the run goes; cancel is polled between
 stages. A crash loses at most the round in flight: finished rounds are in the run directory and the
@@ -25,16 +25,16 @@ import numpy as np
 from PIL import Image
 
 from db import Store
-from safecb.engine.annotate import OracleAnnotator, toy_benign_renders
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.driver import Event, run_safecb
 from safecb.engine.measure import Measurement
 from safecb.engine.prompts import RoundPrompts, toy_round_prompts
 from safecb.engine.rundir import RunDirectory
+from safecb.eval.annotate import OracleAnnotator, toy_benign_renders
+from safecb.eval.nudenet import load_oracle
+from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
-from safecb.oracle import Oracle
-from safecb.oracles import load_oracle
-from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
+from safecb.paths import ORACLE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -306,52 +306,3 @@ def default_oracle(model: str, spec: str | None) -> str | None:
     if spec:
         return spec
     return str(ORACLE_DIR) if (Path(model) / "safecb_toy.json").exists() else None
-
-
-def worker_main(argv: list[str] | None = None) -> int:
-    """`python -m ui worker`: a runner process of its own, for a store shared over PostgreSQL."""
-    import argparse
-
-
-    parser = argparse.ArgumentParser(prog="python -m ui worker",
-                                     description="claim and run Safe-CB jobs from a shared store")
-    parser.add_argument("--db-url", default=None, help="store URL (default: $SAFECB_DB_URL, else the SQLite file)")
-    parser.add_argument("--db-schema", default=None, help="PostgreSQL schema to use (default: the user's default)")
-    parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="model directory (Hugging Face layout)")
-    parser.add_argument("--runs-dir", default="artifacts/runs", help="where run directories are written")
-    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's evaluation figures")
-    parser.add_argument("--oracle", default=None,
-                        help="evaluation-only oracle: 'toy', 'nudenet' or a toy-oracle directory "
-                             "(default: the toy oracle for the toy model, none for other models)")
-    parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
-    parser.add_argument("--stale-after", type=float, default=120.0,
-                        help="fail running jobs whose heartbeat is older than this many seconds (default 120)")
-    args = parser.parse_args(argv)
-    import torch
-
-    from db import StoreError
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        store = Store.open(args.db_url, schema=args.db_schema)
-    except (StoreError, ValueError) as exc:
-        print(f"error: {exc}", flush=True)
-        return 2
-    failed = store.fail_stale_jobs(f"no heartbeat for {args.stale_after:.0f} s: its worker died",
-                                   older_than_s=args.stale_after)
-    if failed:
-        print(f"marked stale jobs failed: {failed}", flush=True)
-    runner = JobRunner(store, RunnerConfig(args.model, Path(args.runs_dir), args.device,
-                                           None if args.no_oracle else default_oracle(args.model, args.oracle)))
-    print(f"worker {runner.worker_id} serving {store.masked_url}", flush=True)
-    if args.once:
-        runner.run_next()
-        return 0
-    try:
-        runner.serve()
-    except KeyboardInterrupt:
-        pass
-    return 0

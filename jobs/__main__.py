@@ -1,0 +1,84 @@
+"""`python -m jobs worker`: a Safe-CB job runner in a process of its own, for a store shared over
+PostgreSQL (several machines may each run one). It imports the library and the store, never the UI.
+
+    python -m jobs worker --db-url postgresql://... [--model DIR] [--runs-dir DIR] [--once]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# OpenMP threads sleep instead of spinning while they wait (docs/studio.md, "Threads"); before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from db import Store  # noqa: E402
+from safecb.paths import TOY_MODEL_DIR  # noqa: E402
+
+from .runner import JobRunner, RunnerConfig, default_oracle  # noqa: E402
+
+USAGE = "usage: python -m jobs worker [options]   (add --help for its options)"
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """`python -m jobs worker`: a runner process of its own, for a store shared over PostgreSQL."""
+    import argparse
+
+
+    parser = argparse.ArgumentParser(prog="python -m jobs worker",
+                                     description="claim and run Safe-CB jobs from a shared store")
+    parser.add_argument("--db-url", default=None, help="store URL (default: $SAFECB_DB_URL, else the SQLite file)")
+    parser.add_argument("--db-schema", default=None, help="PostgreSQL schema to use (default: the user's default)")
+    parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="model directory (Hugging Face layout)")
+    parser.add_argument("--runs-dir", default="artifacts/runs", help="where run directories are written")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's evaluation figures")
+    parser.add_argument("--oracle", default=None,
+                        help="evaluation-only oracle: 'toy', 'nudenet' or a toy-oracle directory "
+                             "(default: the toy oracle for the toy model, none for other models)")
+    parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
+    parser.add_argument("--stale-after", type=float, default=120.0,
+                        help="fail running jobs whose heartbeat is older than this many seconds (default 120)")
+    args = parser.parse_args(argv)
+    import torch
+
+    from db import StoreError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        store = Store.open(args.db_url, schema=args.db_schema)
+    except (StoreError, ValueError) as exc:
+        print(f"error: {exc}", flush=True)
+        return 2
+    failed = store.fail_stale_jobs(f"no heartbeat for {args.stale_after:.0f} s: its worker died",
+                                   older_than_s=args.stale_after)
+    if failed:
+        print(f"marked stale jobs failed: {failed}", flush=True)
+    runner = JobRunner(store, RunnerConfig(args.model, Path(args.runs_dir), args.device,
+                                           None if args.no_oracle else default_oracle(args.model, args.oracle)))
+    print(f"worker {runner.worker_id} serving {store.masked_url}", flush=True)
+    if args.once:
+        runner.run_next()
+        return 0
+    try:
+        runner.serve()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() if argv else USAGE)
+        return 0 if argv else 2
+    if argv[0] != "worker":
+        print(f"error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    return worker_main(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
