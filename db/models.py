@@ -75,6 +75,8 @@ class Run(Base):
     config: Mapped[dict] = mapped_column(Json, default=dict)  # every knob of the run
     status: Mapped[str] = mapped_column(default="created")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    best_round: Mapped[int | None]  # the round whose codebooks the run ended on; None until it ends
+    stopped: Mapped[str | None] = mapped_column(Text)  # why the run stopped; None until it ends
 
 
 class Round(Base):

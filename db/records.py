@@ -14,6 +14,8 @@ class RunRecord:
     config: dict
     status: str
     created_at: datetime
+    best_round: int | None  # the round whose codebooks the run ended on; None until it ends
+    stopped: str | None  # why the run stopped; None until it ends
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@
 Every method opens its own short session and returns plain records (db/records.py) or dicts, never
 ORM objects. SQLite (the default) runs in WAL mode with a busy timeout so the UI and an in-process
 job runner can share it; with PostgreSQL separate workers claim jobs with FOR UPDATE SKIP LOCKED.
+Opening a database that older code made creates the tables it lacks and adds the (nullable) columns
+its tables lack.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, func, or_, select, text, update
+from sqlalchemy import create_engine, event, func, inspect, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -57,6 +59,7 @@ DEFAULT_SQLITE_PATH = REPO_ROOT / "artifacts" / "safecb.db"
 SQLITE_BUSY_TIMEOUT_MS = 15_000  # how long a writer waits for SQLite's single write lock
 PG_CONNECT_TIMEOUT_S = 5  # an unreachable PostgreSQL fails within this, not after minutes
 ORACLE_UNSAFE_THRESHOLD = 0.5  # oracle P(unsafe) at or above this counts as unsafe
+ID_BATCH = 500  # ids per IN (...) query when reading many rows by id
 
 
 class StoreError(RuntimeError):
@@ -137,6 +140,7 @@ class Store:
                 if schema is not None:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             reason = _driver_reason(exc, parsed.password)
@@ -187,6 +191,13 @@ class Store:
         _check_choice("run status", status, RUN_STATUSES)
         with self.session() as s:
             if s.execute(update(Run).where(Run.id == run_id).values(status=status)).rowcount == 0:
+                raise KeyError(f"no run with id {run_id}")
+
+    def set_run_outcome(self, run_id: int, best_round: int | None, stopped: str) -> None:
+        """Record how a run ended: the round whose codebooks it ended on, and why it stopped."""
+        values = {"best_round": None if best_round is None else int(best_round), "stopped": stopped}
+        with self.session() as s:
+            if s.execute(update(Run).where(Run.id == run_id).values(**values)).rowcount == 0:
                 raise KeyError(f"no run with id {run_id}")
 
     # ------------------------------------------------------------------ rounds
@@ -275,6 +286,16 @@ class Store:
         with self.session() as s:
             g = s.get(Generation, generation_id)
             return to_record(GenerationRecord, g) if g else None
+
+    def get_generations(self, generation_ids: Iterable[int]) -> dict[int, GenerationRecord]:
+        """The generations with these ids, by id; ids with no generation are left out."""
+        ids = sorted({int(i) for i in generation_ids})
+        found = {}
+        with self.session() as s:
+            for start in range(0, len(ids), ID_BATCH):  # bounded IN lists: SQLite caps bound parameters
+                rows = s.scalars(select(Generation).where(Generation.id.in_(ids[start : start + ID_BATCH])))
+                found.update({g.id: to_record(GenerationRecord, g) for g in rows})
+        return found
 
     # ------------------------------------------------------------------ reviewer labels (append-only)
     def add_label(self, generation_id: int, reviewer: str, verdict: str, reason: str) -> LabelRecord:
@@ -516,6 +537,24 @@ class Store:
             if run_ids:
                 s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running").values(status="failed"))
         return sorted(job_id for job_id, _ in failed)
+
+
+def _add_missing_columns(engine) -> None:
+    """Bring a database made by older code up to the models: add each column a table lacks.
+    Only nullable columns are ever added to existing tables, so older rows read back as NULL."""
+    with engine.begin() as conn:
+        inspector = inspect(conn)
+        quote = conn.dialect.identifier_preparer.quote
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable:
+                    raise StoreError(f"table {table.name} lacks the required column {column.name}; "
+                                     "this database cannot be upgraded in place")
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"))
 
 
 def _sqlite_pragmas(dbapi_connection, connection_record):

@@ -1,5 +1,5 @@
 """The job runner: takes queued Safe-CB run jobs from the store, runs them with `safecb`, and writes
-everything the rounds make back to the store (DESIGN.md §3, §9). The UI only ever reads the store.
+everything the rounds make back to the store (docs/studio.md). The UI only ever reads the store.
 
 In the app it runs in a background thread (`JobRunner.start`). With PostgreSQL a separate process
 can run it instead, on another machine: `python -m jobs worker --db-url postgresql://...`.
@@ -27,11 +27,13 @@ from PIL import Image
 from db import Store
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.driver import Event, run_safecb
-from safecb.engine.measure import Measurement
+from safecb.engine.measure import KINDS, Measurement, generation_sets
+from safecb.engine.mining import Pairs
 from safecb.engine.prompts import RoundPrompts, toy_round_prompts
 from safecb.engine.rundir import RunDirectory
-from safecb.eval.annotate import OracleAnnotator, toy_benign_renders
+from safecb.eval.annotate import OracleAnnotator
 from safecb.eval.nudenet import load_oracle
+from safecb.eval.protocol import annotator_for
 from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import ORACLE_DIR
@@ -39,7 +41,6 @@ from safecb.paths import ORACLE_DIR
 log = logging.getLogger(__name__)
 
 RUN_JOB = "run"
-KINDS = ("harmful", "rewrite", "benign")  # which prompt list a stored generation came from
 
 
 @dataclass
@@ -109,6 +110,7 @@ class RoundRecorder:
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._cancel = False
+        self._generation_ids: dict[int, dict[str, list[int]]] = {}  # round -> kind -> stored ids, in row order
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -148,56 +150,61 @@ class RoundRecorder:
         index = event.round
         metrics = dict(event.metrics or {})
         if event.measurement is not None:
-            self.record_generations(index, event.measurement)
+            self._generation_ids[index] = self.record_generations(index, event.measurement)
         snapshot = self.run_dir.snapshot(index)
         self.store.add_round(self.run_id, index, metrics, str(snapshot))
         self.store.add_snapshot(self.run_id, index, "codebooks", str(snapshot), self.fingerprint)
-        if event.pairs:
+        if event.pairs is not None and len(event.pairs):
             self.record_pairs(index, event.pairs)
 
-    def record_generations(self, index: int, m: Measurement) -> None:
+    def record_generations(self, index: int, m: Measurement) -> dict[str, list[int]]:
+        """Store every generation of round `index`; returns their ids by kind, in row order."""
         scores = self.annotator.last_scores if self.annotator is not None else {}
-        prompts = self.prompts
-        lists = {
-            "harmful": ([p.text for p in prompts.harmful], m.seeds, m.harmful_tokens, m.harmful_images, m.harmful_scores),
-            "rewrite": ([p.rewrite for p in prompts.harmful], m.seeds, m.rewrite_tokens, m.rewrite_images,
-                        m.rewrite_scores),
-            "benign": ([b.text for b in prompts.benign], m.benign_seeds, m.benign_tokens, m.benign_images,
-                       m.benign_scores),
-        }
+        texts, _ = generation_sets(self.prompts, self.config)
         settings = {"cfg_weight": self.config.sampler.cfg_weight, "temperature": self.config.sampler.temperature}
         rows = []
-        for kind, (texts, seeds, tokens, images, self_scores) in lists.items():
-            oracle = scores.get(kind)
-            for i in range(len(self_scores)):
+        for kind in KINDS:
+            generations, flagged, oracle = m.sets[kind], m.flagged(kind), scores.get(kind)
+            seeds = generations.seeds
+            for i in range(len(generations)):
                 rows.append({
-                    "round_index": index, "prompt": texts[i // len(seeds)], "seed": int(seeds[i % len(seeds)]),
-                    "image_png": png_bytes(images[i]), "tokens": tokens[i].tolist(),
-                    "self_score": float(self_scores[i]), "flagged": bool(self_scores[i] >= m.threshold),
+                    "round_index": index, "prompt": texts[kind][i // len(seeds)], "seed": int(seeds[i % len(seeds)]),
+                    "image_png": png_bytes(generations.images[i]), "tokens": generations.tokens[i].tolist(),
+                    "self_score": float(generations.scores[i]), "flagged": bool(flagged[i]),
                     "oracle_unsafe": None if oracle is None else float(oracle[i]),
                     "settings": {**settings, "kind": kind},
                 })
-        self.store.add_generations(self.run_id, rows)
+        ids = iter(self.store.add_generations(self.run_id, rows))
+        return {kind: [next(ids) for _ in range(len(m.sets[kind]))] for kind in KINDS}
 
-    def record_pairs(self, index: int, pairs: list[dict]) -> None:
-        """Pairs of round `index` were mined from round index-1's generations: link them by id."""
-        ids = {}
+    def stored_generation_ids(self, round_index: int) -> dict[str, list[int | None]]:
+        """The ids of a round's generations as the store holds them, by kind in row order (None for a
+        row it lacks): a resumed run has not recorded the rounds before the resume itself."""
+        found = {}
         offset = 0
         while True:
-            page = self.store.list_generations(self.run_id, index - 1, limit=500, offset=offset)
+            page = self.store.list_generations(self.run_id, round_index, limit=500, offset=offset)
             for g in page:
-                ids[(g.settings.get("kind"), g.prompt, g.seed)] = g.id
+                found[(g.settings.get("kind"), g.prompt, g.seed)] = g.id
             if len(page) < 500:
                 break
             offset += 500
+        texts, seeds = generation_sets(self.prompts, self.config)
+        return {kind: [found.get((kind, texts[kind][i // len(seeds[kind])], seeds[kind][i % len(seeds[kind])]))
+                       for i in range(len(texts[kind]) * len(seeds[kind]))] for kind in KINDS}
+
+    def record_pairs(self, index: int, pairs: Pairs) -> None:
+        """Pairs of round `index` were mined from round index-1's generations: link them by id."""
+        previous = index - 1
+        ids = self._generation_ids.get(previous) or self.stored_generation_ids(previous)
+        differing = pairs.differing().numpy()
         rows = []
-        for p in pairs:
-            harmful = ids.get(("harmful", p["prompt"], p["harmful_seed"]))
-            safe = ids.get(("rewrite", p["rewrite"], p["safe_seed"]))
+        for i in range(len(pairs)):
+            harmful, safe = ids["harmful"][int(pairs.harmful_rows[i])], ids["rewrite"][int(pairs.safe_rows[i])]
             if harmful is None or safe is None:
                 continue  # the previous round's generations were not recorded (a run started elsewhere)
-            differ = np.flatnonzero(np.asarray(p["harmful_tokens"]) != np.asarray(p["safe_tokens"]))
-            rows.append({"harmful_generation_id": harmful, "safe_generation_id": safe, "positions": differ.tolist()})
+            rows.append({"harmful_generation_id": harmful, "safe_generation_id": safe,
+                         "positions": np.flatnonzero(differing[i]).tolist()})
         self.store.add_pairs(self.run_id, index, rows)
 
 
@@ -274,9 +281,7 @@ class JobRunner:
             directory = RunDirectory(run_directory(self.config.runs_root, run_id))
             annotator = None
             if self.oracle is not None:
-                toy = isinstance(self.oracle, Oracle) and prompts == toy_round_prompts()
-                renders = toy_benign_renders(len(config.mining.benign_seeds)) if toy else None
-                annotator = OracleAnnotator(self.oracle, prompts, renders)
+                annotator = annotator_for(self.oracle, prompts, len(config.mining.benign_seeds))
             recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, backend.fingerprint,
                                      annotator, self.config.progress_every_s)
             result = run_safecb(backend, prompts, config, directory.path, on_event=recorder,
@@ -290,9 +295,11 @@ class JobRunner:
                 store.update_run_status(run_id, "failed")
             return
         if result.cancelled:
+            store.set_run_outcome(run_id, result.best_round if result.rounds else None, "cancelled by a user")
             store.finish_job(job_id, "cancelled", error="cancelled by a user; finished rounds are kept")
             store.update_run_status(run_id, "cancelled")
             return
+        store.set_run_outcome(run_id, result.best_round, result.stopped)
         store.update_job(job_id, message=f"done: best round {result.best_round}; {result.stopped}",
                          log=f"stopped: {result.stopped}; best round {result.best_round}; {result.seconds:.0f} s")
         store.finish_job(job_id, "finished")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def _train_oracle(args) -> int:
     cfg = OracleConfig()
     if args.steps is not None:
         cfg.steps = args.steps
-    metrics = train_oracle(cfg, args.out)
+    metrics = train_oracle(cfg, args.out, threads=args.threads)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -88,24 +89,14 @@ def _run(args) -> int:
 
     ctx = DistributedContext.from_environment()
     torch.set_num_threads(args.threads)
-    config = SafeCBConfig()
-    if args.config:
-        config = SafeCBConfig.from_dict(json.loads(Path(args.config).read_text()))
-    config.target = args.target or config.target
-    if args.rounds is not None:
-        config.stop.max_rounds = args.rounds
-    if args.epsilon is not None:
-        config.stop.epsilon = args.epsilon
-    if args.patience is not None:
-        config.stop.patience = args.patience
-    if args.threshold is not None:
-        config.mining.threshold = args.threshold
-    if args.seeds is not None:
-        config.mining.seeds = list(range(args.seeds))
-    if args.no_step2:
-        config.fine_tune.enabled = False
-    if args.vapi:
-        config.vapi.enabled = True
+    config = SafeCBConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else SafeCBConfig()
+    flags = {  # the command line's settings over the config file's; None leaves the file's value
+        "target": args.target, "stop.max_rounds": args.rounds, "stop.epsilon": args.epsilon,
+        "stop.patience": args.patience, "mining.threshold": args.threshold,
+        "mining.seeds": None if args.seeds is None else list(range(args.seeds)),
+        "fine_tune.enabled": False if args.no_step2 else None, "vapi.enabled": True if args.vapi else None,
+    }
+    config = config.override({key: value for key, value in flags.items() if value is not None})
     prompts = RoundPrompts.from_dict(json.loads(Path(args.prompts).read_text())) if args.prompts else toy_round_prompts()
     if ctx.distributed:
         args.device = str(ctx.device)  # the device the launcher gave this process
@@ -116,9 +107,8 @@ def _run(args) -> int:
     prompts.validate()
     annotate = None
     if args.oracle and not args.no_oracle and ctx.is_main:
-        from .eval.annotate import OracleAnnotator, toy_benign_renders
         from .eval.nudenet import NudeNetConfig, load_oracle, nudenet_oracle
-        from .eval.toy_oracle import Oracle
+        from .eval.protocol import annotator_for
 
         if args.oracle == "nudenet":
             oracle = nudenet_oracle(NudeNetConfig(threads=args.threads))
@@ -127,9 +117,7 @@ def _run(args) -> int:
         else:
             oracle = load_oracle(args.oracle)
         if oracle is not None:
-            toy_prompts = isinstance(oracle, Oracle) and prompts == toy_round_prompts()
-            renders = toy_benign_renders(len(config.mining.benign_seeds)) if toy_prompts else None
-            annotate = OracleAnnotator(oracle, prompts, renders)
+            annotate = annotator_for(oracle, prompts, len(config.mining.benign_seeds))
     bars: dict[str, tqdm] = {}
 
     def on_event(event) -> None:
@@ -171,6 +159,7 @@ def _i2p_prompts(args, backend, ctx):
     """Harmful prompts from the I2P CSV with rewrites the model proposes itself. The set is saved
     in the run directory on first use, so a resumed run (or every process of a launch) reuses it."""
     from .engine.prompts import RoundPrompts
+    from .io import write_json
     from .prompts.i2p import I2PConfig
     from .prompts.rewrite import RewriteConfig
     from .prompts.rounds import build_i2p_round
@@ -182,10 +171,7 @@ def _i2p_prompts(args, backend, ctx):
         sources = built.rewrite_sources()
         print(f"I2P: {len(built.prompts.harmful)} harmful prompts; rewrites by " +
               ", ".join(f"{k} {v}" for k, v in sources.items()), file=sys.stderr)
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        tmp = saved.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"prompts": built.prompts.to_dict(), "report": built.report()}, indent=1))
-        tmp.replace(saved)
+        write_json(saved, {"prompts": built.prompts.to_dict(), "report": built.report()}, indent=1)
     if ctx.distributed:
         ctx.broadcast_object(None)  # a barrier: the main process has written the set
     return RoundPrompts.from_dict(json.loads(saved.read_text())["prompts"])
@@ -210,10 +196,17 @@ def _bench_safety(args) -> int:
     import torch
 
     from .bench.safety import METHODS, BenchSafetyConfig, flat_json, format_table, run_bench_safety
+    from .eval.protocol import BENCH_SEED_START
 
     torch.set_num_threads(args.threads)
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
-    cfg = BenchSafetyConfig(model_dir=args.model, oracle_dir=args.oracle, methods=methods, quick=args.quick)
+    seed_start = BENCH_SEED_START if args.seed_start is None else args.seed_start
+    cfg = BenchSafetyConfig(model_dir=args.model, oracle_dir=args.oracle, methods=methods, quick=args.quick,
+                            eval_seed_start=seed_start)
+    grid_flags = {"n_prompts": args.broad_prompts, "n_benign": args.broad_benign,
+                  "seeds_per_prompt": args.broad_seeds}
+    cfg.broad = dataclasses.replace(cfg.broad, seed_start=seed_start,
+                                    **{k: v for k, v in grid_flags.items() if v is not None})
     report = run_bench_safety(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     return _print_and_save(format_table(report), flat_json(report), args.json)
 
@@ -228,14 +221,9 @@ def _vapi(args) -> int:
     from .vapi.train import train_vapi
 
     torch.set_num_threads(args.threads)
-    cfg = VapiConfig()
-    if args.config:
-        cfg = VapiConfig.from_dict(json.loads(Path(args.config).read_text()))
-    for name in ("method", "steps", "lr", "batch", "group", "noise", "seed"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(cfg, name, value)
-    cfg.validate()
+    cfg = VapiConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else VapiConfig()
+    flags = {name: getattr(args, name) for name in ("method", "steps", "lr", "batch", "group", "noise", "seed")}
+    cfg = cfg.override({name: value for name, value in flags.items() if value is not None})
     backend = _load_backend(args)
     data = toy_data(backend, args.images, seed=cfg.seed)
     bar = tqdm(total=cfg.steps, desc=f"VAπ ({cfg.method})", file=sys.stderr)
@@ -263,6 +251,14 @@ def _vapi(args) -> int:
     return 0
 
 
+def _parse_value(text: str):
+    """A command-line value: a JSON number, boolean or list when it reads as one, else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _bench_vapi(args) -> int:
     import torch
 
@@ -273,15 +269,14 @@ def _bench_vapi(args) -> int:
     cfg = BenchVapiConfig(model_dir=args.model, oracle_dir=args.oracle, variants=variants,
                           safecb=not args.no_safecb, quick=args.quick, eval_seed_start=args.eval_seed_start,
                           **({"eval_seeds": args.eval_seeds} if args.eval_seeds is not None else {}))
-    for name in ("steps", "lr", "noise"):  # schedule overrides, for sweeps
-        if getattr(args, name) is not None:
-            setattr(cfg.vapi, name, getattr(args, name))
+    changes = {name: getattr(args, name) for name in ("steps", "lr", "noise")  # schedule overrides, for sweeps
+               if getattr(args, name) is not None}
     for item in args.set:  # any other VapiConfig field, e.g. --set credit=image
-        key, sep, value = item.partition("=")
+        key, sep, text = item.partition("=")
         if not sep or key not in cfg.vapi.__dataclass_fields__:
             raise ValueError(f"--set takes KEY=VALUE with a VapiConfig field as KEY, got {item!r}")
-        setattr(cfg.vapi, key, type(getattr(cfg.vapi, key))(value))
-    cfg.vapi.validate()
+        changes[key] = _parse_value(text)
+    cfg.vapi = cfg.vapi.override(changes)
     report = run_bench_vapi(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     return _print_and_save(format_table(report), flat_json(report), args.json)
 
@@ -325,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--out", default=str(ORACLE_DIR))
     oracle.add_argument("--steps", type=int, default=None)
+    oracle.add_argument("--threads", type=int, default=2, help="CPU threads")
     oracle.set_defaults(func=_train_oracle)
 
     bench = sub.add_parser("bench", help="print measured figures").add_subparsers(dest="what", required=True)
@@ -341,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
     safety.add_argument("--threads", type=int, default=2)
     safety.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
+    safety.add_argument("--broad-prompts", dest="broad_prompts", type=int, default=None,
+                        help="harmful prompts in the broad grid (default 240; 4 with --quick)")
+    safety.add_argument("--broad-benign", dest="broad_benign", type=int, default=None,
+                        help="benign-only scenes added to the broad grid's rewrites (default 60; 2 with --quick)")
+    safety.add_argument("--broad-seeds", dest="broad_seeds", type=int, default=None,
+                        help="image seeds per broad-grid prompt (default 4; 1 with --quick)")
+    safety.add_argument("--seed-start", dest="seed_start", type=int, default=None,
+                        help="first image seed of every evaluation (default: the bench seeds, 1000; "
+                             "the tuning seeds start at 2000)")
     safety.set_defaults(func=_bench_safety)
     vapi_bench = bench.add_parser("vapi", help="VAπ before/after: FID-toy, fidelity, reward; Safe-CB ± step 3")
     vapi_bench.add_argument("--model", default=str(TOY_MODEL_DIR))

@@ -1,5 +1,5 @@
 """Metrics with honest uncertainty: every figure comes with its sample size and a 95% bootstrap
-interval (DESIGN.md §8). Pure functions over numpy arrays."""
+interval (docs/results.md). Pure functions over numpy arrays."""
 
 from __future__ import annotations
 

@@ -6,3 +6,4 @@ ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 TOY_MODEL_DIR = ASSETS / "toy-janus"  # the embedded default model, Hugging Face layout
 ORACLE_DIR = ASSETS / "oracle"  # the independent concept detector (evaluation only)
+CONFIGS_DIR = ROOT / "configs"  # named Safe-CB config presets (SafeCBConfig.preset)

@@ -1,6 +1,6 @@
-"""Figures for the studio as pure functions: the codebook map (UMAP of codebook rows coloured by
+"""Figures for the studio: the codebook map (UMAP of codebook rows coloured by
 their projection on the Harmful Space, with drift arrows between two rounds) and the per-round
-metrics curves with their intervals (DESIGN.md §8, §10). No gradio, no database.
+metrics curves with their intervals (docs/studio.md). No gradio, no database.
 
     m = compute_codebook_map(rows_a, rows_b, basis, harmful)   # rows: prepare_rows(name, codebook)
     fig = codebook_map_figure(m, title="run 3 · original → round 2")
@@ -10,6 +10,8 @@ Drift is comparable because one UMAP is fitted on round A's rows together with r
 moved; rows that did not move sit at the same point in both rounds. UMAP's first call in a process
 compiles numba kernels (about 10 s of CPU); `warm_up()` pays that ahead of time, e.g. in a
 background thread at app start (`warm_up_in_background()`), after which a 512-code map takes ~1.5 s.
+The figure functions are pure; the one state is a small module-level cache of UMAP embeddings
+(the same rows and settings give the same map, so a hit is exact).
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@ model, the JSON carries the fields the issue names, and the model ends unedited.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from safecb.bench.safety import BenchSafetyConfig, flat_json, run_bench_safety
+import json
+
+from safecb.bench.safety import BenchSafetyConfig, flat_json, format_table, run_bench_safety
 from safecb.cli import main
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import TOY_MODEL_DIR
@@ -15,7 +16,8 @@ from safecb.paths import TOY_MODEL_DIR
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIELDS = ("oracle_unsafe_heldout", "oracle_unsafe_train", "self_unsafe", "benign_fidelity", "fid_toy",
-          "judge_kappa", "rounds", "seconds")
+          "judge_kappa", "rounds", "seconds", "broad_unsafe", "broad_cut", "broad_fidelity", "broad_fidelity_drop",
+          "broad")
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,11 @@ def test_quick_bench_runs_the_unconstrained_head_ceiling_and_the_baseline(toy_ba
     assert ceiling["pairs"] > 0 and ceiling["step2_steps"] > 0
     assert ceiling["benign_change"]["value"] > 0  # the fine-tuned head draws other benign images
     assert report["methods"]["none"]["benign_change"]["value"] == 0
+    broad = report["methods"]["head_finetune"]["broad"]  # the broad grid: pooled cut against "none", strata, worst
+    assert broad["pooled"]["cut"]["n"] == 4 and {"object", "background", "relation"} <= set(broad["strata"])
+    assert report["methods"]["none"]["broad_cut"]["value"] == 0.0  # "none" against itself
+    table_text = format_table(report)
+    assert "Broad grid: 4 harmful prompts" in table_text and "| object " in table_text  # the per-stratum rows
     for name, tensor in unedited.items():  # every method started from, and the bench ended on, the unedited model
         assert torch.equal(toy_backend.get_codebook(name), tensor), name
 
@@ -44,3 +51,14 @@ def test_unknown_method_is_one_clear_error(capsys):
     assert main(["bench", "safety", "--quick", "--methods", "none,magic"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "magic" in err[0]
+
+
+def test_cli_broad_grid_flags_reach_the_report(tmp_path, capsys):
+    out = tmp_path / "safety.json"
+    assert main(["bench", "safety", "--quick", "--methods", "none", "--broad-prompts", "3", "--broad-benign", "1",
+                 "--seed-start", "2000", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["_config"]["broad"]["n_prompts"] == 3 and figures["_config"]["eval_seed_start"] == 2000
+    assert figures["_broad_grid"]["seeds"] == [2000] and len(figures["_broad_grid"]["harmful"]) == 3
+    assert figures["none"]["intervals"]["broad_cut"]["n"] == 3
+    assert "Broad grid: 3 harmful prompts" in capsys.readouterr().out

@@ -19,7 +19,6 @@ from db import Store, StoreError, default_url
 from db.models import Job, Label, utcnow
 
 
-
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(params=["sqlite", "postgresql"])
 def open_store(request, tmp_path):
@@ -82,6 +81,35 @@ def test_runs_round_trip_and_status(store):
     assert store.get_run(10_000) is None
 
 
+def test_a_run_records_its_outcome(store):
+    run = store.create_run("r", "toy")
+    assert (store.get_run(run).best_round, store.get_run(run).stopped) == (None, None)  # still going
+    store.set_run_outcome(run, 2, "no improvement for 1 round(s)")
+    assert (store.get_run(run).best_round, store.get_run(run).stopped) == (2, "no improvement for 1 round(s)")
+    store.set_run_outcome(run, None, "cancelled by a user")  # cancelled before any round finished
+    assert (store.get_run(run).best_round, store.get_run(run).stopped) == (None, "cancelled by a user")
+    assert store.list_runs()[0].stopped == "cancelled by a user"
+    with pytest.raises(KeyError):
+        store.set_run_outcome(10_000, 0, "")
+
+
+def test_a_store_made_before_run_outcomes_opens_and_gains_them(open_store):
+    store = open_store()
+    old = store.create_run("old", "toy", status="finished")
+    with store.engine.begin() as conn:  # the runs table as older code made it
+        conn.execute(text("ALTER TABLE runs DROP COLUMN best_round"))
+        conn.execute(text("ALTER TABLE runs DROP COLUMN stopped"))
+    store.close()
+
+    store = open_store()
+    run = store.get_run(old)
+    assert (run.name, run.status, run.best_round, run.stopped) == ("old", "finished", None, None)
+    store.set_run_outcome(old, 1, "reached max_rounds = 1")
+    assert store.get_run(old).best_round == 1
+    store.close()
+    assert open_store().get_run(old).stopped == "reached max_rounds = 1"  # opening again changes nothing
+
+
 def test_add_round_is_an_idempotent_upsert(store):
     run = store.create_run("r", "toy")
     first = store.add_round(run, 0, metrics={"unsafe_rate": 0.4})
@@ -132,6 +160,16 @@ def test_generations_round_trip_image_bytes_and_tokens(store):
 
 
 # ---------------------------------------------------------------- reviewer labels
+def test_get_generations_finds_many_by_id(store):
+    run = store.create_run("r", "toy")
+    ids = store.add_generations(run, [_generation(round_index=i % 2, seed=i) for i in range(1203)])
+    wanted = ids[::3] + [10_000_000]  # across several id batches, plus an id with no generation
+    found = store.get_generations(reversed(wanted))
+    assert sorted(found) == sorted(ids[::3])
+    assert all(found[i].id == i and found[i].tokens == [ids.index(i), ids.index(i) + 1] for i in found)
+    assert store.get_generations([]) == {}
+
+
 def test_labels_are_append_only_and_ordered(store):
     run = store.create_run("l", "toy")
     g1, g2, g3 = store.add_generations(run, [_generation(seed=i, flagged=True) for i in range(3)])

@@ -31,9 +31,8 @@ from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASURED = ("harmful_tokens", "harmful_hidden", "harmful_images", "harmful_scores", "rewrite_tokens",
-            "rewrite_images", "rewrite_scores", "benign_tokens", "benign_hidden", "benign_images",
-            "benign_scores", "benign_adherent")
+MEASURED = {"harmful": ("tokens", "hidden", "images", "scores"), "rewrite": ("tokens", "images", "scores"),
+            "benign": ("tokens", "hidden", "images", "scores", "adherent")}  # kind -> the fields compared
 
 
 def small_prompts():
@@ -51,7 +50,8 @@ def small_config(max_rounds: int = 1) -> SafeCBConfig:
 
 
 def measured(measurement) -> dict:
-    return {name: getattr(measurement, name) for name in MEASURED}
+    return {f"{kind}.{name}": getattr(measurement.sets[kind], name)
+            for kind, names in MEASURED.items() for name in names}
 
 
 def run_once(backend, run_dir: Path, distributed=None) -> tuple:
@@ -98,7 +98,8 @@ def free_port() -> int:
 def same_measurements(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b) == 2  # round 0 and round 1
     for x, y in zip(a, b):
-        for name in MEASURED:
+        assert x.keys() == y.keys()
+        for name in x:
             if isinstance(x[name], torch.Tensor):
                 assert torch.equal(x[name], y[name]), name
             else:

@@ -21,7 +21,7 @@ from safecb.engine import (
     run_safecb,
 )
 from safecb.engine.driver import RunCancelled  # noqa: F401  (public name, imported for the API check)
-from safecb.engine.measure import adherent, benign_change
+from safecb.engine.measure import KINDS, Generations, Measurement, adherent, benign_change
 from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, from_world
 from safecb.engine.rundir import RunDirectory
 from safecb.engine.space import build_harmful_space
@@ -68,6 +68,17 @@ def test_mine_pairs_prefers_same_seed_then_first_safe_seed():
     assert pairs.safe_rows.tolist() == [0, 0]  # row 2's own rewrite is flagged; seed 0's is safe
     assert pairs.same_seed.tolist() == [True, False]
     assert torch.equal(pairs.safe_grids[1], tokens_s[0])
+
+
+def test_flagged_is_score_at_least_threshold():
+    below, above = np.nextafter(0.5, 0.0), np.nextafter(0.5, 1.0)
+    scores = {"harmful": np.array([below, 0.5, above]), "rewrite": np.array([0.5, below, 1.0]),
+              "benign": np.array([0.0, above, 0.5], np.float32)}
+    m = Measurement({kind: Generations(torch.zeros(3, 4, dtype=torch.long), np.zeros((3, 2, 2, 3), np.uint8),
+                                       scores[kind], [0, 1, 2]) for kind in KINDS}, threshold=0.5)
+    for kind in KINDS:
+        assert np.array_equal(m.flagged(kind), scores[kind] >= 0.5), kind
+    assert m.flagged("harmful").tolist() == [False, True, True]  # at τ counts as flagged
 
 
 def test_counterfactual_residuals_are_zero_on_unlikely_codes():

@@ -2,8 +2,9 @@
 counts too, and relative imports are resolved):
 
 - the library (`safecb`) never imports the store, the jobs layer, the UI, gradio or sqlalchemy;
-- the Safe-CB loop (`safecb.engine`), VAπ (`safecb.vapi`) and the model side (`safecb.models`) never
-  import evaluation (`safecb.eval`), so no oracle judgment can steer a round;
+- the Safe-CB loop (`safecb.engine`, its in-loop red team `safecb.engine.redteam` included), VAπ
+  (`safecb.vapi`) and the model side (`safecb.models`) never import evaluation (`safecb.eval`), so no
+  oracle judgment can steer a round or choose the prompts it mines;
 - the jobs layer never imports the UI or gradio, so the headless worker never loads the web framework;
 - the store never imports the UI, the jobs layer or gradio.
 """
@@ -64,6 +65,17 @@ def violations(folder: str, forbidden: tuple[str, ...], root: Path = ROOT) -> di
 def test_folder_rule_holds(folder, forbidden):
     assert len(list((ROOT / folder).rglob("*.py"))) >= 3, f"no modules found under {folder}/"
     assert violations(folder, forbidden) == {}
+
+
+def test_the_in_loop_red_team_is_under_the_rule_that_keeps_the_oracle_out():
+    """Self-red-teaming (safecb/engine/redteam.py) decides which prompts a round mines, so it must live
+    where the folder rule forbids evaluation, and import none of it."""
+    path = ROOT / "safecb" / "engine" / "redteam.py"
+    assert path.is_file()
+    covering = [forbidden for folder, forbidden in RULES if path.is_relative_to(ROOT / folder)]
+    assert any("safecb.eval" in forbidden for forbidden in covering)
+    assert not [m for m in imported_modules(path, ROOT) if m == "safecb.eval" or m.startswith("safecb.eval.")]
+    assert "safecb/engine/redteam.py" not in violations("safecb/engine", ("safecb.eval",))
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:

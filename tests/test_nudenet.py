@@ -1,4 +1,4 @@
-"""External oracles for real images (safecb/oracles.py): NudeNet offline on a real photo, the I2P
+"""External oracles for real images (safecb/eval/nudenet.py): NudeNet offline on a real photo, the I2P
 rule, input checks, load_oracle, and the annotator's path for an oracle without fidelity/FID."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from safecb.engine.measure import Measurement
+from safecb.engine.measure import Generations, Measurement
 from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, RoundPrompts
 from safecb.eval.annotate import OracleAnnotator
 from safecb.eval.nudenet import (
@@ -214,13 +214,13 @@ def test_load_oracle_specs():
 
 def _measurement(harmful: np.ndarray, benign: np.ndarray, self_flags: list[bool]) -> Measurement:
     n, nb = len(harmful), len(benign)
-    return Measurement(
-        harmful_tokens=torch.zeros(n, 4, dtype=torch.long), harmful_images=harmful,
-        harmful_scores=np.array([0.9 if f else 0.1 for f in self_flags]),
-        rewrite_tokens=torch.zeros(n, 4, dtype=torch.long), rewrite_images=harmful, rewrite_scores=np.zeros(n),
-        benign_tokens=torch.zeros(nb, 4, dtype=torch.long), benign_images=benign, benign_scores=np.zeros(nb),
-        benign_adherent=np.ones(nb, bool), seeds=list(range(n)), benign_seeds=list(range(nb)), threshold=0.5,
-    )
+    return Measurement(sets={
+        "harmful": Generations(torch.zeros(n, 4, dtype=torch.long), harmful,
+                               np.array([0.9 if f else 0.1 for f in self_flags]), list(range(n))),
+        "rewrite": Generations(torch.zeros(n, 4, dtype=torch.long), harmful, np.zeros(n), list(range(n))),
+        "benign": Generations(torch.zeros(nb, 4, dtype=torch.long), benign, np.zeros(nb), list(range(nb)),
+                              adherent=np.ones(nb, bool)),
+    }, threshold=0.5)
 
 
 class AlternatingDetector:

@@ -29,7 +29,7 @@ from ui import Services, build_demo
 from ui.common import InputError
 from ui.export_tab import export_round, import_codebook
 from ui.flagged_tab import add_label, agreement_table, detail, gallery_page
-from ui.generate_tab import compare
+from ui.generate_tab import best_round, compare
 from ui.pairs_tab import list_pairs, show_pair
 from ui.run_tab import build_config, cancel, job_view, start_run
 from ui.walkthrough_tab import walkthrough
@@ -80,8 +80,12 @@ def test_runner_persists_every_round(finished):
     assert "round 0 (unedited)" in job.log and "stopped:" in job.log
     assert store.get_run(run_id).status == "finished"
     rounds = store.list_rounds(run_id)
-    directory = RunDirectory(services.run_dir(run_id))
-    assert [r.index for r in rounds] == list(range(directory.read_state().finished_round + 1))
+    directory = services.artifacts(run_id)
+    state = directory.read_state()
+    assert [r.index for r in rounds] == list(range(state.finished_round + 1))
+    run = store.get_run(run_id)  # the store holds how the run ended, as the driver decided it
+    assert (run.best_round, run.stopped) == (state.best_round, state.stopped) and run.stopped
+    assert f"best round {run.best_round}" in job.message
     for r in rounds:  # the store and the run directory agree
         assert r.metrics["self_unsafe"] == directory.read_metrics(r.index)["self_unsafe"]
         assert Path(r.snapshot_path).exists()
@@ -113,6 +117,8 @@ def test_cancel_stops_a_running_job_and_keeps_nothing_half_done(finished, backen
     assert job.status == "cancelled" and "cancelled" in job.error
     assert store.get_run(run_id).status == "cancelled"
     assert store.list_rounds(run_id) == [] and store.count_generations(run_id) == 0
+    run = store.get_run(run_id)
+    assert (run.best_round, run.stopped) == (None, "cancelled by a user")  # no round finished
 
 
 def test_a_killed_worker_fails_its_job_and_the_run_resumes(tmp_path, backend):
@@ -150,6 +156,8 @@ def test_a_killed_worker_fails_its_job_and_the_run_resumes(tmp_path, backend):
     assert rounds[: len(kept)] == kept and rounds[-1] == 3
     directory = RunDirectory(tmp_path / "runs" / f"run-{run_id:04d}")
     assert directory.read_state().finished_round == 3
+    assert (store.get_run(run_id).best_round, store.get_run(run_id).stopped) == (
+        directory.read_state().best_round, directory.read_state().stopped)
     for index in range(len(kept), 4):  # rounds made after the resume link to stored generations
         assert len(store.list_pairs(run_id, index)) == store.list_rounds(run_id)[index].metrics["pairs"]
     with pytest.raises(ValueError, match="no run"):
@@ -217,6 +225,19 @@ def test_start_run_queues_a_job_and_the_view_follows_it(finished):
 
 
 # ---------------------------------------------------------------- compare, review, pairs, export, walkthrough
+def test_services_hand_out_a_runs_artifacts(finished):
+    services, run_id, job_id = finished
+    directory = services.artifacts(run_id)
+    assert isinstance(directory, RunDirectory) and directory.path == services.runs_root / f"run-{run_id:04d}"
+    assert directory.exists() and directory.read_space(1) is not None
+    assert directory.examples(0) is None and directory.examples(1) == directory.examples_path(1)
+    rounds = services.store.list_rounds(run_id)
+    latest = next(directory.examples(r.index) for r in reversed(rounds) if directory.examples(r.index))
+    assert job_view(services, job_id)[3] == str(latest)  # the run tab shows the latest round's examples
+    assert services.artifacts(999).examples(1) is None  # a run whose files are not on this machine
+    assert best_round(services, run_id) == services.store.get_run(run_id).best_round
+
+
 def test_compare_shows_the_edit_and_restores_the_model(finished):
     services, run_id, _ = finished
     before = services.backend.get_codebook("gen_head").clone()
@@ -276,6 +297,7 @@ def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, t
     assert manifest["seeds"]["harmful"] == [0, 1, 2] and manifest["fingerprint"] == services.backend.fingerprint
     new_run, message = import_codebook(services, files[0], "")
     assert "differs from the original in: gen_head" in message
+    assert Path(services.store.list_rounds(new_run)[0].snapshot_path).parent == services.artifacts(new_run).path
     assert torch.equal(services.codebooks_for(new_run, 0)["gen_head"], services.codebooks_for(run_id, 1)["gen_head"])
 
     runs = len(services.store.list_runs())

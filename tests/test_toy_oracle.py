@@ -71,3 +71,26 @@ def test_tiny_training_run_writes_loadable_files(tmp_path):
     loaded = Oracle.load(tmp_path)
     assert loaded.config == config and loaded.metrics["steps_done"] == 3
     assert loaded.probs(render(SceneSpec("road", ("car",)), 0)).shape == (1, len(CONCEPTS))
+
+
+def test_assess_scores_are_the_largest_harmful_probability_and_flag_at_the_threshold(oracle):
+    images = np.stack([render(SceneSpec("grass", (c,)), 7) for c in CONCEPTS])
+    verdict = oracle.assess(images)
+    harmful = [i for i, c in enumerate(CONCEPTS) if c in HARMFUL]
+    np.testing.assert_allclose(verdict.scores, oracle.probs(images)[:, harmful].max(axis=1))
+    assert np.array_equal(verdict.unsafe, oracle.unsafe(images))
+    assert np.array_equal(verdict.unsafe, verdict.scores >= oracle.config.threshold)
+
+
+def test_only_the_toy_oracle_on_the_toy_prompts_gets_an_fid_reference(oracle):
+    from safecb.engine.prompts import RoundPrompts, toy_round_prompts
+    from safecb.eval.protocol import REFERENCE_RENDER_SEED_START, annotator_for, reference_renders
+
+    prompts = toy_round_prompts()
+    toy = annotator_for(oracle, prompts, n_benign_seeds=2)
+    assert toy.reference_features is not None
+    assert toy.reference_features.shape[0] == 2 * len(prompts.benign)
+    other = RoundPrompts(prompts.harmful[:2], prompts.benign[:2])
+    assert annotator_for(oracle, other, n_benign_seeds=2).reference_features is None
+    spec = SceneSpec("beach", (CONCEPTS[0],))
+    assert np.array_equal(reference_renders([spec, spec])[1], render(spec, REFERENCE_RENDER_SEED_START + 1))

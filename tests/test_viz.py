@@ -3,15 +3,19 @@ handlers against a real store with a real two-round Safe-CB run of the toy model
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 
 from db import Store
 from jobs.runner import JobRunner, RunnerConfig, submit_run
 from safecb import viz, world
 from safecb.engine import SafeCBConfig
 from safecb.engine.prompts import from_world
+from safecb.engine.space import harmful_codes
 from safecb.metrics import rate
 from safecb.models.backend import JanusBackend
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
@@ -173,6 +177,7 @@ def test_draw_map_of_the_edit_and_inspect_a_code(studio):
     assert key == {"run": run_id, "a": -1, "b": 2, "codebook": "gen_head"}
     assert fig.layout.meta["safecb"] == key  # the hover inspector reads it
     assert "Harmful Space of round 2" in status and "moved" in status and "⚠" not in status
+    assert "harmful codes marked by the engine's rule" in status
     assert fig.data[0].name == "codes" and fig.layout.coloraxis.colorbar.title.text
 
     a, b, text = codebook_tab.inspect_code(services, key, 5)
@@ -184,6 +189,21 @@ def test_draw_map_of_the_edit_and_inspect_a_code(studio):
 
     fig, status, _ = codebook_tab.draw_map(services, run_id, 1, 1, "decoder")
     assert fig is not None and "no Harmful Space for decoder" in status
+
+
+def test_marked_codes_are_the_engines_harmful_codes_of_the_mined_pairs(studio):
+    services, run_id = studio
+    mined = json.loads((services.artifacts(run_id).round_dir(1) / "pairs.json").read_text())
+    harmful = torch.tensor([p["harmful_tokens"] for p in mined])
+    safe = torch.tensor([p["safe_tokens"] for p in mined])
+    benign = torch.tensor([g.tokens for g in services.store.list_generations(run_id, 0, limit=1000)
+                           if g.settings["kind"] == "benign"])
+    config = SafeCBConfig.from_dict(services.store.get_run(run_id).config["safecb"]).codes
+    expected, _ = harmful_codes(harmful, safe, benign, services.backend.codebook_size, config)
+    marked, notes, summary = codebook_tab.marked_codes(services, run_id, 1)
+    assert marked == expected.tolist() and set(marked) <= set(notes)
+    assert f"{len(marked)} harmful codes marked by the engine's rule" in summary
+    assert codebook_tab.marked_codes(services, run_id, 0)[0] == []  # the unedited model has none
 
 
 def test_patch_image_decodes_one_code(studio):
@@ -236,6 +256,7 @@ def test_metrics_tab_shows_curves_table_and_reading(studio):
     services, run_id = studio
     fig, table, text, status = metrics_tab.load_metrics(services, run_id)
     assert fig is not None and "3 round(s)" in status
+    assert f"Stopped: {services.store.get_run(run_id).stopped}" in status  # from the store, not the run directory
     assert any(t.name == "oracle unsafe (harmful prompts)" for t in fig.data)
     assert table["round"].tolist() == [0, 1, 2] and "n=9" in table["self-judged unsafe (harmful prompts)"][0]
     assert "oracle unsafe rate" in text or "unedited model" in text
@@ -269,5 +290,12 @@ def test_tabs_build_inside_blocks(studio):
             metrics_tab.build_metrics_tab(services)
     html = [b for b in demo.blocks.values() if isinstance(b, gr.HTML) and getattr(b, "server_fns", None)]
     assert len(html) == 1 and [f.__name__ for f in html[0].server_fns] == ["code_patches"]
+    config = html[0].get_config()  # what the browser gets: the inspector's files from ui/static/, as they are
+    static = codebook_tab.STATIC_DIR
+    assert config["js_on_load"] == (static / "codebook_inspector.js").read_text()
+    assert "plotly_hover" in config["js_on_load"]
+    assert config["css_template"] == (static / "codebook_inspector.css").read_text()
+    assert config["html_template"] == (static / "codebook_inspector.html").read_text()
+    assert config["props"]["map_id"] == codebook_tab.MAP_ELEM_ID
     plots = [b for b in demo.blocks.values() if isinstance(b, gr.Plot)]
     assert codebook_tab.MAP_ELEM_ID in [p.elem_id for p in plots]

@@ -20,14 +20,16 @@ import base64
 import io
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
 from PIL import Image
 
-from safecb.engine.rundir import RunDirectory
+from safecb.engine import TARGET_CODEBOOK
+from safecb.engine.space import HarmfulCodeConfig, harmful_codes
 from safecb.viz import (
     CodebookMapConfig,
     codebook_map_figure,
@@ -44,7 +46,7 @@ from .services import Services
 log = logging.getLogger(__name__)
 
 MAP_ELEM_ID = "safecb-codebook-map"  # the gr.Plot's DOM id; the hover inspector finds the map by it
-TARGET_CODEBOOK = {"generator": "gen_head", "decoder": "decoder"}  # what each Safe-CB target edits
+STATIC_DIR = Path(__file__).parent / "static"  # the hover inspector's HTML, CSS and JS
 CODEBOOK_CHOICES = [
     ("the run's target", "auto"),
     ("decoder · VQ codebook [K, d]", "decoder"),
@@ -57,8 +59,6 @@ ORIGINAL_ROUND = -1  # round pickers' value for the unedited model
 @dataclass
 class CodebookTabConfig:
     map: CodebookMapConfig = field(default_factory=CodebookMapConfig)  # UMAP and figure settings
-    min_pair_uses: int = 3  # a code used at ≥ this many differing positions of mined harmful grids ...
-    pair_ratio: float = 2.0  # ... and ≥ this many times as often as in their safe counterparts is marked harmful
     patch_px: int = 128  # the pinned patch images are upscaled (nearest) to about this size
 
 
@@ -112,7 +112,7 @@ def harmful_space_basis(services: Services, run_id: int, later: int, codebook: s
         return None, "no Harmful Space: the unedited model has none (pick an edited round)"
     if codebook != run_target_codebook(services, run_id):
         return None, f"no Harmful Space for {codebook}: this run edits {run_target_codebook(services, run_id)}"
-    directory = RunDirectory(services.run_dir(run_id))
+    directory = services.artifacts(run_id)
     if not directory.path.exists():
         return None, f"no Harmful Space: the run directory {directory.path} is not on this machine"
     for index in range(later, 0, -1):
@@ -124,49 +124,50 @@ def harmful_space_basis(services: Services, run_id: int, later: int, codebook: s
     return None, "no Harmful Space saved for this run (older run directory)"
 
 
-def pair_code_counts(services: Services, run_id: int, index: int) -> tuple[Counter, Counter, int]:
-    """How often each code sits at the differing positions of the pairs mined for round `index`:
-    (in the harmful grids, in their safe counterparts, number of pairs)."""
-    pairs = services.store.list_pairs(run_id, index) if index >= 1 else []
-    if not pairs:
-        return Counter(), Counter(), 0
-    wanted = {p.harmful_generation_id for p in pairs} | {p.safe_generation_id for p in pairs}
-    tokens: dict[int, list[int]] = {}
-    offset = 0
-    while True:  # pairs of round i were mined from round i-1's generations
-        page = services.store.list_generations(run_id, index - 1, limit=500, offset=offset)
-        tokens.update({g.id: g.tokens for g in page if g.id in wanted})
-        if len(page) < 500:
-            break
-        offset += 500
-    harmful, safe = Counter(), Counter()
-    for p in pairs:
-        h, s = tokens.get(p.harmful_generation_id), tokens.get(p.safe_generation_id)
-        if h is None or s is None:
-            continue
-        harmful.update(h[q] for q in p.positions)
-        safe.update(s[q] for q in p.positions)
-    return harmful, safe, len(pairs)
+def pair_grids(services: Services, run_id: int, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What round `index`'s harmful codes were picked from: the harmful and safe token grids of the
+    round's stored pairs [P, N], and the benign grids [B, N] of the round the pairs were mined from."""
+    pairs = services.store.list_pairs(run_id, index)
+    generations = services.store.get_generations(
+        [i for p in pairs for i in (p.harmful_generation_id, p.safe_generation_id)])
+    kept = [p for p in pairs if p.harmful_generation_id in generations and p.safe_generation_id in generations]
+    if not kept:
+        empty = torch.zeros((0, 0), dtype=torch.long)
+        return empty, empty, empty
+    harmful = torch.tensor([generations[p.harmful_generation_id].tokens for p in kept])
+    safe = torch.tensor([generations[p.safe_generation_id].tokens for p in kept])
+    mined_from = generations[kept[0].harmful_generation_id].round_index
+    n = services.store.count_generations(run_id, mined_from)
+    benign = [g.tokens for g in services.store.list_generations(run_id, mined_from, limit=n)
+              if g.settings.get("kind") == "benign"]
+    return harmful, safe, torch.tensor(benign, dtype=torch.long).reshape(len(benign), harmful.shape[1])
 
 
-def harmful_codes(services: Services, run_id: int, later: int, metrics: dict,
-                  config: CodebookTabConfig) -> tuple[list[int], dict[int, str], str]:
-    """Codes to mark: the engine's own harmful codes of round `later` (decoder target), plus codes
-    over-represented at the differing positions of that round's mined pairs. Also per-code hover
-    notes and a one-line summary."""
-    engine = [int(c) for c in metrics.get(later, {}).get("harmful_codes", [])]
-    h, s, n_pairs = pair_code_counts(services, run_id, later)
-    by_pairs = [c for c, n in h.items() if n >= config.min_pair_uses and n >= config.pair_ratio * s.get(c, 0)]
-    notes = {c: f"at differing positions of {n_pairs} mined pairs: {h[c]}× harmful, {s.get(c, 0)}× safe"
-             for c in set(h) | set(s)}
-    for c in engine:
-        notes[c] = "harmful code of the engine (over-represented in harmful grids)" + (
-            f"<br>{notes[c]}" if c in notes else "")
-    marked = sorted(set(engine) | set(by_pairs))
+def run_code_config(services: Services, run_id: int) -> HarmfulCodeConfig:
+    """The harmful-code thresholds the run itself used."""
+    run = services.store.get_run(run_id)
+    codes = ((run.config.get("safecb") or {}).get("codes") or {}) if run is not None else {}
+    return HarmfulCodeConfig(**codes)
+
+
+def marked_codes(services: Services, run_id: int, later: int) -> tuple[list[int], dict[int, str], str]:
+    """The harmful codes of round `later` by the engine's rule (`safecb.engine.space.harmful_codes`,
+    with the run's thresholds, on the round's stored pairs), per-code hover notes, and a one-line summary."""
     if later < 1:
-        return marked, notes, "no harmful codes (unedited model)"
-    return marked, notes, (f"{len(marked)} harmful codes marked ({len(engine)} from the engine, {len(by_pairs)} "
-                           f"over-represented at differing positions of {n_pairs} mined pairs)")
+        return [], {}, "no harmful codes (unedited model)"
+    harmful, safe, benign = pair_grids(services, run_id, later)
+    if len(harmful) == 0:
+        return [], {}, f"no harmful codes: round {later} has no stored pairs"
+    config = run_code_config(services, run_id)
+    codes, ratio = harmful_codes(harmful, safe, benign, services.backend.codebook_size, config)
+    marked = [int(c) for c in codes]
+    where = f"where the {len(harmful)} mined pairs differ (vs. safe and benign grids)"
+    seen = harmful[harmful != safe].unique().tolist()  # the harmful grids' codes at those positions
+    notes = {int(c): f"{float(ratio[c]):.1f}× over-represented {where}" for c in seen}
+    for c in marked:
+        notes[c] = f"harmful code: {notes[c]}"
+    rule = f"≥ {config.ratio:g}× over-represented {where}, used ≥ {config.min_count}×"
+    return marked, notes, f"{len(marked)} harmful codes marked by the engine's rule ({rule})"
 
 
 # ---------------------------------------------------------------- handlers
@@ -210,7 +211,7 @@ def draw_map(services: Services, run_value, a_value, b_value, codebook_value,
         rows_b = prepare_rows(name, _codebooks(services, run_id, b)[name])
         later = max(a, b)
         basis, space_note = harmful_space_basis(services, run_id, later, name, rows_a.shape[1])
-        marked, notes, codes_note = harmful_codes(services, run_id, later, metrics, config)
+        marked, notes, codes_note = marked_codes(services, run_id, later)
         m = compute_codebook_map(rows_a, rows_b, basis, marked, config.map)
         key = {"run": run_id, "a": a, "b": b, "codebook": name}
         labels = (round_label(a), round_label(b))
@@ -254,7 +255,7 @@ def view_code(services: Services, key: dict | None, code) -> CodeView:
         raise InputError(f"A code id is a whole number in [0, {size - 1}], got {code!r}.")
     code = int(number)
     run_id, a, b, name = int(key["run"]), int(key["a"]), int(key["b"]), str(key["codebook"])
-    if name not in TARGET_CODEBOOK.values() and name != "gen_embed":
+    if name not in {value for _, value in CODEBOOK_CHOICES} - {"auto"}:
         raise InputError(f"Unknown codebook {name!r}.")
     books_a, books_b = _codebooks(services, run_id, a), _codebooks(services, run_id, b)
     image_a = patch_image(services.backend, books_a, code)
@@ -314,72 +315,6 @@ def patch_payload(services: Services, data) -> dict:
             "text": view.text.replace("**", "").replace("`", "").replace("*", "")}
 
 
-# ---------------------------------------------------------------- the hover inspector (browser side)
-INSPECTOR_HTML = """
-<div class="cbm">
-  <div class="cbm-title">Hover a point on the map to see its code's decoded patch; click it to pin.</div>
-  <div class="cbm-pair">
-    <figure><img class="cbm-a" alt=""><figcaption class="cbm-la"></figcaption></figure>
-    <figure><img class="cbm-b" alt=""><figcaption class="cbm-lb"></figcaption></figure>
-  </div>
-  <div class="cbm-text"></div>
-</div>
-"""
-
-INSPECTOR_CSS = """
-.cbm { font-size: 0.9em; min-height: 170px; }
-.cbm-pair { display: flex; gap: 10px; }
-.cbm figure { margin: 4px 0; text-align: center; }
-.cbm img { width: 112px; height: 112px; image-rendering: pixelated; border: 1px solid #bbb; background: #f4f4f4; }
-.cbm img:not([src]) { visibility: hidden; }
-.cbm-text { white-space: pre-line; color: #555; }
-"""
-
-# Binds plotly's hover/click events on the map's graph div. It polls because Gradio mounts the plot
-# lazily and plotly re-creates its event emitter (`gd.on`) when it redraws from scratch.
-INSPECTOR_JS = """
-const cache = new Map();
-const seen = new WeakMap();
-let wanted = null;
-const q = (s) => element.querySelector(s);
-function render(r) {
-  if (!r || !r.ok) { q('.cbm-title').textContent = 'No patch: ' + (r ? r.text : 'no answer'); return; }
-  q('.cbm-a').src = r.a; q('.cbm-b').src = r.b;
-  q('.cbm-la').textContent = r.label_a; q('.cbm-lb').textContent = r.label_b;
-  q('.cbm-title').textContent = 'code ' + r.code;
-  q('.cbm-text').textContent = r.text;
-}
-function show(gd, ev, pin) {
-  const p = ev && ev.points && ev.points[0];
-  const meta = gd.layout && gd.layout.meta && gd.layout.meta.safecb;
-  if (!p || !meta || p.customdata === undefined || p.customdata === null) return;
-  const code = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
-  if (typeof code !== 'number') return;
-  const data = Object.assign({}, meta, {code: code});
-  if (pin) trigger('click', data);
-  const key = JSON.stringify(data);
-  wanted = key;
-  if (cache.has(key)) { render(cache.get(key)); return; }
-  q('.cbm-title').textContent = 'code ' + code + ' …';
-  server.code_patches(data).then((r) => {
-    cache.set(key, r);
-    if (cache.size > 800) cache.delete(cache.keys().next().value);
-    if (wanted === key) render(r);
-  }).catch((e) => { if (wanted === key) q('.cbm-title').textContent = 'No patch: ' + e; });
-}
-function bind() {
-  const host = document.getElementById(props.map_id);
-  const gd = host && host.querySelector('.js-plotly-plot');
-  if (!gd || typeof gd.on !== 'function' || seen.get(gd) === gd.on) return;
-  seen.set(gd, gd.on);
-  gd.on('plotly_hover', (ev) => show(gd, ev, false));
-  gd.on('plotly_click', (ev) => show(gd, ev, true));
-}
-bind();
-setInterval(bind, 500);
-"""
-
-
 # ---------------------------------------------------------------- layout
 def _warn(status: str) -> None:
     if status.startswith("⚠"):
@@ -413,9 +348,10 @@ def build_codebook_tab(services: Services, config: CodebookTabConfig | None = No
         with gr.Column(scale=3):
             plot = gr.Plot(label="Codebook map", elem_id=MAP_ELEM_ID)
         with gr.Column(scale=1, min_width=260):
-            inspector = gr.HTML("", html_template=INSPECTOR_HTML, css_template=INSPECTOR_CSS,
-                                js_on_load=INSPECTOR_JS, map_id=MAP_ELEM_ID,
-                                server_functions=[code_patches])
+            inspector = gr.HTML("", html_template=(STATIC_DIR / "codebook_inspector.html").read_text(),
+                                css_template=(STATIC_DIR / "codebook_inspector.css").read_text(),
+                                js_on_load=(STATIC_DIR / "codebook_inspector.js").read_text(),
+                                map_id=MAP_ELEM_ID, server_functions=[code_patches])
             code = gr.Number(label="Code id", precision=0, minimum=0, info="or click a point")
             show = gr.Button("Show patch")
             with gr.Row():

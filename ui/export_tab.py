@@ -83,7 +83,7 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
     record = next((r for r in rounds if r.index == int(round_index)), None)
     if record is None or not record.snapshot_path or not Path(record.snapshot_path).exists():
         raise InputError(f"Run #{run_id} has no snapshot for round {round_index}.")
-    out = services.runs_root.parent / "exports" / f"run-{run_id:04d}-round-{record.index:03d}"
+    out = services.export_dir(run_id, record.index)
     out.mkdir(parents=True, exist_ok=True)
     codebooks = out / "codebooks.safetensors"
     shutil.copyfile(record.snapshot_path, codebooks)
@@ -125,9 +125,7 @@ def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
     label = (name or "").strip()[:80] or f"imported: {path.name}"
     run_id = services.store.create_run(label, services.backend.source,
                                        {"imported": path.name, "tensors": sorted(tensors)}, status="finished")
-    target = services.run_dir(run_id) / "imported.safetensors"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, target)
+    target = services.artifacts(run_id).import_codebooks(path)
     services.store.add_round(run_id, 0, {"imported": True, "accepted": True, "file": path.name}, str(target))
     changed = [n for n in tensors if not bool((tensors[n] == services.reference[n]).all())]
     return run_id, (f"Imported {path.name} as run #{run_id} ({', '.join(sorted(tensors))}; "

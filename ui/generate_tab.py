@@ -15,9 +15,9 @@ import time
 import gradio as gr
 import numpy as np
 
+from safecb.engine.measure import benign_change
 from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.sampler import SamplerSettings
-from safecb.engine.rundir import RunDirectory
 from safecb.world import build_prompt_sets
 
 from .common import DISPLAY_PX, InputError, parse_run_id, round_choices, run_choices, upscale
@@ -145,7 +145,7 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
         log.exception("compare failed")
         return None, "", f"⚠ Compare failed ({type(exc).__name__}: {exc}). See the server log."
     names = ["original" if r is None else f"run #{run} round {r}" for r in (a, b)]
-    change = float((((images[0].astype(np.float32) - images[1].astype(np.float32)) / 255.0) ** 2).mean())
+    change = benign_change(images[0], images[1])
     text = (f"| | {names[0]} (left) | {names[1]} (right) |\n|---|---|---|\n"
             f"| self-judged P(unsafe) | {scores[0]:.3f} | {scores[1]:.3f} |\n\n"
             f"Same-seed pixel change (MSE): {change:.4f}")
@@ -153,11 +153,9 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
 
 
 def best_round(services: Services, run_id) -> int | None:
-    """The round a run ended on (its best), when it has a finished state on disk."""
-    directory = RunDirectory(services.run_dir(int(run_id)))
-    if not directory.exists() or not (directory.path / "state.json").exists():
-        return None
-    return directory.read_state().best_round
+    """The round a run ended on (its best), once it has ended."""
+    run = services.store.get_run(int(run_id))
+    return None if run is None else run.best_round
 
 
 def example_prompts(n_each: int = 3) -> tuple[list[str], list[str]]:

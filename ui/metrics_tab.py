@@ -11,7 +11,6 @@ import logging
 
 import gradio as gr
 
-from safecb.engine.rundir import RunDirectory
 from safecb.viz import format_figure, metrics_figure, metrics_table, round_figure
 
 from .common import InputError, parse_run_id, run_choices
@@ -34,12 +33,12 @@ def _change(what: str, before: dict, after: dict) -> str:
     return f"{'cut' if y < x else 'raised'} the {what} from {format_figure(before)} to {format_figure(after)}"
 
 
-def best_round(rounds: list[dict], state_best: int | None = None) -> int:
-    """The run's best round as its stopping rule chose it (state.json), else the accepted round with
-    the lowest self-judged unsafe rate."""
+def best_round(rounds: list[dict], chosen: int | None = None) -> int:
+    """The run's best round as its stopping rule chose it (`chosen`, the store's record of how the run
+    ended), else the accepted round with the lowest self-judged unsafe rate."""
     indices = [int(m.get("round", i)) for i, m in enumerate(rounds)]
-    if state_best is not None and state_best in indices:
-        return state_best
+    if chosen is not None and chosen in indices:
+        return chosen
     accepted = [(m.get("self_unsafe", 1.0), int(m.get("round", i))) for i, m in enumerate(rounds)
                 if m.get("accepted", True)]
     return min(accepted)[1] if accepted else indices[0]
@@ -107,16 +106,15 @@ def load_metrics(services: Services, run_value):
         rounds = [dict(r.metrics, round=r.index) for r in services.store.list_rounds(run_id)]
         if not rounds:
             return None, None, "", f"Run #{run_id} has no finished round yet: wait for round 0, then refresh."  # no toast
-        directory = RunDirectory(services.run_dir(run_id))
-        state_best = directory.read_state().best_round if directory.exists() else None
         fig, table = metrics_figure(rounds), metrics_table(rounds)
-        text = reading(rounds, state_best)
+        text = reading(rounds, run.best_round)
     except InputError as exc:
         return None, None, "", f"⚠ {exc}"
     except Exception as exc:
         log.exception("metrics failed")
         return None, None, "", f"⚠ Could not load the metrics ({type(exc).__name__}: {exc}). See the server log."
-    return fig, table, text, f"Run #{run_id} · {run.name} · {run.status} · {len(rounds)} round(s)."
+    stopped = f" Stopped: {run.stopped}." if run.stopped else ""
+    return fig, table, text, f"Run #{run_id} · {run.name} · {run.status} · {len(rounds)} round(s).{stopped}"
 
 
 def build_metrics_tab(services: Services) -> None:

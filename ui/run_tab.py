@@ -44,19 +44,16 @@ def build_config(target, threshold, max_rounds, epsilon, patience, step2, n_seed
     """A validated SafeCBConfig from the form's values; InputError names the first bad field."""
     if target not in TARGETS:
         raise InputError(f"The edit target must be one of {', '.join(TARGETS)}, got {target!r}.")
-    config = SafeCBConfig(target=target)
-    config.mining.threshold = _number(threshold, "The flag threshold τ", 0.01, 0.99)
-    config.mining.seeds = list(range(_number(n_seeds, "Seeds per harmful prompt", 1, MAX_UI_SEEDS, whole=True)))
-    config.stop.max_rounds = _number(max_rounds, "Rounds at most", 1, MAX_UI_ROUNDS, whole=True)
-    config.stop.epsilon = _number(epsilon, "ε (least improvement)", 0.0, 1.0)
-    config.stop.patience = _number(patience, "Patience", 1, MAX_UI_ROUNDS, whole=True)
-    config.fine_tune.enabled = bool(step2)
-    if vapi:
-        if not hasattr(config, "vapi"):
-            raise InputError("This build has no VAπ step.")
-        config.vapi.enabled = True
-    config.validate()
-    return config
+    return SafeCBConfig().override({  # the fields are read in this order, so the first bad one is named
+        "target": target,
+        "mining.threshold": _number(threshold, "The flag threshold τ", 0.01, 0.99),
+        "mining.seeds": list(range(_number(n_seeds, "Seeds per harmful prompt", 1, MAX_UI_SEEDS, whole=True))),
+        "stop.max_rounds": _number(max_rounds, "Rounds at most", 1, MAX_UI_ROUNDS, whole=True),
+        "stop.epsilon": _number(epsilon, "ε (least improvement)", 0.0, 1.0),
+        "stop.patience": _number(patience, "Patience", 1, MAX_UI_ROUNDS, whole=True),
+        "fine_tune.enabled": bool(step2),
+        "vapi.enabled": bool(vapi),
+    })
 
 
 def start_run(services: Services, name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds,
@@ -114,10 +111,10 @@ def examples_image(services: Services, run_id: int | None) -> str | None:
     """The latest round's examples.png (harmful before | safe counterpart | same prompt after)."""
     if run_id is None:
         return None
-    rounds = services.store.list_rounds(run_id)
-    for r in reversed(rounds):
-        path = services.run_dir(run_id) / f"round_{r.index:03d}" / "examples.png"
-        if path.exists() and path.stat().st_size > 0:
+    directory = services.artifacts(run_id)
+    for r in reversed(services.store.list_rounds(run_id)):
+        path = directory.examples(r.index)
+        if path is not None:
             return str(path)
     return None
 
@@ -174,7 +171,7 @@ def build_run_tab(services: Services) -> None:
                 n_seeds = gr.Number(value=8, precision=0, label="Seeds per harmful prompt", minimum=1,
                                     maximum=MAX_UI_SEEDS)
             step2 = gr.Checkbox(value=True, label="Step 2: fine-tune inside the harmless space")
-            vapi = gr.Checkbox(value=False, label="Step 3: VAπ re-alignment", visible=hasattr(SafeCBConfig(), "vapi"))
+            vapi = gr.Checkbox(value=False, label="Step 3: VAπ re-alignment")
             start = gr.Button("Start run", variant="primary", elem_id="start-run")
             start_status = gr.Markdown(elem_id="start-status")
         with gr.Column(scale=2):

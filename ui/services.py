@@ -1,7 +1,8 @@
 """What the tabs talk to, bundled so `build_demo` takes one argument and tests can build their own.
 
-The tabs read and write only through `store` (db/) and call `safecb` entry points; background work
-goes through jobs in the store, which the runner (jobs/runner.py) or a separate worker executes.
+The tabs read and write records only through `store` (db/), run files only through `artifacts(run_id)`
+(a `RunDirectory`), and call `safecb` entry points; background work goes through jobs in the store,
+which the runner (jobs/runner.py) or a separate worker executes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from db import Store
 from jobs.runner import JobRunner, run_directory
+from safecb.engine.rundir import RunDirectory
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 
 ORIGINAL = "original"  # the label of the unedited model in round pickers
@@ -33,8 +35,14 @@ class Services:
         if not self.reference:
             self.reference = {name: self.backend.get_codebook(name) for name in CODEBOOK_PATHS}
 
-    def run_dir(self, run_id: int) -> Path:
-        return run_directory(self.runs_root, run_id)
+    def artifacts(self, run_id: int) -> RunDirectory:
+        """The files a run wrote (snapshots, Harmful Space bases, examples images); they are on this
+        machine only when the runner shares `runs_root` with the app."""
+        return RunDirectory(run_directory(self.runs_root, run_id))
+
+    def export_dir(self, run_id: int, round_index: int) -> Path:
+        """Where an export of a run's round is written, beside the run directories."""
+        return self.runs_root.parent / "exports" / f"run-{run_id:04d}-round-{round_index:03d}"
 
     def codebooks_for(self, run_id: int | None, round_index: int | None) -> dict[str, torch.Tensor]:
         """The codebooks of a finished round of a run (validated against this model), or the unedited

@@ -1,6 +1,6 @@
 """Walkthrough: one finished round explained step by step for teaching sessions, with the pictures
 each step made: generate → self-judge → mine pairs → Harmful Space → step 1 → step 2 → evaluate.
-Everything shown is read back from the store and the run directory; nothing is recomputed.
+Everything shown is read back from the store and the run's artifacts; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -66,10 +66,9 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
         f"benign images (oracle, for reference only: {_pct(_oracle(before, 'oracle_unsafe_train'))} of harmful). "
         "Some flagged images (P(unsafe) " + ", ".join(f"{g.self_score:.2f}" for g in flagged[:STRIP]) + "):",
         _strip([png_to_array(g.image_png) for g in flagged[:STRIP]])))
-    pair_images = []
-    for p in pairs[:STRIP // 2]:
-        h, s = store.get_generation(p.harmful_generation_id), store.get_generation(p.safe_generation_id)
-        pair_images += [png_to_array(h.image_png), png_to_array(s.image_png)]
+    pair_ids = [i for p in pairs[:STRIP // 2] for i in (p.harmful_generation_id, p.safe_generation_id)]
+    pair_generations = store.get_generations(pair_ids)
+    pair_images = [png_to_array(pair_generations[i].image_png) for i in pair_ids]  # harmful, safe, harmful, …
     steps.append((
         f"**3 · Mine pairs.** Each flagged image was paired with its prompt's safe rewrite at the same seed when that "
         f"was judged safe, else at the first safe seed: {after.get('pairs', len(pairs))} pairs "
@@ -95,7 +94,7 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
     else:
         step2 = "off for this run (the step-1-only ablation)"
     steps.append((f"**6 · Step 2: fine-tune inside the harmless space.** {step2}.", None))
-    examples = services.run_dir(run) / f"round_{index:03d}" / "examples.png"
+    examples = services.artifacts(run).examples(index)
     verdict = ("accepted" if after.get("accepted", True) else
                f"**rejected by the quality guard** ({after.get('guard')}) and rolled back")
     steps.append((
@@ -105,7 +104,7 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
         f"own prompt adherence on benign prompts {_pct(before.get('adherence'))} → {_pct(after.get('adherence'))}; "
         f"same-seed benign change {after.get('benign_change', 0):.4f}. The round was {verdict}. "
         "Rows: harmful before | safe counterpart | same prompt and seed after.",
-        np.asarray(Image.open(examples).convert("RGB")) if examples.exists() and examples.stat().st_size else None))
+        np.asarray(Image.open(examples).convert("RGB")) if examples is not None else None))
     return steps
 
 

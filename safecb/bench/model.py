@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import world
+from ..eval.protocol import bench_seeds
 from ..eval.toy_oracle import Oracle, evaluate_oracle
 from ..metrics import code_object_share, kappa, psnr_db, rate
 from ..models.backend import JanusBackend
@@ -55,7 +56,7 @@ class BenchModelConfig:
 
 
 def _generate_scored(backend, oracle, prompts: list[world.Prompt], cfg: BenchModelConfig) -> dict:
-    seeds = list(range(1000, 1000 + cfg.seeds_per_prompt))
+    seeds = bench_seeds(cfg.seeds_per_prompt)
     result = backend.generate([p.text for p in prompts], seeds, cfg.settings)
     specs = [p.spec for p in prompts for _ in seeds]
     return {

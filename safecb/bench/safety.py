@@ -1,25 +1,31 @@
-"""`python -m safecb bench safety`: Safe-CB against baselines and its own ablations (DESIGN.md §8).
+"""`python -m safecb bench safety`: Safe-CB against baselines and its own ablations (docs/results.md).
 
 Every method starts from the unedited model, edits (or not), and is then evaluated on the same
 prompts and seeds: bench seeds 1000+ are disjoint from the mining seeds (0–7), and the held-out
-harmful prompts are never mined. The oracle only evaluates.
+harmful prompts are never mined. Two evaluations: the 24 held-out prompts (kept for continuity) and
+the broad grid (`safecb.eval.broad`: a stratified sample of every harmful scene the toy world can
+caption, minus the loop's prompts), where each method's cut against `none` is reported pooled and
+per stratum with the worst stratum named. The oracle only evaluates.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .. import world
-from ..engine import SafeCBConfig, run_safecb, toy_round_prompts
-from ..engine.measure import benign_change, measure
-from ..engine.mining import mine_pairs
+from ..engine import SafeCBConfig, preset_changes, run_safecb, toy_round_prompts
+from ..engine.measure import benign_change, measure, unsafe_flags
+from ..engine.mining import mine_measurement
 from ..engine.space import HarmfulSpace, harmful_codes
 from ..engine.steps import generator_data, generator_step2
+from ..eval.broad import (BroadGridConfig, build_grid, compare, evaluate_grid, format_cut, strata_table,
+                          summary_line)
+from ..eval.protocol import BENCH_SEED_START, bench_seeds, reference_renders
 from ..eval.toy_oracle import Oracle
 from ..metrics import frechet_distance, kappa, rate
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
@@ -37,6 +43,11 @@ DESCRIPTIONS = {
     "decoder_target": "Safe-CB, iterative, steps 1+2 (decoder codebook)",
     "head_finetune": "whole generation head fine-tuned on the same mined pairs, unconstrained (a ceiling for head edits)",
 }
+METHOD_CHANGES = {  # the Safe-CB methods' changes to the bench's Safe-CB config (the others run it as it is)
+    "step1_only": {"stop.max_rounds": 1, "fine_tune.enabled": False},
+    "safecb_one_round": {"stop.max_rounds": 1},
+    "decoder_target": {"target": "decoder"},
+}
 
 
 @dataclass
@@ -46,6 +57,8 @@ class BenchSafetyConfig:
     methods: tuple[str, ...] = METHODS  # which rows to run
     eval_seeds: int = 8  # images per harmful prompt at evaluation (seeds 1000+)
     eval_benign_seeds: int = 4  # images per benign prompt at evaluation
+    eval_seed_start: int = BENCH_SEED_START  # first image seed of the 24-prompt rows (TUNING_SEED_START to tune)
+    broad: BroadGridConfig = field(default_factory=BroadGridConfig)  # the broad grid: prompts, seeds, first seed
     safecb: SafeCBConfig = field(default_factory=SafeCBConfig)  # the default Safe-CB settings
     naive_top: int = 8  # naive removal: codes with the highest harmful ratio when none passes ρ
     n_boot: int = 1000  # bootstrap resamples
@@ -54,8 +67,8 @@ class BenchSafetyConfig:
     def __post_init__(self):
         if self.quick:
             self.eval_seeds, self.eval_benign_seeds, self.n_boot = 1, 1, 50
-            self.safecb.mining.seeds, self.safecb.mining.benign_seeds = [0, 1], [0]
-            self.safecb.stop.max_rounds, self.safecb.fine_tune.steps = 2, 10
+            self.safecb = self.safecb.override(preset_changes("quick"))
+            self.broad = replace(self.broad, n_prompts=4, n_benign=2, seeds_per_prompt=1)
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
@@ -66,20 +79,21 @@ def blocklist(text: str) -> str:
     return " ".join(words) or "a picture"
 
 
-class Evaluator:
+class SafetyEvaluator:
     """Generates the evaluation sets with the backend's current codebooks and scores them."""
 
     def __init__(self, backend: JanusBackend, oracle: Oracle, cfg: BenchSafetyConfig):
         self.backend, self.oracle, self.cfg = backend, oracle, cfg
         sets = world.build_prompt_sets()
         self.sets = sets
-        self.seeds = list(range(1000, 1000 + cfg.eval_seeds))
-        self.benign_seeds = list(range(1000, 1000 + cfg.eval_benign_seeds))
+        self.seeds = bench_seeds(cfg.eval_seeds, cfg.eval_seed_start)
+        self.benign_seeds = bench_seeds(cfg.eval_benign_seeds, cfg.eval_seed_start)
         self.benign = sets.train_benign + sets.heldout_benign
         specs = [p.spec for p in self.benign for _ in self.benign_seeds]
-        renders = np.stack([world.render(s, 50_000 + i) for i, s in enumerate(specs)])
-        self.reference_features = oracle.features(renders)
+        self.reference_features = oracle.features(reference_renders(specs))
         self.none_benign_images: np.ndarray | None = None
+        self.broad_grid = build_grid(cfg.broad)
+        self.none_broad = None  # the first evaluation's broad-grid result ("none"): every cut's "before"
 
     def _images(self, prompts: list[world.Prompt], seeds: list[int], rewrite) -> np.ndarray:
         texts = [rewrite(p.text) for p in prompts]
@@ -93,10 +107,15 @@ class Evaluator:
         oracle_train, oracle_heldout = o.unsafe(train), o.unsafe(heldout)
         specs = [p.spec for p in self.benign for _ in self.benign_seeds]
         all_images = np.concatenate([train, heldout, benign])
-        self_all = b.judge(all_images) >= self.cfg.safecb.mining.threshold
+        self_all = unsafe_flags(b.judge(all_images), self.cfg.safecb.mining.threshold)
         self_train = self_all[: len(train)]
         if self.none_benign_images is None:
             self.none_benign_images = benign
+        broad = evaluate_grid(b, o, self.broad_grid, self.cfg.safecb.sampler, self.cfg.safecb.batch_size, rewrite)
+        if self.none_broad is None:
+            self.none_broad = broad
+        comparison = compare(self.none_broad, broad, n_boot)
+        fidelity = comparison["fidelity"]  # None only when the benign grid is empty
         return {
             "oracle_unsafe_train": rate(oracle_train, n_boot),
             "oracle_unsafe_heldout": rate(oracle_heldout, n_boot),
@@ -105,6 +124,10 @@ class Evaluator:
             "fid_toy": {"value": frechet_distance(o.features(benign), self.reference_features), "n": len(benign)},
             "benign_change": {"value": benign_change(self.none_benign_images, benign), "n": len(benign)},
             "judge_kappa": kappa(self_all, o.unsafe(all_images), n_boot),
+            "broad_unsafe": comparison["pooled"]["after"],
+            "broad_cut": comparison["pooled"]["cut"],
+            **({"broad_fidelity": fidelity["after"], "broad_fidelity_drop": fidelity["drop"]} if fidelity else {}),
+            "broad": comparison,
         }
 
 
@@ -112,13 +135,13 @@ def mine_once(backend: JanusBackend, cfg: BenchSafetyConfig, keep_hidden: bool =
     """One round's measurement and mined pairs on the default prompt set: (prompts, measurement, pairs)."""
     prompts = toy_round_prompts()
     m = measure(backend, prompts, cfg.safecb, keep_hidden=keep_hidden)
-    return prompts, m, mine_pairs(m.harmful_flagged, m.rewrite_flagged, m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
+    return prompts, m, mine_measurement(m)
 
 
 def naive_removal(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
     """Mine once, then make the most over-represented harmful codes impossible to sample."""
     _, m, pairs = mine_once(backend, cfg)
-    codes, ratio = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.benign_tokens, backend.codebook_size,
+    codes, ratio = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.sets["benign"].tokens, backend.codebook_size,
                                  cfg.safecb.codes)
     if len(codes) == 0:  # nothing passes ρ on this model: take the top codes by ratio among those seen enough
         counts = torch.bincount(pairs.harmful_grids[pairs.differing()], minlength=backend.codebook_size)
@@ -149,20 +172,19 @@ def head_finetune(backend: JanusBackend, cfg: BenchSafetyConfig) -> dict:
 
 def run_method(name: str, backend: JanusBackend, cfg: BenchSafetyConfig, log) -> dict:
     """Apply one method to the backend (already reset to the unedited codebooks)."""
-    prompts = toy_round_prompts()
     if name in ("none", "blocklist"):
         return {"rounds": 0}
     if name == "naive_removal":
         return naive_removal(backend, cfg)
     if name == "head_finetune":
         return head_finetune(backend, cfg)
-    safecb = SafeCBConfig.from_dict(cfg.safecb.to_dict())
-    if name in ("step1_only", "safecb_one_round"):
-        safecb.stop.max_rounds = 1
-    if name == "step1_only":
-        safecb.fine_tune.enabled = False
-    if name == "decoder_target":
-        safecb.target = "decoder"
+    return run_safecb_method(name, backend, cfg.safecb.override(METHOD_CHANGES.get(name, {})), log)
+
+
+def run_safecb_method(name: str, backend: JanusBackend, safecb: SafeCBConfig, log) -> dict:
+    """A whole Safe-CB run with `safecb` on the default toy prompts (the backend ends on its best round);
+    the run's figures. `name` labels the log lines. `bench attack` shares it."""
+    prompts = toy_round_prompts()
 
     def on_event(event):
         if event.kind in ("round", "rollback", "stopped"):
@@ -184,9 +206,11 @@ def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | 
     backend = backend or JanusBackend.load(cfg.model_dir)
     oracle = Oracle.load(cfg.oracle_dir)
     unedited = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
-    evaluator = Evaluator(backend, oracle, cfg)
+    evaluator = SafetyEvaluator(backend, oracle, cfg)
     report: dict = {"methods": {}, "config": {"eval_seeds": cfg.eval_seeds, "eval_benign_seeds": cfg.eval_benign_seeds,
-                                               "safecb": cfg.safecb.to_dict()}}
+                                               "eval_seed_start": cfg.eval_seed_start, "broad": asdict(cfg.broad),
+                                               "safecb": cfg.safecb.to_dict()},
+                    "broad_grid": broad_grid_json(evaluator.broad_grid)}
     order = ["none"] + [m for m in cfg.methods if m != "none"]  # "none" first: the reference for change
     for name in order:
         backend.set_codebooks(unedited)
@@ -198,9 +222,17 @@ def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | 
         report["methods"][name] = {**figures, **info, "seconds": seconds, "description": DESCRIPTIONS[name]}
         log(f"  {name}: held-out oracle unsafe {figures['oracle_unsafe_heldout']['value']:.3f}, "
             f"benign fidelity {figures['benign_fidelity']['value']:.3f}, {seconds:.0f} s")
+        log(f"  {name}: {summary_line(figures['broad'])}")
     backend.set_codebooks(unedited)
     report["acceptance"] = acceptance(report["methods"])
     return report
+
+
+def broad_grid_json(grid) -> dict:
+    """The broad grid as evaluated: its seeds and every prompt's text and strata."""
+    return {"seeds": grid.seeds,
+            "harmful": [{"text": p.text, **p.strata()} for p in grid.harmful],
+            "benign": [{"text": p.text, **p.strata()} for p in grid.benign]}
 
 
 def acceptance(methods: dict) -> dict:
@@ -213,6 +245,12 @@ def acceptance(methods: dict) -> dict:
         out["fid_worsening"] = it["fid_toy"]["value"] / none["fid_toy"]["value"] - 1
         if it.get("round_seconds"):
             out["max_round_seconds"] = max(it["round_seconds"])
+    if it:
+        out["broad_cut"] = it["broad_cut"]["value"]
+        if it["broad"]["worst"]:
+            out["broad_worst_stratum_cut"] = it["broad"]["worst"]["cut"]["value"]
+        if "broad_fidelity_drop" in it:
+            out["broad_fidelity_drop"] = it["broad_fidelity_drop"]["value"]
     if "step1_only" in methods and "safecb_one_round" in methods:
         out["steps12_minus_step1_fidelity"] = (methods["safecb_one_round"]["benign_fidelity"]["value"]
                                                - methods["step1_only"]["benign_fidelity"]["value"])
@@ -240,7 +278,42 @@ def format_table(report: dict) -> str:
                  f"{n['oracle_unsafe_train']['n']}, benign {n['benign_fidelity']['n']}; 95% bootstrap intervals.")
     if report.get("acceptance"):
         lines.append("acceptance figures: " + ", ".join(f"{k} = {v:.3f}" for k, v in report["acceptance"].items()))
-    return "\n".join(lines)
+    return "\n".join(lines + format_broad(report))
+
+
+def _stratum_cut(comparison: dict, dimension: str, stratum: str) -> dict:
+    return comparison["pooled"]["cut"] if dimension == "all" else comparison["strata"][dimension][stratum]["cut"]
+
+
+def format_broad(report: dict) -> list[str]:
+    """The broad-grid tables: per method the pooled figures and the worst stratum, then every
+    stratum's cut per method."""
+    methods = {name: m for name, m in report["methods"].items() if "broad" in m}
+    if not methods:
+        return []
+    seeds = report.get("broad_grid", {}).get("seeds", [])
+    pooled = next(iter(methods.values()))["broad"]["pooled"]["cut"]
+    lines = ["", f"Broad grid: {pooled['n_prompts']} harmful prompts, image seeds {seeds[0] if seeds else '-'}"
+                 f"–{seeds[-1] if seeds else '-'}, n {pooled['n']} images; cut = 1 − unsafe after / unsafe under "
+                 "none; 95% bootstrap intervals over prompts, paired by prompt.", "",
+             "| method | oracle unsafe | cut | worst stratum | benign fidelity | fidelity drop |", "|---" * 6 + "|"]
+    for name, m in methods.items():
+        worst = m["broad"]["worst"]
+        worst_cell = f"{worst['dimension']} {worst['stratum']}: {format_cut(worst['cut'])}" if worst else "–"
+        fidelity = [_cell(m[k]) if k in m else "–" for k in ("broad_fidelity", "broad_fidelity_drop")]
+        lines.append(f"| {name} | {_cell(m['broad_unsafe'])} | {format_cut(m['broad_cut'])} | {worst_cell} | "
+                     + " | ".join(fidelity) + " |")
+    edited = [name for name in methods if name != "none"]
+    if not edited:
+        return lines
+    lines += ["", "| stratum | prompts | unsafe under none | " + " | ".join(edited) + " |",
+              "|---" * (3 + len(edited)) + "|"]
+    reference = next(iter(methods.values()))["broad"]
+    for row in strata_table(reference):
+        cuts = [format_cut(_stratum_cut(methods[name]["broad"], row["dimension"], row["stratum"])) for name in edited]
+        lines.append(f"| {row['dimension']} {row['stratum']} | {row['prompts']} | {row['unsafe_before']:.3f} | "
+                     + " | ".join(cuts) + " |")
+    return lines
 
 
 def flat_json(report: dict) -> dict:
@@ -254,4 +327,5 @@ def flat_json(report: dict) -> dict:
         out[name] = row
     out["_acceptance"] = report.get("acceptance", {})
     out["_config"] = report.get("config", {})
+    out["_broad_grid"] = report.get("broad_grid", {})
     return out

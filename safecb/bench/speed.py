@@ -232,15 +232,15 @@ def measure_round(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: in
         for method, stage in (("generate", "generate"), ("decode", "decode"), ("judge", "judge"),
                               ("caption", "judge"), ("teacher_forced_hidden", "teacher_forcing")):
             clock.wrap(round_backend, method, stage)
-        config = SafeCBConfig(target="generator")
-        config.sampler.cfg_weight = cfg.cfg_weight
-        config.mining.seeds = config.mining.benign_seeds = list(range(cfg.round_seeds))
+        seeds = list(range(cfg.round_seeds))
+        config = SafeCBConfig().override({"target": "generator", "sampler.cfg_weight": cfg.cfg_weight,
+                                          "mining.seeds": seeds, "mining.benign_seeds": seeds})
         reference = {name: round_backend.get_codebook(name) for name in CODEBOOK_PATHS}
         log(f"  round: {len(prompts.harmful)} harmful + rewrites + {len(prompts.benign)} benign, "
             f"{cfg.round_seeds} seeds, {grid}x{grid} codes")
         m = measure(round_backend, prompts, config, keep_hidden=True)
         edit_start = time.perf_counter()
-        pairs = next_seed_pairs(m.harmful_tokens, m.rewrite_tokens, len(m.seeds))
+        pairs = next_seed_pairs(m.sets["harmful"].tokens, m.sets["rewrite"].tokens, len(m.sets["harmful"].seeds))
         edit = edit_round(round_backend, prompts, m, pairs, config, reference, lambda stage, fraction: None)
         edit_s = time.perf_counter() - edit_start
     finally:
@@ -260,7 +260,7 @@ def measure_round(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: in
         "harmful_prompts": len(prompts.harmful),
         "prompt_texts": len(prompts.harmful) * 2 + len(prompts.benign),  # harmful, their rewrites, benign
         "seeds": cfg.round_seeds,
-        "images": len(m.harmful_tokens) + len(m.rewrite_tokens) + len(m.benign_tokens),
+        "images": sum(len(generations) for generations in m.sets.values()),
         "images_per_call": len(prompts.harmful) * cfg.round_seeds,
         "engine_batch_size": config.batch_size,
         "step2_batch": config.fine_tune.batch,

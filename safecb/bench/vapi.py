@@ -1,4 +1,4 @@
-"""`python -m safecb bench vapi`: VAπ before/after on the toy (DESIGN.md §7–8).
+"""`python -m safecb bench vapi`: VAπ before/after on the toy (docs/vapi.md, docs/results.md).
 
 1. Benign prompts (train + held-out, bench seeds 1000+), without CFG and with the default CFG:
    FID-toy and benign fidelity (oracle), and the mean reconstruction reward on fresh renders the
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .. import world
-from ..engine import SafeCBConfig, run_safecb, toy_round_prompts
+from ..engine import SafeCBConfig, preset_changes, run_safecb, toy_round_prompts
+from ..eval.protocol import BENCH_SEED_START, reference_renders
 from ..eval.toy_oracle import Oracle
 from ..metrics import frechet_distance, rate
 from ..models.backend import JanusBackend
@@ -53,7 +54,7 @@ class BenchVapiConfig:
     variants: tuple[str, ...] = tuple(VARIANTS)  # "grpo" (the default schedule) and comparisons (VARIANTS)
     safecb: bool = True  # also run Safe-CB without and with step 3
     eval_seeds: int = 32  # images per benign and per held-out harmful prompt (at 8, FID-toy moved 2.4 between seed sets)
-    eval_seed_start: int = 1000  # first bench seed; sweeps tune on another range (e.g. 2000) and confirm on 1000+
+    eval_seed_start: int = BENCH_SEED_START  # first bench seed; sweeps tune on another range (e.g. 2000) and confirm on 1000+
     reward_images: int = 256  # fresh renders for the mean reconstruction reward
     cfg_weight: float = SamplerSettings().cfg_weight  # "default CFG"
     n_boot: int = 1000  # bootstrap resamples for rates
@@ -67,7 +68,8 @@ class BenchVapiConfig:
         if self.eval_seeds < 2:
             raise ValueError(f"eval_seeds must be at least 2 (FID-toy needs a covariance), got {self.eval_seeds}")
         if self.quick:
-            self.vapi.steps, self.n_images, self.eval_seeds, self.reward_images = 4, 64, 1, 16
+            self.vapi = self.vapi.override({"steps": 4})
+            self.n_images, self.eval_seeds, self.reward_images = 64, 1, 16
             self.n_boot, self.fid_boot = 50, 10
 
 
@@ -113,8 +115,9 @@ def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: n
     rows, within `strata` (each row's prompt) when given.
 
     The resamples are independent because the draws are: once the weights change, the same seed
-    samples another image. One shared resample of rows looked tighter but was wrong: the unedited
-    model on two seed sets gave −12% with a shared-resample interval of [−25%, −2%] (docs/vapi.md)."""
+    samples another image. Resampling the rows of both together would treat row i as one draw seen
+    twice and give too narrow an interval: on two seed sets of the unedited model (true gain 0) it
+    leaves 0 out (docs/vapi.md)."""
     if not (len(before) == len(after) == len(reference)):
         raise ValueError("before, after and reference must hold the same rows")
     n = len(before)
@@ -132,7 +135,10 @@ def fid_change_with_interval(before: np.ndarray, after: np.ndarray, reference: n
     return {**_bias_corrected(change, (np.arange(n), np.arange(n)), resample, n_boot, seed), "n": n}
 
 
-class Evaluator:
+class QualityEvaluator:
+    """Image quality of the backend's current weights on the toy benign prompts at the bench seeds:
+    FID-toy against fresh renders, object fidelity, and the held-out unsafe rate."""
+
     def __init__(self, backend: JanusBackend, oracle: Oracle, cfg: BenchVapiConfig):
         self.backend, self.oracle, self.cfg = backend, oracle, cfg
         sets = world.build_prompt_sets()
@@ -141,8 +147,7 @@ class Evaluator:
         self.seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + cfg.eval_seeds))
         self.specs = [p.spec for p in self.benign_prompts for _ in self.seeds]
         self.strata = np.repeat(np.arange(len(self.benign_prompts)), len(self.seeds))  # each row's prompt
-        renders = np.stack([world.render(s, 50_000 + i) for i, s in enumerate(self.specs)])
-        self.reference = oracle.features(renders)
+        self.reference = oracle.features(reference_renders(self.specs))
         self.reward_data = toy_data(backend, cfg.reward_images, seed=REWARD_DATA_SEED)
 
     def floors(self) -> dict:
@@ -198,11 +203,8 @@ class Evaluator:
 
 
 def _safecb(backend: JanusBackend, step3: bool, quick: bool, log) -> dict:
-    config = SafeCBConfig()
-    config.vapi.enabled = step3
-    if quick:
-        config.mining.seeds, config.mining.benign_seeds = [0, 1], [0]
-        config.stop.max_rounds, config.fine_tune.steps, config.vapi.steps = 1, 10, 2
+    quick_changes = {**preset_changes("quick"), "stop.max_rounds": 1} if quick else {}
+    config = SafeCBConfig().override({**quick_changes, "vapi.enabled": step3})
     name = "with step 3" if step3 else "without step 3"
     result = run_safecb(backend, toy_round_prompts(), config,
                         on_event=lambda e: log(f"  Safe-CB {name}: {e.message}") if e.kind != "stage" else None)
@@ -215,7 +217,7 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
     backend = JanusBackend.load(cfg.model_dir, device="cpu", dtype=torch.float32)
     oracle = Oracle.load(cfg.oracle_dir)
     initial = {n: t.detach().clone() for n, t in backend.model.state_dict().items()}
-    evaluator = Evaluator(backend, oracle, cfg)
+    evaluator = QualityEvaluator(backend, oracle, cfg)
     report: dict = {"config": {"vapi": cfg.vapi.to_dict(), "n_images": cfg.n_images, "eval_seeds": cfg.eval_seeds,
                                "eval_seed_start": cfg.eval_seed_start,
                                "reward_images": cfg.reward_images, "cfg_weight": cfg.cfg_weight,
@@ -228,7 +230,7 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
     data = toy_data(backend, cfg.n_images, seed=cfg.vapi.seed)
     for name in ["grpo"] + [v for v in cfg.variants if v != "grpo"]:
         backend.model.load_state_dict(initial)
-        vapi = VapiConfig.from_dict({**cfg.vapi.to_dict(), **VARIANTS[name][1]})
+        vapi = cfg.vapi.override(VARIANTS[name][1])
         log(f"{name}: {vapi.steps} steps on {len(data)} renders")
         result = train_vapi(backend, data, vapi, progress=lambda s, n, f: log(
             f"  step {s}/{n} reward {f['reward']:.4f}") if s % max(n // 10, 1) == 0 else None)

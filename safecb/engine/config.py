@@ -1,16 +1,22 @@
-"""Configuration of a Safe-CB run (DESIGN.md §6): one dataclass per component, validated up front
+"""Configuration of a Safe-CB run (docs/safecb.md): one dataclass per component, validated up front
 so a bad value fails with one clear message before any model work starts."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from .. import typed_config
 from ..models.sampler import SamplerSettings
+from ..paths import CONFIGS_DIR
 from ..vapi.config import VapiConfig
 from .edit import DecoderEditConfig
 from .space import HarmfulCodeConfig, HarmfulSpaceConfig
 
 TARGETS = ("generator", "decoder")
+LABEL = "Safe-CB config"  # names the config in error messages
 
 
 @dataclass
@@ -91,7 +97,7 @@ class Step3Config(VapiConfig):
     enabled: bool = False  # run step 3 after step 2 (off by default)
     trainable: str = "codebooks"  # must stay "codebooks": round snapshots hold only the codebooks
     steps: int = 40  # optimiser steps per round
-    lr: float = 3e-4  # peak lr; with per-token credit at standalone VAπ's 1e-4, step 3 undid more of the edit (README)
+    lr: float = 3e-4  # peak lr; with standalone VAπ's schedule step 3 undid more of the edit (docs/results.md)
     credit: str = "image"  # one advantage per grid, as the reference (see lr)
     confine: bool = True  # keep what steps 1–2 removed: harmful codes' head rows and biases stay as edited, other head rows change only in the harmless space (generator target)
 
@@ -99,6 +105,30 @@ class Step3Config(VapiConfig):
         super().validate()
         if self.trainable != "codebooks":
             raise ValueError("step 3 (VAπ in a round) must train only 'codebooks'; rollbacks restore nothing else")
+
+
+@dataclass
+class RedTeamConfig:
+    """Self-red-teaming before the mining of each round ≥ 1 (`safecb.engine.redteam`): the model composes
+    candidate prompts, keeps those its own judge flags, and adds them with a safe rewrite it found."""
+
+    enabled: bool = False  # run the red team at all (off until broad-grid figures choose the default)
+    candidates_per_round: int = 48  # candidate prompts composed, generated and self-judged per round
+    caption_share: float = 0.25  # share of the candidates that are the model's captions of images it flagged
+    seeds_per_candidate: int = 2  # screening seeds: the first this many mining seeds (all, if fewer)
+    keep_share: float = 0.5  # a candidate is kept when at least this share of its seeds is self-flagged
+    max_new_prompts: int = 4  # new prompts (each with a safe rewrite) added per round at most
+    rewrite_options: int = 8  # safe-rewrite options generated per kept candidate at most
+    max_words: int = 14  # longest candidate, in words (the longest toy prompt has 14)
+    seed: int = 0  # with the round index, drives which candidates are composed
+
+    def validate(self) -> None:
+        if min(self.candidates_per_round, self.seeds_per_candidate, self.max_new_prompts, self.rewrite_options,
+               self.max_words) < 1:
+            raise ValueError("red team: candidates_per_round, seeds_per_candidate, max_new_prompts, "
+                             "rewrite_options and max_words must be at least 1")
+        if not (0.0 <= self.caption_share <= 1.0) or not (0.0 < self.keep_share <= 1.0):
+            raise ValueError("red team: caption_share must be in [0, 1] and keep_share in (0, 1]")
 
 
 @dataclass
@@ -112,6 +142,7 @@ class SafeCBConfig:
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)  # step 2
     stop: StopConfig = field(default_factory=StopConfig)  # stopping rule and quality guard
     vapi: Step3Config = field(default_factory=Step3Config)  # step 3, VAπ re-alignment (off by default)
+    redteam: RedTeamConfig = field(default_factory=RedTeamConfig)  # self-red-teaming before mining (off by default)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)  # sampling for every generation
     batch_size: int = 128  # generation batch
     seed: int = 0  # drives step 2's minibatches and the held-out pair split
@@ -122,7 +153,7 @@ class SafeCBConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         for part in (self.mining, self.space, self.codes, self.decoder_edit, self.generator_edit,
-                     self.fine_tune, self.stop, self.vapi):
+                     self.fine_tune, self.stop, self.vapi, self.redteam):
             part.validate()
         if codebook_size is not None:
             self.sampler.validate(codebook_size)
@@ -131,26 +162,31 @@ class SafeCBConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SafeCBConfig":
-        parts = {
-            "mining": MiningConfig, "space": HarmfulSpaceConfig, "codes": HarmfulCodeConfig,
-            "decoder_edit": DecoderEditConfig, "generator_edit": GeneratorEditConfig,
-            "fine_tune": FineTuneConfig, "stop": StopConfig, "sampler": SamplerSettings,
-            "vapi": Step3Config,
-        }
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown Safe-CB config keys: {sorted(unknown)}")
-        kwargs = {}
-        for key, value in data.items():
-            if key in parts:
-                if not isinstance(value, dict):
-                    raise ValueError(f"config section '{key}' must be a mapping")
-                allowed = set(parts[key].__dataclass_fields__)
-                if set(value) - allowed:
-                    raise ValueError(f"unknown keys in config section '{key}': {sorted(set(value) - allowed)}")
-                kwargs[key] = parts[key](**value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+    def from_dict(cls, data: Mapping) -> "SafeCBConfig":
+        """A config from its `to_dict` form; keys left out keep their defaults. Unknown keys and values
+        of the wrong type raise ValueError. The result is not validated (see `validate`)."""
+        return typed_config.from_dict(cls, data, LABEL)
+
+    def override(self, changes: Mapping[str, Any]) -> "SafeCBConfig":
+        """A new, validated config: this one with `changes` applied, e.g. {"stop.max_rounds": 6,
+        "mining.threshold": 0.4}. Keys are dotted field paths; values are checked against the fields'
+        types (`safecb.typed_config`)."""
+        config = typed_config.override(self, changes, LABEL)
+        config.validate()
+        return config
+
+    @classmethod
+    def preset(cls, name: str) -> "SafeCBConfig":
+        """The validated named preset `configs/<name>.json`: its keys over the defaults."""
+        return cls().override(preset_changes(name))
+
+
+def preset_changes(name: str) -> dict:
+    """The keys the named preset `configs/<name>.json` sets, as nested sections; give them to
+    `SafeCBConfig.override` to lay the preset over another config."""
+    path = CONFIGS_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.json")))
+        raise ValueError(f"no Safe-CB preset {name!r}; the presets in {CONFIGS_DIR} are: {known}")
+    return json.loads(path.read_text())
+

@@ -1,14 +1,25 @@
-"""The iterative Safe-CB driver (DESIGN.md §6, step 7).
+"""The iterative Safe-CB driver and the decide stage of a round (docs/safecb.md, docs/architecture.md).
 
 Round 0 measures the unedited model. Each later round mines pairs from the latest measurement,
-edits, measures again, and then:
+edits, measures again, and then `safecb.engine.stopping.decide` judges it:
   * quality guard: if the model's own prompt adherence on benign prompts fell by more than
     `max_adherence_drop` since round 0, or the same-seed benign pixel change exceeds
-    `max_benign_change`, the round is recorded as rejected and the model rolls back to the best round;
+    `max_benign_change`, the round is recorded as rejected, the run stops and the model rolls back
+    to the best round;
   * stopping rule: the round improves when the self-judged unsafe rate is at least ε below the best
     round's; the run stops after `patience` rounds without improvement, or after `max_rounds`.
-At the end the model holds the best round's codebooks. Only the model's own judgments drive any of
-this; `annotate` (e.g. an oracle) can add figures to the metrics but is never read here.
+The run also stops when mining finds no pair. At the end the model holds the best round's
+codebooks.
+
+With `config.redteam.enabled`, each round ≥ 1 first lets the model search for harmful prompts
+beyond the caller's list (`safecb.engine.redteam`); the ones it finds, with their safe rewrites,
+join the prompt set for this and later rounds (round_NNN/redteam.json keeps them for a resume),
+and their generations join the measurement the round mines. The stopping rule then compares
+rounds on the caller's prompts alone (metrics "self_unsafe"; the found ones: "self_unsafe_redteam"),
+since each round adds prompts the model still flags.
+
+Only the model's own judgments drive any of this; `annotate` (e.g. an oracle) can add figures to
+the metrics but is never read here.
 
 Scaled out (`distributed=`, see `safecb.distributed`), the main process drives the run alone:
 mining, Harmful Space, steps 1–3, the stopping rule, the run directory and every event. Each
@@ -31,10 +42,12 @@ from ..distributed import DistributedContext
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from .config import SafeCBConfig
 from .measure import Measurement, benign_change, measure
-from .mining import Pairs, mine_pairs
+from .mining import Pairs, mine_measurement
 from .prompts import RoundPrompts
+from .redteam import RedTeamResult, extend_measurement, fixed_set_rates, red_team, with_found
 from .rundir import RunDirectory, RunState
 from .steps import edit_round
+from .stopping import decide, stop_reason
 
 
 @dataclass
@@ -47,7 +60,7 @@ class Event:
     metrics: dict | None = None  # a finished round's metrics
     # On "round" events only, for consumers that persist what the round made (the studio's runner):
     measurement: Measurement | None = None  # the round's generations and self-judgments
-    pairs: list[dict] | None = None  # pairs mined from the previous round's measurement (pair_records)
+    pairs: Pairs | None = None  # mined from the previous round's measurement: rows into its harmful and rewrite sets
     space_basis: torch.Tensor | None = None  # [d, r] the Harmful Space the round's edit used
 
 
@@ -80,15 +93,17 @@ def restore(backend: JanusBackend, run_dir: RunDirectory | None, index: int,
 
 
 def pair_records(pairs: Pairs, prompts: RoundPrompts, m: Measurement) -> list[dict]:
-    n_seeds = len(m.seeds)
+    """The pairs as the run directory keeps them (pairs.json): prompt texts, seeds, scores and grids."""
+    harmful, rewrite = m.sets["harmful"], m.sets["rewrite"]
+    n_seeds = len(harmful.seeds)
     out = []
     for i in range(len(pairs)):
         h, s = int(pairs.harmful_rows[i]), int(pairs.safe_rows[i])
         p = prompts.harmful[int(pairs.prompt_index[i])]
         out.append({
             "prompt": p.text, "rewrite": p.rewrite, "category": p.category,
-            "harmful_seed": m.seeds[h % n_seeds], "safe_seed": m.seeds[s % n_seeds],
-            "harmful_score": float(m.harmful_scores[h]), "safe_score": float(m.rewrite_scores[s]),
+            "harmful_seed": harmful.seeds[h % n_seeds], "safe_seed": rewrite.seeds[s % n_seeds],
+            "harmful_score": float(harmful.scores[h]), "safe_score": float(rewrite.scores[s]),
             "harmful_tokens": pairs.harmful_grids[i].tolist(), "safe_tokens": pairs.safe_grids[i].tolist(),
         })
     return out
@@ -97,8 +112,8 @@ def pair_records(pairs: Pairs, prompts: RoundPrompts, m: Measurement) -> list[di
 def example_rows(pairs: Pairs, before: Measurement, after: Measurement, n: int = 6) -> list[list[np.ndarray]]:
     """Harmful image before the round | its safe counterpart | the same prompt and seed after."""
     pick = np.linspace(0, len(pairs) - 1, min(n, len(pairs))).astype(int) if len(pairs) else []
-    return [[before.harmful_images[pairs.harmful_rows[i]], before.rewrite_images[pairs.safe_rows[i]],
-             after.harmful_images[pairs.harmful_rows[i]]] for i in pick]
+    return [[before.sets["harmful"].images[pairs.harmful_rows[i]], before.sets["rewrite"].images[pairs.safe_rows[i]],
+             after.sets["harmful"].images[pairs.harmful_rows[i]]] for i in pick]
 
 
 def run_safecb(
@@ -141,7 +156,7 @@ def follow_main(backend: JanusBackend, prompts: RoundPrompts, config: SafeCBConf
         order = ctx.broadcast_object()
         if order[0] == "measure":
             try:
-                measure(backend, prompts, config, keep_hidden=order[1], distributed=ctx)
+                measure(backend, with_found(prompts, order[2]), config, keep_hidden=order[1], distributed=ctx)
             except Exception as exc:  # the main process hears of it through the gather and stops the run
                 own_failure = own_failure or exc
             continue
@@ -158,149 +173,205 @@ def release_followers(ctx: DistributedContext, backend: JanusBackend, result: Ru
     ctx.broadcast_tensors(backend.codebooks())
 
 
+class MainRun:
+    """A run as the main process drives it: its run directory and state, the finished rounds' metrics
+    and the codebook snapshots kept in memory, with the steps `drive` strings together."""
+
+    def __init__(self, backend: JanusBackend, prompts: RoundPrompts, config: SafeCBConfig,
+                 run_dir: str | Path | None, on_event: Callable[[Event], None] | None,
+                 annotate: Callable[[Measurement], dict] | None, should_stop: Callable[[], bool] | None,
+                 ctx: DistributedContext):
+        self.backend, self.prompts, self.config, self.ctx = backend, prompts, config, ctx
+        self.emit = on_event or (lambda event: None)
+        self.annotate, self.should_stop = annotate, should_stop
+        self.directory = RunDirectory(run_dir) if run_dir is not None else None
+        self.started = time.perf_counter()
+        self.keep_hidden = config.target == "generator"
+        self.state = self.open_directory()
+        self.n_fixed = len(prompts.harmful)  # the caller's harmful prompts; those the red team adds come after them
+        if self.directory is not None and config.redteam.enabled and self.state.finished_round >= 1:
+            self.prompts = with_found(prompts, self.directory.found_prompts(self.state.finished_round))
+        self.memory: dict[int, dict] = {}  # snapshots kept in memory (also on disk when there is a run dir)
+        self.rounds: list[dict] = (self.directory.metrics()
+                                   if self.directory is not None and self.state.finished_round >= 0 else [])
+        self.reference: dict[str, torch.Tensor] = {}  # round 0's codebooks, set by start_or_resume
+        self.baseline: Measurement | None = None  # round 0's measurement, set by start_or_resume
+
+    def open_directory(self) -> RunState:
+        """The run directory's saved state (a fresh state when there is none yet). A run directory of
+        another model, config or prompt set is refused; a new one gets this run's config."""
+        header = {"safecb": self.config.to_dict(), "prompts": self.prompts.to_dict(), "model": self.backend.source,
+                  "fingerprint": self.backend.fingerprint}
+        directory = self.directory
+        if directory is not None and directory.exists():
+            saved = directory.read_config()
+            if saved.get("fingerprint") != self.backend.fingerprint:
+                raise ValueError(f"{directory.path} holds a run of another model; use a new run directory")
+            if saved.get("safecb") != header["safecb"] or saved.get("prompts") != header["prompts"]:
+                raise ValueError(f"{directory.path} holds a run with another config or prompt set; "
+                                 "use a new run directory")
+            return directory.read_state()
+        if directory is not None:
+            directory.write_config(header)
+        return RunState()
+
+    def progress_for(self, index: int) -> Callable[[str, float], None]:
+        def progress(stage: str, fraction: float) -> None:
+            if self.should_stop is not None and self.should_stop():
+                raise RunCancelled(f"cancelled in round {index} during {stage}")
+            self.emit(Event("stage", index, stage, float(fraction), f"round {index}: {stage}"))
+        return progress
+
+    def measure_now(self, keep_hidden: bool, progress) -> Measurement:
+        if self.ctx.distributed:
+            # the other processes wait in follow_main; they learn the prompts the red team added here
+            self.ctx.broadcast_object(("measure", keep_hidden, self.prompts.harmful[self.n_fixed:]))
+        return measure(self.backend, self.prompts, self.config, keep_hidden, progress, distributed=self.ctx)
+
+    def snapshot(self, index: int) -> None:
+        self.memory[index] = {name: self.backend.get_codebook(name) for name in CODEBOOK_PATHS}
+        if self.directory is not None:
+            self.backend.save_codebooks(self.directory.snapshot(index), metadata={"round": index})
+
+    def finish(self, stopped: str, cancelled: bool = False) -> RunResult:
+        """Leave the model on the best round's codebooks, record why the run stopped, and say so."""
+        state = self.state
+        if state.finished_round >= 0:  # cancelled inside round 0: nothing was edited, nothing to restore
+            restore(self.backend, self.directory, state.best_round, self.memory)
+        if self.directory is not None and not cancelled:
+            state.stopped = stopped
+            self.directory.write_state(state)
+        if stopped:
+            self.emit(Event("stopped", state.finished_round, message=stopped))
+        return RunResult(self.rounds, state.best_round, stopped, cancelled, time.perf_counter() - self.started)
+
+    def start_or_resume(self) -> Measurement:
+        """Measure round 0 of a new run, or bring a resumed run back to its last finished round.
+        Sets the reference codebooks and the baseline; returns the measurement the next round mines."""
+        current = self.round_zero() if self.state.finished_round < 0 else self.resume()
+        self.memory.setdefault(0, self.reference)
+        return current
+
+    def round_zero(self) -> Measurement:
+        """Measure the unedited model: round 0, the baseline and the first best round."""
+        self.reference = {name: self.backend.get_codebook(name) for name in CODEBOOK_PATHS}
+        t0 = time.perf_counter()
+        current = self.measure_now(self.keep_hidden, self.progress_for(0))
+        metrics = {"round": 0, **current.summary(), "benign_change": 0.0, "pairs": 0,
+                   "accepted": True, "seconds": time.perf_counter() - t0}
+        if self.annotate is not None:
+            metrics["annotations"] = self.annotate(current)
+        self.snapshot(0)
+        self.state = RunState(finished_round=0, best_round=0, best_self_unsafe=metrics["self_unsafe"])
+        self.rounds.append(metrics)
+        if self.directory is not None:
+            self.directory.write_metrics(0, metrics)
+            self.directory.write_state(self.state)
+        self.emit(Event("round", 0, message=f"round 0 (unedited): self-judged unsafe {metrics['self_unsafe']:.3f}",
+                        metrics=metrics, measurement=current))
+        self.baseline = current
+        return current
+
+    def resume(self) -> Measurement:
+        """Re-measure round 0 (the baseline) and the last finished round, whose codebooks the model
+        then holds."""
+        index = self.state.finished_round
+        self.reference = self.backend.read_codebook_file(self.directory.snapshot(0))
+        self.backend.set_codebooks(self.reference)
+        self.baseline = self.measure_now(False, self.progress_for(index))
+        restore(self.backend, self.directory, index, self.memory)
+        return self.measure_now(self.keep_hidden, self.progress_for(index))
+
+    def add_found_prompts(self, index: int, current: Measurement, progress) -> tuple[Measurement, RedTeamResult]:
+        """Round `index`'s red team (`safecb.engine.redteam`) on the model as it is: the prompts it finds
+        join the prompt set for this and later rounds, and their generations join `current`, which
+        this round mines."""
+        found = red_team(self.backend, self.prompts, current, self.config, index, self.keep_hidden, progress)
+        if found.found:
+            self.prompts = with_found(self.prompts, found.found)
+            self.prompts.validate()
+            current = extend_measurement(current, found.generations)
+        return current, found
+
+    def found_metrics(self, found: RedTeamResult) -> dict:
+        return {"redteam_tried": found.tried, "redteam_flagged": found.flagged, "redteam_added": len(found.found),
+                "redteam_prompts": len(self.prompts.harmful) - self.n_fixed, "redteam_seconds": found.seconds}
+
+    def one_round(self, current: Measurement) -> tuple[Measurement, str]:
+        """Mine pairs from `current`, edit, measure, and let `decide` accept or reject the round.
+        Returns the round's measurement and why the run stops now ("" to go on)."""
+        config, state, directory = self.config, self.state, self.directory
+        index = state.finished_round + 1
+        progress = self.progress_for(index)
+        t0 = time.perf_counter()
+        found = None
+        if config.redteam.enabled:
+            current, found = self.add_found_prompts(index, current, progress)
+        pairs = mine_measurement(current)
+        if len(pairs) == 0:
+            return current, "nothing left to mine: no flagged harmful generation has a safe counterpart"
+        edit = edit_round(self.backend, self.prompts, current, pairs, config, self.reference, progress)
+        self.backend.set_codebooks(edit.codebooks)
+        after = self.measure_now(self.keep_hidden, progress)
+        summary = after.summary()
+        if config.redteam.enabled:  # the stopping rule compares rounds on the caller's prompts alone
+            summary.update(fixed_set_rates(after, self.n_fixed))
+        change = benign_change(self.baseline.sets["benign"].images, after.sets["benign"].images)
+        verdict = decide(round_index=index, best_round=state.best_round, best_self_unsafe=state.best_self_unsafe,
+                         stale=state.stale, baseline_adherence=self.baseline.summary()["adherence"],
+                         self_unsafe=summary["self_unsafe"], adherence=summary["adherence"], benign_change=change,
+                         stop=config.stop)
+        metrics = {
+            "round": index, **summary, "benign_change": change, "pairs": len(pairs),
+            "pairs_same_seed": int(pairs.same_seed.sum()), "space_rank": edit.space.rank,
+            "space_energy": edit.space.energy, "target": config.target, **edit.info,
+            **(self.found_metrics(found) if found is not None else {}),
+            "accepted": verdict.accepted, "guard": verdict.guard, "improved": verdict.improved,
+            "seconds": time.perf_counter() - t0,
+        }
+        if self.annotate is not None:
+            metrics["annotations"] = self.annotate(after)
+        self.snapshot(index)
+        if directory is not None:
+            directory.write_space(index, edit.space.basis)
+            directory.write_pairs(index, pair_records(pairs, self.prompts, current))
+            if found is not None:
+                directory.write_redteam(index, found.record())
+            directory.write_examples(index, example_rows(pairs, current, after))
+            directory.write_metrics(index, metrics)
+        self.rounds.append(metrics)
+        state.finished_round, state.best_round = index, verdict.best_round
+        state.best_self_unsafe, state.stale = verdict.best_self_unsafe, verdict.stale
+        if directory is not None:
+            directory.write_state(state)
+        if verdict.accepted:
+            self.emit(Event("round", index, message=f"round {index}: self-judged unsafe {summary['self_unsafe']:.3f}, "
+                            f"{len(pairs)} pairs, {metrics['seconds']:.1f} s", metrics=metrics, measurement=after,
+                            pairs=pairs, space_basis=edit.space.basis))
+        else:
+            self.emit(Event("rollback", index, message=f"round {index} rejected ({verdict.guard}); "
+                            f"rolling back to round {state.best_round}", metrics=metrics, measurement=after,
+                            pairs=pairs, space_basis=edit.space.basis))
+        return after, verdict.stop
+
+
 def drive(backend: JanusBackend, prompts: RoundPrompts, config: SafeCBConfig, run_dir: str | Path | None,
           on_event: Callable[[Event], None] | None, annotate: Callable[[Measurement], dict] | None,
           should_stop: Callable[[], bool] | None, ctx: DistributedContext) -> RunResult:
-    """The run as the main process drives it (all of it, in a single process)."""
-    emit = on_event or (lambda event: None)
-    directory = RunDirectory(run_dir) if run_dir is not None else None
-    started = time.perf_counter()
-    keep_hidden = config.target == "generator"
-    header = {"safecb": config.to_dict(), "prompts": prompts.to_dict(), "model": backend.source,
-              "fingerprint": backend.fingerprint}
-
-    state = RunState()
-    if directory is not None and directory.exists():
-        saved = directory.read_config()
-        if saved.get("fingerprint") != backend.fingerprint:
-            raise ValueError(f"{directory.path} holds a run of another model; use a new run directory")
-        if saved.get("safecb") != header["safecb"] or saved.get("prompts") != header["prompts"]:
-            raise ValueError(f"{directory.path} holds a run with another config or prompt set; use a new run directory")
-        state = directory.read_state()
-    elif directory is not None:
-        directory.write_config(header)
-
-    memory: dict[int, dict] = {}  # snapshots kept in memory (also on disk when there is a run dir)
-    rounds: list[dict] = directory.metrics() if (directory is not None and state.finished_round >= 0) else []
-
-    def progress_for(index: int):
-        def progress(stage: str, fraction: float) -> None:
-            if should_stop is not None and should_stop():
-                raise RunCancelled(f"cancelled in round {index} during {stage}")
-            emit(Event("stage", index, stage, float(fraction), f"round {index}: {stage}"))
-        return progress
-
-    def measure_now(keep_hidden: bool, progress) -> Measurement:
-        if ctx.distributed:
-            ctx.broadcast_object(("measure", keep_hidden))  # the other processes wait in follow_main
-        return measure(backend, prompts, config, keep_hidden, progress, distributed=ctx)
-
-    def snapshot(index: int) -> None:
-        memory[index] = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
-        if directory is not None:
-            backend.save_codebooks(directory.snapshot(index), metadata={"round": index})
-
-    def finish(stopped: str, cancelled: bool = False) -> RunResult:
-        if state.finished_round >= 0:  # cancelled inside round 0: nothing was edited, nothing to restore
-            restore(backend, directory, state.best_round, memory)
-        if directory is not None and not cancelled:
-            state.stopped = stopped
-            directory.write_state(state)
-        if stopped:
-            emit(Event("stopped", state.finished_round, message=stopped))
-        return RunResult(rounds, state.best_round, stopped, cancelled, time.perf_counter() - started)
-
+    """The run as the main process drives it (all of it, in a single process): start or resume, then
+    one round at a time until the stopping rule (`safecb.engine.stopping`) or mining says stop."""
+    run = MainRun(backend, prompts, config, run_dir, on_event, annotate, should_stop, ctx)
     try:
-        if state.finished_round < 0:
-            reference = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
-            t0 = time.perf_counter()
-            current = measure_now(keep_hidden, progress_for(0))
-            metrics = {"round": 0, **current.summary(), "benign_change": 0.0, "pairs": 0,
-                       "accepted": True, "seconds": time.perf_counter() - t0}
-            if annotate is not None:
-                metrics["annotations"] = annotate(current)
-            snapshot(0)
-            state = RunState(finished_round=0, best_round=0, best_self_unsafe=metrics["self_unsafe"])
-            rounds.append(metrics)
-            if directory is not None:
-                directory.write_metrics(0, metrics)
-                directory.write_state(state)
-            emit(Event("round", 0, message=f"round 0 (unedited): self-judged unsafe {metrics['self_unsafe']:.3f}",
-                       metrics=metrics, measurement=current))
-            baseline = current
-        else:
-            if state.stopped:
-                return finish(state.stopped)
-            reference = backend.read_codebook_file(directory.snapshot(0))
-            backend.set_codebooks(reference)
-            baseline = measure_now(False, progress_for(state.finished_round))
-            restore(backend, directory, state.finished_round, memory)
-            current = measure_now(keep_hidden, progress_for(state.finished_round))
-        memory.setdefault(0, reference)
-
-        while True:
-            if state.stale >= config.stop.patience:
-                return finish(f"no improvement of at least {config.stop.epsilon} for {state.stale} round(s)")
-            if state.finished_round >= config.stop.max_rounds:
-                return finish(f"reached max_rounds = {config.stop.max_rounds}")
-            index = state.finished_round + 1
-            progress = progress_for(index)
-            t0 = time.perf_counter()
-            pairs = mine_pairs(current.harmful_flagged, current.rewrite_flagged, current.harmful_tokens,
-                               current.rewrite_tokens, len(current.seeds))
-            if len(pairs) == 0:
-                return finish("nothing left to mine: no flagged harmful generation has a safe counterpart")
-            edit = edit_round(backend, prompts, current, pairs, config, reference, progress)
-            backend.set_codebooks(edit.codebooks)
-            after = measure_now(keep_hidden, progress)
-            summary = after.summary()
-            change = benign_change(baseline.benign_images, after.benign_images)
-            adherence_drop = baseline.summary()["adherence"] - summary["adherence"]
-            guard = []
-            if adherence_drop > config.stop.max_adherence_drop:
-                guard.append(f"own adherence on benign prompts fell by {adherence_drop:.3f}")
-            if change > config.stop.max_benign_change:
-                guard.append(f"same-seed benign change {change:.4f} exceeds {config.stop.max_benign_change}")
-            improved = summary["self_unsafe"] <= state.best_self_unsafe - config.stop.epsilon
-            metrics = {
-                "round": index, **summary, "benign_change": change, "pairs": len(pairs),
-                "pairs_same_seed": int(pairs.same_seed.sum()), "space_rank": edit.space.rank,
-                "space_energy": edit.space.energy, "target": config.target, **edit.info,
-                "accepted": not guard, "guard": "; ".join(guard), "improved": bool(improved and not guard),
-                "seconds": time.perf_counter() - t0,
-            }
-            if annotate is not None:
-                metrics["annotations"] = annotate(after)
-            snapshot(index)
-            records = pair_records(pairs, prompts, current)
-            if directory is not None:
-                directory.write_space(index, edit.space.basis)
-                directory.write_pairs(index, records)
-                directory.write_examples(index, example_rows(pairs, current, after))
-                directory.write_metrics(index, metrics)
-            rounds.append(metrics)
-            state.finished_round = index
-            if guard:
-                state.stale = config.stop.patience
-                if directory is not None:
-                    directory.write_state(state)
-                emit(Event("rollback", index, message=f"round {index} rejected ({metrics['guard']}); "
-                           f"rolling back to round {state.best_round}", metrics=metrics, measurement=after,
-                           pairs=records, space_basis=edit.space.basis))
-                return finish(f"quality guard at round {index}: {metrics['guard']}")
-            if improved:
-                state.best_round, state.best_self_unsafe, state.stale = index, summary["self_unsafe"], 0
-            else:
-                state.stale += 1
-            if directory is not None:
-                directory.write_state(state)
-            emit(Event("round", index, message=f"round {index}: self-judged unsafe {summary['self_unsafe']:.3f}, "
-                       f"{len(pairs)} pairs, {metrics['seconds']:.1f} s", metrics=metrics, measurement=after,
-                       pairs=records, space_basis=edit.space.basis))
-            current = after
+        if run.state.stopped:
+            return run.finish(run.state.stopped)
+        current = run.start_or_resume()
+        stopped = stop_reason(run.state.finished_round, run.state.stale, config.stop)
+        while not stopped:
+            current, stopped = run.one_round(current)
+        return run.finish(stopped)
     except RunCancelled as exc:
-        emit(Event("stopped", state.finished_round, message=str(exc)))
-        return finish("", cancelled=True)
+        run.emit(Event("stopped", run.state.finished_round, message=str(exc)))
+        return run.finish("", cancelled=True)
 
 
 def apply_run(backend: JanusBackend, run_dir: str | Path, round_index: int | None = None) -> int:

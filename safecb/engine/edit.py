@@ -1,4 +1,4 @@
-"""Step 1 of a Safe-CB round, removing harmful mappings (DESIGN.md §6, step 5). Pure functions.
+"""Edit step 1 of a Safe-CB round, removing harmful mappings (docs/safecb.md). Pure functions.
 
 Decoder target: for each harmful code k with safe target v_k (the mean normalised row of the
 codes that replace k in the safe counterparts),

@@ -1,6 +1,6 @@
-"""Steps 1–2 of a round (DESIGN.md §6): generate every prompt × seed with the current model and
-let the model judge its own images. The same measurement also evaluates the previous round's edit
-for the stopping rule and the quality guard, so a round generates only once.
+"""The measure stage of a round (docs/safecb.md): generate every prompt × seed with the current
+model and let the model judge its own images. The same measurement also evaluates the previous
+round's edit for the stopping rule and the quality guard, so a round generates only once.
 
 The work is cut into units of whole prompts and whole generation batches (`work_units`) that
 processes can share (`safecb.distributed`) without changing a single bit of the result."""
@@ -25,41 +25,46 @@ KINDS = ("harmful", "rewrite", "benign")  # the three generation sets, in the or
 STAGES = {"harmful": "generate harmful", "rewrite": "generate rewrites", "benign": "generate benign"}
 
 
+def unsafe_flags(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """[N] bool: a generation is flagged when its self-judged P(unsafe) is at least τ."""
+    return scores >= threshold
+
+
+@dataclass
+class Generations:
+    """One kind's generations. Row i is prompt i // S with seed `seeds[i % S]` (S = len(seeds))."""
+
+    tokens: torch.Tensor  # [N, n] token grids
+    images: np.ndarray  # [N, h, w, 3] uint8
+    scores: np.ndarray  # [N] self-judged P(unsafe)
+    seeds: list[int]  # the S seeds of every prompt
+    hidden: torch.Tensor | None = None  # [N, n, hidden] generator states (kept for the generator target)
+    adherent: np.ndarray | None = None  # [N] bool, benign only: the model's own caption names every prompted object
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
 @dataclass
 class Measurement:
-    harmful_tokens: torch.Tensor  # [H·S, n] row i = harmful prompt i // S, seed i % S
-    harmful_images: np.ndarray  # [H·S, h, w, 3] uint8
-    harmful_scores: np.ndarray  # [H·S] self-judged P(unsafe)
-    rewrite_tokens: torch.Tensor  # [H·S, n] same layout, safe rewrites
-    rewrite_images: np.ndarray
-    rewrite_scores: np.ndarray
-    benign_tokens: torch.Tensor  # [B·Sb, n]
-    benign_images: np.ndarray
-    benign_scores: np.ndarray
-    benign_adherent: np.ndarray  # [B·Sb] bool: the model's own caption names every prompted object
-    seeds: list[int]  # harmful/rewrite seeds S
-    benign_seeds: list[int]
+    """One measurement of the model as it is: each kind's generations and its own judgments of them."""
+
+    sets: dict[str, Generations]  # by kind (KINDS); harmful and rewrite share the prompt × seed layout
     threshold: float  # τ
-    harmful_hidden: torch.Tensor | None = None  # [H·S, n, hidden] generator states (generator target)
-    benign_hidden: torch.Tensor | None = None  # [B·Sb, n, hidden]
 
-    @property
-    def harmful_flagged(self) -> np.ndarray:
-        return self.harmful_scores >= self.threshold
-
-    @property
-    def rewrite_flagged(self) -> np.ndarray:
-        return self.rewrite_scores >= self.threshold
+    def flagged(self, kind: str) -> np.ndarray:
+        """[N] bool: which of `kind`'s generations the model judged unsafe."""
+        return unsafe_flags(self.sets[kind].scores, self.threshold)
 
     def summary(self) -> dict:
         """The model's own view of itself: what the stopping rule and the quality guard read."""
         return {
-            "self_unsafe": float(self.harmful_flagged.mean()),
-            "self_unsafe_rewrite": float(self.rewrite_flagged.mean()),
-            "self_unsafe_benign": float((self.benign_scores >= self.threshold).mean()),
-            "adherence": float(self.benign_adherent.mean()),
-            "n_harmful": int(len(self.harmful_scores)),
-            "n_benign": int(len(self.benign_scores)),
+            "self_unsafe": float(self.flagged("harmful").mean()),
+            "self_unsafe_rewrite": float(self.flagged("rewrite").mean()),
+            "self_unsafe_benign": float(self.flagged("benign").mean()),
+            "adherence": float(self.sets["benign"].adherent.mean()),
+            "n_harmful": len(self.sets["harmful"]),
+            "n_benign": len(self.sets["benign"]),
         }
 
 
@@ -139,22 +144,16 @@ def measure(
     parts = {kind: [r for w, r in zip(work, results) if w.kind == kind] for kind in KINDS}
 
     def joined(kind: str, field: str):
-        values = [part[field] for part in parts[kind]]
+        values = [part.get(field) for part in parts[kind]]
         if values[0] is None:
             return None
         return torch.cat(values) if isinstance(values[0], torch.Tensor) else np.concatenate(values)
 
-    return Measurement(
-        harmful_tokens=joined("harmful", "tokens"), harmful_images=joined("harmful", "images"),
-        harmful_scores=joined("harmful", "scores"),
-        rewrite_tokens=joined("rewrite", "tokens"), rewrite_images=joined("rewrite", "images"),
-        rewrite_scores=joined("rewrite", "scores"),
-        benign_tokens=joined("benign", "tokens"), benign_images=joined("benign", "images"),
-        benign_scores=joined("benign", "scores"), benign_adherent=joined("benign", "adherent"),
-        seeds=list(config.mining.seeds), benign_seeds=list(config.mining.benign_seeds),
-        threshold=config.mining.threshold,
-        harmful_hidden=joined("harmful", "hidden"), benign_hidden=joined("benign", "hidden"),
-    )
+    sets = {kind: Generations(tokens=joined(kind, "tokens"), images=joined(kind, "images"),
+                              scores=joined(kind, "scores"), seeds=list(seeds[kind]), hidden=joined(kind, "hidden"),
+                              adherent=joined(kind, "adherent"))
+            for kind in KINDS}
+    return Measurement(sets=sets, threshold=config.mining.threshold)
 
 
 def measure_work(

@@ -1,4 +1,4 @@
-"""Step 3 of a round (DESIGN.md §6): mine harmful ↔ safe pairs from the model's own judgments.
+"""The mine stage of a round (docs/safecb.md): harmful ↔ safe pairs from the model's own judgments.
 
 For each flagged harmful generation (pᵢ, seed) the counterpart is the safe rewrite pᵢ′ with the
 same seed if the model judged it safe, else the first other seed of pᵢ′ it judged safe. Both token
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .measure import Measurement
 
 
 @dataclass
@@ -64,3 +66,9 @@ def mine_pairs(
         safe_grids=rewrite_tokens[torch.as_tensor(s, dtype=torch.long)].clone(),
         same_seed=np.array(same_seed, dtype=bool),
     )
+
+
+def mine_measurement(m: Measurement) -> Pairs:
+    """Pairs from a measurement's harmful and rewrite generations, by the model's own flags."""
+    harmful, rewrite = m.sets["harmful"], m.sets["rewrite"]
+    return mine_pairs(m.flagged("harmful"), m.flagged("rewrite"), harmful.tokens, rewrite.tokens, len(harmful.seeds))

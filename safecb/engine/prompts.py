@@ -1,4 +1,4 @@
-"""The prompt set a Safe-CB round works on (DESIGN.md §6): harmful prompts with safe rewrites,
+"""The prompt set a Safe-CB round works on (docs/safecb.md): harmful prompts with safe rewrites,
 and benign prompts with the words the model's own caption should mention."""
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
     run_dir/round_NNN/pairs.json         the mined pairs (prompt, seeds, grids, scores)
     run_dir/round_NNN/space.safetensors  the Harmful Space basis [d, r] the round's edit used
     run_dir/round_NNN/examples.png       harmful before | safe counterpart | same prompt after
+    run_dir/round_NNN/redteam.json       what the round's red team tried and the prompts it added (when enabled)
+    run_dir/imported.safetensors         codebooks read from a file (a run the studio imported, not ran)
 
 Every file is written to a temporary name and renamed, so a crash never leaves half a file.
 """
@@ -15,33 +17,23 @@ Every file is written to a temporary name and renamed, so a crash never leaves h
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from ..io import save_png, save_safetensors, write_atomic, write_json
+from .prompts import HarmfulPrompt
 
 CODEBOOKS = "codebooks.safetensors"
 SPACE = "space.safetensors"
-
-
-def write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-    tmp.replace(path)
-
-
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+EXAMPLES = "examples.png"
+REDTEAM = "redteam.json"
+IMPORTED = "imported.safetensors"
 
 
 @dataclass
@@ -67,11 +59,7 @@ class RunDirectory:
         return self.round_dir(index) / SPACE
 
     def write_space(self, index: int, basis: torch.Tensor) -> None:
-        path = self.space_path(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"basis": basis.detach().float().cpu().contiguous()}, str(tmp))
-        tmp.replace(path)
+        save_safetensors(self.space_path(index), {"basis": basis.detach().float().cpu().contiguous()})
 
     def read_space(self, index: int) -> torch.Tensor | None:
         """The round's Harmful Space basis [d, r], or None for round 0 (no edit) or older runs."""
@@ -110,15 +98,37 @@ class RunDirectory:
     def write_pairs(self, index: int, pairs: list[dict]) -> None:
         write_json(self.round_dir(index) / "pairs.json", pairs)
 
+    def write_redteam(self, index: int, record: dict) -> None:
+        write_json(self.round_dir(index) / REDTEAM, record)
+
+    def found_prompts(self, last_round: int) -> list[HarmfulPrompt]:
+        """The prompts the red teams of rounds 1..last_round added, in the order they were added."""
+        found = []
+        for index in range(1, last_round + 1):
+            path = self.round_dir(index) / REDTEAM
+            if path.exists():
+                found += [HarmfulPrompt(p["text"], p["rewrite"], p.get("category", ""))
+                          for p in json.loads(path.read_text())["found"]]
+        return found
+
+    def examples_path(self, index: int) -> Path:
+        return self.round_dir(index) / EXAMPLES
+
+    def examples(self, index: int) -> Path | None:
+        """The round's examples image, or None when there is none on disk (a round without pairs writes none)."""
+        path = self.examples_path(index)
+        return path if path.exists() and path.stat().st_size > 0 else None
+
     def write_examples(self, index: int, rows: list[list[np.ndarray]], scale: int = 4) -> Path:
         """A grid of uint8 images (rows of equal length), upscaled for viewing."""
-        path = self.round_dir(index) / "examples.png"
+        path = self.examples_path(index)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not rows:
             return path
         strip = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
         image = Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST)
-        tmp = path.with_suffix(".tmp.png")
-        image.save(tmp)
-        tmp.replace(path)
-        return path
+        return save_png(path, image)
+
+    def import_codebooks(self, source: str | Path) -> Path:
+        """Copy a codebook file into the directory as the run's imported codebooks; returns its path."""
+        return write_atomic(self.path / IMPORTED, lambda tmp: shutil.copyfile(source, tmp))

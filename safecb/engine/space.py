@@ -1,4 +1,4 @@
-"""The Harmful Space (DESIGN.md §6, step 4): pure linear algebra on small tensors.
+"""The Harmful Space, the space stage of a round (docs/safecb.md): pure linear algebra on small tensors.
 
 From mined pairs (a harmful token grid and its safe counterpart on the same spatial grid) we
 stack the differences of the edited space's rows, δ = S[t_h(q)] − S[t_s(q)], over every grid

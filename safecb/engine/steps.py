@@ -1,5 +1,6 @@
-"""Steps 4–6 of a round (DESIGN.md §6): Harmful Space, step 1 (remove harmful mappings) and
-step 2 (fine-tune inside the harmless space), for both edit targets.
+"""The space and edit stages of a round (docs/safecb.md): the Harmful Space, then edit step 1
+(remove harmful mappings), step 2 (fine-tune inside the harmless space) and the optional step 3
+(VAπ re-alignment), for both edit targets.
 
 Generator target. The edited space S is the generation head's last linear layer W [K, h]
 (row k is code k's output embedding). Keys are that layer's inputs k = act(proj_out(h)) at the
@@ -48,6 +49,7 @@ from .prompts import RoundPrompts
 from .space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
 
 Progress = Callable[[str, float], None]
+TARGET_CODEBOOK = {"generator": "gen_head", "decoder": "decoder"}  # the codebook each Safe-CB target edits
 
 
 @dataclass
@@ -121,16 +123,17 @@ class GeneratorData:
 
 
 def generator_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs) -> GeneratorData:
-    if m.harmful_hidden is None or m.benign_hidden is None:
+    harmful_hidden, benign_hidden = m.sets["harmful"].hidden, m.sets["benign"].hidden
+    if harmful_hidden is None or benign_hidden is None:
         raise ValueError("the generator target needs hidden states: measure with keep_hidden=True")
     differ = pairs.differing()
     rows = torch.as_tensor(pairs.harmful_rows, dtype=torch.long)
     rewrites = [prompts.harmful[i].rewrite for i in pairs.prompt_index]
     safe_hidden = backend.teacher_forced_hidden(rewrites, pairs.harmful_grids)
-    keys = backend.head_keys(m.harmful_hidden[rows][differ])
+    keys = backend.head_keys(harmful_hidden[rows][differ])
     safe_logits = backend.head_logits(backend.head_keys(safe_hidden[differ]))
     pair_of_key = np.repeat(np.arange(len(pairs)), differ.sum(1).numpy())
-    benign_keys = backend.head_keys(m.benign_hidden.reshape(-1, m.benign_hidden.shape[-1]))
+    benign_keys = backend.head_keys(benign_hidden.reshape(-1, benign_hidden.shape[-1]))
     return GeneratorData(keys, safe_logits, pair_of_key, benign_keys)
 
 
@@ -227,7 +230,7 @@ def decoder_step2(
     trainable[pairs.harmful_grids[torch.as_tensor(fit_pairs)][differ[torch.as_tensor(fit_pairs)]].unique()] = True
     scale = row_scales(step1_change, cfg.min_row_scale) * trainable.float()
     harmless = torch.eye(start.shape[1]) - space.projector()
-    preserve = torch.cat([m.benign_tokens, pairs.safe_grids])
+    preserve = torch.cat([m.sets["benign"].tokens, pairs.safe_grids])
     with torch.no_grad():
         safe_pixels = backend.decode_with(ref_book, pairs.safe_grids).float().cpu()
         preserve_pixels = backend.decode_with(ref_book, preserve).float().cpu()
@@ -266,12 +269,12 @@ def decoder_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, 
     book = backend.get_codebook("decoder")
     hg, sg = pairs.harmful_grids, pairs.safe_grids
     space = build_harmful_space(difference_vectors(book, hg, sg, config.space.normalize_rows), config.space)
-    codes, ratio = harmful_codes(hg, sg, m.benign_tokens, len(book), config.codes)
+    codes, ratio = harmful_codes(hg, sg, m.sets["benign"].tokens, len(book), config.codes)
     progress("step 1: edit", 0.0)
     edited = book.clone()
     if len(codes):
         targets = safe_targets(book, hg, sg, codes)
-        protection = benign_share(m.benign_tokens, hg, len(book))
+        protection = benign_share(m.sets["benign"].tokens, hg, len(book))
         edited = decoder_edit(book, codes, targets, space.projector(), config.decoder_edit, protection)
     info = {"harmful_codes": [int(c) for c in codes], "top_code_ratio": float(ratio.max())}
     if config.fine_tune.enabled and config.fine_tune.steps > 0 and len(pairs) >= 2:
@@ -284,15 +287,14 @@ def decoder_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, 
 # ---------------------------------------------------------------- step 3
 def safe_images(prompts: RoundPrompts, m: Measurement) -> tuple[list[str], np.ndarray]:
     """The round's safe images and their prompts: rewrites and benign generations judged safe."""
+    prompt_texts = {"rewrite": [p.rewrite for p in prompts.harmful], "benign": [b.text for b in prompts.benign]}
     texts, images = [], []
-    n, nb = len(m.seeds), len(m.benign_seeds)
-    for i in np.flatnonzero(~m.rewrite_flagged):
-        texts.append(prompts.harmful[i // n].rewrite)
-        images.append(m.rewrite_images[i])
-    for j in np.flatnonzero(m.benign_scores < m.threshold):
-        texts.append(prompts.benign[j // nb].text)
-        images.append(m.benign_images[j])
-    return texts, np.stack(images) if images else np.zeros((0,) + m.benign_images.shape[1:], np.uint8)
+    for kind in ("rewrite", "benign"):
+        generations = m.sets[kind]
+        for i in np.flatnonzero(~m.flagged(kind)):
+            texts.append(prompt_texts[kind][i // len(generations.seeds)])
+            images.append(generations.images[i])
+    return texts, np.stack(images) if images else np.zeros((0,) + m.sets["benign"].images.shape[1:], np.uint8)
 
 
 def vapi_step3(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs, edit: EditResult,
@@ -317,7 +319,7 @@ def vapi_step3(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pai
         backend.set_codebooks(found)
     info = {}
     if config.vapi.confine:
-        codes, _ = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.benign_tokens, backend.codebook_size,
+        codes, _ = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.sets["benign"].tokens, backend.codebook_size,
                                  config.codes)
         harmless = None
         if config.target == "generator":

@@ -4,8 +4,8 @@
 aggregate figures (each a {"value", "ci", "n"} rate) and keeps the per-image oracle scores of the
 last measurement it saw in `last_scores`, so a consumer can store them next to each image.
 
-The oracle is the toy `Oracle` or an external one for real images (`safecb.eval.nudenet.RealOracle`, or
-anything with `assess(images)` giving per-image `scores` and `unsafe`). An external oracle only
+The oracle is the toy `Oracle` or an external one for real images (`safecb.eval.nudenet.RealOracle`):
+anything with `assess(images)` giving per-image `scores` and `unsafe`. An external oracle only
 flags images: it knows no prompted objects and has no features, so benign fidelity and FID-toy are
 left out of its figures.
 """
@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import world
-from ..engine.measure import Measurement
+from ..engine.measure import KINDS, Measurement
 from ..engine.prompts import RoundPrompts
 from ..metrics import frechet_distance, rate
 from .toy_oracle import Oracle
@@ -37,13 +36,6 @@ def object_fidelity(detected: np.ndarray, concepts: tuple[str, ...], objects: li
                 out[row] = False
                 break
     return out
-
-
-def toy_benign_renders(n_seeds: int, config: world.PromptSetConfig | None = None) -> np.ndarray:
-    """Freshly rendered scenes for the toy train benign prompts, `n_seeds` per prompt: the
-    reference set of FID-toy for the default round prompts."""
-    specs = [p.spec for p in world.build_prompt_sets(config).train_benign for _ in range(n_seeds)]
-    return np.stack([world.render(spec, 50_000 + i) for i, spec in enumerate(specs)])
 
 
 class OracleAnnotator:
@@ -66,28 +58,26 @@ class OracleAnnotator:
 
     def _judge(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[N] scores and [N] unsafe flags, from one pass of the oracle."""
-        if self.measures_fidelity:
-            scores = self.oracle.probs(images)[:, self.oracle._harmful].max(axis=1)
-            return scores, scores >= self.oracle.config.threshold
         verdict = self.oracle.assess(images)
         return verdict.scores, verdict.unsafe
 
     def __call__(self, m: Measurement) -> dict:
-        judged = {kind: self._judge(images) for kind, images in
-                  (("harmful", m.harmful_images), ("rewrite", m.rewrite_images), ("benign", m.benign_images))}
+        judged = {kind: self._judge(m.sets[kind].images) for kind in KINDS}
         self.last_scores = {kind: scores for kind, (scores, _) in judged.items()}
         oracle_flags = judged["harmful"][1]
+        self_flags = m.flagged("harmful")
+        benign = m.sets["benign"]
         figures = {
             "oracle_unsafe_train": rate(oracle_flags, self.n_boot),
             "oracle_unsafe_rewrite": rate(judged["rewrite"][1], self.n_boot),
         }
         if self.measures_fidelity:
-            objects = [b.objects for b in self.prompts.benign for _ in m.benign_seeds]
-            fidelity = object_fidelity(self.oracle.detect(m.benign_images), tuple(self.oracle.concepts), objects)
+            objects = [b.objects for b in self.prompts.benign for _ in benign.seeds]
+            fidelity = object_fidelity(self.oracle.detect(benign.images), tuple(self.oracle.concepts), objects)
             figures["benign_fidelity"] = rate(fidelity, self.n_boot)
-        figures["self_unsafe"] = rate(m.harmful_flagged, self.n_boot)
-        figures["judge_agreement"] = rate(m.harmful_flagged == oracle_flags, self.n_boot)
+        figures["self_unsafe"] = rate(self_flags, self.n_boot)
+        figures["judge_agreement"] = rate(self_flags == oracle_flags, self.n_boot)
         if self.reference_features is not None:
-            fid = frechet_distance(self.oracle.features(m.benign_images), self.reference_features)
-            figures["fid_toy"] = {"value": fid, "n": len(m.benign_images)}
+            fid = frechet_distance(self.oracle.features(benign.images), self.reference_features)
+            figures["fid_toy"] = {"value": fid, "n": len(benign.images)}
         return figures

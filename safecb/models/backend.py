@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io import save_safetensors
 from .sampler import SamplerSettings, generator_input_table, sample_image_tokens
 
 SAFETY_QUESTION = "is this image unsafe ? answer yes or no ."
@@ -247,22 +248,78 @@ class JanusBackend:
         settings.validate(self.codebook_size)
         if not (1 <= batch_size <= 4096):
             raise ValueError(f"batch_size must be in [1, 4096], got {batch_size}")
-        rows = [(p, int(s)) for p in prompts for s in seeds]
         cond_cache = {p: self.generation_ids(p) for p in prompts}
+        for ids in cond_cache.values():
+            self._check_prompt_length(len(ids))
+        rows = [(p, int(s)) for p in prompts for s in seeds]
+        cond = [cond_cache[p] for p, _ in rows]
+        return self._sample_rows(cond, [self.unconditional_ids(c) for c in cond], None, rows, settings, batch_size,
+                                 keep_hidden, decode, progress)
+
+    @torch.no_grad()
+    def embed_ids(self, ids: list[int]) -> torch.Tensor:
+        """The language model's input embeddings of `ids` [len(ids), hidden], a float32 CPU copy: with
+        `generation_ids`, what `generate_from_embeddings` takes, to be changed at will (a soft prompt)."""
+        table = self.model.model.language_model.embed_tokens.weight
+        return table[torch.as_tensor(ids, device=table.device)].float().cpu().clone()
+
+    @torch.no_grad()
+    def generate_from_embeddings(
+        self,
+        prompt_embeds: list[torch.Tensor],
+        seeds: list[int],
+        settings: SamplerSettings | None = None,
+        batch_size: int = 64,
+        uncond_ids: list[list[int]] | None = None,
+        labels: list[str] | None = None,
+        decode: bool = True,
+    ) -> GenerationResult:
+        """`generate` with each conditional prompt given as input embeddings [L_i, hidden] instead of text
+        (a soft prompt: BOS and BOI included, as `embed_ids(generation_ids(prompt))` gives them). Row i is
+        (prompt_embeds[i // len(seeds)], seeds[i % len(seeds)]).
+
+        Classifier-free guidance keeps its usual unconditional branch: `uncond_ids[i]` (by default Janus's
+        [BOS, pad, ..., pad, BOI] of the same length, which is `unconditional_ids` of any plain prompt).
+        Given the ids' own embeddings, it draws exactly the images `generate` draws from the ids."""
+        settings = settings or SamplerSettings()
+        settings.validate(self.codebook_size)
+        if not (1 <= batch_size <= 4096):
+            raise ValueError(f"batch_size must be in [1, 4096], got {batch_size}")
+        self._validate_prompts(["x"] * len(prompt_embeds), seeds)
+        hidden_size = self.model.config.text_config.hidden_size
+        for e in prompt_embeds:
+            if not isinstance(e, torch.Tensor) or e.ndim != 2 or e.shape[1] != hidden_size or len(e) < 2:
+                raise ValueError(f"every prompt embedding must be a [length >= 2, {hidden_size}] tensor")
+            if not torch.isfinite(e).all():
+                raise ValueError("prompt embeddings contain NaN or infinite values")
+            self._check_prompt_length(len(e))
+        if uncond_ids is None:
+            uncond_ids = [[self.bos_id] + [self.pad_id] * (len(e) - 2) + [self.boi_id] for e in prompt_embeds]
+        if len(uncond_ids) != len(prompt_embeds):
+            raise ValueError(f"{len(uncond_ids)} unconditional id rows for {len(prompt_embeds)} prompt embeddings")
+        labels = labels or [f"<embeddings {i}>" for i in range(len(prompt_embeds))]
+        index = [(i, int(s)) for i in range(len(prompt_embeds)) for s in seeds]
+        rows = [(labels[i], s) for i, s in index]
+        cond = [[self.pad_id] * len(prompt_embeds[i]) for i, _ in index]  # only their lengths count
+        return self._sample_rows(cond, [uncond_ids[i] for i, _ in index], [prompt_embeds[i] for i, _ in index],
+                                 rows, settings, batch_size, False, decode, None)
+
+    def _check_prompt_length(self, n_ids: int) -> None:
         limit = self.model.config.text_config.max_position_embeddings
-        for p, ids in cond_cache.items():
-            if len(ids) + self.n_tokens > limit:
-                raise ValueError(
-                    f"prompt is {len(ids)} tokens; with {self.n_tokens} image tokens it exceeds the "
-                    f"model's {limit} positions"
-                )
+        if n_ids + self.n_tokens > limit:
+            raise ValueError(
+                f"prompt is {n_ids} tokens; with {self.n_tokens} image tokens it exceeds the model's {limit} positions"
+            )
+
+    def _sample_rows(self, cond, uncond, embeds, rows, settings, batch_size, keep_hidden, decode, progress
+                     ) -> GenerationResult:
+        """Sample row i from cond[i] (or embeds[i] in its place), uncond[i] and seed rows[i][1], in batches."""
         tokens, hidden = [], []
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            cond = [cond_cache[p] for p, _ in chunk]
-            uncond = [self.unconditional_ids(c) for c in cond]
+            part = slice(start, start + batch_size)
             t, h = sample_image_tokens(
-                self.model, cond, uncond, [s for _, s in chunk], self.n_tokens, settings, self.pad_id, keep_hidden
+                self.model, cond[part], uncond[part], [s for _, s in rows[part]], self.n_tokens, settings,
+                self.pad_id, keep_hidden, None if embeds is None else embeds[part],
             )
             tokens.append(t.cpu().clone())  # clone: plain tensors, not inference-mode ones
             if keep_hidden:
@@ -278,6 +335,22 @@ class JanusBackend:
             seeds=[s for _, s in rows],
             hidden=torch.cat(hidden) if keep_hidden else None,
         )
+
+    def image_logits(self, prompt_embeds: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        """Generation-head logits [B, n_tokens, K] when grid b is teacher-forced after prompt embeddings
+        [B, L, hidden] (all rows one length, no padding): row j predicts token j. Differentiable in
+        `prompt_embeds` (the model's weights are not trained here); without guidance (see `generate`)."""
+        grids = torch.as_tensor(grids)
+        if prompt_embeds.ndim != 3 or grids.shape != (len(prompt_embeds), self.n_tokens):
+            raise ValueError(f"need embeddings [B, L, hidden] and grids [B, {self.n_tokens}], got "
+                             f"{tuple(prompt_embeds.shape)} and {tuple(grids.shape)}")
+        inner = self.model.model
+        lm = inner.language_model
+        dtype = lm.embed_tokens.weight.dtype
+        codes = generator_input_table(inner)[grids[:, :-1].to(self.device)].to(dtype)
+        x = torch.cat([prompt_embeds.to(self.device, dtype), codes], 1)
+        hidden = lm(inputs_embeds=x).last_hidden_state[:, prompt_embeds.shape[1] - 1 :]
+        return inner.generation_head(hidden).float()
 
     @torch.no_grad()
     def teacher_forced_hidden(self, prompts: list[str], grids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -461,17 +534,10 @@ class JanusBackend:
         self.set_codebooks({name: value})
 
     def save_codebooks(self, path: str | Path, names: list[str] | None = None, metadata: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: self.get_codebook(name).contiguous() for name in (names or list(CODEBOOK_PATHS))}
         meta = {"format": SNAPSHOT_FORMAT, "fingerprint": self.fingerprint, "source": self.source}
         meta.update({k: str(v) for k, v in (metadata or {}).items()})
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)  # a crash mid-write never leaves a half-written snapshot
-        return path
+        return save_safetensors(path, tensors, metadata=meta)  # a crash mid-write never leaves a half-written snapshot
 
     def read_codebook_file(self, path: str | Path) -> dict[str, torch.Tensor]:
         """Read and fully validate a snapshot without applying it."""

@@ -201,9 +201,14 @@ def sample_image_tokens(
     settings: SamplerSettings,
     pad_id: int,
     keep_hidden: bool = False,
+    prompt_embeds: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample `n_tokens` visual codes per prompt. Returns tokens [B, n] and optionally the
-    conditional rows' final hidden states at each image position [B, n, hidden]."""
+    conditional rows' final hidden states at each image position [B, n, hidden].
+
+    `prompt_embeds`, when given, holds one [len(prompt_ids[i]), hidden] tensor per conditional row
+    that replaces the embeddings of prompt_ids[i] (which then only set the row's length); the
+    unconditional rows always embed their ids."""
     inner = model.model
     lm = inner.language_model
     device = next(model.parameters()).device
@@ -224,6 +229,8 @@ def sample_image_tokens(
     cfg = lm.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     embeds = lm.embed_tokens(ids)
+    for i, given in enumerate(prompt_embeds or []):  # left-padded like the ids
+        embeds[i, width - len(given) :] = given.to(device, dtype)
     cache = KVCache(len(lm.layers), len(rows), cfg.num_key_value_heads, width + n_tokens, head_dim, embeds)
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     allowed = causal[None, None] & valid[:, None, None, :]

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from ..io import save_safetensors, write_json
 from .config import CHECKPOINT_FORMAT
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 class VapiCheckpoint:
@@ -45,8 +39,6 @@ class VapiCheckpoint:
 
     def save(self, state: dict, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer,
              reference: dict[str, torch.Tensor] | None) -> None:
-        from safetensors.torch import save_file
-
         self.path.mkdir(parents=True, exist_ok=True)
         weights = {n: p.detach().cpu().contiguous() for n, p in params.items()}
         moments, counters = {}, {}
@@ -56,13 +48,11 @@ class VapiCheckpoint:
                 moments[f"exp_avg.{n}"] = s["exp_avg"].detach().cpu().contiguous()
                 moments[f"exp_avg_sq.{n}"] = s["exp_avg_sq"].detach().cpu().contiguous()
                 counters[n] = float(s["step"])
-        _write_atomic(self.path / "generator.safetensors", lambda p: save_file(weights, str(p)))
-        _write_atomic(self.path / "optimizer.safetensors", lambda p: save_file(moments, str(p)))
+        save_safetensors(self.path / "generator.safetensors", weights)
+        save_safetensors(self.path / "optimizer.safetensors", moments)
         if reference is not None and not (self.path / "reference.safetensors").exists():
-            ref = {n: t.contiguous() for n, t in reference.items()}
-            _write_atomic(self.path / "reference.safetensors", lambda p: save_file(ref, str(p)))
-        state = dict(state, format=CHECKPOINT_FORMAT, adam_steps=counters)
-        _write_atomic(self.path / "state.json", lambda p: p.write_text(json.dumps(state, indent=2)))
+            save_safetensors(self.path / "reference.safetensors", {n: t.contiguous() for n, t in reference.items()})
+        write_json(self.path / "state.json", dict(state, format=CHECKPOINT_FORMAT, adam_steps=counters))
 
     def load_into(self, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer,
                   state: dict) -> dict[str, torch.Tensor] | None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from .. import typed_config
 
 METHODS = ("grpo", "ste")
 CREDITS = ("image", "local")
@@ -79,10 +83,16 @@ class VapiConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VapiConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown VAπ config keys: {sorted(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: Mapping) -> "VapiConfig":
+        """A config from its `to_dict` form; keys left out keep their defaults. Unknown keys and values
+        of the wrong type raise ValueError. The result is not validated (see `validate`)."""
+        return typed_config.from_dict(cls, data, "VAπ config")
+
+    def override(self, changes: Mapping[str, Any]) -> "VapiConfig":
+        """A new, validated config of the same class: this one with `changes` ({"steps": 4}) applied,
+        each value checked against its field's type (`safecb.typed_config`)."""
+        config = typed_config.override(self, changes, "VAπ config")
+        config.validate()
+        return config
 
 

@@ -24,7 +24,15 @@ from .prompts import (
     random_scene,
     training_examples,
 )
-from .render import BACKGROUND_LABEL, HARMFUL_PATCH_LABELS, SceneSpec, is_unsafe, labels, render, render_with_patch_labels
+from .render import (
+    BACKGROUND_LABEL,
+    HARMFUL_PATCH_LABELS,
+    SceneSpec,
+    is_unsafe,
+    labels,
+    render,
+    render_with_patch_labels,
+)
 from .sheet import contact_sheet
 from .vocab import (
     BACKGROUNDS,

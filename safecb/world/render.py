@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -79,6 +80,45 @@ def render(spec: SceneSpec, seed: int) -> np.ndarray:
     return _render(spec, seed, track_objects=False)[0]
 
 
+@dataclass(frozen=True)
+class HarmfulSlot:
+    """A harmful object of a scene at the moment it is about to be drawn, handed to a `Substitute`."""
+
+    name: str  # the harmful object
+    held: bool  # True when a person holds it, False when it stands in the scene
+    centre: Point  # canvas point its drawer is placed at (the hand when held)
+    size: float  # the side of its drawing box, canvas units
+    layer: Image.Image  # RGBA [CANVAS, CANVAS]: the object as `render` draws it, alpha 255 on its pixels
+    before: Image.Image  # RGB [CANVAS, CANVAS]: the canvas just before it, i.e. what its pixels cover
+    skin: RGB | None  # the holder's skin colour when held
+
+    def draw_in_place(self, d: Draw, name: str, rng: Rng) -> None:
+        """Draw object `name` where this one was: a holdable item in the hand, any other object at
+        the harmful object's position and size (held: centred on its pixels)."""
+        if self.held and name in HOLDABLE:
+            _draw_held(d, name, self.centre, self.size, rng)
+            return
+        cx, cy = self.centre
+        if self.held:
+            ys, xs = np.nonzero(np.asarray(self.layer)[..., 3])
+            cx, cy = float(xs.mean()), float(ys.mean())
+        OBJECT_DRAWERS[name](d, cx, cy, self.size, rng)
+
+
+# Draws something on the RGB canvas in place of a harmful object (drawing nothing erases it).
+Substitute = Callable[[Image.Image, HarmfulSlot], None]
+
+
+def render_substituted(spec: SceneSpec, seed: int, substitute: Substitute) -> np.ndarray:
+    """`render` with every harmful object's drawing handed to `substitute` instead of the canvas.
+
+    The harmful object is still drawn, on a transparent layer the substitute receives, so the scene's
+    random stream and everything else in the picture stay exactly as in `render`: a substitute that
+    pastes `slot.layer` reproduces `render` bit for bit, one that draws nothing leaves what the
+    object covered (background, the holder's arm)."""
+    return _render(spec, seed, track_objects=False, substitute=substitute)[0]
+
+
 BACKGROUND_LABEL = len(CONCEPTS)  # patch label of a patch with no object on it
 # Over patch label values (CONCEPTS, then BACKGROUND_LABEL): True for the harmful objects.
 HARMFUL_PATCH_LABELS = np.array([name in HARMFUL for name in CONCEPTS] + [False])
@@ -100,10 +140,12 @@ def render_with_patch_labels(spec: SceneSpec, seed: int, grid: int, min_share: f
     return image, np.where(enough, best, BACKGROUND_LABEL).astype(np.int64)
 
 
-def _render(spec: SceneSpec, seed: int, track_objects: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _render(spec: SceneSpec, seed: int, track_objects: bool, substitute: Substitute | None = None
+            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw the scene; with `track_objects`, also a [CANVAS, CANVAS] map of which concept drew each
     canvas pixel last (BACKGROUND_LABEL where none did). Tracking only reads the canvas, so the
-    image is the same either way."""
+    image is the same either way. With `substitute`, harmful objects go through it (see
+    `render_substituted`); the owner map then credits whatever it drew to the harmful object."""
     rng = scene_rng(spec, seed)
     image = Image.new("RGB", (CANVAS, CANVAS))
     draw = ImageDraw.Draw(image)
@@ -124,25 +166,38 @@ def _render(spec: SceneSpec, seed: int, track_objects: bool) -> tuple[np.ndarray
     def jitter(amount_px: float) -> float:
         return float(rng.uniform(-amount_px, amount_px)) * s
 
+    def paint(name: str, drawer: Callable[[Draw], None], centre: Point, size: float, held: bool = False,
+              skin: RGB | None = None) -> None:
+        """Run `drawer` (which draws `name` with the scene's rng) on the canvas, or for a harmful
+        object under a substitute, on a transparent layer handed to the substitute."""
+        if substitute is None or name not in HARMFUL:
+            drawer(draw)
+        else:
+            layer = Image.new("RGBA", image.size)
+            drawer(ImageDraw.Draw(layer))
+            substitute(image, HarmfulSlot(name, held, centre, size, layer, image.copy(), skin))
+        drawn_by(name)
+
     if len(spec.objects) == 1:
         size = 16.5 * s * rng.uniform(0.9, 1.1)
-        OBJECT_DRAWERS[spec.objects[0]](draw, 16 * s + jitter(2), 16.5 * s + jitter(2), size, rng)
-        drawn_by(spec.objects[0])
+        name = spec.objects[0]
+        cx, cy = 16 * s + jitter(2), 16.5 * s + jitter(2)
+        paint(name, lambda d: OBJECT_DRAWERS[name](d, cx, cy, size, rng), (cx, cy), size)
     elif spec.relation == "holding":
         size = 16 * s * rng.uniform(0.92, 1.08)
         cx, cy = 10.5 * s + jitter(1.5), 16 * s + jitter(1.5)
         hand, skin = draw_person(draw, cx, cy, size, rng, holding=True)
         drawn_by("person")
-        _draw_held(draw, spec.objects[1], hand, 0.72 * size, rng)
-        drawn_by(spec.objects[1])
+        item = spec.objects[1]
+        paint(item, lambda d: _draw_held(d, item, hand, 0.72 * size, rng), hand, 0.72 * size, True, skin)
         # the fingers close over the item
         draw.ellipse(_box(hand[0], hand[1], 0.05 * size, 0.05 * size), fill=skin)
         drawn_by("person")
     elif len(spec.objects) == 2:
         for name, x in zip(spec.objects, (8.5, 23.5)):
             size = 13 * s * rng.uniform(0.9, 1.1)
-            OBJECT_DRAWERS[name](draw, x * s + jitter(1.2), 16.5 * s + jitter(2), size, rng)
-            drawn_by(name)
+            cx, cy = x * s + jitter(1.2), 16.5 * s + jitter(2)
+            paint(name, lambda d: OBJECT_DRAWERS[name](d, cx, cy, size, rng), (cx, cy), size)
 
     small = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
     return np.asarray(small, dtype=np.uint8).copy(), owner
@@ -392,10 +447,13 @@ def draw_boat(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
     d.line(_place([(-0.42, 0.24), (0.42, 0.24)], cx, cy, s), fill=(245, 245, 245), width=3)
 
 
+SKIN_TONES: list[RGB] = [(250, 215, 180), (225, 175, 130), (170, 120, 80), (115, 78, 52)]  # a person's skin
+
+
 def draw_person(d: Draw, cx: float, cy: float, s: float, rng: Rng,
                 holding: bool = False) -> tuple[Point, RGB]:
     """Draw a person; returns their right hand's position and skin colour (for 'holding')."""
-    skin = _pick(rng, [(250, 215, 180), (225, 175, 130), (170, 120, 80), (115, 78, 52)], 8)
+    skin = _pick(rng, SKIN_TONES, 8)
     shirt = _pick(rng, [(215, 45, 45), (45, 90, 215), (40, 160, 70), (240, 200, 40),
                         (150, 70, 200), (245, 130, 30)], 10)
     trousers = _pick(rng, [(40, 50, 95), (70, 45, 30), (50, 50, 55)], 8)
