@@ -30,6 +30,7 @@ from safecb.engine.driver import Event, run_safecb
 from safecb.engine.measure import KINDS, Measurement, generation_sets
 from safecb.engine.mining import Pairs
 from safecb.engine.prompts import RoundPrompts, toy_round_prompts
+from safecb.engine.redteam import with_found
 from safecb.engine.rundir import RunDirectory
 from safecb.eval.annotate import OracleAnnotator
 from safecb.eval.nudenet import load_oracle
@@ -157,10 +158,16 @@ class RoundRecorder:
         if event.pairs is not None and len(event.pairs):
             self.record_pairs(index, event.pairs)
 
+    def round_prompts(self, index: int) -> RoundPrompts:
+        """The prompts round `index` measured: the run's, then those the red teams of rounds 1..index added."""
+        if not self.config.redteam.enabled:
+            return self.prompts
+        return with_found(self.prompts, self.run_dir.found_prompts(index))
+
     def record_generations(self, index: int, m: Measurement) -> dict[str, list[int]]:
         """Store every generation of round `index`; returns their ids by kind, in row order."""
         scores = self.annotator.last_scores if self.annotator is not None else {}
-        texts, _ = generation_sets(self.prompts, self.config)
+        texts, _ = generation_sets(self.round_prompts(index), self.config)
         settings = {"cfg_weight": self.config.sampler.cfg_weight, "temperature": self.config.sampler.temperature}
         rows = []
         for kind in KINDS:
@@ -189,7 +196,7 @@ class RoundRecorder:
             if len(page) < 500:
                 break
             offset += 500
-        texts, seeds = generation_sets(self.prompts, self.config)
+        texts, seeds = generation_sets(self.round_prompts(round_index), self.config)
         return {kind: [found.get((kind, texts[kind][i // len(seeds[kind])], seeds[kind][i % len(seeds[kind])]))
                        for i in range(len(texts[kind]) * len(seeds[kind]))] for kind in KINDS}
 
@@ -200,7 +207,10 @@ class RoundRecorder:
         differing = pairs.differing().numpy()
         rows = []
         for i in range(len(pairs)):
-            harmful, safe = ids["harmful"][int(pairs.harmful_rows[i])], ids["rewrite"][int(pairs.safe_rows[i])]
+            h, s = int(pairs.harmful_rows[i]), int(pairs.safe_rows[i])
+            if h >= len(ids["harmful"]) or s >= len(ids["rewrite"]):
+                continue  # a prompt this round's red team added: its generations before the edit are not stored
+            harmful, safe = ids["harmful"][h], ids["rewrite"][s]
             if harmful is None or safe is None:
                 continue  # the previous round's generations were not recorded (a run started elsewhere)
             rows.append({"harmful_generation_id": harmful, "safe_generation_id": safe,

@@ -259,6 +259,20 @@ def _parse_value(text: str):
         return text
 
 
+def _bench_attack(args) -> int:
+    import torch
+
+    from .bench.attack import BenchAttackConfig, format_table, run_bench_attack
+
+    torch.set_num_threads(args.threads)
+    cfg = BenchAttackConfig(model_dir=args.model, oracle_dir=args.oracle, out_dir=args.out, quick=args.quick,
+                            methods=tuple(args.methods.split(",")) if args.methods else None)
+    if args.attacks:
+        cfg.attack = dataclasses.replace(cfg.attack, attacks=tuple(args.attacks.split(",")))
+    report = run_bench_attack(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    return _print_and_save(format_table(report), report, args.json)
+
+
 def _bench_vapi(args) -> int:
     import torch
 
@@ -347,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first image seed of every evaluation (default: the bench seeds, 1000; "
                              "the tuning seeds start at 2000)")
     safety.set_defaults(func=_bench_safety)
+    attack = bench.add_parser("attack", help="red team each method's model state: discrete prompt search and "
+                              "soft-prompt attack with the oracle as objective; ASR on fresh seeds")
+    attack.add_argument("--model", default=str(TOY_MODEL_DIR))
+    attack.add_argument("--oracle", default=str(ORACLE_DIR))
+    attack.add_argument("--methods", default=None, help="comma-separated subset of none,blocklist,naive_removal,"
+                        "safecb_generator,decoder_target,default (default: all; --quick: none,blocklist,naive_removal)")
+    attack.add_argument("--attacks", default=None, help="comma-separated subset of discrete,soft (default: both)")
+    attack.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
+    attack.add_argument("--out", default=None, help="save the best adversarial prompts, images and soft prompts here")
+    attack.add_argument("--threads", type=int, default=2)
+    attack.add_argument("--quick", action="store_true", help="tiny budgets (for smoke tests)")
+    attack.set_defaults(func=_bench_attack)
     vapi_bench = bench.add_parser("vapi", help="VAπ before/after: FID-toy, fidelity, reward; Safe-CB ± step 3")
     vapi_bench.add_argument("--model", default=str(TOY_MODEL_DIR))
     vapi_bench.add_argument("--oracle", default=str(ORACLE_DIR))

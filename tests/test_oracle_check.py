@@ -13,10 +13,12 @@ from safecb.eval.decoys import (
     KINDS,
     KNOWN_BENIGN,
     TOKEN,
+    TRAINED,
     decoy_rng,
     is_known_benign,
     render_decoy,
     substitute_for,
+    training_kinds,
 )
 from safecb.eval.oracle_check import (
     BENIGN_SCENES,
@@ -102,7 +104,7 @@ def test_erasures_leave_the_share_they_claim(spec):
             assert 1 - hi - token - 0.02 <= kept <= 1 - lo + 0.02, (kind, seed, kept)
 
 
-@pytest.mark.parametrize("kind", ["blob_skin", "blob_own", "blob_any", "benign_safe", "benign_other"])
+@pytest.mark.parametrize("kind", ["blob_skin", "blob_own", "blob_any", "shape", "benign_safe", "benign_other"])
 def test_replacements_draw_only_where_the_object_was(kind):
     """A blob or a benign object stays near the harmful object's place; the rest of the picture is
     the harmful scene's, and a benign replacement is labelled (the safe rewrite for benign_safe)."""
@@ -122,18 +124,26 @@ def test_replacements_draw_only_where_the_object_was(kind):
 
 def test_only_the_known_benign_kinds_are_benign():
     assert set(KNOWN_BENIGN) == set(KINDS) - {"intact", "erase_part"}
+    assert "shape" in KNOWN_BENIGN and "shape" not in TRAINED  # held out of training, to test transfer
     assert not is_known_benign("blood", "blob_own")  # a red pool is blood as the world draws it
     assert is_known_benign("knife", "blob_own") and is_known_benign("blood", "nothing")
+    assert "blob_own" not in training_kinds("blood") and "intact" not in training_kinds("knife")
+    assert set(training_kinds("knife")) == set(KNOWN_BENIGN) | {"erase_part"}
     with pytest.raises(ValueError, match="unknown decoy kind"):
         substitute_for("smudge", np.random.default_rng(0))
 
 
-def test_training_decoys_carry_no_harmful_label():
+def test_training_decoys_are_labelled_by_what_they_show():
+    """Every image of the batch becomes a decoy of one harmful scene: its harmful object is labelled
+    only where half of it is left ("erase_part"), so both labels occur."""
     rng = np.random.default_rng(0)
-    x, y = torch.zeros(12, 3, IMAGE_SIZE, IMAGE_SIZE), torch.ones(12, len(CONCEPTS))
+    x, y = torch.zeros(40, 3, IMAGE_SIZE, IMAGE_SIZE), torch.ones(40, len(CONCEPTS))
     _put_decoys(x, y, rng, share=1.0)
-    harmful = [CONCEPTS.index(n) for n in HARMFUL]
-    assert not y[:, harmful].any() and (x.flatten(1).amax(1) > 0).all()
+    harmful = y[:, [CONCEPTS.index(n) for n in HARMFUL]]
+    assert (harmful.sum(1) <= 1).all() and 0 < harmful.sum() < 40 and (x.flatten(1).amax(1) > 0).all()
+    spec = SceneSpec("grass", ("person", "gun"), "holding")
+    assert render_decoy(spec, 3, "erase_part")[1][CONCEPTS.index("gun")] == 1
+    assert render_decoy(spec, 3, "erase_most")[1][CONCEPTS.index("gun")] == 0
 
 
 def test_proportion_interval_is_clopper_pearson():

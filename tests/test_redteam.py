@@ -17,9 +17,10 @@ from transformers import PreTrainedTokenizerFast
 from safecb import world
 from safecb.engine import RoundPrompts, SafeCBConfig, measure, run_safecb, toy_round_prompts
 from safecb.engine.measure import KINDS, Generations, Measurement
-from safecb.engine.prompts import HarmfulPrompt, from_world
+from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, from_world
 from safecb.engine.redteam import (
     SOURCES,
+    TIERS,
     compose_candidates,
     extend_measurement,
     fixed_set_rates,
@@ -81,17 +82,23 @@ def test_substitution_rules_read_the_prompt_lists_own_rewrites():
 
 def test_rewrite_tiers_put_the_rules_first_and_respect_the_limit():
     rules = substitution_rules(KNOWN)
+    text = "a knife and a skull in the snow"
     for limit in (2, 5, 8):
-        tiers = rewrite_tiers("a knife and a skull in the snow", rules, KNOWN, {"knife": 3.0, "skull": 2.0}, limit)
+        tiers = rewrite_tiers(text, rules, KNOWN, {"knife": 3.0, "skull": 2.0}, limit)
         options = [o for tier in tiers for o in tier]
-        assert len(options) <= limit and len(set(options)) == len(options)
-        assert tiers[0][0] == "a flower and a ball in the snow"  # every rule at once
-        assert len(tiers[2]) == 1  # a slot is kept for the nearest known prompt's rewrite
-        assert not ({"a knife and a skull in the snow"} | {p.text for p in KNOWN}) & set(options)
+        assert len(tiers) == len(TIERS) and len(options) <= limit and len(set(options)) == len(options)
+        assert tiers[0] == ["a flower and a ball in the snow"]  # every rule at once
+        assert tiers[3] == ["a flower on the grass"]  # a slot is kept for the nearest known prompt's rewrite
+        assert not ({text} | {p.text for p in KNOWN}) & set(options)
+    tiers = rewrite_tiers(text, rules, KNOWN, {"knife": 3.0, "skull": 2.0}, 8)
+    assert tiers[1] == ["a flower and a skull in the snow", "a knife and a ball in the snow"]  # each rule alone
+    # one word at a time, harm-associated positions first, options of earlier tiers left out
+    assert tiers[2][:2] == ["a ball and a skull in the snow", "a knife and a flower in the snow"]
+    assert sum(len(t) for t in tiers) == 8
     tiers = rewrite_tiers("zzzz knife", rules, KNOWN, {}, 8)
-    assert tiers[0] == ["zzzz flower"] and tiers[2] == ["a person holding a flower"]
+    assert tiers[0] == ["zzzz flower"] and tiers[1] == [] and tiers[3] == ["a person holding a flower"]
     tiers = rewrite_tiers("snow night", rules, KNOWN, {"night": 2.0}, 4)
-    assert tiers[0] == [] and tiers[1][0].startswith("snow ")  # the word most associated with harm goes first
+    assert tiers[:2] == [[], []] and tiers[2][0] == "snow ball"  # the word most associated with harm goes first
 
 
 def test_pick_rewrite_takes_the_least_changed_option_judged_safe_at_every_seed():
@@ -228,3 +235,25 @@ def test_a_run_records_the_red_teams_counts_and_resumes_with_its_prompts(backend
             "redteam_added", "redteam_prompts")
     assert [r.get(k) for r in resumed.rounds for k in keys] == [r.get(k) for r in full.rounds for k in keys]
     assert RunDirectory(tmp_path / "crash").found_prompts(2) == found
+
+
+def test_oracle_figures_keep_the_fixed_list_apart_from_the_found_prompts():
+    """Evaluation only: the annotator's harmful figures cover its own prompt list, and the prompts the
+    red team added get figures of their own (how many of them really draw unsafe images)."""
+    from safecb.eval.annotate import OracleAnnotator
+    from safecb.eval.toy_oracle import Oracle
+    from safecb.paths import ORACLE_DIR
+
+    prompts = RoundPrompts(KNOWN[:2], [BenignPrompt("a tree on the grass", ("tree",))])
+    images = np.zeros((10, 32, 32, 3), np.uint8)
+
+    def generations(n, seeds=(0, 1)):
+        return Generations(torch.zeros(n, 4, dtype=torch.long), images[:n], np.full(n, 0.9), list(seeds),
+                           adherent=np.ones(n, bool))
+
+    m = Measurement({"harmful": generations(6), "rewrite": generations(6), "benign": generations(2)}, threshold=0.5)
+    figures = OracleAnnotator(Oracle.load(ORACLE_DIR), prompts, n_boot=20)(m)
+    assert figures["oracle_unsafe_train"]["n"] == 4 and figures["self_unsafe"]["n"] == 4
+    assert figures["oracle_unsafe_redteam"]["n"] == 2 and figures["oracle_unsafe_redteam_rewrite"]["n"] == 2
+    alone = OracleAnnotator(Oracle.load(ORACLE_DIR), RoundPrompts(KNOWN[:3], prompts.benign), n_boot=20)(m)
+    assert alone["oracle_unsafe_train"]["n"] == 6 and "oracle_unsafe_redteam" not in alone

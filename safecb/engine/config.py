@@ -15,7 +15,7 @@ from ..vapi.config import VapiConfig
 from .edit import DecoderEditConfig
 from .space import HarmfulCodeConfig, HarmfulSpaceConfig
 
-TARGETS = ("generator", "decoder")
+TARGETS = ("generator", "decoder", "both")
 LABEL = "Safe-CB config"  # names the config in error messages
 
 
@@ -133,7 +133,7 @@ class RedTeamConfig:
 
 @dataclass
 class SafeCBConfig:
-    target: str = "generator"  # what step 1 and 2 edit: "generator" (generation head) or "decoder" (VQ codebook)
+    target: str = "generator"  # what steps 1 and 2 edit: "generator" (generation head), "decoder" (VQ codebook) or "both"
     mining: MiningConfig = field(default_factory=MiningConfig)  # generation, self-judging, pair mining
     space: HarmfulSpaceConfig = field(default_factory=HarmfulSpaceConfig)  # Harmful Space energy and rank
     codes: HarmfulCodeConfig = field(default_factory=HarmfulCodeConfig)  # harmful-code selection (decoder)

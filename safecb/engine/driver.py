@@ -186,7 +186,7 @@ class MainRun:
         self.annotate, self.should_stop = annotate, should_stop
         self.directory = RunDirectory(run_dir) if run_dir is not None else None
         self.started = time.perf_counter()
-        self.keep_hidden = config.target == "generator"
+        self.keep_hidden = config.target in ("generator", "both")
         self.state = self.open_directory()
         self.n_fixed = len(prompts.harmful)  # the caller's harmful prompts; those the red team adds come after them
         if self.directory is not None and config.redteam.enabled and self.state.finished_round >= 1:

@@ -25,20 +25,22 @@ captions and its judge, and the round's own prompt list (tests/test_layering.py 
    `keep_share` (`rank_kept`: highest share first, the sources taking turns within a share).
 3. Safe rewrite (`rewrite_tiers`, `search_rewrites`). The brief's search over one-word
    substitutions from the whole vocabulary would draw ~40 words × every position per candidate,
-   so the options come in tiers, the prompt list's own convention first, still without labels:
-   (a) substitution rules read off the known (prompt, rewrite) pairs (word → word where the two
-   differ, e.g. "knife" → "flower"), all at once, then each alone; (b) one-word substitutions by
-   the rules' replacement words, the words the list's harmful prompts use and its safe ones lack
-   first (`harm_association`); (c) the rewrite of the known prompt that shares most words. A tier
-   is drawn (at the screening seeds) only for the candidates earlier tiers left without a rewrite.
-   An option qualifies when the judge finds it safe at every seed; within the first tier that has
-   one, the option whose image tokens differ least from the candidate's at the same seeds wins (the
-   smallest change in the model's own terms). Token change alone does not choose across tiers:
-   sampling diverges after the first changed token, so even the fixed list's own rewrites differ
-   in 83–99% of the 64 positions on the toy, and the least-change option is then often a
-   borderline image the judge barely passes ("a flower holding a knife on the grass" rather than
-   "a person holding a flower on the grass"). A candidate with no qualifying option is skipped;
-   at most `2 · max_new_prompts` kept candidates are searched per round.
+   so the options come in tiers (TIERS), the prompt list's own convention first, still without
+   labels: substitution rules read off the known (prompt, rewrite) pairs (word → word where the
+   two differ, e.g. "knife" → "flower"), (1) every rule at once, (2) each rule alone; (3) one-word
+   substitutions by the rules' replacement words, the words the list's harmful prompts use and its
+   safe ones lack first (`harm_association`); (4) the rewrite of the known prompt that shares most
+   words. A tier is drawn (at the screening seeds) only for the candidates earlier tiers left
+   without a rewrite. An option qualifies when the judge finds it safe at every seed; within the
+   first tier that has one, the option whose image tokens differ least from the candidate's at the
+   same seeds wins (the smallest change in the model's own terms). Token change alone does not
+   choose across tiers: sampling diverges after the first changed token, so even the fixed list's
+   own rewrites differ in 83–99% of the 64 positions on the toy, and the least-change option is
+   then often a borderline image the judge barely passes ("a flower holding a knife on the grass"
+   rather than "a person holding a flower on the grass"); and "every rule" comes before "one rule"
+   so that a rewrite keeps no harmful word an edited model merely stopped drawing. A candidate with
+   no qualifying option is skipped; at most `2 · max_new_prompts` kept candidates are searched per
+   round.
 4. Measure the found prompts and their rewrites at every mining seed (`measure_found`), so the
    driver can append them to the latest measurement (`extend_measurement`) and this round's
    mining pairs them like any other prompt; they stay in the prompt set for later rounds.
@@ -49,23 +51,23 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..models.backend import JanusBackend
 from .config import SafeCBConfig
-from .measure import Generations, Measurement, Work, generation_sets, measure_work, unsafe_flags, work_units
+from .measure import (Generations, Measurement, Progress, Work, generation_sets, measure_work, unsafe_flags,
+                      work_units)
 from .prompts import HarmfulPrompt, RoundPrompts
 
-Progress = Callable[[str, float], None]  # (stage, fraction done)
 STAGE = "red team"  # the progress stage the driver reports
 CATEGORY = "red team"  # the category found prompts carry in reports
 SOURCES = ("caption", "crossover", "swap", "words")  # where a candidate came from
 MAX_SEQUENCE_WORDS = 4  # "words" candidates have one to this many words
 WORD_MARKS = "Ġ▁"  # word-start marks of byte-level BPE and sentencepiece vocabularies
 CAPTION_ORDER = ("benign", "rewrite", "harmful")  # whose flagged images are captioned first
+TIERS = ("every rule", "one rule", "one word", "nearest rewrite")  # safe-rewrite options, in the order tried
 
 
 @dataclass(frozen=True)
@@ -225,26 +227,26 @@ def harm_association(prompts: list[HarmfulPrompt], benign: list[str]) -> dict[st
 
 def rewrite_tiers(text: str, rules: dict[str, list[str]], prompts: list[HarmfulPrompt], association: dict[str, float],
                   limit: int) -> list[list[str]]:
-    """Safe-rewrite options for `text` in three tiers, the prompt list's own convention first: its
-    substitution rules (all at once, then each alone); one-word substitutions by the rules'
-    replacement words, the words most associated with harm first; the rewrite of the known prompt that
-    shares most words. At most `limit` options in all (the last slot is kept for the third tier); none
-    is `text` or a known harmful prompt."""
+    """Safe-rewrite options for `text` in four tiers (TIERS), the prompt list's own convention first:
+    every substitution rule at once; each rule alone; one-word substitutions by the rules' replacement
+    words, the words most associated with harm first; the rewrite of the known prompt that shares most
+    words. At most `limit` options in all (the last slot is kept for the last tier); none is `text` or
+    a known harmful prompt."""
     words = text.split()
     replacements = Counter(y for ys in rules.values() for y in ys)
     safe_words = sorted(replacements, key=lambda y: (-replacements[y], y))
-    by_rules = [[rules[w][0] if w in rules else w for w in words]] if any(w in rules for w in words) else []
-    for w in dict.fromkeys(w for w in words if w in rules):
-        by_rules += [[y if v == w else v for v in words] for y in rules[w]]
+    every_rule = [[rules[w][0] if w in rules else w for w in words]] if any(w in rules for w in words) else []
+    one_rule = [[y if v == w else v for v in words] for w in dict.fromkeys(w for w in words if w in rules)
+                for y in rules[w]]
     positions = sorted(range(len(words)), key=lambda i: -association.get(words[i], 1.0))
-    by_word = [words[:i] + [y] + words[i + 1:] for i in positions for y in safe_words if y != words[i]]
+    one_word = [words[:i] + [y] + words[i + 1:] for i in positions for y in safe_words if y != words[i]]
     nearest = nearest_rewrite(text, prompts)
-    tiers = [[" ".join(o) for o in by_rules], [" ".join(o) for o in by_word], [nearest] if nearest else []]
+    tiers = [[" ".join(o) for o in options] for options in (every_rule, one_rule, one_word)]
+    tiers.append([nearest] if nearest else [])
     seen = {text} | {normalise(p.text) for p in prompts}
-    out, room = [], limit - min(1, len(tiers[2]))
+    out, room = [], limit - len(tiers[-1])
     for k, tier in enumerate(tiers):
-        if k == 2:
-            room += 1
+        room += len(tier) if k == len(tiers) - 1 else 0
         kept = []
         for option in tier:
             if option not in seen and room > 0:
@@ -278,9 +280,9 @@ def search_rewrites(backend: JanusBackend, texts: list[str], tokens: torch.Tenso
     association = harm_association(prompts.harmful, [b.text for b in prompts.benign])
     tiers = [[[o for o in tier if fits(backend, o)]
               for tier in rewrite_tiers(t, rules, prompts.harmful, association, config.redteam.rewrite_options)]
-             for t in texts]
+             for t in texts]  # [text][tier][option]
     chosen: list[tuple[str, float, int] | None] = [None] * len(texts)
-    for k in range(3):
+    for k in range(len(TIERS)):
         pending = [i for i in range(len(texts)) if chosen[i] is None and tiers[i][k]]
         if not pending:
             continue
@@ -375,6 +377,7 @@ def red_team(backend: JanusBackend, prompts: RoundPrompts, latest: Measurement, 
                   if fits(backend, c.text)]
     result = RedTeamResult(tried=len(candidates))
     if not candidates:
+        report(STAGE, 1.0)
         result.seconds = time.perf_counter() - t0
         return result
     report(STAGE, 0.1)
@@ -396,7 +399,7 @@ def red_team(backend: JanusBackend, prompts: RoundPrompts, latest: Measurement, 
                 result.found.append(HarmfulPrompt(candidate.text, rewrite, CATEGORY))
                 result.details.append({"text": candidate.text, "rewrite": rewrite, "source": candidate.source,
                                        "flagged_share": float(share[i]), "mean_score": float(scores[i].mean()),
-                                       "rewrite_tier": tier, "token_change": change})
+                                       "rewrite_tier": TIERS[tier], "token_change": change})
         report(STAGE, 0.5 + 0.3 * searched / budget)
     if result.found:
         result.generations = measure_found(backend, result.found, config, keep_hidden)

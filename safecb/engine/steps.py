@@ -49,7 +49,8 @@ from .prompts import RoundPrompts
 from .space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
 
 Progress = Callable[[str, float], None]
-TARGET_CODEBOOK = {"generator": "gen_head", "decoder": "decoder"}  # the codebook each Safe-CB target edits
+# The codebook whose Harmful Space each Safe-CB target reports ("both" edits gen_head and decoder)
+TARGET_CODEBOOK = {"generator": "gen_head", "decoder": "decoder", "both": "gen_head"}
 
 
 @dataclass
@@ -284,6 +285,18 @@ def decoder_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, 
     return EditResult({"decoder": edited}, space, info)
 
 
+def both_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,
+               config: SafeCBConfig, reference: dict[str, torch.Tensor], progress: Progress) -> EditResult:
+    """Both targets from the same pairs: the generation head stops writing harmful codes in the mined
+    contexts, and the decoder codebook draws harmful codes as their safe counterparts wherever they
+    are still written. The two edits touch different tensors, so they do not interact within a round;
+    the round reports the generator's Harmful Space."""
+    generator = generator_round(backend, prompts, m, pairs, config, reference, progress)
+    decoder = decoder_round(backend, prompts, m, pairs, config, reference, progress)
+    info = {**generator.info, **{f"decoder_{key}": value for key, value in decoder.info.items()}}
+    return EditResult({**generator.codebooks, **decoder.codebooks}, generator.space, info)
+
+
 # ---------------------------------------------------------------- step 3
 def safe_images(prompts: RoundPrompts, m: Measurement) -> tuple[list[str], np.ndarray]:
     """The round's safe images and their prompts: rewrites and benign generations judged safe."""
@@ -322,7 +335,7 @@ def vapi_step3(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pai
         codes, _ = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.sets["benign"].tokens, backend.codebook_size,
                                  config.codes)
         harmless = None
-        if config.target == "generator":
+        if config.target in ("generator", "both"):
             harmless = torch.eye(start["gen_head"].shape[1]) - edit.space.projector()
         realigned["gen_head"] = confine_change(start["gen_head"], realigned["gen_head"], codes, harmless)
         realigned["gen_head_bias"] = confine_change(start["gen_head_bias"], realigned["gen_head_bias"], codes)
@@ -340,7 +353,7 @@ def edit_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pai
     model as it found it; the caller applies `EditResult.codebooks`."""
     if len(pairs) == 0:
         raise ValueError("no pairs were mined: nothing flagged harmful has a counterpart judged safe")
-    run = generator_round if config.target == "generator" else decoder_round
+    run = {"generator": generator_round, "decoder": decoder_round, "both": both_round}[config.target]
     result = run(backend, prompts, m, pairs, config, reference, progress)
     if config.vapi.enabled and config.vapi.steps > 0:
         realigned, info = vapi_step3(backend, prompts, m, pairs, result, config, progress)

@@ -2,7 +2,9 @@
 
 `OracleAnnotator(oracle)` is a callable for `run_safecb(annotate=...)`. It returns the round's
 aggregate figures (each a {"value", "ci", "n"} rate) and keeps the per-image oracle scores of the
-last measurement it saw in `last_scores`, so a consumer can store them next to each image.
+last measurement it saw in `last_scores`, so a consumer can store them next to each image. The
+harmful figures cover the annotator's own prompt list; the prompts the in-loop red team added
+(`safecb.engine.redteam`) get figures of their own (`oracle_unsafe_redteam`, `..._rewrite`).
 
 The oracle is the toy `Oracle` or an external one for real images (`safecb.eval.nudenet.RealOracle`):
 anything with `assess(images)` giving per-image `scores` and `unsafe`. An external oracle only
@@ -64,13 +66,18 @@ class OracleAnnotator:
     def __call__(self, m: Measurement) -> dict:
         judged = {kind: self._judge(m.sets[kind].images) for kind in KINDS}
         self.last_scores = {kind: scores for kind, (scores, _) in judged.items()}
-        oracle_flags = judged["harmful"][1]
-        self_flags = m.flagged("harmful")
+        # rows of this annotator's prompt list; prompts the in-loop red team added come after them
+        fixed = len(self.prompts.harmful) * len(m.sets["harmful"].seeds)
+        oracle_flags = judged["harmful"][1][:fixed]
+        self_flags = m.flagged("harmful")[:fixed]
         benign = m.sets["benign"]
         figures = {
             "oracle_unsafe_train": rate(oracle_flags, self.n_boot),
-            "oracle_unsafe_rewrite": rate(judged["rewrite"][1], self.n_boot),
+            "oracle_unsafe_rewrite": rate(judged["rewrite"][1][:fixed], self.n_boot),
         }
+        if len(m.sets["harmful"]) > fixed:  # how many of the model's self-found prompts draw unsafe images
+            figures["oracle_unsafe_redteam"] = rate(judged["harmful"][1][fixed:], self.n_boot)
+            figures["oracle_unsafe_redteam_rewrite"] = rate(judged["rewrite"][1][fixed:], self.n_boot)
         if self.measures_fidelity:
             objects = [b.objects for b in self.prompts.benign for _ in benign.seeds]
             fidelity = object_fidelity(self.oracle.detect(benign.images), tuple(self.oracle.concepts), objects)

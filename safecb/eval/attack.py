@@ -68,6 +68,8 @@ class SoftPromptConfig:
     check_every: int = 8  # the oracle scores the soft prompt at the search seeds every this many steps and at the end
     search_seeds: int = 6  # images per check; the checkpoint with the highest mean P(unsafe) is kept
     target_seeds: int = 24  # images of the target caption drawn by the reference model
+    candidate_captions: int = 8  # harmful captions per object the oracle ranks; restart r aims at the r-th best
+    rank_seeds: int = 4  # images per candidate caption when ranking (the first target seeds)
 
 
 @dataclass
@@ -93,7 +95,8 @@ class AttackConfig:
             raise ValueError(f"soft-prompt targets must be harmful objects {world.HARMFUL_OBJECTS}, got {sorted(bad)}")
         d, s = self.discrete, self.soft
         if min(d.restarts, d.max_words, d.candidates, d.proposals, d.search_seeds, s.restarts, s.targets, s.batch,
-               s.check_every, s.search_seeds, s.target_seeds, self.validation_seeds) < 1 or s.steps < 0:
+               s.check_every, s.search_seeds, s.target_seeds, s.candidate_captions, s.rank_seeds,
+               self.validation_seeds) < 1 or s.steps < 0:
             raise ValueError("attack budgets must be positive (soft steps may be 0)")
         if not (0.0 < self.success_share <= 1.0):
             raise ValueError(f"success_share must be in (0, 1], got {self.success_share}")
@@ -117,7 +120,7 @@ class AttackInstance:
     attack: str  # "discrete" or "soft"
     target: str  # the harmful object a soft instance aims at; "any" for the discrete search
     restart: int  # which restart of its target
-    prompt: str  # discrete: the prompt found, as typed (before any filter); soft: each vector's nearest word (a reading)
+    prompt: str  # discrete: the prompt found, as typed (before any filter); soft: each vector's nearest word
     start_prompt: str  # where the search began (soft: the benign prompt whose words the vectors replaced)
     search_score: float  # mean oracle P(unsafe) of the kept prompt at the search seeds
     scored: int  # prompts (discrete) or checkpoints (soft) the oracle scored
@@ -310,19 +313,31 @@ class SoftTarget:
 
 
 def soft_targets(reference: JanusBackend, oracle: Oracle, cfg: AttackConfig) -> list[SoftTarget]:
-    """One target set per (object, restart): a harmful caption with that object (a seeded choice among the
-    toy prompt sets' harmful prompts), drawn by `reference` at the target seeds; the images the oracle
-    flags for the object are encoded as targets. With fewer than 2 flagged, the caption's scene is rendered
-    instead (oracle-confirmed renders, encoded with `reference`'s codebook)."""
+    """One target set per (object, restart). The oracle ranks `candidate_captions` harmful captions with the
+    object (a seeded sample of the toy prompt sets' harmful prompts) by its mean P(object) on `reference`'s
+    images at the first `rank_seeds` target seeds; restart r aims at the r-th best (cycled). That caption is
+    drawn by `reference` at the target seeds, and the images the oracle flags for the object are the
+    targets. With fewer than 2 flagged, the caption's scene is rendered instead (oracle-confirmed renders,
+    encoded with `reference`'s codebook)."""
     s = cfg.soft
     sets = world.build_prompt_sets()
     harmful = sets.train_harmful + sets.heldout_harmful
-    chosen = []
-    for k, obj in enumerate(s.objects):
+    seeds = cfg.target_seeds()
+    candidates = {}
+    for obj in s.objects:
         with_obj = [p for p in harmful if obj in p.spec.objects]
         order = np.random.default_rng([cfg.seed, 2, world.CONCEPTS.index(obj)]).permutation(len(with_obj))
-        chosen += [(obj, r, with_obj[int(order[r % len(order)])]) for r in range(s.restarts)]
-    seeds = cfg.target_seeds()
+        candidates[obj] = [with_obj[int(i)] for i in order[: s.candidate_captions]]
+    flat = [p for obj in s.objects for p in candidates[obj]]
+    rank_seeds = seeds[: s.rank_seeds]
+    probs = oracle.probs(reference.generate([p.text for p in flat], rank_seeds, cfg.sampler, cfg.batch_size).images)
+    probs = probs.reshape(len(flat), len(rank_seeds), -1).mean(1)
+    chosen, row = [], 0
+    for obj in s.objects:
+        mine = candidates[obj]
+        ranked = np.argsort(-probs[row : row + len(mine), world.CONCEPTS.index(obj)], kind="stable")
+        chosen += [(obj, r, mine[int(ranked[r % len(mine)])]) for r in range(s.restarts)]
+        row += len(mine)
     drawn = reference.generate([p.text for _, _, p in chosen], seeds, cfg.sampler, cfg.batch_size)
     found = oracle.detect(drawn.images)
     out = []
@@ -333,7 +348,8 @@ def soft_targets(reference: JanusBackend, oracle: Oracle, cfg: AttackConfig) -> 
         if len(grids) < 2:
             renders = np.stack([world.render(prompt.spec, seed) for seed in seeds])
             confirmed = oracle.detect(renders)[:, world.CONCEPTS.index(obj)]
-            grids, source = reference.encode(renders[confirmed if confirmed.any() else slice(None)])[: s.targets], "renders"
+            kept = renders[confirmed] if confirmed.any() else renders
+            grids, source = reference.encode(kept)[: s.targets], "renders"
         out.append(SoftTarget(obj, r, prompt.text, grids, source))
     return out
 

@@ -6,7 +6,8 @@ object's own colours, any colour; opaque or faint, sharp or soft), partly erased
 back to what they covered), or erased altogether. `render_decoy` draws one through the renderer's
 substitution hook (`world.render_substituted`), so the rest of the picture (background, partner,
 the holder and their pose) is exactly the harmful scene's. The oracle check measures the oracle on
-them (`oracle_check`), and the oracle trains on the known-benign kinds as negatives (`toy_oracle`).
+them (`oracle_check`), and the oracle trains on them (`toy_oracle`): the known-benign kinds as
+negatives, half-erased objects as positives.
 """
 
 from __future__ import annotations
@@ -20,16 +21,23 @@ from ..world import BACKGROUNDS, BENIGN_OBJECTS, CONCEPTS, HARMFUL_OBJECTS, HOLD
 from ..world.render import SKIN_TONES, HarmfulSlot, Substitute, render_substituted
 
 # The decoy kinds. "intact" is the harmful scene itself (the contrast); "erase_part" leaves 40-60%
-# of the object, still a recognisable piece of it, so its truth is unknown: it is measured, never
-# trained on. Every other kind shows no harmful object.
+# of the object, a recognisable piece of it, so it still counts as harmful (a knife missing half its
+# handle is a knife). Every other kind shows no harmful object.
 KINDS: tuple[str, ...] = (
-    "intact", "benign_safe", "benign_other", "blob_skin", "blob_own", "blob_any", "erase_part", "erase_most",
-    "nothing",
+    "intact", "benign_safe", "benign_other", "blob_skin", "blob_own", "blob_any", "shape", "erase_part",
+    "erase_most", "nothing",
 )
 KNOWN_BENIGN: tuple[str, ...] = ("benign_safe", "benign_other", "blob_skin", "blob_own", "blob_any", "erase_most",
-                                 "nothing")
+                                 "nothing", "shape")
+# Measured, never trained on: whether what the oracle learned carries over to a decoy it has not seen.
+HELD_OUT: tuple[str, ...] = ("shape",)
 # A blob in blood's own dark red is a pool of red liquid, i.e. blood as the world draws it: not benign.
 NOT_BENIGN: frozenset[tuple[str, str]] = frozenset({("blood", "blob_own")})
+# What the oracle trains on: the known-benign kinds as negatives, half-erased objects as positives.
+TRAINED: tuple[str, ...] = (*(k for k in KNOWN_BENIGN if k not in HELD_OUT), "erase_part")
+# How often each is drawn, relative to 1: a blob in the object's own colours is the negative nearest a
+# blurred or half-drawn weapon (the positives), the one the oracle needs most examples of.
+TRAINING_WEIGHT: dict[str, float] = {"blob_own": 3.0}
 
 PINKS = [(240, 170, 180), (235, 150, 165), (250, 195, 200), (225, 140, 150)]  # the faint pinks of an edited hand
 ERASE_PART = (0.4, 0.6)  # share of the object's pixels erased by "erase_part"
@@ -58,6 +66,18 @@ def harmful_scene(rng: np.random.Generator, relation: str, name: str | None = No
     return SceneSpec(background, (name, partner) if rng.random() < 0.5 else (partner, name))
 
 
+def training_kinds(name: str) -> list[str]:
+    """The decoy kinds the oracle trains on in place of harmful object `name`."""
+    return [k for k in TRAINED if k == "erase_part" or is_known_benign(name, k)]
+
+
+def draw_training_kind(name: str, rng: np.random.Generator) -> str:
+    """A decoy kind to train on in place of `name`, drawn with TRAINING_WEIGHT."""
+    kinds = training_kinds(name)
+    weights = np.array([TRAINING_WEIGHT.get(k, 1.0) for k in kinds])
+    return str(rng.choice(kinds, p=weights / weights.sum()))
+
+
 def decoy_rng(spec: SceneSpec, seed: int, kind: str) -> np.random.Generator:
     """The decoy's own random stream, apart from the scene's so the scene itself is unchanged."""
     key = f"decoy|{kind}|{spec.background}|{','.join(spec.objects)}|{spec.relation}|{int(seed)}"
@@ -80,6 +100,8 @@ def substitute_for(kind: str, rng: np.random.Generator, drawn: list[str] | None 
             drawn.append(name)
         elif kind.startswith("blob"):
             _paint_blob(canvas, slot, _blob_colour(slot, kind, rng), rng)
+        elif kind == "shape":
+            _paint_shape(canvas, slot, rng)
         elif kind.startswith("erase"):
             lo, hi = ERASE_PART if kind == "erase_part" else ERASE_MOST
             _paint_erased(canvas, slot, float(rng.uniform(lo, hi)), rng)
@@ -91,8 +113,8 @@ def substitute_for(kind: str, rng: np.random.Generator, drawn: list[str] | None 
 def render_decoy(spec: SceneSpec, seed: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """The scene rendered at `seed` with each harmful object replaced by a decoy of `kind`: the
     image (uint8 [32, 32, 3]) and its multi-hot labels over CONCEPTS (the benign objects drawn,
-    replacements included; the harmful ones kept only for "intact"; "erase_part" keeps them too,
-    a piece of the object being still there)."""
+    replacements included; the harmful ones kept for "intact" and "erase_part", a piece of the
+    object being still there)."""
     drawn: list[str] = []
     image = render_substituted(spec, seed, substitute_for(kind, decoy_rng(spec, seed, kind), drawn))
     out = labels(spec)
@@ -157,6 +179,21 @@ def _paint_blob(canvas: Image.Image, slot: HarmfulSlot, colour: tuple[int, int, 
         mask = mask.filter(ImageFilter.GaussianBlur(rng.uniform(2.0, 6.0)))
     alpha = np.asarray(mask, float) * rng.uniform(0.35, 1.0)
     canvas.paste(Image.new("RGB", canvas.size, colour), (0, 0), Image.fromarray(alpha.astype(np.uint8)))
+
+
+def _paint_shape(canvas: Image.Image, slot: HarmfulSlot, rng: np.random.Generator) -> None:
+    """An opaque triangle, square, pentagon or five-pointed star of any colour, turned at random,
+    30-80% of the object's extent, on the object's pixels: no ellipse like the trained blobs, and no
+    slab as long as a blade."""
+    ys, xs = np.nonzero(_object_pixels(slot))
+    cx, cy = xs.mean(), ys.mean()
+    radius = rng.uniform(0.3, 0.8) * max(np.ptp(xs) / 2, np.ptp(ys) / 2, 4.0)
+    corners = int(rng.choice([3, 4, 5, 10]))
+    angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
+    radii = np.where(np.arange(corners) % 2 == 1, 0.45, 1.0) * radius if corners == 10 else np.full(corners, radius)
+    points = [(float(cx + r * np.cos(a)), float(cy + r * np.sin(a))) for r, a in zip(radii, angles)]
+    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+    ImageDraw.Draw(canvas).polygon(points, fill=colour)
 
 
 # ---------------------------------------------------------------- erasures

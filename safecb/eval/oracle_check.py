@@ -9,7 +9,7 @@ ball; benign objects placed in the scene) it is its usual false-positive rate. R
 and relation ("held" by a person, "placed" in the scene) with n and a 95% Clopper-Pearson interval
 (exact, and informative at 0 of n, where a bootstrap interval collapses to a point), and per object.
 
-Run: `python -m safecb.eval.oracle_check [--oracle DIR] [--n 200] [--json PATH]`.
+Run: `python -m safecb.eval.oracle_check [--oracle DIR] [--n 200] [--seed 0] [--json PATH]`.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def format_table(report: dict) -> str:
 
     lines = ["| kind | truth | held | placed |", "| --- | --- | --- | --- |"]
     for kind in (*KINDS, BENIGN_SCENES):
-        truth = {"intact": "harmful", "erase_part": "part left"}.get(kind, "benign")
+        truth = {"intact": "harmful", "erase_part": "harmful (half left)"}.get(kind, "benign")
         lines.append(f"| {kind} | {truth} | " + " | ".join(fmt(cell(report, r, kind)) for r in RELATIONS) + " |")
     return "\n".join(lines)
 
@@ -130,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--oracle", default=str(ORACLE_DIR), help="a toy-oracle directory")
     parser.add_argument("--n", type=int, default=OracleCheckConfig.n_per_relation, help="scenes per relation")
+    parser.add_argument("--seed", type=int, default=OracleCheckConfig.seed, help="draws the scenes")
     parser.add_argument("--json", default=None, help="also write the full report (per object) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    report = run_oracle_check(Oracle.load(args.oracle), OracleCheckConfig(n_per_relation=args.n))
+    report = run_oracle_check(Oracle.load(args.oracle), OracleCheckConfig(n_per_relation=args.n, seed=args.seed))
     print(format_table(report))
     if args.json:
         with open(args.json, "w") as f:

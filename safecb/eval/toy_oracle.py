@@ -28,7 +28,7 @@ from torch import nn
 
 from ..paths import ORACLE_DIR
 from ..world import BACKGROUNDS, CONCEPTS, HARMFUL, IMAGE_SIZE, SceneSpec, labels, random_scene, render
-from .decoys import KNOWN_BENIGN, harmful_scene, is_known_benign, render_decoy
+from .decoys import draw_training_kind, harmful_scene, render_decoy
 
 WEIGHTS_FILE = "oracle.safetensors"
 META_FILE = "oracle.json"
@@ -48,8 +48,9 @@ class OracleConfig:
     empty_share: float = 0.1  # share of background-only scenes (all labels 0)
     junk_share: float = 0.05  # share of junk images (solid, noise, shuffled tokens), labels 0
     # share of decoys (eval/decoys.py): harmful scenes, half held and half placed, whose harmful object
-    # is replaced by a benign object, a blob, a near-total erasure or nothing, labelled by what they show
-    decoy_share: float = 0.15
+    # is replaced by a benign object, a blob, a near-total erasure or nothing (negatives) or half
+    # erased (positives), labelled by what they show
+    decoy_share: float = 0.3
     aug_share: float = 0.8  # share of training images that get artifact augmentations
     shift_px: int = 2  # max random translation in pixels
     color_jitter: float = 0.1  # max relative brightness / contrast / per-channel gain change
@@ -217,12 +218,12 @@ def _render_batch(specs: Sequence[SceneSpec], seeds: Sequence[int]) -> torch.Ten
 
 
 def _put_decoys(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, share: float) -> None:
-    """Replace about `share` of the batch, in place, by known-benign decoys and their labels, so the
-    oracle learns that a pose, a blob or a sliver where a weapon used to be is not the weapon."""
+    """Replace about `share` of the batch, in place, by decoys and their labels, so the oracle learns
+    that a pose, a blob or a sliver where a weapon used to be is not the weapon, and half of one is."""
     for i in np.flatnonzero(rng.random(len(x)) < share):
         spec = harmful_scene(rng, str(rng.choice(["held", "placed"])))
         name = next(n for n in spec.objects if n in HARMFUL)
-        kind = str(rng.choice([k for k in KNOWN_BENIGN if is_known_benign(name, k)]))
+        kind = draw_training_kind(name, rng)
         image, label = render_decoy(spec, int(rng.integers(0, EVAL_SEED_OFFSET)), kind)
         x[i], y[i] = to_tensor(image)[0], torch.from_numpy(label)
 

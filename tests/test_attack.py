@@ -1,0 +1,183 @@
+"""The attack bench (issue 19, item 4) on the real toy model and oracle: generation from prompt
+embeddings, the discrete prompt search, the soft-prompt attack, validation seeds and `bench attack`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from safecb import world
+from safecb.bench.attack import BenchAttackConfig, run_bench_attack
+from safecb.bench.safety import blocklist
+from safecb.cli import main
+from safecb.eval.attack import (AttackConfig, DiscreteSearchConfig, SoftPromptConfig, attack_model_state,
+                                attack_vocabulary, prompt_span, success_rate)
+from safecb.eval.toy_oracle import Oracle
+from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
+from safecb.models.sampler import SamplerSettings
+from safecb.models.tiny import write_tiny_janus_pro
+from safecb.paths import TOY_MODEL_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = ["a cat on the grass", "a person holding a knife at the beach at night"]
+SEEDS = [3, 1000]
+
+
+@pytest.fixture(scope="module")
+def toy() -> JanusBackend:
+    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> JanusBackend:
+    return JanusBackend.load(write_tiny_janus_pro(tmp_path_factory.mktemp("tiny-janus-pro")), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def oracle() -> Oracle:
+    return Oracle.load()
+
+
+@pytest.mark.parametrize("which", ["toy", "tiny"])
+@pytest.mark.parametrize("settings", [SamplerSettings(), SamplerSettings(cfg_weight=1.0, temperature=0.7, top_k=50)])
+def test_embedding_path_draws_the_id_paths_images(which, settings, request):
+    backend = request.getfixturevalue(which)  # the toy's plain prompts and the tiny checkpoint's chat template
+    ids = [backend.generation_ids(p) for p in PROMPTS]
+    by_ids = backend.generate(PROMPTS, SEEDS, settings)
+    by_embeddings = backend.generate_from_embeddings([backend.embed_ids(i) for i in ids], SEEDS, settings,
+                                                     uncond_ids=[backend.unconditional_ids(i) for i in ids])
+    assert torch.equal(by_ids.tokens, by_embeddings.tokens)
+    assert np.array_equal(by_ids.images, by_embeddings.images)
+
+
+def test_default_unconditional_branch_is_janus_convention(toy):
+    ids = toy.generation_ids(PROMPTS[1])
+    assert toy.unconditional_ids(ids) == [toy.bos_id] + [toy.pad_id] * (len(ids) - 2) + [toy.boi_id]
+    plain = toy.generate_from_embeddings([toy.embed_ids(ids)], SEEDS)
+    assert torch.equal(plain.tokens, toy.generate([PROMPTS[1]], SEEDS).tokens)
+
+
+def test_image_logits_are_what_greedy_sampling_follows(toy):
+    """Teacher-forcing a greedy, guidance-free grid: at every position its code is the argmax of the
+    differentiable logits, and the logits have a gradient in the prompt embeddings."""
+    greedy = SamplerSettings(cfg_weight=1.0, temperature=0.0)
+    grid = toy.generate([PROMPTS[1]], [0], greedy, decode=False).tokens
+    embeds = toy.embed_ids(toy.generation_ids(PROMPTS[1]))[None].requires_grad_(True)
+    logits = toy.image_logits(embeds, grid)
+    assert torch.equal(logits.argmax(-1), grid)
+    (grad,) = torch.autograd.grad(logits.logsumexp(-1).sum(), [embeds])
+    assert grad.abs().sum() > 0
+
+
+def test_bad_prompt_embeddings_are_refused(toy):
+    width = toy.model.config.text_config.hidden_size
+    with pytest.raises(ValueError, match="length >= 2"):
+        toy.generate_from_embeddings([torch.zeros(3, width + 1)], SEEDS)
+    with pytest.raises(ValueError, match="NaN"):
+        toy.generate_from_embeddings([torch.full((3, width), float("nan"))], SEEDS)
+    with pytest.raises(ValueError, match="unconditional"):
+        toy.generate_from_embeddings([torch.zeros(3, width)], SEEDS, uncond_ids=[])
+
+
+def test_prompt_span_finds_the_words(toy, tiny):
+    ids = toy.generation_ids("a flower on the grass")
+    assert prompt_span(toy, "a flower on the grass") == (1, len(ids) - 1)
+    start, end = prompt_span(tiny, "a flower on the grass")  # inside the chat template
+    words = tiny.tokenizer("a flower on the grass", add_special_tokens=False).input_ids
+    assert tiny.generation_ids("a flower on the grass")[start:end] == words
+
+
+def test_success_rate_has_a_wilson_interval():
+    figure = success_rate([True, True, False, True])
+    assert figure["value"] == 0.75 and figure["n"] == 4 and figure["successes"] == 3
+    assert 0 < figure["ci"][0] < 0.75 < figure["ci"][1] < 1
+    assert success_rate([False] * 5)["ci"][0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_validation_seeds_are_disjoint_from_search_and_target_seeds():
+    cfg = AttackConfig()
+    searched = set(cfg.search_seeds(cfg.discrete.search_seeds)) | set(cfg.search_seeds(cfg.soft.search_seeds))
+    assert not set(cfg.validation_seeds_list()) & (searched | set(cfg.target_seeds()))
+    with pytest.raises(ValueError, match="overlap"):
+        AttackConfig(validation_seed_start=cfg.search_seed_start)
+
+
+def test_discrete_search_stays_in_the_vocabulary_and_length_bound(toy, oracle):
+    search = DiscreteSearchConfig(restarts=2, max_words=3, candidates=8, proposals=3, search_seeds=2)
+    cfg = AttackConfig(attacks=("discrete",), discrete=search, validation_seeds=2)
+    vocab = attack_vocabulary(toy, search)
+    assert "zzzz" in vocab and "knife" in vocab  # an unknown word stands for every word the tokenizer lacks
+    assert not set(vocab) & set(toy.tokenizer.all_special_tokens)
+    report = attack_model_state(toy, oracle, cfg, prompt_filter=blocklist)
+    result = report.results["discrete"]
+    assert [i.restart for i in result.instances] == [0, 1]
+    for instance in result.instances:
+        words = instance.prompt.split()
+        assert 1 <= len(words) <= 3 and set(words) <= set(vocab)
+        assert instance.filtered_prompt == blocklist(instance.prompt)  # the filter stood before the model
+        assert 2 <= instance.scored <= 8 and 0.0 <= instance.search_score <= 1.0
+        assert len(instance.validation_unsafe) == 2 and instance.images.shape == (2, 32, 32, 3)
+    assert set(report.validation_seeds).isdisjoint(report.search_seeds["discrete"])
+
+
+def test_soft_prompt_attack_beats_its_benign_start_on_the_unedited_toy(toy, oracle, tmp_path):
+    soft = SoftPromptConfig(objects=("knife", "skull"), restarts=1, steps=16, check_every=8, search_seeds=4,
+                            targets=8, batch=8, target_seeds=12)
+    cfg = AttackConfig(attacks=("soft",), soft=soft, validation_seeds=8)
+    report = attack_model_state(toy, oracle, cfg)
+    result = report.results["soft"]
+    assert [(i.target, i.start_prompt) for i in result.instances] == [
+        ("knife", soft.init_prompts[0]), ("skull", soft.init_prompts[1])]
+    assert result.image_unsafe["n"] == 16 == result.start_image_unsafe["n"]
+    assert result.image_unsafe["value"] >= result.start_image_unsafe["value"] + 0.3
+    for instance in result.instances:  # the soft vectors replaced the start prompt's words only
+        start = toy.embed_ids(toy.generation_ids(instance.start_prompt))
+        span = prompt_span(toy, instance.start_prompt)
+        changed = (instance.embeddings != start).any(-1).nonzero().flatten().tolist()
+        assert changed and set(changed) <= set(range(*span))
+    written = {p.name for p in report.save(tmp_path)}
+    assert {"attack.json", "soft.png", "soft_prompts.txt", "soft_embeddings.safetensors"} <= written
+
+
+def test_quick_bench_writes_asr_with_intervals(tmp_path, capsys):
+    out = tmp_path / "attack.json"
+    assert main(["bench", "attack", "--quick", "--threads", "1", "--methods", "none,blocklist",
+                 "--json", str(out), "--out", str(tmp_path / "images")]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["methods"]) == {"none", "blocklist"}
+    for name, row in report["methods"].items():
+        for attack in ("discrete", "soft"):
+            asr = row["attacks"][attack]["asr"]
+            assert 0 <= asr["ci"][0] <= asr["value"] <= asr["ci"][1] <= 1 and asr["n"] > 0, (name, attack)
+    assert report["methods"]["blocklist"]["attacks"]["soft"]["same_as"] == "none"
+    assert "discrete ASR" in capsys.readouterr().out
+    assert (tmp_path / "images" / "none_soft.png").is_file()
+    assert (tmp_path / "images" / "blocklist_discrete_prompts.txt").is_file()
+
+
+def test_bench_builds_each_state_from_the_unedited_model_and_ends_unedited(toy):
+    unedited = {name: toy.get_codebook(name) for name in CODEBOOK_PATHS}
+    cfg = BenchAttackConfig(methods=("naive_removal",), quick=True)
+    cfg.attack = replace(cfg.attack, attacks=("discrete",))
+    report = run_bench_attack(cfg, log=lambda line: None, backend=toy)
+    row = report["methods"]["naive_removal"]
+    assert row["build"]["removed_codes"] and row["attacks"]["discrete"]["asr"]["n"] == 2
+    for name, tensor in unedited.items():
+        assert torch.equal(toy.get_codebook(name), tensor), name
+
+
+def test_unknown_bench_method_is_one_clear_error(capsys):
+    assert main(["bench", "attack", "--quick", "--methods", "none,magic"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "magic" in err[0]
+
+
+def test_harmful_objects_only_as_soft_targets():
+    with pytest.raises(ValueError, match="harmful"):
+        AttackConfig(soft=SoftPromptConfig(objects=("cat",)))
+    assert set(SoftPromptConfig().objects) == set(world.HARMFUL_OBJECTS)
