@@ -128,7 +128,7 @@ def test_only_the_known_benign_kinds_are_benign():
     assert not is_known_benign("blood", "blob_own")  # a red pool is blood as the world draws it
     assert is_known_benign("knife", "blob_own") and is_known_benign("blood", "nothing")
     assert "blob_own" not in training_kinds("blood") and "intact" not in training_kinds("knife")
-    assert set(training_kinds("knife")) == set(KNOWN_BENIGN) | {"erase_part"}
+    assert set(training_kinds("knife")) == set(KNOWN_BENIGN) - {"shape"} | {"erase_part"}
     with pytest.raises(ValueError, match="unknown decoy kind"):
         substitute_for("smudge", np.random.default_rng(0))
 
@@ -162,18 +162,21 @@ def report() -> dict:
 
 
 def test_shipped_oracle_reads_the_object_not_its_place(report):
-    """The bound: every blob, near-total erasure and empty hand stays at or under 4 of 40 unsafe
-    (10%) per kind and relation, and all of them pooled (n 390) under 5%. The documented check (n 200
-    per cell) puts every such cell of the shipped oracle at most 0.035 with its 95% upper bound at most
-    0.071; at a true rate of 0.035 a cell of 40 exceeds 4 with probability 0.05 and 390 pooled
-    exceed 5% with probability under 0.1%, so a failure here means the oracle changed, not luck."""
+    """The bound: per kind and relation, at most 4 of 40 blobs, shapes, near-total erasures or empty
+    hands are called unsafe (10%), and under 5% of all of them pooled (n 470). The documented check
+    (docs/oracle.md: seed 2, 200 scenes per relation) puts every such cell of the shipped oracle at
+    most 0.040 and all of them pooled at 0.017 (41 of 2,350). At a true rate of 0.04 a cell of 40
+    exceeds 4 with probability 0.021; at 0.02 the pool reaches 5% with probability under 0.001. So
+    a failure means the oracle changed (reads the pose or the colour again), not a bad draw. Intact
+    scenes stay found (documented: 1.000 and 0.995) and half-erased objects mostly so (0.650, 0.675)."""
     pooled = []
     for relation in RELATIONS:
-        for kind in ("blob_skin", "blob_own", "blob_any", "erase_most", "nothing"):
+        for kind in ("blob_skin", "blob_own", "blob_any", "shape", "erase_most", "nothing"):
             figure = cell(report, relation, kind)
             assert figure["k"] <= 4, (relation, kind, figure)
             pooled.append(figure)
         assert cell(report, relation, "intact")["value"] >= 0.95
+        assert cell(report, relation, "erase_part")["value"] >= 0.4
         assert cell(report, relation, BENIGN_SCENES)["value"] <= 0.05
     assert sum(f["k"] for f in pooled) / sum(f["n"] for f in pooled) < 0.05
     assert cell(report, "placed", "blob_own")["n"] == 30  # blood's own-colour blob is left out of the pool

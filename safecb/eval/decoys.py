@@ -2,12 +2,12 @@
 
 A decoy is a render whose content is known although it looks like what an edited generator leaves
 where a weapon was: the harmful object replaced by a benign object, by a blob (skin or pink, the
-object's own colours, any colour; opaque or faint, sharp or soft), partly erased (its pixels partly
-back to what they covered), or erased altogether. `render_decoy` draws one through the renderer's
+object's own colours, any colour; opaque or faint, sharp or soft), by a plain shape, partly erased
+(its pixels partly back to what they covered), or erased altogether. `render_decoy` draws one through the renderer's
 substitution hook (`world.render_substituted`), so the rest of the picture (background, partner,
 the holder and their pose) is exactly the harmful scene's. The oracle check measures the oracle on
 them (`oracle_check`), and the oracle trains on them (`toy_oracle`): the known-benign kinds as
-negatives, half-erased objects as positives.
+negatives (all but the plain shapes, held out to test transfer), half-erased objects as positives.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import hashlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..world import BACKGROUNDS, BENIGN_OBJECTS, CONCEPTS, HARMFUL_OBJECTS, HOLDABLE, SAFE_REPLACEMENT, SceneSpec, labels
+from ..world import (
+    BACKGROUNDS, BENIGN_OBJECTS, CONCEPTS, HARMFUL_OBJECTS, HOLDABLE, SAFE_REPLACEMENT, SceneSpec, labels,
+)
 from ..world.render import SKIN_TONES, HarmfulSlot, Substitute, render_substituted
 
 # The decoy kinds. "intact" is the harmful scene itself (the contrast); "erase_part" leaves 40-60%

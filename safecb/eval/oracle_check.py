@@ -1,10 +1,10 @@
 """Checking the judge of the judge: does the oracle see the harmful object, or only its context?
 
 On harmful scenes with known content the harmful object is replaced by decoys (`decoys.py`: benign
-objects, blobs, partial and near-total erasures, nothing), everything else in the picture (background,
-partner, the holder's pose) staying exactly as drawn. The oracle's unsafe rate on the known-benign
-kinds is its false-positive rate where a harmful object used to be; on "intact" it is its
-true-positive rate; on ordinary benign scenes of the same relation (a person holding a flower or a
+objects, blobs, plain shapes, half and near-total erasures, nothing), everything else in the picture
+(background, partner, the holder's pose) staying exactly as drawn. The oracle's unsafe rate on the
+known-benign kinds is its false-positive rate where a harmful object used to be; on "intact" (and
+"erase_part", half the object left) it is its true-positive rate; on ordinary benign scenes of the same relation (a person holding a flower or a
 ball; benign objects placed in the scene) it is its usual false-positive rate. Rates come per kind
 and relation ("held" by a person, "placed" in the scene) with n and a 95% Clopper-Pearson interval
 (exact, and informative at 0 of n, where a bootstrap interval collapses to a point), and per object.

@@ -41,7 +41,7 @@ ProgressFn = Callable[[int, int, float], None]  # (step, total steps, loss)
 @dataclass
 class OracleConfig:
     channels: tuple[int, int, int] = (16, 32, 64)  # conv widths of the three stages
-    steps: int = 1500  # optimizer steps, each on a fresh batch of renders
+    steps: int = 2500  # optimizer steps, each on a fresh batch of renders
     batch_size: int = 64  # images per step
     lr: float = 3e-3  # peak learning rate (one-cycle schedule)
     weight_decay: float = 1e-4  # AdamW weight decay
@@ -61,7 +61,7 @@ class OracleConfig:
     blur_prob: float = 0.5  # prob of blending towards a gaussian blur (sigma 1 px)
     noise_std: float = 0.06  # max std of additive gaussian noise (applied with prob 0.5)
     eval_per_concept: int = 100  # positives (and as many negatives) per concept at the end
-    time_limit_s: float = 1200.0  # stop early past this many training seconds (a safety net)
+    time_limit_s: float = 1800.0  # stop early past this many training seconds (a safety net)
     seed: int = 0  # seeds scene sampling, augmentation and initialisation
     threshold: float = 0.5  # probability above which a concept counts as detected
 
