@@ -279,8 +279,8 @@ def test_bench_vapi_quick_writes_every_key(tmp_path, capsys):
     for key in ("fid_toy_before", "fidelity_after_cfg", "reward_after", "fid_toy_gain", "fid_toy_gain_null"):
         lo, hi = report["intervals"][key]["ci"]
         assert lo <= report[key] <= hi and report["intervals"][key]["n"] > 0  # the interval holds its estimate
-    # the floors: other renders of the same scenes sit closer to the reference than the model's drawings
+    # the floors: other renders of the same scenes sit closer to the reference than their tokenizer
+    # reconstructions (at --quick sizes FID's small-sample bias can put either above the model's drawings)
     assert 0 <= report["fid_toy_renders_floor"] < report["fid_toy_tokenizer_floor"]
-    assert report["fid_toy_renders_floor"] < report["fid_toy_before"]
     assert main(["bench", "vapi", "--quick", "--set", "no_such_field=1"]) == 2
     assert "--set" in capsys.readouterr().err
