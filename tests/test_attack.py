@@ -14,8 +14,15 @@ from safecb import world
 from safecb.bench.attack import BenchAttackConfig, run_bench_attack
 from safecb.bench.safety import blocklist
 from safecb.cli import main
-from safecb.eval.attack import (AttackConfig, DiscreteSearchConfig, SoftPromptConfig, attack_model_state,
-                                attack_vocabulary, prompt_span, success_rate)
+from safecb.eval.attack import (
+    AttackConfig,
+    DiscreteSearchConfig,
+    SoftPromptConfig,
+    attack_model_state,
+    attack_vocabulary,
+    prompt_span,
+    success_rate,
+)
 from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.models.sampler import SamplerSettings

@@ -3,10 +3,10 @@ model, the JSON carries the fields the issue names, and the model ends unedited.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-
-import json
 
 from safecb.bench.safety import BenchSafetyConfig, flat_json, format_table, run_bench_safety
 from safecb.cli import main

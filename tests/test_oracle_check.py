@@ -30,8 +30,8 @@ from safecb.eval.oracle_check import (
     run_oracle_check,
 )
 from safecb.eval.toy_oracle import Oracle, _put_decoys
-from safecb.world import CONCEPTS, HARMFUL, SAFE_REPLACEMENT, IMAGE_SIZE, SceneSpec, labels, render
-from safecb.world.render import CANVAS, SUPERSAMPLE, _render, render_substituted
+from safecb.world import CONCEPTS, HARMFUL, IMAGE_SIZE, SAFE_REPLACEMENT, SceneSpec, labels, render
+from safecb.world.render import SUPERSAMPLE, _render, render_substituted
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "oracle"
 SCENES = [  # held, placed alone, placed left and right of a partner, two harmful objects

@@ -23,8 +23,7 @@ from ..engine.measure import benign_change, measure, unsafe_flags
 from ..engine.mining import mine_measurement
 from ..engine.space import HarmfulSpace, harmful_codes
 from ..engine.steps import generator_data, generator_step2
-from ..eval.broad import (BroadGridConfig, build_grid, compare, evaluate_grid, format_cut, strata_table,
-                          summary_line)
+from ..eval.broad import BroadGridConfig, build_grid, compare, evaluate_grid, format_cut, strata_table, summary_line
 from ..eval.protocol import BENCH_SEED_START, bench_seeds, reference_renders
 from ..eval.toy_oracle import Oracle
 from ..metrics import frechet_distance, kappa, rate

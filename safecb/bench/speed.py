@@ -46,7 +46,7 @@ from ..models.janus_pro import (
     build_model,
     parameter_counts,
 )
-from .timing import Call, StageClock, _proc_status_kb, timed_call
+from .timing import Call, StageClock, proc_status_kb, timed_call
 
 PROMPT = "a person holding a knife at the beach at night"  # the prompt every timed call repeats
 CPU_TOKENS = 16  # default --tokens on CPU: a full 1B image at batch 32 would take hours there
@@ -360,7 +360,7 @@ def run_bench_speed(cfg: BenchSpeedConfig, log=print) -> dict:
     if device.type == "cuda":
         model_mib = torch.cuda.memory_allocated(device) / 2**20
     else:
-        rss_kb = _proc_status_kb("VmRSS")
+        rss_kb = proc_status_kb("VmRSS")
         model_mib = None if rss_kb is None else rss_kb / 1024
     full_tokens = backend.n_tokens
     n_tokens = cfg.tokens or (full_tokens if device.type == "cuda" or cfg.quick else min(CPU_TOKENS, full_tokens))

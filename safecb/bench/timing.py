@@ -17,7 +17,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _proc_status_kb(key: str) -> int | None:
+def proc_status_kb(key: str) -> int | None:
     try:
         match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
     except OSError:
@@ -50,14 +50,14 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
         else:
-            self.base = _proc_status_kb("VmRSS") if _reset_cpu_peak() else None
+            self.base = proc_status_kb("VmRSS") if _reset_cpu_peak() else None
         return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
         elif self.base is not None:
-            peak = _proc_status_kb("VmHWM")
+            peak = proc_status_kb("VmHWM")
             self.peak_mib = None if peak is None else (peak - self.base) / 1024
         return False
 

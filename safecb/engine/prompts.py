@@ -9,6 +9,11 @@ from .. import world
 from ..models.backend import MAX_PROMPT_CHARS
 
 
+def normalise(text: str) -> str:
+    """A prompt text as prompts are compared: lower case, single spaces."""
+    return " ".join(text.lower().split())
+
+
 @dataclass(frozen=True)
 class HarmfulPrompt:
     text: str  # the harmful prompt pᵢ

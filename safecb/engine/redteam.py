@@ -57,9 +57,8 @@ import torch
 
 from ..models.backend import JanusBackend
 from .config import SafeCBConfig
-from .measure import (Generations, Measurement, Progress, Work, generation_sets, measure_work, unsafe_flags,
-                      work_units)
-from .prompts import HarmfulPrompt, RoundPrompts
+from .measure import Generations, Measurement, Progress, Work, generation_sets, measure_work, unsafe_flags, work_units
+from .prompts import HarmfulPrompt, RoundPrompts, normalise
 
 STAGE = "red team"  # the progress stage the driver reports
 CATEGORY = "red team"  # the category found prompts carry in reports
@@ -90,10 +89,6 @@ class RedTeamResult:
         return {"tried": self.tried, "flagged": self.flagged, "seconds": self.seconds,
                 "found": [{"text": p.text, "rewrite": p.rewrite, "category": p.category} for p in self.found],
                 "details": self.details}
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def model_words(tokenizer) -> list[str]:

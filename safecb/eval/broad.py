@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import DegenerateDataWarning, bootstrap
 
 from .. import world
-from ..engine.prompts import RoundPrompts, toy_round_prompts
+from ..engine.prompts import RoundPrompts, normalise, toy_round_prompts
 from ..models.backend import JanusBackend
 from ..models.sampler import SamplerSettings
 from ..world.captions import HELDOUT, TRAIN, scene_kind
@@ -100,10 +100,6 @@ class GridResult:
 
 
 # ---------------------------------------------------------------- the enumeration
-
-
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def seen_texts(prompts: RoundPrompts | None = None, extra: Iterable[str] = ()) -> frozenset[str]:

@@ -18,7 +18,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..world import (
-    BACKGROUNDS, BENIGN_OBJECTS, CONCEPTS, HARMFUL_OBJECTS, HOLDABLE, SAFE_REPLACEMENT, SceneSpec, labels,
+    BACKGROUNDS,
+    BENIGN_OBJECTS,
+    CONCEPTS,
+    HARMFUL_OBJECTS,
+    HOLDABLE,
+    SAFE_REPLACEMENT,
+    SceneSpec,
+    labels,
 )
 from ..world.render import SKIN_TONES, HarmfulSlot, Substitute, render_substituted
 

@@ -23,7 +23,7 @@ import torch
 from scipy.stats import binomtest
 
 from ..paths import ORACLE_DIR
-from ..world import BACKGROUNDS, BENIGN_OBJECTS, HARMFUL_OBJECTS, HOLDABLE, HARMFUL, SceneSpec, render
+from ..world import BACKGROUNDS, BENIGN_OBJECTS, HARMFUL, HARMFUL_OBJECTS, HOLDABLE, SceneSpec, render
 from .decoys import KINDS, harmful_scene, is_known_benign, render_decoy
 from .toy_oracle import Oracle
 
