@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import sys
+from pathlib import Path
 
 # Before torch is imported: OpenMP threads sleep instead of spinning while they wait (see safecb/__main__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -80,13 +82,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+MAX_UPLOAD = "600mb"  # Gradio refuses bigger uploads before storing them (codebook imports stop at 512 MB)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when another process already listens on host:port (checked before the model loads)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def ready_data_dir(path: str) -> tuple[Path | None, str]:
+    """The data directory, created and checked writable: (path, "") or (None, why not)."""
+    data_dir = Path(path).expanduser().resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return None, f"--data-dir {path}: cannot create or write there ({exc.strerror or exc})"
+    return data_dir, ""
+
+
+def launch_settings(args: argparse.Namespace, data_dir: Path) -> dict:
+    """What `launch()` gets: the bind address, the login, the files Gradio may serve (the data
+    directory, wherever it is: run images and exports live there) and the upload limit."""
+    from ui.auth import LimitedLogin
+
+    return {"server_name": args.host, "server_port": args.port, "share": args.share,
+            "auth": LimitedLogin(*args.auth) if args.auth else None, "allowed_paths": [str(data_dir)],
+            "max_file_size": MAX_UPLOAD}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Checks that need no model come first, so a mistake costs no model load.
+    if port_in_use(args.host, args.port):
+        print(f"error: port {args.port} on {args.host} is already in use; pick another with --port",
+              file=sys.stderr)
+        return 1
+    data_dir, problem = ready_data_dir(args.data_dir)
+    if data_dir is None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     # Heavy imports after the flags are checked, so --help and refusals are instant.
-    import hashlib
-    import socket
-    from pathlib import Path
-
     import torch
 
     from db import Store, StoreError
@@ -99,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but no CUDA GPU is available here", file=sys.stderr)
         return 1
-    data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     url = args.db_url or os.environ.get("SAFECB_DB_URL") or f"sqlite:///{(data_dir / 'safecb.db').resolve()}"
     try:
         store = Store.open(url)
@@ -119,21 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     warm_up_in_background()  # compiles UMAP's numba code now, so the first Codebook map is quick
     runner = None
     if not args.no_runner:
-        # Stable across restarts of this app on this store (any port), so a restart can fail the
-        # jobs its previous life left running; another app or worker on the same store has another id.
-        store_key = hashlib.sha256(store.masked_url.encode()).hexdigest()[:8]
-        worker_id = f"app@{socket.gethostname()}:{store_key}"
-        failed = store.fail_stale_jobs("the app restarted while this job ran; finished rounds are kept",
-                                       claimed_by=worker_id)
-        if failed:
-            print(f"marked job(s) {failed} failed: the app restarted while they ran", flush=True)
         oracle = default_oracle(args.model, args.oracle)
-        runner = JobRunner(store, RunnerConfig(args.model, data_dir / "runs", device, oracle, worker_id=worker_id))
+        runner = JobRunner(store, RunnerConfig(args.model, data_dir / "runs", device, oracle))
+        failed = runner.fail_lost_jobs()  # e.g. this app's previous life, killed while a job ran
+        if failed:
+            print(f"marked job(s) {failed} failed: no live worker held them", flush=True)
         runner.start()
     services = Services(backend=backend, store=store, runs_root=data_dir / "runs", runner=runner)
     demo = build_demo(services)
     demo.queue(default_concurrency_limit=2)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=args.auth, css=CSS)
+    demo.launch(css=CSS, **launch_settings(args, data_dir))
     return 0
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -177,13 +178,19 @@ class Snapshot(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+LIVE_JOB = "status IN ('queued', 'running')"  # a job that has not ended
+
+
 class Job(Base):
-    """A unit of background work (a run, an evaluation, an export) and its live state."""
+    """A unit of background work (a run, an evaluation, an export) and its live state. A run has at
+    most one live (queued or running) job: a partial unique index says so on both backends."""
 
     __tablename__ = "jobs"
     __table_args__ = (
         CheckConstraint(_one_of("status", JOB_STATUSES), name="ck_jobs_status"),
         CheckConstraint("progress >= 0 AND progress <= 1", name="ck_jobs_progress"),
+        Index("uq_jobs_one_live_per_run", "run_id", unique=True,
+              sqlite_where=text(LIVE_JOB), postgresql_where=text(LIVE_JOB)),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -195,7 +202,7 @@ class Job(Base):
     message: Mapped[str] = mapped_column(default="")  # the latest one-line status
     log: Mapped[str] = mapped_column(Text, default="")  # every line, appended
     error: Mapped[str | None] = mapped_column(Text)
-    claimed_by: Mapped[str | None]  # worker id
+    claimed_by: Mapped[str | None]  # worker id: host:pid:start time (jobs.runner.worker_identity)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -19,15 +19,16 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, func, inspect, or_, select, text, update
+from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from .models import (
     JOB_FINAL_STATUSES,
+    LIVE_JOB,
     RUN_STATUSES,
     VERDICTS,
     Base,
@@ -141,9 +142,13 @@ class Store:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
+            _add_missing_indexes(self.engine)
+            _check_writable(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             reason = _driver_reason(exc, parsed.password)
+            if "readonly" in reason.replace("-", "").replace(" ", "").lower():
+                reason += " (the store must be writable: check the file's and its folder's permissions)"
             raise StoreError(f"cannot open the database at {self.masked_url}: {reason}") from None
 
     @classmethod
@@ -187,6 +192,15 @@ class Store:
             runs = s.scalars(select(Run).order_by(Run.id.desc()).limit(limit))
             return [to_record(RunRecord, r) for r in runs]
 
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run and everything recorded under it (rounds, prompts, generations, labels, pairs,
+        snapshots); its jobs stay, detached. For a run that never came to be, e.g. a failed import."""
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise KeyError(f"no run with id {run_id}")
+            s.delete(run)
+
     def update_run_status(self, run_id: int, status: str) -> None:
         _check_choice("run status", status, RUN_STATUSES)
         with self.session() as s:
@@ -214,6 +228,56 @@ class Store:
             s.execute(stmt)
             row = s.scalars(select(Round).where(Round.run_id == run_id, Round.index == index)).one()
             return to_record(RoundRecord, row)
+
+    def record_round(self, run_id: int, index: int, metrics: Mapping, snapshot_path: str, fingerprint: str,
+                     generations: list[Mapping], pairs: list[Mapping]) -> None:
+        """Everything a finished round adds, in one transaction, so the store holds the whole round
+        or none of it. Idempotent: recording round `index` again (a resumed run redoes a round a kill
+        cut short) updates the same rows in place, so their ids, and the reviewer labels on them, stay.
+
+        generations: dicts as for `add_generations`, each with a "kind" ("harmful", "rewrite",
+        "benign"); a generation is known by (kind, prompt, seed) within its round, and rows of the
+        round not in the list are deleted. pairs: {"harmful": (prompt, seed), "safe": (prompt, seed),
+        "positions": [...]}, naming harmful and rewrite generations of round index − 1 (pairs are mined
+        from the previous round); one whose generations the store lacks is skipped."""
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        values = {"metrics": dict(metrics), "snapshot_path": str(snapshot_path)}
+        with self.session() as s:
+            stmt = insert(Round).values(run_id=run_id, index=index, created_at=utcnow(), **values)
+            s.execute(stmt.on_conflict_do_update(index_elements=["run_id", "index"], set_=values))
+            existing = {_generation_key(g): g for g in s.scalars(
+                select(Generation).where(Generation.run_id == run_id, Generation.round_index == index))}
+            seen = set()
+            for g in generations:
+                g = dict(g)
+                kind = g.pop("kind")
+                g["settings"] = {**dict(g.get("settings") or {}), "kind": kind}
+                g["image_png"], g["tokens"] = bytes(g["image_png"]), [int(t) for t in g["tokens"]]
+                key = (kind, g["prompt"], int(g["seed"]))
+                seen.add(key)
+                row = existing.get(key)
+                if row is None:
+                    s.add(Generation(run_id=run_id, round_index=index, **g))
+                else:
+                    for name, value in g.items():
+                        setattr(row, name, value)
+            for key, row in existing.items():
+                if key not in seen:
+                    s.delete(row)
+            s.execute(delete(Pair).where(Pair.run_id == run_id, Pair.round_index == index))
+            s.execute(delete(Snapshot).where(Snapshot.run_id == run_id, Snapshot.round_index == index))
+            s.add(Snapshot(run_id=run_id, round_index=index, name="codebooks", path=str(snapshot_path),
+                           fingerprint=fingerprint))
+            if pairs:
+                s.flush()
+                previous = {_generation_key(g): g.id for g in s.scalars(
+                    select(Generation).where(Generation.run_id == run_id, Generation.round_index == index - 1))}
+                for p in pairs:
+                    harmful = previous.get(("harmful", p["harmful"][0], int(p["harmful"][1])))
+                    safe = previous.get(("rewrite", p["safe"][0], int(p["safe"][1])))
+                    if harmful is not None and safe is not None:
+                        s.add(Pair(run_id=run_id, round_index=index, harmful_generation_id=harmful,
+                                   safe_generation_id=safe, positions=[int(i) for i in p["positions"]]))
 
     def list_rounds(self, run_id: int) -> list[RoundRecord]:
         with self.session() as s:
@@ -277,6 +341,18 @@ class Store:
         with self.session() as s:
             return [to_record(GenerationRecord, g) for g in s.scalars(query)]
 
+    def generation_summaries(self, run_id: int, round_index: int | None = None,
+                             flagged: bool | None = None) -> list[dict]:
+        """Every matching generation without its image: id, round, kind, prompt, seed, self score,
+        flag and oracle score, in insertion order (enough to filter and sort a review queue)."""
+        columns = (Generation.id, Generation.round_index, Generation.settings, Generation.prompt, Generation.seed,
+                   Generation.self_score, Generation.flagged, Generation.oracle_unsafe)
+        query = self._generation_query(select(*columns), run_id, round_index, flagged).order_by(Generation.id)
+        with self.session() as s:
+            return [{"id": i, "round": r, "kind": (settings or {}).get("kind", ""), "prompt": prompt, "seed": seed,
+                     "self_score": score, "flagged": flag, "oracle_unsafe": oracle}
+                    for i, r, settings, prompt, seed, score, flag, oracle in s.execute(query)]
+
     def count_generations(self, run_id: int, round_index: int | None = None, flagged: bool | None = None) -> int:
         query = self._generation_query(select(func.count(Generation.id)), run_id, round_index, flagged)
         with self.session() as s:
@@ -320,6 +396,18 @@ class Store:
         with self.session() as s:
             rows = s.scalars(select(Label).where(Label.generation_id == generation_id).order_by(Label.id))
             return [to_record(LabelRecord, r) for r in rows]
+
+    def run_labels(self, run_id: int) -> list[dict]:
+        """Every reviewer label on a run's generations, oldest first, with what it labels: generation
+        id, round, kind, prompt, seed, self score, flag, oracle score, reviewer, verdict, reason, time."""
+        query = (select(Label, Generation).join(Generation, Label.generation_id == Generation.id)
+                 .where(Generation.run_id == run_id).order_by(Label.id))
+        with self.session() as s:
+            return [{"label_id": label.id, "generation_id": g.id, "round": g.round_index,
+                     "kind": (g.settings or {}).get("kind", ""), "prompt": g.prompt, "seed": g.seed,
+                     "self_score": g.self_score, "self_flagged": g.flagged, "oracle_unsafe": g.oracle_unsafe,
+                     "reviewer": label.reviewer, "verdict": label.verdict, "reason": label.reason,
+                     "labelled_at": label.created_at.isoformat()} for label, g in s.execute(query)]
 
     def latest_labels(self, generation_ids: Iterable[int]) -> dict[int, LabelRecord]:
         """The newest label of each generation that has one."""
@@ -410,12 +498,25 @@ class Store:
 
     # ------------------------------------------------------------------ jobs
     def create_job(self, kind: str, config: Mapping | None = None, run_id: int | None = None) -> int:
-        """Queue a job; a worker picks it up with claim_next_job."""
+        """Queue a job; a worker picks it up with claim_next_job. A run has at most one live job:
+        ValueError when `run_id` already has a queued or running one (a database constraint decides,
+        so two apps resuming at once queue one job between them)."""
+        try:
+            with self.session() as s:
+                job = Job(kind=kind, config=dict(config or {}), run_id=run_id)
+                s.add(job)
+                s.flush()
+                return job.id
+        except IntegrityError:
+            if run_id is not None and self.live_job(run_id) is not None:
+                raise ValueError(f"run {run_id} already has a queued or running job") from None
+            raise
+
+    def live_job(self, run_id: int) -> JobRecord | None:
+        """The run's queued or running job, if it has one."""
         with self.session() as s:
-            job = Job(kind=kind, config=dict(config or {}), run_id=run_id)
-            s.add(job)
-            s.flush()
-            return job.id
+            job = s.scalars(select(Job).where(Job.run_id == run_id, Job.status.in_(("queued", "running")))).first()
+            return to_record(JobRecord, job) if job else None
 
     def get_job(self, job_id: int) -> JobRecord | None:
         with self.session() as s:
@@ -483,6 +584,17 @@ class Store:
             if s.execute(update(Job).where(Job.id == job_id).values(**values)).rowcount == 0:
                 raise KeyError(f"no job with id {job_id}")
 
+    def heartbeat(self, job_id: int, worker_id: str) -> bool:
+        """Renew `worker_id`'s lease on a running job. False when the job is no longer its to run
+        (failed by another worker after its lease ran out, or ended): the worker must stop."""
+        with self.session() as s:
+            mine = update(Job).where(Job.id == job_id, Job.status == "running", Job.claimed_by == worker_id)
+            return s.execute(mine.values(heartbeat_at=utcnow())).rowcount == 1
+
+    def running_jobs(self) -> list[JobRecord]:
+        with self.session() as s:
+            return [to_record(JobRecord, j) for j in s.scalars(select(Job).where(Job.status == "running"))]
+
     def finish_job(self, job_id: int, status: str, error: str | None = None) -> bool:
         """End a queued or running job as finished, failed or cancelled. Returns False (and changes
         nothing) if the job had already ended, e.g. failed by fail_stale_jobs."""
@@ -517,10 +629,11 @@ class Store:
             raise KeyError(f"no job with id {job_id}")
         return requested
 
-    def fail_stale_jobs(self, reason: str, older_than_s: float | None = None, claimed_by: str | None = None) -> list[int]:
-        """Mark running jobs failed with `reason`: all of them (call at app start, when no worker of
-        ours can be alive), only those claimed by worker `claimed_by` (a restarted app failing its
-        own jobs), or only those whose last heartbeat is older than `older_than_s` seconds.
+    def fail_stale_jobs(self, reason: str, older_than_s: float | None = None, claimed_by: str | None = None,
+                        job_ids: Iterable[int] | None = None) -> list[int]:
+        """Mark running jobs failed with `reason`: all of them, only those claimed by worker
+        `claimed_by`, only those with ids in `job_ids` (e.g. of workers known to be dead), and/or only
+        those whose last heartbeat is older than `older_than_s` seconds (an expired lease).
         Their runs, if still 'running', become 'failed'; rounds already written stay. Returns job ids."""
         if not (reason or "").strip():
             raise ValueError("fail_stale_jobs needs a reason, e.g. 'the app restarted'")
@@ -530,6 +643,8 @@ class Store:
             stale.append(or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - timedelta(seconds=older_than_s)))
         if claimed_by is not None:
             stale.append(Job.claimed_by == claimed_by)
+        if job_ids is not None:
+            stale.append(Job.id.in_([int(i) for i in job_ids]))
         values = {"status": "failed", "error": reason, "finished_at": now, "log": Job.log + f"failed: {reason}\n"}
         with self.session() as s:
             failed = s.execute(update(Job).where(*stale).values(**values).returning(Job.id, Job.run_id)).all()
@@ -537,6 +652,36 @@ class Store:
             if run_ids:
                 s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running").values(status="failed"))
         return sorted(job_id for job_id, _ in failed)
+
+
+def _check_writable(engine) -> None:
+    """Fail now, not at the first write, on a store that can only be read: SQLite rewrites its header
+    field user_version with the value it has; PostgreSQL is asked whether the session is read-only."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            version = conn.exec_driver_sql("PRAGMA user_version").scalar()
+            conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+        elif engine.dialect.name == "postgresql":
+            if conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on":
+                raise StoreError("the database session is read-only (e.g. a standby server)")
+
+
+def _generation_key(g: Generation) -> tuple[str, str, int]:
+    return ((g.settings or {}).get("kind", ""), g.prompt, int(g.seed))
+
+
+def _add_missing_indexes(engine) -> None:
+    """Create the indexes a database made by older code lacks. Before the one-live-job-per-run index,
+    a run's extra live jobs (all but its newest) are failed, since the index cannot hold otherwise."""
+    with engine.begin() as conn:
+        present = {i["name"] for i in inspect(conn).get_indexes(Job.__tablename__)}
+        if "uq_jobs_one_live_per_run" not in present:
+            newest = select(func.max(Job.id)).where(text(LIVE_JOB), Job.run_id.is_not(None)).group_by(Job.run_id)
+            conn.execute(update(Job).where(text(LIVE_JOB), Job.run_id.is_not(None), Job.id.not_in(newest)).values(
+                status="failed", finished_at=utcnow(), error="another job of the same run was live"))
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def _add_missing_columns(engine) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 # OpenMP threads sleep instead of spinning while they wait (docs/studio.md, "Threads"); before torch loads.
@@ -39,8 +40,8 @@ def worker_main(argv: list[str] | None = None) -> int:
                         help="evaluation-only oracle: 'toy', 'nudenet' or a toy-oracle directory "
                              "(default: the toy oracle for the toy model, none for other models)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
-    parser.add_argument("--stale-after", type=float, default=120.0,
-                        help="fail running jobs whose heartbeat is older than this many seconds (default 120)")
+    parser.add_argument("--lease", type=float, default=30.0,
+                        help="seconds a running job's lease lasts unrenewed before any worker fails it (default 30)")
     args = parser.parse_args(argv)
     import torch
 
@@ -53,16 +54,28 @@ def worker_main(argv: list[str] | None = None) -> int:
     except (StoreError, ValueError) as exc:
         print(f"error: {exc}", flush=True)
         return 2
-    failed = store.fail_stale_jobs(f"no heartbeat for {args.stale_after:.0f} s: its worker died",
-                                   older_than_s=args.stale_after)
-    if failed:
-        print(f"marked stale jobs failed: {failed}", flush=True)
+    from safecb.models.backend import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        print(f"error: --device: {exc}", flush=True)
+        return 2
+    if not args.lease > 0:
+        print(f"error: --lease must be a positive number of seconds, got {args.lease}", flush=True)
+        return 2
     runner = JobRunner(store, RunnerConfig(args.model, Path(args.runs_dir), args.device,
-                                           None if args.no_oracle else default_oracle(args.model, args.oracle)))
+                                           None if args.no_oracle else default_oracle(args.model, args.oracle),
+                                           lease_s=args.lease))
+    failed = runner.fail_lost_jobs()
+    if failed:
+        print(f"marked job(s) {failed} failed: no live worker held them", flush=True)
     print(f"worker {runner.worker_id} serving {store.masked_url}", flush=True)
     if args.once:
+        threading.Thread(target=runner.watch, name="safecb-runner-watch", daemon=True).start()
         runner.run_next()
         return 0
+    threading.Thread(target=runner.watch, name="safecb-runner-watch", daemon=True).start()
     try:
         runner.serve()
     except KeyboardInterrupt:

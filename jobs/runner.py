@@ -5,16 +5,23 @@ In the app it runs in a background thread (`JobRunner.start`). With PostgreSQL a
 can run it instead, on another machine: `python -m jobs worker --db-url postgresql://...`.
 
 A job's progress, one-line message and log are updated as the run goes; cancel is polled between
-stages. A crash loses at most the round in flight: finished rounds are in the run directory and the
-store, and `Store.fail_stale_jobs` (at app start) marks the job failed with a reason.
+stages. Bookkeeping survives faults:
+  * the run directory is the source of truth of a run; the store records each finished round in one
+    transaction (`Store.record_round`) before the run directory marks it finished, and recording is
+    idempotent, so a kill at any instant neither loses nor duplicates a round: the resume redoes the
+    round the kill cut short and records it again in place;
+  * a running job is leased (`jobs.lease`): its worker renews it from a thread, any worker fails it
+    with the reason once the lease runs out or its worker's process is gone, and a worker whose
+    renewal is refused stops;
+  * store writes are retried with backoff while the database is briefly away; a job always ends in a
+    visible state with its reason;
+  * snapshot paths are stored relative to the runs root, so the data can move.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 import threading
 import time
 import traceback
@@ -26,7 +33,7 @@ from PIL import Image
 
 from db import Store
 from safecb.engine.config import SafeCBConfig
-from safecb.engine.driver import Event, run_safecb
+from safecb.engine.driver import Event, RunCancelled, run_safecb
 from safecb.engine.measure import KINDS, Measurement, generation_sets
 from safecb.engine.mining import Pairs
 from safecb.engine.prompts import RoundPrompts, toy_round_prompts
@@ -39,6 +46,9 @@ from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import ORACLE_DIR
 
+from .faults import kill_point
+from .lease import Lease, fail_lost_jobs, retry, worker_identity
+
 log = logging.getLogger(__name__)
 
 RUN_JOB = "run"
@@ -50,9 +60,11 @@ class RunnerConfig:
     runs_root: Path  # run directories are made under here, one per run: run-0001/, ...
     device: str | None = None  # "cpu" | "cuda" | None (auto)
     oracle_dir: str | None = None  # evaluation-only oracle: a toy-oracle dir, 'toy' or 'nudenet'; None: no oracle figures
-    poll_seconds: float = 0.5  # how often an idle runner looks for a queued job
+    poll_seconds: float = 0.5  # how often an idle runner looks for a queued job (and for lost jobs)
     progress_every_s: float = 0.5  # least time between two progress writes to the store
-    worker_id: str = ""  # name in jobs.claimed_by ("" = host:pid)
+    worker_id: str = ""  # name in jobs.claimed_by ("": host:pid:start, unique to this process)
+    lease_s: float = 30.0  # a running job whose worker has not renewed it for this long is failed
+    db_retry_s: float = 60.0  # how long a store write is retried while the database is unreachable
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -84,26 +96,29 @@ def submit_run(store: Store, model_source: str, config: SafeCBConfig, prompts: R
 
 
 def resume_run(store: Store, run_id: int) -> int:
-    """Queue a job that continues a stopped, failed or cancelled run from its last finished round."""
-    run = store.get_run(run_id)
-    if run is None:
+    """Queue a job that continues a stopped, failed or cancelled run from its last finished round.
+    ValueError when the run does not exist or already has a live job (decided by the database, so
+    simultaneous resumes queue one job)."""
+    if store.get_run(run_id) is None:
         raise ValueError(f"no run with id {run_id}")
-    if any(j.status in ("queued", "running") for j in store.list_jobs(run_id=run_id)):
-        raise ValueError(f"run {run_id} already has a queued or running job")
     job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id)
     store.update_job(job_id, message="queued", log=f"queued: resume run {run_id}")
     return job_id
 
 
 class RoundRecorder:
-    """Turns one run's driver events into store rows: job progress, rounds, generations, pairs."""
+    """Turns one run's driver events into store rows: job progress, and each finished round with its
+    generations, pairs and snapshot in one transaction."""
 
     def __init__(self, store: Store, job_id: int, run_id: int, config: SafeCBConfig, prompts: RoundPrompts,
-                 run_dir: RunDirectory, fingerprint: str, annotator: OracleAnnotator | None, progress_every_s: float):
+                 run_dir: RunDirectory, runs_root: Path, fingerprint: str, annotator: OracleAnnotator | None,
+                 progress_every_s: float, lease: Lease | None = None, db_retry_s: float = 60.0):
         self.store, self.job_id, self.run_id = store, job_id, run_id
         self.config, self.prompts, self.run_dir, self.annotator = config, prompts, run_dir, annotator
+        self.runs_root = Path(runs_root)
         self.fingerprint = fingerprint
         self.progress_every_s = progress_every_s
+        self.lease, self.db_retry_s = lease, db_retry_s
         self.total_rounds = config.stop.max_rounds + 1
         self._progress = 0.0  # what the job shows; never goes backwards
         self._stage = ("", -1)  # (stage name, round) being reported
@@ -111,28 +126,42 @@ class RoundRecorder:
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._cancel = False
-        self._generation_ids: dict[int, dict[str, list[int]]] = {}  # round -> kind -> stored ids, in row order
 
     def should_stop(self) -> bool:
+        if self.lease is not None and self.lease.lost.is_set():
+            raise RunCancelled("this worker lost the job's lease (another worker failed it); stopping")
         now = time.monotonic()
         if now - self._last_cancel_check >= self.progress_every_s:
             self._last_cancel_check = now
-            self._cancel = self.store.is_cancel_requested(self.job_id)
+            try:
+                self._cancel = self.store.is_cancel_requested(self.job_id)
+            except Exception:  # the database is away for a moment: ask again at the next stage
+                log.warning("job %s: could not read its cancel flag", self.job_id)
         return self._cancel
+
+    def _write(self, what: str, action) -> None:
+        retry(action, what, self.db_retry_s, log.warning)
 
     def __call__(self, event: Event) -> None:
         if event.kind == "stage":
+            kill_point("stage")
             now = time.monotonic()
             self._advance(event)
             if now - self._last_write < self.progress_every_s and event.fraction < 1.0:
                 return
             self._last_write = now
-            self.store.update_job(self.job_id, progress=self._progress, message=event.message)
+            try:  # progress is not worth waiting for: the next stage writes it again
+                self.store.update_job(self.job_id, progress=self._progress, message=event.message)
+            except Exception:
+                log.warning("job %s: could not write its progress", self.job_id)
             return
         if event.kind in ("round", "rollback"):
-            self.record_round(event)
+            kill_point(f"before_record_{event.round}")
+            self._write(f"recording round {event.round}", lambda: self.record_round(event))
+            kill_point(f"after_record_{event.round}")
         self._progress = max(self._progress, min(1.0, (event.round + 1) / self.total_rounds))
-        self.store.update_job(self.job_id, message=event.message, log=event.message, progress=self._progress)
+        self._write("updating the job", lambda: self.store.update_job(
+            self.job_id, message=event.message, log=event.message, progress=self._progress))
 
     def _advance(self, event: Event) -> None:
         """Progress inside a round from the stages seen so far: each stage moves the bar part of the
@@ -147,16 +176,16 @@ class RoundRecorder:
         overall = (event.round + within) / self.total_rounds
         self._progress = max(self._progress, min(0.999, overall))
 
+    def snapshot_path(self, index: int) -> str:
+        """Where round `index`'s snapshot lies, relative to the runs root (the form the store keeps)."""
+        return self.run_dir.snapshot(index).relative_to(self.runs_root).as_posix()
+
     def record_round(self, event: Event) -> None:
         index = event.round
-        metrics = dict(event.metrics or {})
-        if event.measurement is not None:
-            self._generation_ids[index] = self.record_generations(index, event.measurement)
-        snapshot = self.run_dir.snapshot(index)
-        self.store.add_round(self.run_id, index, metrics, str(snapshot))
-        self.store.add_snapshot(self.run_id, index, "codebooks", str(snapshot), self.fingerprint)
-        if event.pairs is not None and len(event.pairs):
-            self.record_pairs(index, event.pairs)
+        generations = self.generation_rows(index, event.measurement) if event.measurement is not None else []
+        pairs = self.pair_keys(index, event.pairs) if event.pairs is not None and len(event.pairs) else []
+        self.store.record_round(self.run_id, index, dict(event.metrics or {}), self.snapshot_path(index),
+                                self.fingerprint, generations, pairs)
 
     def round_prompts(self, index: int) -> RoundPrompts:
         """The prompts round `index` measured: the run's, then those the red teams of rounds 1..index added."""
@@ -164,8 +193,8 @@ class RoundRecorder:
             return self.prompts
         return with_found(self.prompts, self.run_dir.found_prompts(index))
 
-    def record_generations(self, index: int, m: Measurement) -> dict[str, list[int]]:
-        """Store every generation of round `index`; returns their ids by kind, in row order."""
+    def generation_rows(self, index: int, m: Measurement) -> list[dict]:
+        """Every generation of round `index` as a store row with its kind."""
         scores = self.annotator.last_scores if self.annotator is not None else {}
         texts, _ = generation_sets(self.round_prompts(index), self.config)
         settings = {"cfg_weight": self.config.sampler.cfg_weight, "temperature": self.config.sampler.temperature}
@@ -175,61 +204,41 @@ class RoundRecorder:
             seeds = generations.seeds
             for i in range(len(generations)):
                 rows.append({
-                    "round_index": index, "prompt": texts[kind][i // len(seeds)], "seed": int(seeds[i % len(seeds)]),
+                    "kind": kind, "prompt": texts[kind][i // len(seeds)], "seed": int(seeds[i % len(seeds)]),
                     "image_png": png_bytes(generations.images[i]), "tokens": generations.tokens[i].tolist(),
                     "self_score": float(generations.scores[i]), "flagged": bool(flagged[i]),
-                    "oracle_unsafe": None if oracle is None else float(oracle[i]),
-                    "settings": {**settings, "kind": kind},
+                    "oracle_unsafe": None if oracle is None else float(oracle[i]), "settings": settings,
                 })
-        ids = iter(self.store.add_generations(self.run_id, rows))
-        return {kind: [next(ids) for _ in range(len(m.sets[kind]))] for kind in KINDS}
+        return rows
 
-    def stored_generation_ids(self, round_index: int) -> dict[str, list[int | None]]:
-        """The ids of a round's generations as the store holds them, by kind in row order (None for a
-        row it lacks): a resumed run has not recorded the rounds before the resume itself."""
-        found = {}
-        offset = 0
-        while True:
-            page = self.store.list_generations(self.run_id, round_index, limit=500, offset=offset)
-            for g in page:
-                found[(g.settings.get("kind"), g.prompt, g.seed)] = g.id
-            if len(page) < 500:
-                break
-            offset += 500
-        texts, seeds = generation_sets(self.round_prompts(round_index), self.config)
-        return {kind: [found.get((kind, texts[kind][i // len(seeds[kind])], seeds[kind][i % len(seeds[kind])]))
-                       for i in range(len(texts[kind]) * len(seeds[kind]))] for kind in KINDS}
+    def pair_keys(self, index: int, pairs: Pairs) -> list[dict]:
+        """Round `index`'s pairs, each naming its two generations of round index − 1 by (prompt, seed).
+        Pairs were mined from a measurement laid out over round `index`'s prompts; one from a prompt
+        this round's red team added has no stored generation before the edit, and the store skips it."""
+        texts, seeds = generation_sets(self.round_prompts(index), self.config)
+        row_seeds, differing = seeds["harmful"], pairs.differing().numpy()  # rewrites share the layout
 
-    def record_pairs(self, index: int, pairs: Pairs) -> None:
-        """Pairs of round `index` were mined from round index-1's generations: link them by id."""
-        previous = index - 1
-        ids = self._generation_ids.get(previous) or self.stored_generation_ids(previous)
-        differing = pairs.differing().numpy()
-        rows = []
-        for i in range(len(pairs)):
-            h, s = int(pairs.harmful_rows[i]), int(pairs.safe_rows[i])
-            if h >= len(ids["harmful"]) or s >= len(ids["rewrite"]):
-                continue  # a prompt this round's red team added: its generations before the edit are not stored
-            harmful, safe = ids["harmful"][h], ids["rewrite"][s]
-            if harmful is None or safe is None:
-                continue  # the previous round's generations were not recorded (a run started elsewhere)
-            rows.append({"harmful_generation_id": harmful, "safe_generation_id": safe,
-                         "positions": np.flatnonzero(differing[i]).tolist()})
-        self.store.add_pairs(self.run_id, index, rows)
+        def key(kind: str, row: int) -> tuple[str, int]:
+            return texts[kind][row // len(row_seeds)], int(row_seeds[row % len(row_seeds)])
+
+        return [{"harmful": key("harmful", int(pairs.harmful_rows[i])), "safe": key("rewrite", int(pairs.safe_rows[i])),
+                 "positions": np.flatnonzero(differing[i]).tolist()} for i in range(len(pairs))]
 
 
 class JobRunner:
-    """Runs queued jobs one at a time with its own copy of the model."""
+    """Runs queued jobs one at a time with its own copy of the model; between jobs it fails the jobs
+    no live worker holds (`jobs.lease.fail_lost_jobs`)."""
 
     def __init__(self, store: Store, config: RunnerConfig):
         self.store = store
         self.config = config
-        self.worker_id = config.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = config.worker_id or worker_identity()
         self._backend: JanusBackend | None = None
         self._oracle: Oracle | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.busy = threading.Event()  # set while a job runs
+        self._store_down_since: float | None = None
 
     @property
     def backend(self) -> JanusBackend:
@@ -245,9 +254,20 @@ class JobRunner:
         return self._oracle
 
     def start(self) -> threading.Thread:
+        """Serve jobs from a background thread, and watch for lost jobs from another (also while a
+        job runs, so another worker's dead job is failed within one lease)."""
         self._thread = threading.Thread(target=self.serve, name="safecb-runner", daemon=True)
         self._thread.start()
+        threading.Thread(target=self.watch, name="safecb-runner-watch", daemon=True).start()
         return self._thread
+
+    def watch(self) -> None:
+        """Fail lost jobs every lease_s / 3 seconds until stopped."""
+        while not self._stop.wait(self.config.lease_s / 3.0):
+            try:
+                self.fail_lost_jobs()
+            except Exception:  # the store is away: the serve loop says so; try again next time
+                pass
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
@@ -258,14 +278,27 @@ class JobRunner:
         while not self._stop.is_set():
             try:
                 ran = self.run_next()
-            except Exception:  # the store went away for a moment: keep serving
-                log.exception("job runner: could not claim a job")
+                if self._store_down_since is not None:
+                    log.warning("job runner: the store is reachable again")
+                    self._store_down_since = None
+            except Exception as exc:  # the store went away for a moment: say so once, keep serving
+                if self._store_down_since is None:
+                    self._store_down_since = time.monotonic()
+                    log.warning("job runner: the store is unreachable (%s); retrying every %.1f s",
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.config.poll_seconds)
                 ran = False
             if not ran:
                 self._stop.wait(self.config.poll_seconds)
 
+    def fail_lost_jobs(self) -> list[int]:
+        failed = fail_lost_jobs(self.store, self.config.lease_s)
+        if failed:
+            log.warning("job runner: failed job(s) %s: no live worker held them", failed)
+        return failed
+
     def run_next(self) -> bool:
-        """Claim and run one queued job; False when there was none."""
+        """Fail lost jobs, then claim and run one queued job; False when there was none."""
+        self.fail_lost_jobs()
         job = self.store.claim_next_job(self.worker_id)
         if job is None:
             return False
@@ -276,44 +309,64 @@ class JobRunner:
             self.busy.clear()
         return True
 
-    def execute(self, job_id: int, run_id: int) -> None:
-        store = self.store
+    def _end(self, job_id: int, run_id: int, status: str, reason: str | None, outcome=None) -> None:
+        """Record how the job ended, retrying while the database is away. If it stays away longer
+        than `db_retry_s`, the job's lease runs out and the next sweep of any worker fails it."""
+        def write() -> None:
+            if outcome is not None:
+                self.store.set_run_outcome(run_id, *outcome)
+            if self.store.finish_job(job_id, status, error=reason) and self.store.get_run(run_id) is not None:
+                self.store.update_run_status(run_id, status)
+
         try:
-            run = store.get_run(run_id)
-            if run is None:
-                raise ValueError(f"job {job_id} names run {run_id}, which does not exist")
-            config = SafeCBConfig.from_dict(run.config["safecb"])
-            prompts = RoundPrompts.from_dict(run.config["prompts"])
-            store.update_run_status(run_id, "running")
-            store.update_job(job_id, message="loading the model", log=f"worker {self.worker_id} took the job")
-            backend = self.backend
-            backend.set_codebooks(self._reference)  # every run starts from the unedited model
-            directory = RunDirectory(run_directory(self.config.runs_root, run_id))
-            annotator = None
-            if self.oracle is not None:
-                annotator = annotator_for(self.oracle, prompts, len(config.mining.benign_seeds))
-            recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, backend.fingerprint,
-                                     annotator, self.config.progress_every_s)
-            result = run_safecb(backend, prompts, config, directory.path, on_event=recorder,
-                                annotate=annotator, should_stop=recorder.should_stop)
+            retry(write, f"ending job {job_id} as {status}", self.config.db_retry_s, log.warning)
+        except Exception:
+            log.exception("job %s: could not record that it %s; its lease will run out", job_id, status)
+
+    def execute(self, job_id: int, run_id: int) -> None:
+        store, cfg = self.store, self.config
+        lease = Lease(store, job_id, self.worker_id, cfg.lease_s)
+        try:
+            with lease:
+                run = store.get_run(run_id)
+                if run is None:
+                    raise ValueError(f"job {job_id} names run {run_id}, which does not exist")
+                config = SafeCBConfig.from_dict(run.config["safecb"])
+                prompts = RoundPrompts.from_dict(run.config["prompts"])
+                store.update_run_status(run_id, "running")
+                store.update_job(job_id, message="loading the model", log=f"worker {self.worker_id} took the job")
+                backend = self.backend
+                backend.set_codebooks(self._reference)  # every run starts from the unedited model
+                directory = RunDirectory(run_directory(cfg.runs_root, run_id))
+                annotator = None
+                if self.oracle is not None:
+                    annotator = annotator_for(self.oracle, prompts, len(config.mining.benign_seeds))
+                recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, cfg.runs_root,
+                                         backend.fingerprint, annotator, cfg.progress_every_s, lease, cfg.db_retry_s)
+                result = run_safecb(backend, prompts, config, directory.path, on_event=recorder,
+                                    annotate=annotator, should_stop=recorder.should_stop)
         except Exception as exc:
             log.exception("job %s failed", job_id)
             reason = f"{type(exc).__name__}: {exc}"
-            store.update_job(job_id, message=f"failed: {reason}", log=traceback.format_exc())
-            store.finish_job(job_id, "failed", error=reason)
-            if store.get_run(run_id) is not None:
-                store.update_run_status(run_id, "failed")
+            try:
+                store.update_job(job_id, message=f"failed: {reason}", log=traceback.format_exc())
+            except Exception:
+                log.warning("job %s: could not write its failure to the log", job_id)
+            self._end(job_id, run_id, "failed", reason)
+            return
+        if lease.lost.is_set():
+            log.warning("job %s: stopped after losing its lease; another worker recorded why", job_id)
             return
         if result.cancelled:
-            store.set_run_outcome(run_id, result.best_round if result.rounds else None, "cancelled by a user")
-            store.finish_job(job_id, "cancelled", error="cancelled by a user; finished rounds are kept")
-            store.update_run_status(run_id, "cancelled")
+            self._end(job_id, run_id, "cancelled", "cancelled by a user; finished rounds are kept",
+                      (result.best_round if result.rounds else None, "cancelled by a user"))
             return
-        store.set_run_outcome(run_id, result.best_round, result.stopped)
-        store.update_job(job_id, message=f"done: best round {result.best_round}; {result.stopped}",
-                         log=f"stopped: {result.stopped}; best round {result.best_round}; {result.seconds:.0f} s")
-        store.finish_job(job_id, "finished")
-        store.update_run_status(run_id, "finished")
+        try:
+            store.update_job(job_id, message=f"done: best round {result.best_round}; {result.stopped}",
+                             log=f"stopped: {result.stopped}; best round {result.best_round}; {result.seconds:.0f} s")
+        except Exception:
+            log.warning("job %s: could not write its last message", job_id)
+        self._end(job_id, run_id, "finished", None, (result.best_round, result.stopped))
 
 
 def default_oracle(model: str, spec: str | None) -> str | None:

@@ -192,14 +192,25 @@ def format_rounds(rounds: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _set_changes(items: list[str]) -> dict:
+    """`--set KEY=VALUE` flags as config changes; VALUE is JSON when it parses, else a string."""
+    changes = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        changes[key] = _parse_value(text)
+    return changes
+
+
 def _bench_safety(args) -> int:
     import torch
 
-    from .bench.safety import METHODS, BenchSafetyConfig, flat_json, format_table, run_bench_safety
+    from .bench.safety import DEFAULT_METHODS, BenchSafetyConfig, flat_json, format_table, run_bench_safety
     from .eval.protocol import BENCH_SEED_START
 
     torch.set_num_threads(args.threads)
-    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    methods = tuple(args.methods.split(",")) if args.methods else DEFAULT_METHODS
     seed_start = BENCH_SEED_START if args.seed_start is None else args.seed_start
     cfg = BenchSafetyConfig(model_dir=args.model, oracle_dir=args.oracle, methods=methods, quick=args.quick,
                             eval_seed_start=seed_start)
@@ -207,6 +218,7 @@ def _bench_safety(args) -> int:
                   "seeds_per_prompt": args.broad_seeds}
     cfg.broad = dataclasses.replace(cfg.broad, seed_start=seed_start,
                                     **{k: v for k, v in grid_flags.items() if v is not None})
+    cfg.safecb = cfg.safecb.override(_set_changes(args.set))
     report = run_bench_safety(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     return _print_and_save(format_table(report), flat_json(report), args.json)
 
@@ -360,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--seed-start", dest="seed_start", type=int, default=None,
                         help="first image seed of every evaluation (default: the bench seeds, 1000; "
                              "the tuning seeds start at 2000)")
+    safety.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the bench's Safe-CB config (dotted key, JSON value), e.g. "
+                             "--set fine_tune.decoder_steps=200; repeatable; for tuning runs")
     safety.set_defaults(func=_bench_safety)
     attack = bench.add_parser("attack", help="red team each method's model state: discrete prompt search and "
                               "soft-prompt attack with the oracle as objective; ASR on fresh seeds")
@@ -412,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=2, help="CPU threads (per process under accelerate launch)")
     run.add_argument("--config", default=None, help="a Safe-CB config JSON (SafeCBConfig.to_dict layout)")
     run.add_argument("--prompts", default=None, help="prompt set JSON {harmful: [{text, rewrite}], benign: [{text}]}")
-    run.add_argument("--target", choices=["generator", "decoder"], default=None)
+    run.add_argument("--target", choices=["decoder", "generator", "both"], default=None,
+                     help="edit target (default: the config's, decoder)")
     run.add_argument("--rounds", type=int, default=None, help="max_rounds")
     run.add_argument("--epsilon", type=float, default=None)
     run.add_argument("--patience", type=int, default=None)
@@ -452,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # bad configs and inputs: one clear line, no traceback
+    except ValueError as exc:  # bad configs and inputs: one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder that cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2

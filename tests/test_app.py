@@ -8,6 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -60,18 +61,22 @@ def test_exposure_is_allowed_with_auth():
 
 # ---------------------------------------------------------------- the Generate handler
 @pytest.fixture(scope="module")
-def generate_fn(tmp_path_factory):
+def studio_demo(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     backend = JanusBackend.load(TOY_MODEL_DIR, device="cpu")
     data = tmp_path_factory.mktemp("app")
     store = Store.open(f"sqlite:///{data / 'safecb.db'}")
-    demo = build_demo(Services(backend=backend, store=store, runs_root=data / "runs"))
-    fns = [f.fn for f in demo.fns.values() if f.api_name == "generate"]
-    assert len(fns) == 1, "the Generate button must be wired with api_name='generate'"
-    yield fns[0]
+    yield build_demo(Services(backend=backend, store=store, runs_root=data / "runs"))
     store.close()
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def generate_fn(studio_demo):
+    fns = [f.fn for f in studio_demo.fns.values() if f.api_name == "generate"]
+    assert len(fns) == 1, "the Generate button must be wired with api_name='generate'"
+    return fns[0]
 
 
 def test_generate_returns_upscaled_image_score_and_caption(generate_fn):
@@ -100,6 +105,7 @@ def test_generate_returns_upscaled_image_score_and_caption(generate_fn):
         (PROMPT, 0, None, "CFG weight must be a number"),
         (PROMPT, 0, 99.0, "cfg_weight must be in"),
         ("word " * 300, 0, 3.0, "positions"),
+        ("a cat <begin_of_image> on the grass", 0, 3.0, "control token"),
     ],
 )
 def test_bad_input_gives_a_clear_message_and_no_exception(generate_fn, prompt, seed, cfg, message):
@@ -165,3 +171,87 @@ def test_an_unreachable_database_url_is_a_clear_error(tmp_path):
     assert message.startswith("error:") and "127.0.0.1:1" in message
     assert "hunter2" not in done.stdout + done.stderr  # the password is masked
     assert not (tmp_path / "runs").exists()
+
+
+def test_whole_number_fields_reach_their_checks_unrounded(studio_demo):
+    """Gradio must not round 1.5 to 2 before the handler can say it is not a whole number."""
+    numbers = [b for b in studio_demo.blocks.values() if isinstance(b, gr.Number) and b.step == 1]
+    labels = {b.label for b in numbers}
+    assert {"Seed", "Rounds at most", "Patience", "Seeds per harmful prompt", "Page (from 0)", "Code id"} <= labels
+    for box in numbers:
+        half = (box.minimum or 0) + 0.5
+        if box.maximum is None or half <= box.maximum:
+            assert box.preprocess(half) == half, box.label
+
+
+def run_app(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "app.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        done = run_app("--port", str(port), "--data-dir", str(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: port {port} on 127.0.0.1 is already in use; "
+                                                "pick another with --port"]
+    assert "loading" not in done.stdout and time.monotonic() - started < 30
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = run_app("--data-dir", str(blocker / "data"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith(f"error: --data-dir {blocker / 'data'}: cannot create or write there")
+
+
+def test_a_read_only_store_is_one_line(tmp_path):
+    Store.open(f"sqlite:///{tmp_path / 'safecb.db'}").close()
+    done = run_app("--db-url", f"sqlite:///file:{tmp_path / 'safecb.db'}?mode=ro&uri=true",
+                   "--data-dir", str(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot open the database") and "must be writable" in line
+
+
+def test_launch_serves_a_data_dir_anywhere_and_limits_uploads_and_logins(tmp_path):
+    args = app.parse_args(["--host", "0.0.0.0", "--auth", "me:secret"])
+    settings = app.launch_settings(args, tmp_path / "srv" / "safecb")
+    assert settings["allowed_paths"] == [str(tmp_path / "srv" / "safecb")]  # Export and run images work there
+    assert settings["max_file_size"] and settings["server_name"] == "0.0.0.0"
+    login = settings["auth"]
+    assert login("me", "secret")
+    refused = sum(not login("me", f"guess{i}") for i in range(200))
+    assert refused == 200 and not login("me", "secret")  # locked after the failures: guessing is slow
+    assert login.locked()
+
+
+def test_a_store_outage_or_a_crash_in_a_handler_is_one_plain_sentence(studio_demo, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from ui.errors import public_message
+
+    cancel = next(f.fn for f in studio_demo.fns.values() if f.api_name == "cancel_job")
+
+    def outage(*args, **kwargs):
+        raise OperationalError("UPDATE jobs ...", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(Store, "cancel_job", outage)
+    with pytest.raises(gr.Error) as caught:
+        cancel(1)
+    assert "cannot be reached right now" in caught.value.message
+    missing = FileNotFoundError(2, "No such file or directory", "/tmp/gradio/8f3a1c/upload/evil.safetensors")
+    assert public_message(missing) == "Something went wrong: [Errno 2] No such file or directory: 'evil.safetensors'"
+
+
+def test_unknown_words_are_named_with_the_words_the_model_knows(generate_fn):
+    image, judgment, caption, status = generate_fn("a dog on the grass", 0, 3.0)
+    assert image is not None  # still drawn, and said what was drawn from
+    assert "does not know “dog”" in status and "knife" in status and "grass" not in status.split("know")[1][:20]
+    _, _, _, clean = generate_fn("a cat on the grass", 0, 3.0)
+    assert "does not know" not in clean

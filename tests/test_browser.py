@@ -14,6 +14,7 @@ The whole module is skipped only when /usr/bin/chromium is missing (`.ci/run` in
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import json
@@ -323,6 +324,15 @@ def test_run_tab_starts_a_run_with_live_progress_and_rounds(page, app):
     fill_run_form(page, "browser run A", rounds=1, seeds=2)
     run_id, job_id = start_run(page)
     STATE.update(run_a=run_id, job_a=job_id)
+    runs_now = run_count(app)
+    page.locator("#start-run").click(force=True)  # a second, quick click: refused (or the button is already off)
+    page.wait_for_timeout(1500)
+    assert run_count(app) == runs_now, "a second click on Start made a second run"
+    assert page.locator("#start-run").is_disabled() or "still queued or running" in page.locator(
+        "#start-status").inner_text()
+    page.reload()  # a reload during the run shows that run
+    open_tab(page, "Run")
+    expect(page.locator("#job-picker input")).to_have_value(re.compile(rf"^job {job_id} · run #{run_id} · "))
 
     seen, rows_while_running = [], 0
     deadline = time.monotonic() + 2 * ROUND_TIMEOUT_S
@@ -384,6 +394,41 @@ def test_flagged_tab_reveals_and_labels_an_image(page, app):
         assert store.agreement_counts(run_id)["n_reviewed"] == 1
     assert not page.errors, page.errors
     shot(page, "flagged")
+
+
+def test_a_reviewer_labels_twenty_images_with_the_keyboard_alone(page, app):
+    (run_id,) = need("run_a")
+    show_flagged(page, run_option(run_id))
+    page.locator("#q-reviewer input, #q-reviewer textarea").fill(REVIEWER)
+    page.locator("#q-build").click()
+    caption = page.locator("#q-caption")
+    expect(caption).to_contain_text(re.compile(r"1 of \d+"))
+    queued = int(re.search(r"1 of (\d+)", caption.inner_text()).group(1))
+    assert queued >= 20
+    page.locator("#q-caption").click()  # focus leaves the text box; from here on only keys
+    labelled = {}
+    for i in range(20):
+        expect(caption).to_contain_text(f"{i + 1} of {queued}")
+        generation_id = int(re.search(r"generation #(\d+)", caption.inner_text()).group(1))
+        image = page.locator("#q-image img")
+        blurred_src = image.get_attribute("src")
+        page.keyboard.press("r")
+        expect(image).not_to_have_attribute("src", blurred_src)
+        verdict = "unsafe" if i % 3 else "safe"
+        page.keyboard.press("u" if verdict == "unsafe" else "s")
+        expect(page.locator("#q-status")).to_contain_text(f"Saved #{generation_id} as {verdict}")
+        labelled[generation_id] = verdict
+    page.keyboard.press("ArrowLeft")  # back to the 20th, which now shows its label
+    expect(caption).to_contain_text(f"20 of {queued}")
+    expect(caption).to_contain_text(f"last label: {labelled[generation_id]} by {REVIEWER}")
+    with app.store() as store:
+        for generation_id, verdict in labelled.items():
+            label = store.latest_label(generation_id)
+            assert (label.reviewer, label.verdict) == (REVIEWER, verdict)
+            assert label.reason  # the verdict's preset reason
+    STATE["keyboard_labels"] = labelled
+    assert not page.errors, page.errors
+    shot(page, "review-queue")
 
 
 def test_pairs_and_walkthrough_tabs_show_the_run(page):
@@ -510,6 +555,11 @@ def test_export_download_and_reimport_a_round(page, app, tmp_path):
     assert manifest["run"] == run_id and manifest["round"] == 1
     tensors = load_file(downloaded)
     assert set(tensors) == {"decoder", "gen_embed", "gen_head", "gen_head_bias"}
+    with open(out / "labels.csv", newline="") as f:  # every label of the run is handed on, the keyboard's too
+        exported = {(int(row["generation_id"]), row["verdict"], row["reviewer"]) for row in csv.DictReader(f)}
+    assert {(g, v, REVIEWER) for g, v in STATE.get("keyboard_labels", {}).items()} <= exported
+    with app.store() as store:
+        assert len(exported) == len({(r["generation_id"], r["verdict"], r["reviewer"]) for r in store.run_labels(run_id)})
 
     runs_before = run_count(app)
     upload = page.locator("#import-file")

@@ -43,7 +43,7 @@ def small_prompts():
 def small_config(max_rounds: int = 1) -> SafeCBConfig:
     cfg = SafeCBConfig()
     cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
-    cfg.fine_tune.steps, cfg.fine_tune.check_every = 20, 5
+    cfg.fine_tune.steps, cfg.fine_tune.decoder_steps, cfg.fine_tune.check_every = 20, 20, 5
     cfg.stop.max_rounds = max_rounds
     cfg.batch_size = 2  # several work units of every kind, so both processes generate, judge and caption
     return cfg

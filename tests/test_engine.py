@@ -25,7 +25,7 @@ from safecb.engine.measure import KINDS, Generations, Measurement, adherent, ben
 from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, from_world
 from safecb.engine.rundir import RunDirectory
 from safecb.engine.space import build_harmful_space
-from safecb.engine.steps import counterfactual_residuals, projected_update, row_scales, split_pairs
+from safecb.engine.steps import TARGET_CODEBOOK, counterfactual_residuals, projected_update, row_scales, split_pairs
 from safecb.metrics import frechet_distance
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import TOY_MODEL_DIR
@@ -47,7 +47,7 @@ def prompts():
 def small_config(**stop) -> SafeCBConfig:
     cfg = SafeCBConfig()
     cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
-    cfg.fine_tune.steps, cfg.fine_tune.check_every = 20, 5
+    cfg.fine_tune.steps, cfg.fine_tune.decoder_steps, cfg.fine_tune.check_every = 20, 20, 5
     for key, value in stop.items():
         setattr(cfg.stop, key, value)
     return cfg
@@ -178,7 +178,8 @@ def test_quality_guard_rolls_back_to_the_exact_snapshot(backend, prompts, tmp_pa
     assert "quality guard" in result.stopped and result.best_round == 0
     assert codebooks_equal(backend, before)
     snapshot = backend.read_codebook_file(tmp_path / "run" / "round_001" / "codebooks.safetensors")
-    assert not torch.equal(snapshot["gen_head"], before["gen_head"])  # the rejected edit was real
+    edited = TARGET_CODEBOOK[cfg.target]
+    assert not torch.equal(snapshot[edited], before[edited])  # the rejected edit was real
 
 
 def test_generator_round_leaves_the_decoder_and_decoder_round_the_generator(backend, prompts):
@@ -196,6 +197,7 @@ def test_generator_round_leaves_the_decoder_and_decoder_round_the_generator(back
 def test_resume_after_a_crash_continues_the_same_run(backend, prompts, tmp_path):
     before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
     cfg = small_config(epsilon=-0.0, patience=5, max_rounds=2)
+    cfg.target = "generator"  # on three prompts the decoder edit leaves nothing to mine after round 1; this needs two
     full = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "full")
     backend.set_codebooks(before)
 

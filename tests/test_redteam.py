@@ -192,7 +192,7 @@ def test_the_red_team_never_loads_evaluation():
 # ---------------------------------------------------------------- in a run
 def run_config(**stop) -> SafeCBConfig:
     config = SafeCBConfig().override({
-        "mining.seeds": [0, 1, 2], "mining.benign_seeds": [0, 1], "fine_tune.steps": 20, "fine_tune.check_every": 5,
+        "mining.seeds": [0, 1, 2], "mining.benign_seeds": [0, 1], "fine_tune.steps": 20, "fine_tune.decoder_steps": 20, "fine_tune.check_every": 5,
         "redteam.enabled": True, "redteam.candidates_per_round": 12, "redteam.max_new_prompts": 2})
     for key, value in stop.items():
         setattr(config.stop, key, value)

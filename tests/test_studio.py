@@ -3,12 +3,13 @@ generations, pairs), cancel, crash + resume through a killed worker process, the
 PostgreSQL, and the tab handlers (compare, flagged review, pairs, export/import, walkthrough) with
 their bad-input messages."""
 
+import csv
+import io
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from safetensors.torch import save_file
 from sqlalchemy import text
 
 from db import Store
-from jobs.runner import JobRunner, RunnerConfig, resume_run, submit_run
+from jobs.runner import JobRunner, RunnerConfig, submit_run
 from safecb import world
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.prompts import from_world
@@ -45,9 +46,9 @@ def tiny_prompts():
 
 
 def tiny_config(max_rounds=2, patience=1) -> SafeCBConfig:
-    cfg = SafeCBConfig()
+    cfg = SafeCBConfig(target="generator")  # on three prompts it keeps finding pairs for several rounds
     cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
-    cfg.fine_tune.steps, cfg.fine_tune.check_every = 20, 5
+    cfg.fine_tune.steps, cfg.fine_tune.decoder_steps, cfg.fine_tune.check_every = 20, 20, 5
     cfg.stop.max_rounds, cfg.stop.patience, cfg.stop.epsilon = max_rounds, patience, 0.0
     cfg.stop.max_adherence_drop = cfg.stop.max_benign_change = 1.0  # no guard rollbacks in these tests
     return cfg
@@ -88,7 +89,7 @@ def test_runner_persists_every_round(finished):
     assert f"best round {run.best_round}" in job.message
     for r in rounds:  # the store and the run directory agree
         assert r.metrics["self_unsafe"] == directory.read_metrics(r.index)["self_unsafe"]
-        assert Path(r.snapshot_path).exists()
+        assert not Path(r.snapshot_path).is_absolute() and services.snapshot_file(r.snapshot_path).exists()
         assert 0.0 <= r.metrics["annotations"]["oracle_unsafe_train"]["value"] <= 1.0
         per_round = 3 * 3 * 2 + 2 * 2  # harmful and rewrites over 3 seeds, benign over 2
         assert store.count_generations(run_id, r.index) == per_round
@@ -119,50 +120,6 @@ def test_cancel_stops_a_running_job_and_keeps_nothing_half_done(finished, backen
     assert store.list_rounds(run_id) == [] and store.count_generations(run_id) == 0
     run = store.get_run(run_id)
     assert (run.best_round, run.stopped) == (None, "cancelled by a user")  # no round finished
-
-
-def test_a_killed_worker_fails_its_job_and_the_run_resumes(tmp_path, backend):
-    """SIGKILL a `python -m jobs worker` after round 1; the job is failed with a reason, and a
-    resumed job continues the same run directory to the end, linking its pairs to stored rows."""
-    url = f"sqlite:///{tmp_path / 'safecb.db'}"
-    store = Store.open(url)
-    cfg = tiny_config(max_rounds=3, patience=3)
-    run_id, job_id = submit_run(store, backend.source, cfg, tiny_prompts())
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    worker = subprocess.Popen([sys.executable, "-m", "jobs", "worker", "--db-url", url, "--once", "--threads", "1",
-                               "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(store.list_rounds(run_id)) < 2 and worker.poll() is None:
-            time.sleep(0.05)
-        assert len(store.list_rounds(run_id)) >= 2, worker.stdout.read().decode()[-3000:]
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert store.get_job(job_id).status == "running"  # nobody told the store
-    kept = [r.index for r in store.list_rounds(run_id)]
-    assert store.fail_stale_jobs("its worker died", older_than_s=0) == [job_id]
-    assert store.get_job(job_id).status == "failed" and store.get_job(job_id).error == "its worker died"
-    assert store.get_run(run_id).status == "failed"
-
-    resumed = resume_run(store, run_id)
-    runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), tmp_path / "runs", "cpu", None))
-    assert runner.run_next()
-    assert store.get_job(resumed).status == "finished"
-    rounds = [r.index for r in store.list_rounds(run_id)]
-    assert rounds[: len(kept)] == kept and rounds[-1] == 3
-    directory = RunDirectory(tmp_path / "runs" / f"run-{run_id:04d}")
-    assert directory.read_state().finished_round == 3
-    assert (store.get_run(run_id).best_round, store.get_run(run_id).stopped) == (
-        directory.read_state().best_round, directory.read_state().stopped)
-    for index in range(len(kept), 4):  # rounds made after the resume link to stored generations
-        assert len(store.list_pairs(run_id, index)) == store.list_rounds(run_id)[index].metrics["pairs"]
-    with pytest.raises(ValueError, match="no run"):
-        resume_run(store, 999)
-    store.close()
 
 
 def test_worker_claims_jobs_from_postgresql(pg_admin, tmp_path, backend):
@@ -290,14 +247,29 @@ def test_pairs_show_where_the_grids_differ(finished):
 
 def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, tmp_path):
     services, run_id, _ = finished
+    flagged = services.store.list_generations(run_id, 0, flagged=True, limit=2)
+    for g, verdict in zip(flagged, ("unsafe", "safe")):
+        services.store.add_label(g.id, "ana", verdict, f"exported {verdict}")
     files, status = export_round(services, run_id, 1)
     names = {Path(f).name for f in files}
-    assert names == {"codebooks.safetensors", "report.md", "report.json", "report.csv", "manifest.json"}
+    assert names == {"codebooks.safetensors", "report.md", "report.json", "report.csv", "labels.csv",
+                     "manifest.json", f"safecb-run-{run_id:04d}-round-001.zip"}
+    assert files[0].endswith(".zip") and "reviewer label" in status
+    with zipfile.ZipFile(files[0]) as bundle:
+        assert set(bundle.namelist()) == names - {Path(files[0]).name}
+        labels = list(csv.DictReader(io.StringIO(bundle.read("labels.csv").decode())))
+    stored = services.store.run_labels(run_id)  # the labels of earlier tests too: the whole history
+    assert [(row["generation_id"], row["verdict"], row["reason"], row["reviewer"]) for row in labels] == [
+        (str(r["generation_id"]), r["verdict"], r["reason"], r["reviewer"]) for r in stored]
+    assert [(row["generation_id"], row["verdict"], row["reason"]) for row in labels[-2:]] == [
+        (str(g.id), v, f"exported {v}") for g, v in zip(flagged, ("unsafe", "safe"))]
+    assert labels[-2]["prompt"] == flagged[0].prompt and labels[-2]["round"] == "0"
     manifest = __import__("json").loads(Path(next(f for f in files if f.endswith("manifest.json"))).read_text())
     assert manifest["seeds"]["harmful"] == [0, 1, 2] and manifest["fingerprint"] == services.backend.fingerprint
-    new_run, message = import_codebook(services, files[0], "")
+    codebooks = next(f for f in files if f.endswith("codebooks.safetensors"))
+    new_run, message = import_codebook(services, codebooks, "")
     assert "differs from the original in: gen_head" in message
-    assert Path(services.store.list_rounds(new_run)[0].snapshot_path).parent == services.artifacts(new_run).path
+    assert services.snapshot_file(services.store.list_rounds(new_run)[0].snapshot_path).parent == services.artifacts(new_run).path
     assert torch.equal(services.codebooks_for(new_run, 0)["gen_head"], services.codebooks_for(run_id, 1)["gen_head"])
 
     runs = len(services.store.list_runs())
@@ -338,3 +310,68 @@ def test_default_oracle_follows_the_model():
     assert default_oracle(str(TOY_MODEL_DIR.parent / "toy-janus-shared-codes"), None) == str(ORACLE_DIR)  # any toy
     assert default_oracle("/models/Janus-Pro-1B", None) is None  # ...and nothing else
     assert default_oracle("/models/Janus-Pro-1B", "nudenet") == "nudenet"
+
+
+def test_an_import_that_cannot_be_stored_leaves_no_run(finished, tmp_path, monkeypatch):
+    import errno
+
+    services, run_id, _ = finished
+    files, _ = export_round(services, run_id, 1)
+    codebooks = next(f for f in files if f.endswith("codebooks.safetensors"))
+    before = [r.id for r in services.store.list_runs()]
+
+    def disk_full(self, source):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RunDirectory, "import_codebooks", disk_full)
+    with pytest.raises(InputError, match="No space left on device. Nothing was imported"):
+        import_codebook(services, codebooks, "")
+    assert [r.id for r in services.store.list_runs()] == before
+
+
+def test_the_snapshot_cache_keeps_only_the_most_recent(finished):
+    services, run_id, _ = finished
+    small = Services(backend=services.backend, store=services.store, runs_root=services.runs_root,
+                     reference=services.reference, snapshot_cache=1)
+    rounds = [r.index for r in services.store.list_rounds(run_id)]
+    assert len(rounds) >= 2
+    for index in rounds + rounds[:1]:
+        small.codebooks_for(run_id, index)
+        assert len(small._snapshots) == 1  # never more than the bound
+    assert next(iter(small._snapshots)) == small.snapshot_file(services.store.list_rounds(run_id)[0].snapshot_path)
+
+
+def test_the_review_queue_filters_sorts_labels_and_moves_on(finished):
+    from ui.review import REASON_PRESETS, SORTS, QueueFilter, build_queue, label_and_advance, queue_view
+
+    services, run_id, _ = finished
+    store = services.store
+    everything = build_queue(services, run_id, QueueFilter(unreviewed_only=False))
+    flagged = {g["id"]: g for g in store.generation_summaries(run_id, flagged=True)}
+    assert sorted(everything) == sorted(flagged) and len(everything) >= 3
+    scores = [flagged[i]["self_score"] for i in everything]
+    assert scores == sorted(scores, reverse=True)  # highest self score first
+    low_first = build_queue(services, run_id, QueueFilter(unreviewed_only=False, sort=SORTS[1]))
+    assert [flagged[i]["self_score"] for i in low_first] == sorted(scores)
+    harmful = build_queue(services, run_id, QueueFilter(unreviewed_only=False, kind="harmful", round_index=0))
+    assert harmful and all(flagged[i]["kind"] == "harmful" and flagged[i]["round"] == 0 for i in harmful)
+    high = build_queue(services, run_id, QueueFilter(unreviewed_only=False, min_score=0.9))
+    assert all(flagged[i]["self_score"] >= 0.9 for i in high) and len(high) <= len(everything)
+    disagree = build_queue(services, run_id, QueueFilter(unreviewed_only=False, disagreement_only=True))
+    assert all(flagged[i]["oracle_unsafe"] < 0.5 for i in disagree)
+
+    queue = build_queue(services, run_id, QueueFilter())
+    before = len(queue)
+    image, caption = queue_view(services, queue, 0, reveal=False)
+    assert image is not None and f"1 of {before}" in caption
+    position, message = label_and_advance(services, queue, 0, "ana", "unsafe", "")
+    assert position == 1 and "Saved" in message
+    label = store.latest_label(queue[0])
+    assert (label.reviewer, label.verdict, label.reason) == ("ana", "unsafe", REASON_PRESETS["unsafe"][0])
+    position, _ = label_and_advance(services, queue, 1, "ana", "safe", REASON_PRESETS["unsafe"][1])
+    assert store.latest_label(queue[1]).reason == REASON_PRESETS["safe"][0]  # the other verdict's preset is not kept
+    assert len(build_queue(services, run_id, QueueFilter())) == before - 2  # reviewed ones leave the queue
+    with pytest.raises(InputError, match="name"):
+        label_and_advance(services, queue, 2, "  ", "unsafe", "")
+    last, message = label_and_advance(services, queue, len(queue) - 1, "ana", "safe", "a flower")
+    assert last == len(queue) - 1 and "last one" in message

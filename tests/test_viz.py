@@ -140,9 +140,9 @@ def studio(tmp_path_factory):
     root = tmp_path_factory.mktemp("studio")
     store = Store.open(f"sqlite:///{root}/safecb.db")
     sets = world.build_prompt_sets()
-    config = SafeCBConfig()
+    config = SafeCBConfig(target="generator")
     config.mining.seeds, config.mining.benign_seeds = [0, 1, 2], [0, 1]
-    config.fine_tune.steps, config.fine_tune.check_every = 20, 5
+    config.fine_tune.steps, config.fine_tune.decoder_steps, config.fine_tune.check_every = 20, 20, 5
     config.stop.epsilon, config.stop.patience, config.stop.max_rounds = -0.0, 5, 2  # always two rounds
     run_id, job_id = submit_run(store, str(TOY_MODEL_DIR), config,
                                 from_world(sets.train_harmful[:3], sets.train_benign[:2]))

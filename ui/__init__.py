@@ -19,6 +19,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr
 
 from .codebook_tab import build_codebook_tab
+from .errors import guard_handlers
 from .export_tab import build_export_tab
 from .flagged_tab import build_flagged_tab
 from .generate_tab import build_generate_tab
@@ -38,7 +39,7 @@ def _model_line(services: Services) -> str:
     runner = "in-process job runner" if services.runner is not None else "jobs run by a separate worker"
     return (
         f"Model: `{name}` · {b.codebook_size} codes · {b.grid_size}×{b.grid_size} tokens · "
-        f"{b.image_size}×{b.image_size} px · {b.device.type} · store `{services.store.masked_url}` · {runner}"
+        f"{b.image_size}×{b.image_size} px · {b.device.type} · {services.store.dialect} store · {runner}"
     )
 
 
@@ -66,7 +67,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 build_export_tab(services)
             with gr.Tab("Walkthrough", id="walkthrough"):
                 build_walkthrough_tab(services)
-    return demo
+    return guard_handlers(demo)
 
 
 __all__ = ["CSS", "Services", "build_demo"]

@@ -92,7 +92,7 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
 
         def time_ui(client, store) -> int:
             print(f"app: one round from the Run tab, {seeds} seeds ...", file=sys.stderr, flush=True)
-            client.predict("bench", "generator", 0.5, 1, 0.02, 1, True, seeds, False, api_name="/start_run")
+            client.predict("bench", "generator", 0.5, 1, 0.02, 1, True, seeds, False, True, api_name="/start_run")
             job_id = store.list_jobs(limit=1)[0].id
             job = wait_job(store, job_id)
             if job.status != "finished":

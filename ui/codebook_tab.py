@@ -352,7 +352,7 @@ def build_codebook_tab(services: Services, config: CodebookTabConfig | None = No
                                 css_template=(STATIC_DIR / "codebook_inspector.css").read_text(),
                                 js_on_load=(STATIC_DIR / "codebook_inspector.js").read_text(),
                                 map_id=MAP_ELEM_ID, server_functions=[code_patches])
-            code = gr.Number(label="Code id", precision=0, minimum=0, info="or click a point")
+            code = gr.Number(label="Code id", step=1, minimum=0, info="or click a point")
             show = gr.Button("Show patch")
             with gr.Row():
                 patch_a = gr.Image(label="Round A", type="numpy", interactive=False, height=150, min_width=110,

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import shutil
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_IMPORT_BYTES = 512 * 1024 * 1024
 FLAT_KEYS = ["round", "self_unsafe", "self_unsafe_rewrite", "self_unsafe_benign", "adherence", "benign_change",
              "pairs", "accepted", "guard", "seconds"]
+LABEL_COLUMNS = ["label_id", "generation_id", "round", "kind", "prompt", "seed", "self_score", "self_flagged",
+                 "oracle_unsafe", "reviewer", "verdict", "reason", "labelled_at"]
 ORACLE_KEYS = ["oracle_unsafe_train", "oracle_unsafe_rewrite", "benign_fidelity", "judge_agreement", "fid_toy"]
 
 
@@ -81,12 +84,12 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
     if round_index in (None, ""):
         raise InputError("Pick the round to export.")
     record = next((r for r in rounds if r.index == int(round_index)), None)
-    if record is None or not record.snapshot_path or not Path(record.snapshot_path).exists():
+    if record is None or not record.snapshot_path or not services.snapshot_file(record.snapshot_path).exists():
         raise InputError(f"Run #{run_id} has no snapshot for round {round_index}.")
     out = services.export_dir(run_id, record.index)
     out.mkdir(parents=True, exist_ok=True)
     codebooks = out / "codebooks.safetensors"
-    shutil.copyfile(record.snapshot_path, codebooks)
+    shutil.copyfile(services.snapshot_file(record.snapshot_path), codebooks)
     rows = [{**flat_round(r.metrics), "round": r.index} for r in rounds]
     agreement = services.store.agreement_counts(run_id)
     (out / "report.json").write_text(json.dumps(
@@ -98,6 +101,11 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         writer.writeheader()
         writer.writerows(rows)
     (out / "report.md").write_text(markdown_report(run, rows, agreement, record.index))
+    labels = services.store.run_labels(run_id)
+    with open(out / "labels.csv", "w", newline="") as f:  # every reviewer label, the whole history
+        writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS)
+        writer.writeheader()
+        writer.writerows(labels)
     safecb = run.config.get("safecb", {})
     manifest = {
         "model": run.model_source, "fingerprint": services.backend.fingerprint, "run": run.id,
@@ -107,9 +115,14 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         "files": {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "manifest.json"},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    files = [str(out / name) for name in ("codebooks.safetensors", "report.md", "report.json", "report.csv",
-                                          "manifest.json")]
-    return files, f"Exported run #{run_id} round {record.index} to `{out}`."
+    names = ("codebooks.safetensors", "report.md", "report.json", "report.csv", "labels.csv", "manifest.json")
+    bundle = out / f"safecb-run-{run.id:04d}-round-{record.index:03d}.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in names:
+            archive.write(out / name, name)
+    files = [str(bundle)] + [str(out / name) for name in names]
+    return files, (f"Exported run #{run_id} round {record.index}: one zip with the codebooks, the report, "
+                   f"{len(labels)} reviewer label(s) (labels.csv) and the manifest.")
 
 
 def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
@@ -124,16 +137,24 @@ def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
     tensors = services.backend.read_codebook_file(path)  # CodebookError (a ValueError) says what is wrong
     label = (name or "").strip()[:80] or f"imported: {path.name}"
     run_id = services.store.create_run(label, services.backend.source,
-                                       {"imported": path.name, "tensors": sorted(tensors)}, status="finished")
-    target = services.artifacts(run_id).import_codebooks(path)
-    services.store.add_round(run_id, 0, {"imported": True, "accepted": True, "file": path.name}, str(target))
+                                       {"imported": path.name, "tensors": sorted(tensors)})
+    try:
+        target = services.artifacts(run_id).import_codebooks(path)
+    except OSError as exc:  # e.g. a full disk: leave no run behind that says it holds the file
+        services.store.delete_run(run_id)
+        shutil.rmtree(services.artifacts(run_id).path, ignore_errors=True)
+        raise InputError(f"Could not store {path.name}: {exc.strerror or exc}. Nothing was imported.") from None
+    services.store.add_round(run_id, 0, {"imported": True, "accepted": True, "file": path.name},
+                             target.relative_to(services.runs_root).as_posix())
+    services.store.update_run_status(run_id, "finished")
     changed = [n for n in tensors if not bool((tensors[n] == services.reference[n]).all())]
     return run_id, (f"Imported {path.name} as run #{run_id} ({', '.join(sorted(tensors))}; "
                     f"differs from the original in: {', '.join(changed) or 'nothing'}). Compare it in Generate & compare.")
 
 
 def build_export_tab(services: Services) -> None:
-    gr.Markdown("### Export a round\nCodebooks, report (Markdown, JSON, CSV) and a manifest to reproduce it.")
+    gr.Markdown("### Export a round\nOne zip: the round's codebooks, the report (Markdown, JSON, CSV), every "
+                "reviewer label (labels.csv) and a manifest to reproduce it.")
     with gr.Row():
         run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="export-run")
         round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2, elem_id="export-round")

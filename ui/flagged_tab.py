@@ -7,29 +7,35 @@ reviewer vs oracle sit underneath.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageFilter
 
 from db.store import ORACLE_UNSAFE_THRESHOLD
 
-from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
+from .common import InputError, blurred, parse_run_id, png_to_array, round_choices, run_choices, upscale
+from .review import (
+    KEYS_HELP,
+    KINDS,
+    REASON_PRESETS,
+    SORTS,
+    QueueFilter,
+    build_queue,
+    clamp,
+    label_and_advance,
+    queue_view,
+)
 from .services import Services
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 24
-BLUR_RADIUS = 3.0  # on the 32-pixel toy image: shapes stay guessable, details do not
 VERDICTS = {"confirm: unsafe": "unsafe", "overrule: safe": "safe"}
 HISTORY_COLUMNS = ["time", "reviewer", "verdict", "reason"]
 AGREEMENT_COLUMNS = ["agreement", "agree / n", "count of", "n"]
-
-
-def blurred(image: np.ndarray) -> np.ndarray:
-    radius = BLUR_RADIUS * max(image.shape[:2]) / 32
-    return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
 
 
 def _round_or_all(round_index) -> int | None:
@@ -43,9 +49,12 @@ def gallery_page(services: Services, run_id, round_index, page) -> tuple[list, l
     run = parse_run_id(run_id)
     round_index = _round_or_all(round_index)
     try:
-        page = max(0, int(page or 0))
+        number = float(page or 0)
     except (TypeError, ValueError):
         raise InputError(f"The page must be a whole number, got {page!r}.") from None
+    if not number.is_integer():
+        raise InputError(f"The page must be a whole number, got {page!r}.")
+    page = max(0, int(number))
     store = services.store
     total = store.count_generations(run, round_index, flagged=True)
     records = store.list_generations(run, round_index, flagged=True, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
@@ -119,12 +128,89 @@ def agreement_table(services: Services, run_id, round_index) -> pd.DataFrame:
     ], columns=AGREEMENT_COLUMNS)
 
 
+def build_review_queue(services: Services, run, round_pick) -> None:
+    """The keyboard review queue over the run and round picked at the top of the tab."""
+    stored_name = gr.BrowserState("", storage_key="safecb-reviewer")
+    ids, position, revealed = gr.State([]), gr.State(0), gr.State(False)
+    with gr.Accordion("Review queue: label flagged images one after another, with the keyboard", open=True):
+        with gr.Row():
+            kind = gr.Dropdown(list(KINDS), value="all", label="Prompt kind", scale=1, elem_id="q-kind")
+            min_score = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Self score at least", scale=2)
+            sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Order", scale=2, elem_id="q-sort")
+            with gr.Column(scale=2, min_width=200):
+                unreviewed = gr.Checkbox(value=True, label="Only unreviewed", elem_id="q-unreviewed")
+                disagree = gr.Checkbox(value=False, label="Only where the oracle disagrees", elem_id="q-disagree")
+            build = gr.Button("Start queue", variant="primary", scale=1, elem_id="q-build")
+        with gr.Row():
+            image = gr.Image(label="Current image", type="numpy", format="png", interactive=False, height=340,
+                             elem_classes=["safecb-pixels"], elem_id="q-image", scale=2)
+            with gr.Column(scale=3):
+                caption = gr.Markdown("Pick a run above, then *Start queue*.", elem_id="q-caption")
+                reviewer = gr.Textbox(label="Reviewer (remembered in this browser)", max_length=100,
+                                      elem_id="q-reviewer")
+                reason = gr.Dropdown([p for ps in REASON_PRESETS.values() for p in ps], value=None,
+                                     allow_custom_value=True, label="Reason (empty: the verdict's usual reason)",
+                                     elem_id="q-reason")
+                with gr.Row():
+                    prev = gr.Button("← Previous (K)", elem_id="q-prev", size="sm")
+                    reveal = gr.Button("Reveal (R)", elem_id="q-reveal", size="sm")
+                    nxt = gr.Button("Next → (J)", elem_id="q-next", size="sm")
+                with gr.Row():
+                    unsafe = gr.Button("Confirm unsafe (U)", variant="stop", elem_id="q-unsafe")
+                    safe = gr.Button("Overrule: safe (S)", variant="secondary", elem_id="q-safe")
+                q_status = gr.Markdown(KEYS_HELP, elem_id="q-status")
+        gr.HTML("", js_on_load=(STATIC_DIR / "review_keys.js").read_text(), elem_id="q-keys")
+
+    def round_filter(round_index):
+        return None if round_index in (None, "", "all") else int(round_index)
+
+    def on_build(run_id, round_index, kind_value, low, order, only_new, only_disagree, name, remembered):
+        try:
+            queue = build_queue(services, run_id, QueueFilter(round_filter(round_index), kind_value, bool(only_new),
+                                                              bool(only_disagree), float(low or 0), order))
+        except InputError as exc:
+            return [], 0, False, None, f"⚠ {exc}", gr.update(), KEYS_HELP
+        shown, text = queue_view(services, queue, 0, False)
+        return queue, 0, False, shown, text, (name or remembered or ""), f"{len(queue)} image(s) queued. " + KEYS_HELP
+
+    def on_move(queue, at, step):
+        at = clamp(int(at or 0) + step, queue)
+        shown, text = queue_view(services, queue, at, False)
+        return at, False, shown, text
+
+    def on_reveal(queue, at):
+        shown, text = queue_view(services, queue, at, True)
+        return True, shown, text
+
+    def on_label(verdict):
+        def handler(queue, at, was_revealed, name, why, remembered):
+            try:
+                at, message = label_and_advance(services, queue, at, name, verdict, why)
+            except InputError as exc:  # nothing changes; States get their own values back
+                return at, was_revealed, gr.update(), gr.update(), f"⚠ {exc}", gr.update(), remembered
+            shown, text = queue_view(services, queue, at, False)
+            return at, False, shown, text, message, None, (name or "").strip()
+        return handler
+
+    view = [position, revealed, image, caption]
+    build.click(on_build, [run, round_pick, kind, min_score, sort, unreviewed, disagree, reviewer, stored_name],
+                [ids, position, revealed, image, caption, reviewer, q_status], api_name="review_queue")
+    prev.click(lambda q, a: on_move(q, a, -1), [ids, position], view, api_name=False)
+    nxt.click(lambda q, a: on_move(q, a, +1), [ids, position], view, api_name=False)
+    reveal.click(on_reveal, [ids, position], [revealed, image, caption], api_name=False)
+    for button, verdict in ((unsafe, "unsafe"), (safe, "safe")):
+        button.click(on_label(verdict), [ids, position, revealed, reviewer, reason, stored_name],
+                     view + [q_status, reason, stored_name], api_name=f"review_{verdict}")
+
+
 def build_flagged_tab(services: Services) -> None:
     with gr.Row():
         run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="flagged-run")
         round_pick = gr.Dropdown(allow_custom_value=True, choices=[("all rounds", "all")], value="all", label="Round", scale=2)
-        page = gr.Number(value=0, precision=0, label="Page (from 0)", minimum=0, scale=1)
+        page = gr.Number(value=0, step=1, label="Page (from 0)", minimum=0, scale=1)
         load = gr.Button("Show flagged", variant="primary", scale=1, elem_id="show-flagged")
+    build_review_queue(services, run, round_pick)
+    gr.Markdown("### All flagged images")
     status = gr.Markdown()
     ids = gr.State([])
     selected = gr.State(None)

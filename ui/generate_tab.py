@@ -107,7 +107,21 @@ def generate(services: Services, prompt, seed, cfg_weight):
         f"seed {seed} · CFG {settings.cfg_weight:g} · {seconds:.1f} s · "
         f"self-judged P(unsafe) = {p_unsafe:.3f}"
     )
-    return upscale(image), {"unsafe": p_unsafe, "safe": 1.0 - p_unsafe}, caption, status
+    unknown = unknown_words_note(services.backend, prompt)
+    return upscale(image), {"unsafe": p_unsafe, "safe": 1.0 - p_unsafe}, caption, (
+        f"{unknown}\n\n{status}" if unknown else status)
+
+
+def unknown_words_note(backend, prompt: str) -> str:
+    """A warning naming the prompt's words the model does not know, with the words it does."""
+    unknown = backend.unknown_words(prompt)
+    if not unknown:
+        return ""
+    known = backend.vocabulary()
+    listed = ", ".join(known) if len(known) <= 80 else ", ".join(known[:80]) + ", …"
+    names = ", ".join(f"“{w}”" for w in unknown)
+    return (f"⚠ The model does not know {names}: it drew the prompt without {'it' if len(unknown) == 1 else 'them'}. "
+            f"Words it knows: {listed}.")
 
 
 def _round_value(value) -> int | None:
@@ -149,7 +163,9 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
     text = (f"| | {names[0]} (left) | {names[1]} (right) |\n|---|---|---|\n"
             f"| self-judged P(unsafe) | {scores[0]:.3f} | {scores[1]:.3f} |\n\n"
             f"Same-seed pixel change (MSE): {change:.4f}")
-    return (upscale(images[0]), upscale(images[1])), text, f"seed {seed} · CFG {settings.cfg_weight:g} · {seconds:.1f} s"
+    status = f"seed {seed} · CFG {settings.cfg_weight:g} · {seconds:.1f} s"
+    unknown = unknown_words_note(services.backend, prompt)
+    return (upscale(images[0]), upscale(images[1])), text, f"{unknown}\n\n{status}" if unknown else status
 
 
 def best_round(services: Services, run_id) -> int | None:
@@ -172,7 +188,7 @@ def build_generate_tab(services: Services) -> None:
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a person holding a flower on the grass")
             with gr.Row():
-                seed = gr.Number(label="Seed", value=0, precision=0, info="whole number ≥ 0")
+                seed = gr.Number(label="Seed", value=0, step=1, info="whole number ≥ 0")
                 cfg = gr.Slider(1.0, 10.0, value=DEFAULT_CFG, step=0.5, label="CFG weight",
                                 info="1 = no guidance")
             button = gr.Button("Generate", variant="primary")

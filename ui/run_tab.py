@@ -160,18 +160,21 @@ def build_run_tab(services: Services) -> None:
         with gr.Column(scale=1):
             gr.Markdown("### Configure\nOnly the model's own judgments drive the rounds; the oracle only scores them.")
             name = gr.Textbox(label="Run name (optional)", max_length=80)
-            target = gr.Radio(list(TARGETS), value="generator", label="Edit target",
-                              info="generator: the generation head (AlphaEdit-style); decoder: the VQ codebook")
+            target = gr.Radio(list(TARGETS), value=SafeCBConfig().target, label="Edit target",
+                              info="decoder (default): the VQ codebook; generator: the generation head "
+                                   "(AlphaEdit-style); both")
             threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Flag threshold τ (self-judged P(unsafe))")
             with gr.Row():
-                max_rounds = gr.Number(value=3, precision=0, label="Rounds at most", minimum=1, maximum=MAX_UI_ROUNDS)
-                patience = gr.Number(value=1, precision=0, label="Patience", minimum=1, maximum=MAX_UI_ROUNDS)
+                max_rounds = gr.Number(value=3, step=1, label="Rounds at most", minimum=1, maximum=MAX_UI_ROUNDS)
+                patience = gr.Number(value=1, step=1, label="Patience", minimum=1, maximum=MAX_UI_ROUNDS)
             with gr.Row():
                 epsilon = gr.Number(value=0.02, label="ε (least improvement)", minimum=0, maximum=1)
-                n_seeds = gr.Number(value=8, precision=0, label="Seeds per harmful prompt", minimum=1,
+                n_seeds = gr.Number(value=8, step=1, label="Seeds per harmful prompt", minimum=1,
                                     maximum=MAX_UI_SEEDS)
             step2 = gr.Checkbox(value=True, label="Step 2: fine-tune inside the harmless space")
             vapi = gr.Checkbox(value=False, label="Step 3: VAπ re-alignment")
+            queue_another = gr.Checkbox(value=False, label="Queue another run while mine is queued or running",
+                                        elem_id="queue-another")
             start = gr.Button("Start run", variant="primary", elem_id="start-run")
             start_status = gr.Markdown(elem_id="start-status")
         with gr.Column(scale=2):
@@ -192,13 +195,26 @@ def build_run_tab(services: Services) -> None:
             log_box = gr.Textbox(label="Live log", lines=8, max_lines=8, interactive=False, autoscroll=True)
             run_id = gr.State(None)
     timer = gr.Timer(1.0)
+    mine = gr.BrowserState(None, storage_key="safecb-my-job")  # the job this browser started last
+
+    def live(job_id) -> bool:
+        if job_id in (None, ""):
+            return False
+        job_record = services.store.get_job(int(job_id))
+        return job_record is not None and job_record.status in ("queued", "running")
 
     def on_start(*values):
-        message, job_id = start_run(services, *values)
+        *form, my_job, another = values
+        if live(my_job) and not another:  # e.g. a second click on Start
+            message = (f"⚠ Your run (job {my_job}) is still queued or running: watch it here, cancel it, or tick "
+                       "“Queue another run” to start one more.")
+            gr.Warning(message.removeprefix("⚠ "))
+            return message, gr.update(value=int(my_job)), my_job
+        message, job_id = start_run(services, *form)
         if job_id is None:
             gr.Warning(message.removeprefix("⚠ "))
-            return message, gr.update()
-        return message, gr.update(choices=job_choices(services), value=job_id)
+            return message, gr.update(), my_job
+        return message, gr.update(choices=job_choices(services), value=job_id), job_id
 
     def on_view(job_id):
         return job_view(services, job_id)
@@ -214,12 +230,18 @@ def build_run_tab(services: Services) -> None:
         return message, gr.update(choices=job_choices(services), value=job_id)
 
     view_outputs = [bar, log_box, table, examples, run_id]
-    start.click(on_start, [name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi],
-                [start_status, job], api_name="start_run")
+    start.click(on_start, [name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi, mine,
+                           queue_another], [start_status, job, mine], api_name="start_run", concurrency_limit=1,
+                concurrency_id="start-run")
     job.change(on_view, [job], view_outputs, api_name=False)
     shown_status = gr.State("")
 
-    def on_tick(job_id, shown):
+    def on_tick(job_id, shown, my_job, another):
+        picked = None
+        if job_id in (None, ""):  # a fresh page (or a reload): show this browser's job, else any live one
+            live_jobs = services.store.list_jobs(status="running") + services.store.list_jobs(status="queued")
+            picked = my_job if live(my_job) else (live_jobs[0].id if live_jobs else None)
+            job_id = picked
         view = job_view(services, job_id)
         try:
             job_record = services.store.get_job(int(job_id)) if job_id not in (None, "") else None
@@ -227,11 +249,15 @@ def build_run_tab(services: Services) -> None:
             job_record = None
         status = job_record.status if job_record is not None else ""
         # Relabel the job picker only when the job's status changed ("queued" → "running" → "finished").
-        picker = gr.update(choices=job_choices(services)) if status != shown else gr.update()
-        return (*view, picker, status)
+        if picked is not None:
+            picker = gr.update(choices=job_choices(services), value=picked)
+        else:
+            picker = gr.update(choices=job_choices(services)) if status != shown else gr.update()
+        can_start = bool(another) or not live(my_job)
+        return (*view, picker, status, gr.update(interactive=can_start))
 
-    timer.tick(on_tick, [job, shown_status], view_outputs + [job, shown_status], api_name=False,
-               show_progress="hidden")
+    timer.tick(on_tick, [job, shown_status, mine, queue_another], view_outputs + [job, shown_status, start],
+               api_name=False, show_progress="hidden")
     refresh.click(lambda: gr.update(choices=job_choices(services)), None, [job], api_name=False)
     cancel_button.click(on_cancel, [job], [action_status], api_name="cancel_job")
     resume_button.click(on_resume, [run_id], [action_status, job], api_name=False)

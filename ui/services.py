@@ -8,6 +8,7 @@ which the runner (jobs/runner.py) or a separate worker executes.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,8 @@ class Services:
     runner: JobRunner | None = None  # in-process runner; None when a separate worker serves the store
     lock: threading.Lock = field(default_factory=threading.Lock)  # one request at a time on `backend`
     reference: dict[str, torch.Tensor] = field(default_factory=dict)  # the unedited codebooks
-    _snapshots: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # path -> codebooks
+    snapshot_cache: int = 6  # snapshots kept in memory, most recently used first (≈134 MB each on Janus-Pro-1B)
+    _snapshots: OrderedDict[Path, dict[str, torch.Tensor]] = field(default_factory=OrderedDict)  # path -> codebooks
 
     def __post_init__(self):
         if not self.reference:
@@ -39,6 +41,11 @@ class Services:
         """The files a run wrote (snapshots, Harmful Space bases, examples images); they are on this
         machine only when the runner shares `runs_root` with the app."""
         return RunDirectory(run_directory(self.runs_root, run_id))
+
+    def snapshot_file(self, stored_path: str) -> Path:
+        """A snapshot path as the store keeps it (relative to the runs root) on this machine."""
+        path = Path(stored_path)
+        return path if path.is_absolute() else self.runs_root / path
 
     def export_dir(self, run_id: int, round_index: int) -> Path:
         """Where an export of a run's round is written, beside the run directories."""
@@ -53,9 +60,13 @@ class Services:
         record = rounds.get(round_index)
         if record is None or not record.snapshot_path:
             raise ValueError(f"run {run_id} has no finished round {round_index}")
-        path = record.snapshot_path
+        path = self.snapshot_file(record.snapshot_path)
         if path not in self._snapshots:
-            if not Path(path).exists():
-                raise ValueError(f"the snapshot of run {run_id} round {round_index} is missing on disk ({path})")
+            if not path.exists():
+                raise ValueError(f"the snapshot of run {run_id} round {round_index} is missing on disk "
+                                 f"({record.snapshot_path} under the runs folder)")
             self._snapshots[path] = self.backend.read_codebook_file(path)
+            while len(self._snapshots) > self.snapshot_cache:
+                self._snapshots.popitem(last=False)
+        self._snapshots.move_to_end(path)
         return {**self.reference, **self._snapshots[path]}

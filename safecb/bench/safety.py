@@ -31,20 +31,25 @@ from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from ..paths import ORACLE_DIR, TOY_MODEL_DIR
 
 METHODS = ("none", "blocklist", "naive_removal", "step1_only", "safecb_one_round", "safecb_iterative",
-           "decoder_target", "head_finetune")
+           "decoder_target", "safecb_default", "head_finetune")
+# What `bench safety` runs unless told otherwise: the baselines, the generator target and the default
+# (the decoder target); the ablations (step1_only, safecb_one_round, head_finetune) on request.
+DEFAULT_METHODS = ("none", "blocklist", "naive_removal", "safecb_iterative", "safecb_default")
 DESCRIPTIONS = {
     "none": "no edit",
     "blocklist": "harmful words deleted from the prompt",
     "naive_removal": "mined harmful codes never sampled",
-    "step1_only": "Safe-CB, one round, step 1 only (generator)",
-    "safecb_one_round": "Safe-CB, one round, steps 1+2 (generator)",
-    "safecb_iterative": "Safe-CB, iterative, steps 1+2 (generator)",
-    "decoder_target": "Safe-CB, iterative, steps 1+2 (decoder codebook)",
+    "step1_only": "Safe-CB, one round, step 1 only (generator target)",
+    "safecb_one_round": "Safe-CB, one round, steps 1+2 (generator target)",
+    "safecb_iterative": "Safe-CB, iterative, steps 1+2 (generator target)",
+    "decoder_target": "Safe-CB, iterative, steps 1+2 (decoder codebook target)",
+    "safecb_default": "Safe-CB with the bench's config as it is (the default config, or as --set changes it)",
     "head_finetune": "whole generation head fine-tuned on the same mined pairs, unconstrained (a ceiling for head edits)",
 }
 METHOD_CHANGES = {  # the Safe-CB methods' changes to the bench's Safe-CB config (the others run it as it is)
-    "step1_only": {"stop.max_rounds": 1, "fine_tune.enabled": False},
-    "safecb_one_round": {"stop.max_rounds": 1},
+    "step1_only": {"target": "generator", "stop.max_rounds": 1, "fine_tune.enabled": False},
+    "safecb_one_round": {"target": "generator", "stop.max_rounds": 1},
+    "safecb_iterative": {"target": "generator"},
     "decoder_target": {"target": "decoder"},
 }
 
@@ -53,7 +58,7 @@ METHOD_CHANGES = {  # the Safe-CB methods' changes to the bench's Safe-CB config
 class BenchSafetyConfig:
     model_dir: str = str(TOY_MODEL_DIR)  # the checkpoint to edit
     oracle_dir: str = str(ORACLE_DIR)  # the independent annotator (evaluation only)
-    methods: tuple[str, ...] = METHODS  # which rows to run
+    methods: tuple[str, ...] = DEFAULT_METHODS  # which rows to run (any of METHODS)
     eval_seeds: int = 8  # images per harmful prompt at evaluation (seeds 1000+)
     eval_benign_seeds: int = 4  # images per benign prompt at evaluation
     eval_seed_start: int = BENCH_SEED_START  # first image seed of the 24-prompt rows (TUNING_SEED_START to tune)
@@ -235,8 +240,11 @@ def broad_grid_json(grid) -> dict:
 
 
 def acceptance(methods: dict) -> dict:
+    """The figures the issues accept Safe-CB on, for the default config's row (safecb_default; the
+    generator row safecb_iterative when the default did not run)."""
     out = {}
-    none, it = methods.get("none"), methods.get("safecb_iterative")
+    none = methods.get("none")
+    it = methods.get("safecb_default") or methods.get("safecb_iterative")
     if none and it:
         base = none["oracle_unsafe_heldout"]["value"]
         out["heldout_reduction"] = 1 - it["oracle_unsafe_heldout"]["value"] / base if base > 0 else float("nan")
@@ -244,6 +252,7 @@ def acceptance(methods: dict) -> dict:
         out["fid_worsening"] = it["fid_toy"]["value"] / none["fid_toy"]["value"] - 1
         if it.get("round_seconds"):
             out["max_round_seconds"] = max(it["round_seconds"])
+            out["run_seconds"] = it["seconds"]
     if it:
         out["broad_cut"] = it["broad_cut"]["value"]
         if it["broad"]["worst"]:

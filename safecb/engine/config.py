@@ -56,6 +56,8 @@ class FineTuneConfig:
     lr: float = 3e-3  # Adam learning rate before the per-row scaling
     batch: int = 1024  # keys per step (generator target)
     decoder_batch: int = 16  # grids per step (decoder target); each is decoded with gradients, so keep it small
+    decoder_steps: int = 120  # optimisation steps at most (decoder target): each decodes 2 × decoder_batch grids
+    decoder_lr: float = 1e-2  # Adam learning rate (decoder target); with 120 steps it ends lower than 3e-3 with 300
     preserve_weight: float = 4.0  # weight of "benign and safe outputs stay as before" against "harmful → safe"
     min_row_scale: float = 0.1  # rows step 1 did not move still train at this share of the rate
     holdout_share: float = 0.2  # share of pairs held out for early stopping
@@ -63,10 +65,12 @@ class FineTuneConfig:
     patience: int = 3  # stop after this many checks without improvement
 
     def validate(self) -> None:
-        if self.steps < 0 or min(self.batch, self.decoder_batch, self.check_every, self.patience) < 1:
-            raise ValueError("fine-tuning steps must be ≥ 0 and batch, decoder_batch, check_every, patience ≥ 1")
-        if self.lr <= 0 or self.preserve_weight < 0:
-            raise ValueError("fine-tuning lr must be positive and preserve_weight non-negative")
+        if min(self.steps, self.decoder_steps) < 0 or min(self.batch, self.decoder_batch, self.check_every,
+                                                           self.patience) < 1:
+            raise ValueError("fine-tuning steps and decoder_steps must be ≥ 0 and batch, decoder_batch, check_every, "
+                             "patience ≥ 1")
+        if min(self.lr, self.decoder_lr) <= 0 or self.preserve_weight < 0:
+            raise ValueError("fine-tuning lr and decoder_lr must be positive and preserve_weight non-negative")
         if not (0.0 <= self.min_row_scale <= 1.0) or not (0.0 < self.holdout_share < 1.0):
             raise ValueError("min_row_scale must be in [0, 1] and holdout_share in (0, 1)")
 
@@ -133,7 +137,7 @@ class RedTeamConfig:
 
 @dataclass
 class SafeCBConfig:
-    target: str = "generator"  # what steps 1 and 2 edit: "generator" (generation head), "decoder" (VQ codebook) or "both"
+    target: str = "decoder"  # what steps 1 and 2 edit: "generator" (generation head), "decoder" (VQ codebook) or "both"
     mining: MiningConfig = field(default_factory=MiningConfig)  # generation, self-judging, pair mining
     space: HarmfulSpaceConfig = field(default_factory=HarmfulSpaceConfig)  # Harmful Space energy and rank
     codes: HarmfulCodeConfig = field(default_factory=HarmfulCodeConfig)  # harmful-code selection (decoder)

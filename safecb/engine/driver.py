@@ -18,6 +18,11 @@ and their generations join the measurement the round mines. The stopping rule th
 rounds on the caller's prompts alone (metrics "self_unsafe"; the found ones: "self_unsafe_redteam"),
 since each round adds prompts the model still flags.
 
+A round is finished when state.json says so, and that is written last: after the round's files and
+after `on_event` has seen the round. A consumer that records rounds (the studio's store) therefore
+never misses one: if the process dies between the two, the run directory still ends at the round
+before, and a resume does the round again and reports it again (so recording must be idempotent).
+
 Only the model's own judgments drive any of this; `annotate` (e.g. an oracle) can add figures to
 the metrics but is never read here.
 
@@ -266,9 +271,10 @@ class MainRun:
         self.rounds.append(metrics)
         if self.directory is not None:
             self.directory.write_metrics(0, metrics)
-            self.directory.write_state(self.state)
         self.emit(Event("round", 0, message=f"round 0 (unedited): self-judged unsafe {metrics['self_unsafe']:.3f}",
                         metrics=metrics, measurement=current))
+        if self.directory is not None:
+            self.directory.write_state(self.state)
         self.baseline = current
         return current
 
@@ -342,8 +348,6 @@ class MainRun:
         self.rounds.append(metrics)
         state.finished_round, state.best_round = index, verdict.best_round
         state.best_self_unsafe, state.stale = verdict.best_self_unsafe, verdict.stale
-        if directory is not None:
-            directory.write_state(state)
         if verdict.accepted:
             self.emit(Event("round", index, message=f"round {index}: self-judged unsafe {summary['self_unsafe']:.3f}, "
                             f"{len(pairs)} pairs, {metrics['seconds']:.1f} s", metrics=metrics, measurement=after,
@@ -352,6 +356,8 @@ class MainRun:
             self.emit(Event("rollback", index, message=f"round {index} rejected ({verdict.guard}); "
                             f"rolling back to round {state.best_round}", metrics=metrics, measurement=after,
                             pairs=pairs, space_basis=edit.space.basis))
+        if directory is not None:
+            directory.write_state(state)  # the round counts as finished only now: see the module docstring
         return after, verdict.stop
 
 

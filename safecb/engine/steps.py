@@ -30,7 +30,7 @@ projected, per-row-scaled updates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -257,8 +257,9 @@ def decoder_step2(
             backend.decode_with(book, preserve[i0]).float().cpu(), preserve_pixels[i0]
         )
 
+    schedule = replace(cfg, steps=cfg.decoder_steps, lr=cfg.decoder_lr)
     best, best_loss, steps_run = projected_fine_tune(
-        start, training_loss, held_out_loss, len(hold_pairs) > 0, scale, harmless, cfg, progress, 1e-7
+        start, training_loss, held_out_loss, len(hold_pairs) > 0, scale, harmless, schedule, progress, 1e-7
     )
     info = {"step2_steps": steps_run, "step2_heldout_mse": best_loss, "step2_rows": int(trainable.sum())}
     return best, info
@@ -278,7 +279,7 @@ def decoder_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, 
         protection = benign_share(m.sets["benign"].tokens, hg, len(book))
         edited = decoder_edit(book, codes, targets, space.projector(), config.decoder_edit, protection)
     info = {"harmful_codes": [int(c) for c in codes], "top_code_ratio": float(ratio.max())}
-    if config.fine_tune.enabled and config.fine_tune.steps > 0 and len(pairs) >= 2:
+    if config.fine_tune.enabled and config.fine_tune.decoder_steps > 0 and len(pairs) >= 2:
         edited, info2 = decoder_step2(backend, pairs, m, edited, edited - book, space, reference,
                                       config.fine_tune, config.seed, progress)
         info.update(info2)

@@ -211,15 +211,7 @@ def attack_vocabulary(backend: JanusBackend, cfg: DiscreteSearchConfig, seed: in
     """The generation tokenizer's words (special tokens left out), plus `unknown_word` when the tokenizer
     maps it to its unknown token; at most `max_vocab`, sampled with `seed` when there are more."""
     tok = backend.tokenizer
-    special = set(tok.all_special_tokens)
-    words = set()
-    for token in tok.get_vocab():
-        if token in special:
-            continue
-        word = tok.convert_tokens_to_string([token]).strip()
-        if word and not any(c.isspace() for c in word):
-            words.add(word)
-    vocab = sorted(words)
+    vocab = backend.vocabulary()
     if len(vocab) > cfg.max_vocab:
         keep = np.random.default_rng(seed).choice(len(vocab), cfg.max_vocab, replace=False)
         vocab = [vocab[i] for i in sorted(keep)]

@@ -100,6 +100,22 @@ def _to_uint8(pixels: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def resolve_device(name: str | None) -> str:
+    """A device for the model: "cpu", "cuda" or "cuda:N", checked here so a wrong one is one clear
+    ValueError, not an error from deep inside torch. None or "auto": cuda when available, else cpu."""
+    if name in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: no CUDA GPU is available here (this torch build or machine)")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return name
+
+
 class JanusBackend:
     """Loads a Janus checkpoint (toy or Janus-Pro) and exposes what Safe-CB needs."""
 
@@ -139,7 +155,7 @@ class JanusBackend:
 
         path = Path(path)
         _check_model_dir(path)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         try:
             model = JanusForConditionalGeneration.from_pretrained(path, local_files_only=True, dtype=dtype)
@@ -205,6 +221,42 @@ class JanusBackend:
         sep = self.tokenizer.convert_tokens_to_ids(self.tokenizer.sep_token)
         return [self.bos_id] + image + self._words(question) + [sep]
 
+    def vocabulary(self) -> list[str]:
+        """The generation tokenizer's whole words (special tokens and pieces with spaces left out), sorted."""
+        special = set(self.tokenizer.all_special_tokens)
+        words = set()
+        for token in self.tokenizer.get_vocab():
+            if token in special:
+                continue
+            word = self.tokenizer.convert_tokens_to_string([token]).strip()
+            if word and not any(c.isspace() for c in word):
+                words.add(word)
+        return sorted(words)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` the tokenizer maps to its unknown token: the model never sees them (a
+        word-level tokenizer, like the toy's, drops them silently). Empty for byte-level tokenizers."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None:
+            return []
+        text = text if self.chat else text.lower()
+        unknown = []
+        for word in text.split():
+            if unk in self._words(word) and word not in unknown:
+                unknown.append(word)
+        return unknown
+
+    def check_no_special_tokens(self, text: str) -> None:
+        """ValueError when `text` holds one of the tokenizer's special tokens (e.g. <begin_of_image>):
+        typed into a prompt, it would be read as the control token, not as words."""
+        if not hasattr(self, "_special_tokens"):
+            added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+            names = set(self.tokenizer.all_special_tokens) | {t.content for t in added.values() if t.special}
+            self._special_tokens = sorted((t for t in names if len(t) > 1), key=len, reverse=True)
+        found = next((t for t in self._special_tokens if t in text), None)
+        if found is not None:
+            raise ValueError(f"the prompt contains the model's control token {found!r}; remove it")
+
     def _validate_prompts(self, prompts: list[str], seeds: list[int]) -> None:
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of strings, not a single string")
@@ -215,6 +267,7 @@ class JanusBackend:
                 raise ValueError("every prompt must be a non-empty string")
             if len(p) > MAX_PROMPT_CHARS:
                 raise ValueError(f"a prompt has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
+            self.check_no_special_tokens(p)
         if isinstance(seeds, (str, bytes, int, np.integer)) or not hasattr(seeds, "__len__"):
             raise ValueError(f"seeds must be a list of integers, got {type(seeds).__name__}")
         if len(seeds) == 0:

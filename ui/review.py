@@ -1,0 +1,105 @@
+"""The review queue of the Flagged tab: the flagged generations a reviewer asked for (filters and a
+sort), one at a time, each labelled with one key (docs/studio.md, "Review queue").
+
+Pure functions of the store: `build_queue` picks and orders generation ids, `queue_view` shows one,
+`label_and_advance` appends a label and moves on. Labels stay append-only (db.models.Label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from db.store import ORACLE_UNSAFE_THRESHOLD
+
+from .common import InputError, blurred, parse_run_id, png_to_array, upscale
+from .services import Services
+
+KINDS = ("all", "harmful", "rewrite", "benign")
+SORTS = ("highest self score first", "lowest self score first", "oldest first")
+# Reasons a reviewer picks with one key press; the verdict's own preset is used when none is picked
+REASON_PRESETS = {
+    "unsafe": ("a harmful object is plainly visible", "blood or gore", "a weapon held by a person"),
+    "safe": ("no harmful object is visible", "only a blob or streak where the object was", "a benign object"),
+}
+KEYS_HELP = ("Keys (outside text boxes): **U** confirm unsafe, **S** overrule as safe, **R** reveal, "
+             "**→ / J** next, **← / K** previous. Labelling moves to the next image.")
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    round_index: int | None = None  # None: every round
+    kind: str = "all"  # which prompts' generations: harmful, rewrite, benign or all
+    unreviewed_only: bool = True  # leave out generations that already have a label
+    disagreement_only: bool = False  # only where the self-judge and the oracle disagree
+    min_score: float = 0.0  # self-judged P(unsafe) at least this
+    sort: str = SORTS[0]
+
+
+def build_queue(services: Services, run_id, flt: QueueFilter) -> list[int]:
+    """The flagged generations of a run that pass the filter, in the asked order."""
+    run = parse_run_id(run_id)
+    if flt.kind not in KINDS:
+        raise InputError(f"Pick a kind among {', '.join(KINDS)}.")
+    if flt.sort not in SORTS:
+        raise InputError(f"Pick a sort among {', '.join(SORTS)}.")
+    rows = services.store.generation_summaries(run, flt.round_index, flagged=True)
+    if flt.kind != "all":
+        rows = [r for r in rows if r["kind"] == flt.kind]
+    rows = [r for r in rows if r["self_score"] >= flt.min_score]
+    if flt.disagreement_only:  # flagged by the self-judge, so the oracle disagrees when it says safe
+        rows = [r for r in rows if r["oracle_unsafe"] is not None and r["oracle_unsafe"] < ORACLE_UNSAFE_THRESHOLD]
+    if flt.unreviewed_only:
+        labelled = services.store.latest_labels([r["id"] for r in rows])
+        rows = [r for r in rows if r["id"] not in labelled]
+    if flt.sort == SORTS[0]:
+        rows.sort(key=lambda r: (-r["self_score"], r["id"]))
+    elif flt.sort == SORTS[1]:
+        rows.sort(key=lambda r: (r["self_score"], r["id"]))
+    return [r["id"] for r in rows]
+
+
+def clamp(position, ids: list[int]) -> int:
+    return min(max(int(position or 0), 0), max(len(ids) - 1, 0))
+
+
+def queue_view(services: Services, ids: list[int], position, reveal: bool) -> tuple[np.ndarray | None, str]:
+    """The image at `position` (blurred unless revealed) and a caption with where the reviewer is."""
+    if not ids:
+        return None, "The queue is empty: nothing flagged passes the filters (or everything is reviewed)."
+    position = clamp(position, ids)
+    g = services.store.get_generation(ids[position])
+    image = png_to_array(g.image_png)
+    oracle = "–" if g.oracle_unsafe is None else f"{g.oracle_unsafe:.2f}"
+    latest = services.store.latest_label(g.id)
+    reviewed = f" · last label: {latest.verdict} by {latest.reviewer}" if latest else ""
+    caption = (f"**{position + 1} of {len(ids)}** · generation #{g.id} · round {g.round_index} · "
+               f"{g.settings.get('kind', '')} · self {g.self_score:.2f} · oracle {oracle}{reviewed}  \n"
+               f"*{g.prompt}* · seed {g.seed}")
+    return upscale(image if reveal else blurred(image), 320), caption
+
+
+def label_and_advance(services: Services, ids: list[int], position, reviewer: str, verdict: str,
+                      reason: str) -> tuple[int, str]:
+    """Append `reviewer`'s label on the current image and move to the next. -> (new position, message)."""
+    if not ids:
+        raise InputError("The queue is empty: build one first.")
+    if verdict not in REASON_PRESETS:
+        raise InputError("The verdict is unsafe or safe.")
+    reviewer = (reviewer or "").strip()
+    if not reviewer:
+        raise InputError("Enter your name as the reviewer (it is remembered in this browser).")
+    if len(reviewer) > 100:
+        raise InputError("The reviewer's name is limited to 100 characters.")
+    reason = (reason or "").strip() or REASON_PRESETS[verdict][0]
+    if reason in REASON_PRESETS["unsafe" if verdict == "safe" else "safe"]:
+        reason = REASON_PRESETS[verdict][0]  # a preset of the other verdict left selected: use this one's
+    if len(reason) > 2000:
+        raise InputError("The reason is limited to 2000 characters.")
+    position = clamp(position, ids)
+    label = services.store.add_label(ids[position], reviewer, verdict, reason)
+    last = position == len(ids) - 1
+    message = (f"Saved #{label.generation_id} as {label.verdict} ({reason})."
+               + (" That was the last one in the queue." if last else ""))
+    return (position if last else position + 1), message
