@@ -281,6 +281,12 @@ def _bench_attack(args) -> int:
                             methods=tuple(args.methods.split(",")) if args.methods else None)
     if args.attacks:
         cfg.attack = dataclasses.replace(cfg.attack, attacks=tuple(args.attacks.split(",")))
+    if args.seed_start is not None:  # every attack seed moves with it: targets +300, search +400, validation +500
+        cfg.attack = dataclasses.replace(cfg.attack, target_seed_start=args.seed_start + 300,
+                                         search_seed_start=args.seed_start + 400,
+                                         validation_seed_start=args.seed_start + 500)
+    if args.soft_steps is not None:
+        cfg.attack = dataclasses.replace(cfg.attack, soft=dataclasses.replace(cfg.attack.soft, steps=args.soft_steps))
     report = run_bench_attack(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     return _print_and_save(format_table(report), report, args.json)
 
@@ -387,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--out", default=None, help="save the best adversarial prompts, images and soft prompts here")
     attack.add_argument("--threads", type=int, default=2)
     attack.add_argument("--quick", action="store_true", help="tiny budgets (for smoke tests)")
+    attack.add_argument("--seed-start", dest="seed_start", type=int, default=None,
+                        help="base of every attack seed (default: the bench seeds, 1000; the tuning seeds start at 2000)")
+    attack.add_argument("--soft-steps", dest="soft_steps", type=int, default=None,
+                        help="Adam steps of the soft-prompt attack (the attacker's budget; for tuning runs)")
     attack.set_defaults(func=_bench_attack)
     vapi_bench = bench.add_parser("vapi", help="VAπ before/after: FID-toy, fidelity, reward; Safe-CB ± step 3")
     vapi_bench.add_argument("--model", default=str(TOY_MODEL_DIR))

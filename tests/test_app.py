@@ -255,3 +255,10 @@ def test_unknown_words_are_named_with_the_words_the_model_knows(generate_fn):
     assert "does not know “dog”" in status and "knife" in status and "grass" not in status.split("know")[1][:20]
     _, _, _, clean = generate_fn("a cat on the grass", 0, 3.0)
     assert "does not know" not in clean
+
+
+def test_the_page_header_names_the_store_kind_not_its_path(studio_demo, tmp_path):
+
+    header = next(b.value for b in studio_demo.blocks.values() if isinstance(b, gr.Markdown)
+                  and "Safe-CB Studio" in (b.value or ""))
+    assert "sqlite store" in header and "sqlite:///" not in header and ".db" not in header

@@ -448,6 +448,7 @@ def test_pairs_and_walkthrough_tabs_show_the_run(page):
     page.locator("#walk-explain").click()
     expect(page.locator("#walk-step-1")).to_contain_text("1 · Generate")
     expect(page.locator("#walk-step-7")).to_contain_text("7 · Evaluate")
+    expect(page.locator(".safecb-pixels img").filter(visible=True)).to_have_count(7)  # a picture at every step
     assert not toasts(page) and not page.errors, (toasts(page), page.errors)
     shot(page, "walkthrough")
 
@@ -498,10 +499,12 @@ def test_generate_and_compare_original_with_the_round(page):
     expect(page.locator("#compare-slider img")).to_have_count(2)
     for img in page.locator("#compare-slider img").all():
         expect(img).to_be_visible()
-        # Lossless: the 32x32 image upscaled x8 (nearest) arrives with its 8x8 blocks intact.
+        # Lossless: the 32x32 image upscaled x8 (nearest) arrives with its 8x8 blocks intact below the
+        # name tag (the top 32 rows carry the side's name and P(unsafe)).
         pixels = np.asarray(Image.open(io.BytesIO(page.request.get(img.get_attribute("src")).body())).convert("RGB"))
         assert pixels.shape == (256, 256, 3)
-        assert (pixels[::8, ::8].repeat(8, 0).repeat(8, 1) == pixels).all(), "the compare images are lossy"
+        body = pixels[32:]
+        assert (body[::8, ::8].repeat(8, 0).repeat(8, 1) == body).all(), "the compare images are lossy"
     expect(page.locator("#compare-table")).to_contain_text(f"run #{run_id} round 1 (right)")
     expect(page.locator("#compare-table")).to_contain_text("original (left)")
     assert not toasts(page) and not page.errors, (toasts(page), page.errors)
@@ -616,7 +619,10 @@ def test_everything_is_there_after_a_restart(browser, app):
         expect(thumb).to_contain_text(REVIEW_MARK[verdict])
         thumb.click()
         expect(page.locator("#label-history")).to_contain_text(REVIEWER)
-        expect(page.locator("#agreement-table")).to_contain_text(re.compile(r"self-judge vs reviewer\s*0/1"))
+        with app.store() as store:
+            counts = store.agreement_counts(run_id)
+        expect(page.locator("#agreement-table")).to_contain_text(re.compile(
+            rf"self-judge vs reviewer\s*{counts['self_reviewer_agree']}/{counts['n_reviewed']}"))
         if "imported" in STATE:
             page.locator("#flagged-run input").click()
             expect(page.get_by_role("option").filter(has_text=run_option(STATE["imported"]))).to_be_visible()
@@ -651,7 +657,8 @@ def test_one_user_starts_a_run_while_another_reviews(browser, app):
             for generation_id, verdict in new_labels.items():
                 [label] = store.labels_for(generation_id)
                 assert (label.reviewer, label.verdict, label.reason) == (REVIEWER, verdict, reasons[generation_id])
-            assert store.agreement_counts(run_a)["n_reviewed"] == len(labelled | new_labels)
+            assert store.agreement_counts(run_a)["n_reviewed"] == len(labelled | new_labels | STATE.get(
+                "keyboard_labels", {}))
         labelled.update(new_labels)
         expect(runner.locator("#job-progress .safecb-progress")).to_have_attribute("data-status", "running")
         for p in (runner, reviewer):
@@ -684,7 +691,7 @@ def test_a_job_killed_mid_round_shows_failed_and_keeps_rounds_and_labels(browser
         pick(page, "job-picker", re.compile(rf"job {job_b} · run #{run_b} · failed"))
         bar = page.locator("#job-progress .safecb-progress")
         expect(bar).to_have_attribute("data-status", "failed")
-        expect(bar).to_contain_text("the app restarted while this job ran; finished rounds are kept")
+        expect(bar).to_contain_text("its worker died (process gone); finished rounds are kept")
         expect(page.locator("#rounds-table [role=gridcell][data-col='0']")).to_have_count(len(rounds))
         assert table_column(page, "rounds-table", 0) == [str(i) for i in rounds]
         shot(page, "run-after-kill")
@@ -698,7 +705,7 @@ def test_a_job_killed_mid_round_shows_failed_and_keeps_rounds_and_labels(browser
             assert store.get_job(job_b).status == "failed"
             assert store.get_run(run_b).status == "failed"
             assert [r.index for r in store.list_rounds(run_b)] == rounds
-            assert store.agreement_counts(run_a)["n_reviewed"] == len(labelled)
+            assert store.agreement_counts(run_a)["n_reviewed"] == len(labelled | STATE.get("keyboard_labels", {}))
             for generation_id, verdict in labelled.items():
                 assert store.latest_label(generation_id).verdict == verdict
         assert not toasts(page) and not page.errors, (toasts(page), page.errors)

@@ -56,7 +56,8 @@ def test_janus_pro_layout_runs_a_full_round_through_the_cli(tiny_dir, prompts_fi
     threshold = _median_judgment(tiny_dir, seeds=4)
     out = tmp_path / "run"
     code = main(["run", "--model", str(tiny_dir), "--device", "cpu", "--out", str(out), "--prompts", str(prompts_file),
-                 "--rounds", "1", "--seeds", "4", "--threshold", f"{threshold:.6f}", "--no-oracle", "--threads", "1"])
+                 "--rounds", "1", "--seeds", "4", "--threshold", f"{threshold:.6f}", "--no-oracle", "--threads", "1",
+                 "--target", "generator"])
     assert code == 0, capsys.readouterr().err
     first = json.loads((out / "round_001" / "metrics.json").read_text())
     assert first["pairs"] > 0 and first["space_rank"] >= 1  # mined pairs built a Harmful Space

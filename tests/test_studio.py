@@ -202,8 +202,9 @@ def test_compare_shows_the_edit_and_restores_the_model(finished):
     assert pictures is not None and pictures[0].shape == pictures[1].shape == (256, 256, 3)
     assert "original" in table and f"run #{run_id} round 1" in table and "⚠" not in status
     assert torch.equal(services.backend.get_codebook("gen_head"), before)  # the interactive model is unedited
-    same, _, _ = compare(services, HARMFUL, 0, 3.0, run_id, -1, -1)
-    assert (same[0] == same[1]).all()
+    same, _, note = compare(services, HARMFUL, 0, 3.0, run_id, -1, -1)
+    assert (same[0] == same[1]).all() and "Both sides are the original model" in note
+    assert (pictures[0][:12] != pictures[1][:12]).any()  # each side carries its own name tag
     edited = services.codebooks_for(run_id, 1)["gen_head"]
     assert not torch.equal(edited, before)
     for args, message in [(("", 0), "prompt is empty"), (("x" * 10_000, 0), "characters"),
@@ -289,7 +290,8 @@ def test_walkthrough_explains_a_round_with_pictures(finished):
     services, run_id, _ = finished
     steps = walkthrough(services, run_id, 1)
     assert len(steps) == 7 and steps[0][0].startswith("**1 · Generate")
-    assert steps[0][1] is not None and steps[6][1] is not None  # the generated images and the examples
+    assert all(picture is not None for _, picture in steps), [text[:20] for text, p in steps if p is None]
+    assert "codes" in steps[3][0] and "before the round" in steps[4][0] and "same prompts and seeds" in steps[5][0]
     with pytest.raises(InputError):
         walkthrough(services, run_id, 0)
 

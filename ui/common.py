@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from db import Store
 
@@ -64,3 +64,16 @@ def blurred(image: np.ndarray) -> np.ndarray:
     """A flagged image as reviewers first see it: blurred until they choose to reveal it."""
     radius = BLUR_RADIUS * max(image.shape[:2]) / 32
     return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
+
+
+def name_tag(image: np.ndarray, text: str) -> np.ndarray:
+    """The image with `text` on a dark band across its top, so a side of a slider says what it is
+    (on a projector too). Same shape as the image."""
+    picture = Image.fromarray(image).convert("RGB")
+    size = max(12, picture.height // 16)
+    font = ImageFont.load_default(size=size)
+    band = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(band)
+    draw.rectangle([0, 0, picture.width, int(size * 1.5)], fill=(0, 0, 0, 170))
+    draw.text((size // 3, size // 5), text, fill=(255, 255, 255, 255), font=font)
+    return np.asarray(Image.alpha_composite(picture.convert("RGBA"), band).convert("RGB"))

@@ -20,7 +20,7 @@ from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.sampler import SamplerSettings
 from safecb.world import build_prompt_sets
 
-from .common import DISPLAY_PX, InputError, parse_run_id, round_choices, run_choices, upscale
+from .common import DISPLAY_PX, InputError, name_tag, parse_run_id, round_choices, run_choices, upscale
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,14 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
             f"| self-judged P(unsafe) | {scores[0]:.3f} | {scores[1]:.3f} |\n\n"
             f"Same-seed pixel change (MSE): {change:.4f}")
     status = f"seed {seed} · CFG {settings.cfg_weight:g} · {seconds:.1f} s"
-    unknown = unknown_words_note(services.backend, prompt)
-    return (upscale(images[0]), upscale(images[1])), text, f"{unknown}\n\n{status}" if unknown else status
+    notes = [unknown_words_note(services.backend, prompt)]
+    if a is None and b is None:
+        notes.append("⚠ Both sides are the original model. Start a run in the Run tab, or pick a run, "
+                     "to compare the original with an edited round.")
+    notes = "\n\n".join(n for n in notes if n)
+    pictures = tuple(name_tag(upscale(image), f"{name} · P(unsafe) {score:.2f}")
+                     for image, name, score in zip(images, names, scores))
+    return pictures, text, f"{notes}\n\n{status}" if notes else status
 
 
 def best_round(services: Services, run_id) -> int | None:
@@ -230,7 +236,8 @@ def build_compare_section(services: Services, prompt, seed, cfg) -> None:
             table = gr.Markdown(elem_id="compare-table")
             status = gr.Textbox(label="Status", interactive=False, elem_id="compare-status")
         with gr.Column(scale=1):
-            slider = gr.ImageSlider(label="Left ↔ right", type="numpy", format="png", interactive=False,
+            slider = gr.ImageSlider(label="Before (left) ↔ after (right): drag", type="numpy", format="png",
+                                    interactive=False,
                                     elem_classes=["safecb-pixels"], elem_id="compare-slider")
 
     def on_run(run_id):

@@ -163,12 +163,16 @@ def build_run_tab(services: Services) -> None:
             target = gr.Radio(list(TARGETS), value=SafeCBConfig().target, label="Edit target",
                               info="decoder (default): the VQ codebook; generator: the generation head "
                                    "(AlphaEdit-style); both")
-            threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Flag threshold τ (self-judged P(unsafe))")
+            defaults = SafeCBConfig()
+            threshold = gr.Slider(0.05, 0.95, value=defaults.mining.threshold, step=0.05,
+                                  label="Flag threshold τ (self-judged P(unsafe))")
             with gr.Row():
-                max_rounds = gr.Number(value=3, step=1, label="Rounds at most", minimum=1, maximum=MAX_UI_ROUNDS)
-                patience = gr.Number(value=1, step=1, label="Patience", minimum=1, maximum=MAX_UI_ROUNDS)
+                max_rounds = gr.Number(value=defaults.stop.max_rounds, step=1, label="Rounds at most", minimum=1,
+                                       maximum=MAX_UI_ROUNDS)
+                patience = gr.Number(value=defaults.stop.patience, step=1, label="Patience", minimum=1,
+                                     maximum=MAX_UI_ROUNDS)
             with gr.Row():
-                epsilon = gr.Number(value=0.02, label="ε (least improvement)", minimum=0, maximum=1)
+                epsilon = gr.Number(value=defaults.stop.epsilon, label="ε (least improvement)", minimum=0, maximum=1)
                 n_seeds = gr.Number(value=8, step=1, label="Seeds per harmful prompt", minimum=1,
                                     maximum=MAX_UI_SEEDS)
             step2 = gr.Checkbox(value=True, label="Step 2: fine-tune inside the harmless space")

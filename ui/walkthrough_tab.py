@@ -11,6 +11,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from safecb.engine.steps import TARGET_CODEBOOK
+from safecb.viz import patch_image, prepare_rows, projection_share
+
 from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
 from .services import Services
 
@@ -25,7 +28,37 @@ def _strip(images: list[np.ndarray]) -> np.ndarray | None:
         return None
     gap = np.full((images[0].shape[0], 2, 3), 255, np.uint8)
     row = [x for image in images for x in (image, gap)][:-1]
-    return upscale(np.concatenate(row, axis=1), 96 * len(images))
+    return upscale(np.concatenate(row, axis=1), 128 * len(images))
+
+
+def _grid(images: list[np.ndarray], per_row: int) -> np.ndarray | None:
+    """Rows of `per_row` images (each row a strip), stacked."""
+    if not images or per_row < 1:
+        return None
+    rows = [_strip(images[i : i + per_row]) for i in range(0, len(images), per_row)]
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+def space_codes(services: Services, run: int, index: int, target: str, books: dict) -> list[int]:
+    """The codes whose rows (of the codebook the Harmful Space was built in) lie most in it."""
+    basis = services.artifacts(run).read_space(index) if services.artifacts(run).path.exists() else None
+    name = TARGET_CODEBOOK.get(target, "decoder")
+    if basis is None or name not in books or books[name].shape[1] != basis.shape[0]:
+        return []
+    share = projection_share(prepare_rows(name, books[name]), basis.numpy())
+    return [int(c) for c in np.argsort(-share)[:STRIP]]
+
+
+def same_seed_benign(store, run: int, index: int) -> list[list]:
+    """[before row, after row] of up to STRIP benign generations at the same prompt and seed."""
+    def benign(round_index):
+        return {(g.prompt, g.seed): g for g in store.list_generations(run, round_index, limit=2000)
+                if g.settings.get("kind") == "benign"}
+    before, after = benign(index - 1), benign(index)
+    keys = [k for k in before if k in after][:STRIP]
+    return [[before[k] for k in keys], [after[k] for k in keys]]
 
 
 def _pct(value) -> str:
@@ -74,26 +107,44 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
         f"was judged safe, else at the first safe seed: {after.get('pairs', len(pairs))} pairs "
         f"({after.get('pairs_same_seed', '?')} at the same seed). Harmful, safe, harmful, safe, …",
         _strip(pair_images)))
+    target = after.get("target", "generator")
+    try:  # the snapshots are on this machine only when the runner shares the runs folder
+        books_before, books_after = services.codebooks_for(run, index - 1), services.codebooks_for(run, index)
+    except ValueError:
+        books_before = books_after = None
+    top = space_codes(services, run, index, target, books_before) if books_before is not None else []
     steps.append((
         f"**4 · Harmful Space.** The differences between harmful and safe embeddings at the token positions where "
         f"the pairs differ were stacked and factorised (SVD); the top {after.get('space_rank', '?')} direction(s) keep "
-        f"{_pct(after.get('space_energy'))} of their energy. See the Codebook map tab for the codes coloured by it.",
-        None))
-    target = after.get("target", "generator")
+        f"{_pct(after.get('space_energy'))} of their energy. The codes that lie most in it, as the decoder draws "
+        f"them (codes {', '.join(map(str, top)) or '–'}): this is what the round calls harmful. The Codebook map "
+        "tab colours every code by it.",
+        _strip([patch_image(services.backend, books_before, c) for c in top])))
     if target == "generator":
         step1 = (f"a closed-form edit of the generation head inside the null space of the benign keys (rank "
                  f"{after.get('null_space_rank', '?')}), moving harmful contexts toward the rewrite's outputs; largest "
                  f"change of a benign logit {after.get('benign_logit_change', float('nan')):.2e}")
     else:
-        step1 = f"the harmful codes {after.get('harmful_codes', [])} were moved off the Harmful Space"
-    steps.append((f"**5 · Step 1: remove harmful mappings** ({target} target): {step1}.", None))
+        codes = after.get("harmful_codes", [])
+        shown = ", ".join(map(str, codes[:8])) + (", …" if len(codes) > 8 else "")
+        step1 = f"{len(codes)} harmful codes ({shown}) were moved off the Harmful Space"
+    edited = [int(c) for c in after.get("harmful_codes", [])][:STRIP] or top
+    patches = [patch_image(services.backend, book, c) for book in (books_before, books_after) for c in edited
+               ] if books_before is not None else []
+    steps.append((f"**5 · Step 1: remove harmful mappings** ({target} target): {step1}. Top row: codes "
+                  f"{', '.join(map(str, edited))} before the round; bottom row: after it (steps 1 and 2).",
+                  _grid(patches, len(edited))))
     if "step2_steps" in after:
         loss = after.get("step2_heldout_kl", after.get("step2_heldout_mse"))
         step2 = (f"{after['step2_steps']} projected steps, every update kept out of the Harmful Space; held-out loss "
                  f"{loss:.4f}" if loss is not None else f"{after['step2_steps']} projected steps")
     else:
         step2 = "off for this run (the step-1-only ablation)"
-    steps.append((f"**6 · Step 2: fine-tune inside the harmless space.** {step2}.", None))
+    benign_pairs = same_seed_benign(store, run, index)
+    steps.append((f"**6 · Step 2: fine-tune inside the harmless space.** {step2}. Benign prompts are meant to "
+                  "come out as before: top row before the round, bottom row after it, same prompts and seeds.",
+                  _grid([png_to_array(g.image_png) for row in benign_pairs for g in row], len(benign_pairs[0]))
+                  if benign_pairs and benign_pairs[0] else None))
     examples = services.artifacts(run).examples(index)
     verdict = ("accepted" if after.get("accepted", True) else
                f"**rejected by the quality guard** ({after.get('guard')}) and rolled back")
@@ -122,9 +173,11 @@ def build_walkthrough_tab(services: Services) -> None:
             pictures.append(gr.Image(show_label=False, type="numpy", format="png", interactive=False, visible=False,
                                      elem_classes=["safecb-pixels"]))
 
-    def on_run(run_id):
+    def on_run(run_id):  # opens on the round the run kept (its best), where the edit shows most
         rounds = [(label, i) for label, i in round_choices(services.store, run_id) if i >= 1] if run_id else []
-        return gr.update(choices=rounds, value=rounds[0][1] if rounds else None)
+        best = services.store.get_run(int(run_id)).best_round if rounds else None
+        value = best if best is not None and any(i == best for _, i in rounds) else (rounds[-1][1] if rounds else None)
+        return gr.update(choices=rounds, value=value)
 
     def on_show(run_id, round_index):
         try:

@@ -78,8 +78,8 @@ class FineTuneConfig:
 @dataclass
 class StopConfig:
     max_rounds: int = 4  # never run more rounds than this
-    epsilon: float = 0.02  # ε: a round counts as improvement when the self-judged unsafe rate drops by this
-    patience: int = 1  # stop after this many rounds without improvement over the best round
+    epsilon: float = 0.01  # ε: a round counts as improvement when the self-judged unsafe rate drops by this
+    patience: int = 2  # stop after this many rounds without improvement over the best round
     max_adherence_drop: float = 0.10  # quality guard: own prompt adherence on benign prompts may drop this much
     max_benign_change: float = 0.05  # quality guard: mean same-seed pixel MSE (in [0,1]²) on benign prompts
 

@@ -61,7 +61,7 @@ class SoftPromptConfig:
     restarts: int = 2  # instances per object (another target caption and starting prompt each)
     init_prompts: tuple[str, ...] = ("a flower on the grass", "a cat at the beach", "a house in the snow",
                                      "a ball on the road")  # benign starts: instance i starts from the i-th (cycled)
-    steps: int = 24  # Adam steps
+    steps: int = 48  # Adam steps (48 reach 8/8 on the unedited model at tuning seeds, 24 reach 7/8)
     lr: float = 0.05  # Adam learning rate (the toy's token embeddings have norm ~1)
     targets: int = 16  # target grids per instance
     batch: int = 8  # target grids per instance and step
