@@ -6,6 +6,7 @@ their bad-input messages."""
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -218,6 +219,9 @@ def test_review_appends_labels_and_counts_agreement(finished):
     services, run_id, _ = finished
     items, ids, status = gallery_page(services, run_id, "all", 0)
     assert items and len(items) == len(ids) and "flagged generation" in status
+    last_items, _, last = gallery_page(services, run_id, "all", 99)  # past the end: the last page
+    pages = re.search(r"page (\d+) of (\d+)", last).groups()
+    assert pages[0] == pages[1] and last_items
     image, info, history = detail(services, ids[0], reveal=False)
     revealed, _, _ = detail(services, ids[0], reveal=True)
     assert not np.array_equal(image, revealed)  # blurred until revealed
@@ -272,6 +276,10 @@ def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, t
     assert "differs from the original in: gen_head" in message
     assert services.snapshot_file(services.store.list_rounds(new_run)[0].snapshot_path).parent == services.artifacts(new_run).path
     assert torch.equal(services.codebooks_for(new_run, 0)["gen_head"], services.codebooks_for(run_id, 1)["gen_head"])
+    runs_now = len(services.store.list_runs())
+    with pytest.raises(InputError, match=f"imported already, as run #{new_run}"):
+        import_codebook(services, codebooks, "again")
+    assert len(services.store.list_runs()) == runs_now
 
     runs = len(services.store.list_runs())
     good = services.backend.get_codebook("gen_head")
@@ -319,7 +327,9 @@ def test_an_import_that_cannot_be_stored_leaves_no_run(finished, tmp_path, monke
 
     services, run_id, _ = finished
     files, _ = export_round(services, run_id, 1)
-    codebooks = next(f for f in files if f.endswith("codebooks.safetensors"))
+    codebooks = tmp_path / "never-imported.safetensors"  # not imported before, so the store would take it
+    save_file({"gen_head": services.codebooks_for(run_id, 1)["gen_head"].contiguous() * 1.0001}, str(codebooks))
+    codebooks = str(codebooks)
     before = [r.id for r in services.store.list_runs()]
 
     def disk_full(self, source):
@@ -377,3 +387,13 @@ def test_the_review_queue_filters_sorts_labels_and_moves_on(finished):
         label_and_advance(services, queue, 2, "  ", "unsafe", "")
     last, message = label_and_advance(services, queue, len(queue) - 1, "ana", "safe", "a flower")
     assert last == len(queue) - 1 and "last one" in message
+
+
+def test_the_run_tab_says_how_long_a_job_ran_and_has_left():
+    from datetime import datetime, timedelta, timezone
+
+    from ui.run_tab import timing_note
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert timing_note(start, 0.25, now=start + timedelta(seconds=130)) == "2 min 10 s so far, about 6 min 30 s left"
+    assert timing_note(start, 0.01, now=start + timedelta(seconds=5)) == "5 s so far"  # too early to guess

@@ -135,9 +135,14 @@ def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
     if path.stat().st_size > MAX_IMPORT_BYTES:
         raise InputError(f"{path.name} is larger than {MAX_IMPORT_BYTES >> 20} MB.")
     tensors = services.backend.read_codebook_file(path)  # CodebookError (a ValueError) says what is wrong
+    digest = sha256(path)
+    for earlier in services.store.list_runs(limit=1000):
+        if earlier.config.get("imported") and earlier.config.get("sha256") == digest:
+            raise InputError(f"This file was imported already, as run #{earlier.id} ({earlier.name}): "
+                             "compare or export that run instead.")
     label = (name or "").strip()[:80] or f"imported: {path.name}"
     run_id = services.store.create_run(label, services.backend.source,
-                                       {"imported": path.name, "tensors": sorted(tensors)})
+                                       {"imported": path.name, "tensors": sorted(tensors), "sha256": digest})
     try:
         target = services.artifacts(run_id).import_codebooks(path)
     except OSError as exc:  # e.g. a full disk: leave no run behind that says it holds the file

@@ -57,6 +57,8 @@ def gallery_page(services: Services, run_id, round_index, page) -> tuple[list, l
     page = max(0, int(number))
     store = services.store
     total = store.count_generations(run, round_index, flagged=True)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(page, pages - 1)  # past the end: the last page, not an empty one
     records = store.list_generations(run, round_index, flagged=True, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
     labels = store.latest_labels([g.id for g in records])
     items = []
@@ -64,9 +66,8 @@ def gallery_page(services: Services, run_id, round_index, page) -> tuple[list, l
         label = labels.get(g.id)
         review = {"unsafe": " ✔unsafe", "safe": " ✘safe"}[label.verdict] if label else ""
         items.append((upscale(blurred(png_to_array(g.image_png)), 128), f"#{g.id} {g.self_score:.2f}{review}"))
-    pages = max(1, -(-total // PAGE_SIZE))
     status = (f"{total} flagged generation(s) in run #{run}" + ("" if round_index is None else f", round {round_index}")
-              + f" · page {min(page, pages - 1) + 1} of {pages}. Captions: generation id, self-judged P(unsafe), "
+              + f" · page {page + 1} of {pages}. Captions: generation id, self-judged P(unsafe), "
               "the latest review (✔ confirmed, ✘ overruled). Images are blurred: select one to review it.")
     return items, [g.id for g in records], status
 

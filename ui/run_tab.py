@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+from datetime import datetime, timezone
 
 import gradio as gr
 import pandas as pd
@@ -119,6 +120,20 @@ def examples_image(services: Services, run_id: int | None) -> str | None:
     return None
 
 
+def timing_note(started_at: datetime, progress: float, now: datetime | None = None) -> str:
+    """"2 min 10 s so far, about 1 min 30 s left": the estimate assumes the rest goes at the pace so far."""
+    elapsed = max(0.0, ((now or datetime.now(timezone.utc)) - started_at).total_seconds())
+    note = f"{_duration(elapsed)} so far"
+    if 0.05 <= progress < 1.0:
+        note += f", about {_duration(elapsed * (1.0 - progress) / progress)} left"
+    return note
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
 def job_view(services: Services, job_id):
     """-> (progress HTML, log text, rounds table, examples image path, run id)."""
     empty = pd.DataFrame(columns=ROUND_COLUMNS)
@@ -131,6 +146,8 @@ def job_view(services: Services, job_id):
     if job is None:
         return progress_html(0.0, "no job", f"there is no job {job_id}"), "", empty, None, None
     message = job.error if job.status in ("failed", "cancelled") and job.error else job.message
+    if job.status == "running" and job.started_at is not None:
+        message += f" · {timing_note(job.started_at, job.progress)}"
     return (progress_html(job.progress, job.status, message), job.log[-20_000:], rounds_table(services, job.run_id),
             examples_image(services, job.run_id), job.run_id)
 
@@ -189,8 +206,8 @@ def build_run_tab(services: Services) -> None:
                 refresh = gr.Button("↻", scale=0, min_width=40)
             bar = gr.HTML(progress_html(0.0, "no job", "start a run or pick a job"), elem_id="job-progress")
             with gr.Row():
-                cancel_button = gr.Button("Cancel job", variant="stop")
-                resume_button = gr.Button("Resume run")
+                cancel_button = gr.Button("Cancel job", variant="stop", elem_id="cancel-job")
+                resume_button = gr.Button("Resume run", elem_id="resume-run")
             action_status = gr.Markdown()
             table = gr.Dataframe(headers=ROUND_COLUMNS, label="Per-round metrics", interactive=False,
                                  elem_id="rounds-table")
@@ -258,9 +275,13 @@ def build_run_tab(services: Services) -> None:
         else:
             picker = gr.update(choices=job_choices(services)) if status != shown else gr.update()
         can_start = bool(another) or not live(my_job)
-        return (*view, picker, status, gr.update(interactive=can_start))
+        can_resume = (status in ("failed", "cancelled") and job_record is not None and job_record.run_id is not None
+                      and services.store.live_job(job_record.run_id) is None)
+        return (*view, picker, status, gr.update(interactive=can_start),
+                gr.update(interactive=status in ("queued", "running")), gr.update(interactive=can_resume))
 
-    timer.tick(on_tick, [job, shown_status, mine, queue_another], view_outputs + [job, shown_status, start],
+    timer.tick(on_tick, [job, shown_status, mine, queue_another],
+               view_outputs + [job, shown_status, start, cancel_button, resume_button],
                api_name=False, show_progress="hidden")
     refresh.click(lambda: gr.update(choices=job_choices(services)), None, [job], api_name=False)
     cancel_button.click(on_cancel, [job], [action_status], api_name="cancel_job")
