@@ -258,10 +258,13 @@ def build_run_tab(services: Services) -> None:
     shown_status = gr.State("")
 
     def on_tick(job_id, shown, my_job, another):
-        picked = None
+        picked, mine_live = None, live(my_job)  # every second per open page: one query for "my job"
         if job_id in (None, ""):  # a fresh page (or a reload): show this browser's job, else any live one
-            live_jobs = services.store.list_jobs(status="running") + services.store.list_jobs(status="queued")
-            picked = my_job if live(my_job) else (live_jobs[0].id if live_jobs else None)
+            if mine_live:
+                picked = my_job
+            else:
+                live_jobs = services.store.list_jobs(status="running") + services.store.list_jobs(status="queued")
+                picked = live_jobs[0].id if live_jobs else None
             job_id = picked
         view = job_view(services, job_id)
         try:
@@ -274,7 +277,7 @@ def build_run_tab(services: Services) -> None:
             picker = gr.update(choices=job_choices(services), value=picked)
         else:
             picker = gr.update(choices=job_choices(services)) if status != shown else gr.update()
-        can_start = bool(another) or not live(my_job)
+        can_start = bool(another) or not mine_live
         can_resume = (status in ("failed", "cancelled") and job_record is not None and job_record.run_id is not None
                       and services.store.live_job(job_record.run_id) is None)
         return (*view, picker, status, gr.update(interactive=can_start),
