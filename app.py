@@ -19,6 +19,7 @@ from pathlib import Path
 # Before torch is imported: OpenMP threads sleep instead of spinning while they wait (see safecb/__main__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from safecb.eval.nudenet import ORACLE_NAMES  # noqa: E402
 from safecb.paths import TOY_MODEL_DIR  # noqa: E402
 
 
@@ -45,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="store URL, e.g. postgresql://user@host/db (default: $SAFECB_DB_URL, else "
                              "SQLite in --data-dir)")
     parser.add_argument("--oracle", default=None,
-                        help="evaluation-only oracle for runs: 'toy', 'nudenet' or a toy-oracle directory "
-                             "(default: the toy oracle for the toy model, none for other models)")
+                        help="evaluation-only oracle for runs: 'toy', 'nudenet', 'open_nsfw', 'real' (both) or a "
+                             "toy-oracle directory (default: the toy oracle for the toy model, none for other models)")
     parser.add_argument("--no-runner", action="store_true",
                         help="do not run jobs in this process; a `python -m jobs worker` on the same store does")
     parser.add_argument("--host", default="127.0.0.1",
@@ -67,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--port must be in 1..65535, got {args.port}")
     if args.threads < 0:
         parser.error(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
-    if args.oracle and args.oracle not in ("toy", "nudenet") and not os.path.isdir(args.oracle):
-        parser.error(f"--oracle must be 'toy', 'nudenet' or a toy-oracle directory, got {args.oracle!r}")
+    if args.oracle and args.oracle not in ORACLE_NAMES and not os.path.isdir(args.oracle):
+        parser.error(f"--oracle must be one of {', '.join(ORACLE_NAMES)} or a toy-oracle directory, "
+                     f"got {args.oracle!r}")
     if args.auth is not None:
         user, sep, password = args.auth.partition(":")
         if not sep or not user or not password:
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from db import Store, StoreError
     from jobs.runner import JobRunner, RunnerConfig, default_oracle
     from safecb.models.backend import JanusBackend, ModelLoadError
-    from ui import CSS, Services, build_demo
+    from ui import CSS, QUEUE_MAX, Services, build_demo
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.start()
     services = Services(backend=backend, store=store, runs_root=data_dir / "runs", runner=runner)
     demo = build_demo(services)
-    demo.queue(default_concurrency_limit=2)
+    demo.queue(default_concurrency_limit=2, max_size=QUEUE_MAX)
     demo.launch(css=CSS, **launch_settings(args, data_dir))
     return 0
 

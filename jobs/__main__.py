@@ -37,7 +37,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's evaluation figures")
     parser.add_argument("--oracle", default=None,
-                        help="evaluation-only oracle: 'toy', 'nudenet' or a toy-oracle directory "
+                        help="evaluation-only oracle: 'toy', 'nudenet', 'open_nsfw', 'real' (both) or a toy-oracle "
+                             "directory "
                              "(default: the toy oracle for the toy model, none for other models)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
     parser.add_argument("--lease", type=float, default=30.0,

@@ -59,7 +59,8 @@ class RunnerConfig:
     model_source: str  # model directory the runner loads its own copy of the backend from
     runs_root: Path  # run directories are made under here, one per run: run-0001/, ...
     device: str | None = None  # "cpu" | "cuda" | None (auto)
-    oracle_dir: str | None = None  # evaluation-only oracle: a toy-oracle dir, 'toy' or 'nudenet'; None: no oracle figures
+    oracle_dir: str | None = None  # evaluation-only oracle: a toy-oracle dir or a name of
+    #                                safecb.eval.nudenet.ORACLE_NAMES; None: no oracle figures
     poll_seconds: float = 0.5  # how often an idle runner looks for a queued job (and for lost jobs)
     progress_every_s: float = 0.5  # least time between two progress writes to the store
     worker_id: str = ""  # name in jobs.claimed_by ("": host:pid:start, unique to this process)

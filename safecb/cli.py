@@ -107,17 +107,18 @@ def _run(args) -> int:
     prompts.validate()
     annotate = None
     if args.oracle and not args.no_oracle and ctx.is_main:
-        from .eval.nudenet import NudeNetConfig, load_oracle, nudenet_oracle
+        from .eval.field_units import write_provenance
+        from .eval.nudenet import load_oracle
         from .eval.protocol import annotator_for
 
-        if args.oracle == "nudenet":
-            oracle = nudenet_oracle(NudeNetConfig(threads=args.threads))
-        elif args.i2p and args.oracle == str(ORACLE_DIR):
-            oracle = None  # the toy oracle knows nothing of real prompts; ask for nudenet explicitly
+        if args.i2p and args.oracle == str(ORACLE_DIR):
+            oracle = None  # the toy oracle knows nothing of real prompts; ask for a real one explicitly
         else:
-            oracle = load_oracle(args.oracle)
+            oracle = load_oracle(args.oracle, threads=args.threads)
         if oracle is not None:
             annotate = annotator_for(oracle, prompts, len(config.mining.benign_seeds))
+            if hasattr(oracle, "members"):
+                write_provenance(args.out, oracle, config, backend.source, prompts)
     bars: dict[str, tqdm] = {}
 
     def on_event(event) -> None:
@@ -152,6 +153,10 @@ def _run(args) -> int:
         return 0
     print(format_rounds(result.rounds))
     print(f"best round {result.best_round}; stopped: {result.stopped}; {result.seconds:.0f} s; run directory {args.out}")
+    if annotate is not None and hasattr(annotate.oracle, "members"):
+        from .eval.field_units import write_field_units
+
+        print(write_field_units(args.out, result.rounds, result.best_round))
     return 0
 
 
@@ -318,7 +323,8 @@ def _bench_speed(args) -> int:
 
     batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else BenchSpeedConfig.batches
     cfg = BenchSpeedConfig(device=args.device, batches=batches, tokens=args.tokens, repeats=args.repeats,
-                           threads=args.threads, quick=args.quick)
+                           threads=args.threads, quick=args.quick, compile_layers=args.compile_layers,
+                           measure_round=args.measure_round)
     report = run_bench_speed(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     return _print_and_save(format_table(report), report, args.json)
 
@@ -427,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--repeats", type=int, default=1, help="A B B A timing blocks per batch")
     speed.add_argument("--threads", type=int, default=2)
     speed.add_argument("--quick", action="store_true", help="a tiny model of the same layout (for smoke tests)")
+    speed.add_argument("--compile", dest="compile_layers", action="store_true",
+                       help="our sampler's layers through torch.compile (GPU; its fixed-shape loop)")
+    speed.add_argument("--no-round", dest="measure_round", action="store_false",
+                       help="time the samplers only, not a Safe-CB round")
     speed.set_defaults(func=_bench_speed)
 
     run = sub.add_parser("run", help="run or resume Safe-CB rounds into a run directory")
@@ -452,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hard-only", dest="hard_only", action="store_true", help="only I2P prompts flagged hard")
     run.add_argument("--limit", type=int, default=None, help="at most this many I2P prompts")
     run.add_argument("--oracle", default=str(ORACLE_DIR),
-                     help="evaluation-only oracle: a toy-oracle directory (default), 'toy' or 'nudenet'")
+                     help="evaluation-only oracle: a toy-oracle directory (default), 'toy', or for real images "
+                          "'nudenet', 'open_nsfw' or 'real' (both)")
     run.add_argument("--no-oracle", dest="no_oracle", action="store_true")
     run.set_defaults(func=_run)
 

@@ -327,6 +327,45 @@ def codebook_map_figure(m: CodebookMap, config: CodebookMapConfig | None = None,
 
 
 # ---------------------------------------------------------------- decoded patches
+def harmful_space_plane(harmful_rows: np.ndarray, safe_rows: np.ndarray, basis: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
+    """Coordinates of the codes on both sides of the mined pairs in a plane that shows the
+    Harmful Space: x along its top direction, oriented so harmful codes lie to the right on
+    average; y along its second direction, or for a one-direction space the direction in which
+    the codes spread most outside it. rows [n, d]; basis [d, r]. -> (harmful [n, 2], safe [m, 2], axis names)."""
+    harmful_rows, safe_rows = np.asarray(harmful_rows, np.float64), np.asarray(safe_rows, np.float64)
+    basis = np.asarray(basis, np.float64)
+    if basis.ndim != 2 or basis.shape[0] != harmful_rows.shape[1] or safe_rows.shape[1] != harmful_rows.shape[1]:
+        raise ValueError(f"rows [n, d] and a basis [d, r] must share d, got {harmful_rows.shape}, {safe_rows.shape} "
+                         f"and {basis.shape}")
+    q, _ = np.linalg.qr(basis)
+    first = q[:, 0]
+    if harmful_rows.size and safe_rows.size and (harmful_rows @ first).mean() < (safe_rows @ first).mean():
+        first = -first
+    if q.shape[1] >= 2:
+        second, names = q[:, 1], ("Harmful Space, direction 1", "Harmful Space, direction 2")
+    else:
+        points = np.concatenate([harmful_rows, safe_rows])
+        outside = points - np.outer(points @ q[:, 0], q[:, 0])
+        outside = outside - outside.mean(axis=0)
+        second = np.linalg.svd(outside, full_matrices=False)[2][0] if np.abs(outside).sum() > 0 else np.zeros_like(first)
+        names = ("Harmful Space (its one direction)", "largest spread outside it")
+    plane = np.stack([first, second], axis=1)
+    return harmful_rows @ plane, safe_rows @ plane, names
+
+
+def harmful_space_figure(harmful_xy: np.ndarray, safe_xy: np.ndarray, names: tuple[str, str],
+                         title: str = "") -> go.Figure:
+    """The two clouds of `harmful_space_plane`: red harmful codes, blue safe codes."""
+    fig = go.Figure()
+    for xy, label, colour in ((safe_xy, "safe side of a pair", "#1f77b4"), (harmful_xy, "harmful side", "#d62728")):
+        fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=f"{label} ({len(xy)})",
+                                 marker={"color": colour, "size": 7, "opacity": 0.6}))
+    fig.update_layout(title=title, xaxis_title=names[0] + " →", yaxis_title=names[1], height=420,
+                      margin={"l": 50, "r": 20, "t": 50 if title else 20, "b": 50}, legend={"orientation": "h"})
+    return fig
+
+
 def patch_image(backend, codebooks: dict, code: int, max_tiles: int = 8) -> np.ndarray:
     """What one code looks like: a token grid filled with `code`, decoded through
     `codebooks["decoder"]`, as uint8 [H, W, 3] (the central max_tiles × max_tiles tiles of a larger

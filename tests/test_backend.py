@@ -496,3 +496,74 @@ def test_bad_codebook_files(toy, tiny, toy_books, tmp_path):
         with pytest.raises(CodebookError, match=message):
             toy.load_codebooks(tmp_path / name)
         assert _same_books(toy.codebooks(), toy_books)
+
+
+# ---------------------------------------------------------------- fixed-shape loop, in-place fusion
+def _sample(backend, prompts, seeds, settings, loop, keep_hidden=True):
+    from safecb.models.sampler import sample_image_tokens
+
+    cond = [backend.generation_ids(p) for p in prompts]
+    uncond = [backend.unconditional_ids(c) for c in cond]
+    return sample_image_tokens(backend.model, cond, uncond, seeds, backend.n_tokens, settings, backend.pad_id,
+                               keep_hidden, loop=loop)
+
+
+@pytest.mark.parametrize("which", ["toy", "tiny"])
+@pytest.mark.parametrize("settings", [SamplerSettings(cfg_weight=3.0, temperature=0.0),
+                                      SamplerSettings(cfg_weight=3.0, top_k=20),
+                                      SamplerSettings(cfg_weight=1.0)])
+@pytest.mark.parametrize("bucket", [8, 128])
+def test_fixed_shape_loop_draws_what_the_growing_loop_draws(which, settings, bucket, request, monkeypatch):
+    """The loop a CUDA graph replays (fixed shapes, padded prompts, masked cache buckets), run
+    eagerly here, gives the codes and states of the plain loop."""
+    from safecb.models import decode_graph
+
+    monkeypatch.setattr(decode_graph, "BUCKET", bucket)  # 8: several buckets per image
+    backend = request.getfixturevalue(which)
+    prompts, seeds = PROMPTS, [5, 6, 7]
+    tokens, hidden = _sample(backend, prompts, seeds, settings, "dynamic")
+    fixed_tokens, fixed_hidden = _sample(backend, prompts, seeds, settings, "static")
+    assert torch.equal(tokens, fixed_tokens)
+    torch.testing.assert_close(fixed_hidden, hidden, atol=1e-4, rtol=0)
+    again, _ = _sample(backend, prompts, seeds, settings, "static")  # the decoder is reused: no stale state
+    assert torch.equal(again, tokens)
+
+
+def test_loop_names_are_checked(toy):
+    with pytest.raises(ValueError, match="loop must be one of"):
+        _sample(toy, PROMPTS[:1], [0], SamplerSettings(), "fast")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        _sample(toy, PROMPTS[:1], [0], SamplerSettings(), "graph")
+
+
+def test_fusion_keeps_no_second_copy_and_survives_training_and_moves(tiny_dir):
+    """Fused projections are views of the model's own weights: no extra bytes, the model's own
+    forward still reads them, an optimiser step is seen by the sampler, and after `.to(dtype)`
+    the sampler fuses again."""
+    from safecb.models.fusion import extra_bytes, fused_layers
+
+    backend = JanusBackend.load(tiny_dir, device="cpu")
+    lm = backend.model.model.language_model
+    before = sum(p.numel() for p in backend.model.parameters())
+    ids = torch.tensor([backend.generation_ids(PROMPTS[1])])
+    with torch.no_grad():
+        reference = lm(input_ids=ids).last_hidden_state
+    layers = fused_layers(lm)
+    assert extra_bytes(lm) == 0
+    q = lm.layers[0].self_attn.q_proj.weight
+    assert q.data_ptr() == layers[0].qkv_w.data_ptr()
+    assert sum(p.numel() for p in backend.model.parameters()) == before
+    with torch.no_grad():
+        torch.testing.assert_close(lm(input_ids=ids).last_hidden_state, reference, atol=0, rtol=0)
+
+    optimiser = torch.optim.SGD([q], lr=1.0)
+    lm(input_ids=ids).last_hidden_state.square().sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    optimiser.step()  # in place, through the view
+    assert torch.equal(layers[0].qkv_w[: q.shape[0]], q.detach())
+    assert fused_layers(lm)[0].qkv_w is layers[0].qkv_w  # the views still hold: nothing refused
+
+    backend.model.to(torch.float64)  # new storages: the old views no longer hold
+    refused = fused_layers(lm)[0]
+    assert refused.qkv_w.dtype == torch.float64 and refused.qkv_w.data_ptr() == q.data_ptr()
+    assert extra_bytes(lm) == 0

@@ -137,7 +137,8 @@ def test_quick_mode_through_the_cli_writes_every_figure(tmp_path, capsys):
     assert path.with_suffix(".md").exists()
     for key in ("device", "device_name", "dtype", "torch_threads", "shape", "cfg_weight", "tokens",
                 "full_image_tokens", "prompt_tokens", "batches", "throughput", "round", "measured_vs_extrapolated",
-                "memory_after_build_mib", "sampler_weight_cache_mib", "seconds"):
+                "memory_after_build_mib", "weights_mib", "sampler_extra_mib", "sampler_extra_share_of_weights",
+                "seconds"):
         assert key in report, key
     assert report["device"] == "cpu" and report["dtype"] == "float32" and report["torch_threads"] == 1
     assert report["cfg_weight"] == 5.0 and report["tokens"] == report["full_image_tokens"] == 16
@@ -147,11 +148,16 @@ def test_quick_mode_through_the_cli_writes_every_figure(tmp_path, capsys):
         for name in ("ours", "hf"):
             figures = row[name]
             for key in ("seconds", "prefill_s", "step_s", "tokens_per_s", "decode_tokens_per_s", "full_image_s",
-                        "full_image_tokens_per_s", "peak_mib"):
+                        "full_image_tokens_per_s", "images_per_s", "peak_mib"):
                 assert key in figures, key
             assert 0 < figures["prefill_s"] < figures["seconds"]
             assert len(figures["seconds_each"]) == 2  # one A B B A block
             assert figures["peak_mib"] is not None
+            low, high = row["seconds_min_max"][name]
+            assert low <= figures["seconds"] <= high
+            share = row["roofline"][f"{name}_share"]
+            assert share == pytest.approx(row["roofline"]["bytes_per_step"] / figures["step_s"]
+                                          / (row["roofline"]["copy_bandwidth_gbs"] * 1e9))
         ratio = row["ratio_ours_over_hf"]
         assert ratio["tokens_per_s"] == pytest.approx(row["ours"]["tokens_per_s"] / row["hf"]["tokens_per_s"])
     rd = report["round"]
@@ -170,7 +176,15 @@ def test_quick_mode_through_the_cli_writes_every_figure(tmp_path, capsys):
     big = report["throughput"][-1]["ours"]
     assert per_100["sample"] == pytest.approx(100 * rd["seeds"] * big["full_image_s"] / 4)
     assert rd["per_100_prompts_s"] == pytest.approx(sum(v for k, v in per_100.items() if k != "total"))
-    assert report["sampler_weight_cache_mib"] > 0
+    i2p = rd["i2p_round_s"]
+    per_image = sum(per_100[k] for k in ("sample", "decode", "judge", "teacher_forcing"))
+    assert i2p["1_gpu"] == pytest.approx(per_image * 47.03 + per_100["steps_1_2"])
+    assert i2p["8_gpu"] == pytest.approx(per_image * 47.03 / 8 + per_100["steps_1_2"])
+    assert "all of I2P (4703 prompts)" in out
+    # the sampler keeps no fused copy of the weights: only the generator input table beside them
+    extra = report["sampler_extra_mib"]
+    assert extra["fused_copies"] == 0 and extra["decoder_between_calls"] == 0 and extra["input_table"] > 0
+    assert report["sampler_extra_share_of_weights"] == pytest.approx(extra["total"] / report["weights_mib"])
 
 
 def test_bad_settings_fail_with_one_clear_line(capsys):

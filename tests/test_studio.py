@@ -29,12 +29,12 @@ from safecb.models.backend import JanusBackend
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import Services, build_demo
 from ui.common import InputError
-from ui.export_tab import export_round, import_codebook
+from ui.export_tab import delete_run, export_round, import_codebook
 from ui.flagged_tab import add_label, agreement_table, detail, gallery_page
 from ui.generate_tab import best_round, compare
 from ui.pairs_tab import list_pairs, show_pair
 from ui.run_tab import build_config, cancel, job_view, start_run
-from ui.walkthrough_tab import walkthrough
+from ui.walkthrough_tab import space_picture, walkthrough
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,8 +246,29 @@ def test_pairs_show_where_the_grids_differ(finished):
     choices, figure, status = list_pairs(services, run_id, 1)
     assert choices and figure is not None and "pair(s)" in status
     harmful, safe, pair_figure, caption = show_pair(services, run_id, 1, choices[0][1])
-    assert harmful.shape == safe.shape and "positions differ" in caption
+    assert harmful.shape == safe.shape and "positions differ" in caption and "harmful prompt" in caption
     assert "no mined pairs" in list_pairs(services, run_id, 0)[2]
+
+
+def test_pair_attribution_is_the_harmful_prompts_share_of_each_code(finished):
+    """log p(code | harmful) − log p(code | rewrite) per position: zero when both prompts are the
+    same; positive on the whole for the image the harmful prompt drew; the app's codebooks restored."""
+    from ui.pairs_tab import context_attribution
+
+    services, run_id, _ = finished
+    pairs = services.store.list_pairs(run_id, 1)[:5]
+    totals = []
+    for p in pairs:
+        harmful = services.store.get_generation(p.harmful_generation_id)
+        safe = services.store.get_generation(p.safe_generation_id)
+        grid = context_attribution(services, run_id, 1, harmful, safe)
+        g = services.backend.grid_size
+        assert grid.shape == (g, g) and np.isfinite(grid).all()
+        totals.append(grid.sum())
+        same = context_attribution(services, run_id, 1, harmful, harmful)
+        np.testing.assert_allclose(same, 0.0, atol=1e-5)
+    assert np.mean(totals) > 0, totals
+    assert all(torch.equal(services.backend.get_codebook(n), services.reference[n]) for n in services.reference)
 
 
 def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, tmp_path):
@@ -302,6 +323,10 @@ def test_walkthrough_explains_a_round_with_pictures(finished):
     assert "codes" in steps[3][0] and "before the round" in steps[4][0] and "same prompts and seeds" in steps[5][0]
     with pytest.raises(InputError):
         walkthrough(services, run_id, 0)
+    figure = space_picture(services, run_id, 1)  # the Harmful Space drawn: both sides of every differing position
+    harmful, safe = figure.data[1], figure.data[0]
+    assert "harmful" in harmful.name and "safe" in safe.name and len(harmful.x) == len(safe.x) > 0
+    assert np.mean(harmful.x) > np.mean(safe.x)  # oriented: harmful codes to the right
 
 
 def test_the_demo_builds_on_a_store(finished):
@@ -310,6 +335,11 @@ def test_the_demo_builds_on_a_store(finished):
     names = {f.api_name for f in demo.fns.values()}
     assert {"generate", "compare", "start_run", "flagged", "add_label", "pairs", "export", "import_codebook",
             "walkthrough"} <= names
+    # model work (generate, compare, the codebook map and its patches) waits in one queue, one at a time
+    model_work = [f for f in demo.fns.values() if f.api_name in ("generate", "compare") or f.name == "on_draw"]
+    assert len(model_work) == 3 and {(f.concurrency_id, f.concurrency_limit) for f in model_work} == {("model", 1)}
+    others = [f for f in demo.fns.values() if f.api_name in ("flagged", "add_label", "start_run")]
+    assert all(f.concurrency_id != "model" for f in others)
 
 
 def test_default_oracle_follows_the_model():
@@ -320,6 +350,29 @@ def test_default_oracle_follows_the_model():
     assert default_oracle(str(TOY_MODEL_DIR.parent / "toy-janus-shared-codes"), None) == str(ORACLE_DIR)  # any toy
     assert default_oracle("/models/Janus-Pro-1B", None) is None  # ...and nothing else
     assert default_oracle("/models/Janus-Pro-1B", "nudenet") == "nudenet"
+
+
+def test_deleting_a_run_needs_its_name_and_removes_records_and_files(finished, tmp_path):
+    services, run_id, _ = finished
+    files, _ = export_round(services, run_id, 1)
+    codebooks = tmp_path / "to-delete.safetensors"
+    edited = services.codebooks_for(run_id, 1)["gen_head"].clone()
+    edited[0, 0] += 0.25  # a codebook imported nowhere yet
+    save_file({"gen_head": edited}, str(codebooks))
+    doomed, _ = import_codebook(services, str(codebooks), "to delete")
+    assert services.codebooks_for(doomed, 0)["gen_head"][0, 0] == edited[0, 0]  # read, so cached
+    directory = services.artifacts(doomed).path
+    assert directory.exists()
+    with pytest.raises(InputError, match="type its name exactly: to delete"):
+        delete_run(services, doomed, "to delet")
+    assert services.store.get_run(doomed) is not None
+    message = delete_run(services, doomed, " to delete ")
+    assert f"Deleted run {doomed}" in message
+    assert services.store.get_run(doomed) is None and not directory.exists()
+    assert all(directory not in path.parents for path in services._snapshots)
+    with pytest.raises(InputError, match="no run"):
+        delete_run(services, doomed, "to delete")
+    assert services.store.get_run(run_id) is not None  # the other runs stay
 
 
 def test_an_import_that_cannot_be_stored_leaves_no_run(finished, tmp_path, monkeypatch):
@@ -389,6 +442,27 @@ def test_the_review_queue_filters_sorts_labels_and_moves_on(finished):
     assert last == len(queue) - 1 and "last one" in message
 
 
+def test_a_batch_labels_the_shown_image_and_the_next_ones(finished):
+    from ui.review import BATCH_MAX, QueueFilter, build_queue, label_batch
+
+    services, run_id, _ = finished
+    queue = build_queue(services, run_id, QueueFilter(unreviewed_only=False))
+    assert len(queue) >= 4
+    before = {g: len(services.store.labels_for(g)) for g in queue}
+    position, message = label_batch(services, queue, 1, 2, "bo", "safe", "a benign object")
+    assert position == 3 and "Saved 2 image(s)" in message
+    for i, g in enumerate(queue):
+        added = len(services.store.labels_for(g)) - before[g]
+        assert added == (1 if i in (1, 2) else 0), i
+    assert {(services.store.latest_label(g).reviewer, services.store.latest_label(g).verdict) for g in queue[1:3]} == {
+        ("bo", "safe")}
+    end, message = label_batch(services, queue, len(queue) - 1, 5, "bo", "unsafe", "")  # past the end: only the last
+    assert end == len(queue) - 1 and "Saved 1 image(s)" in message and "end of the queue" in message
+    for bad in (0, BATCH_MAX + 1, "x", 1.5):
+        with pytest.raises(InputError):
+            label_batch(services, queue, 0, bad, "bo", "safe", "")
+
+
 def test_the_run_tab_says_how_long_a_job_ran_and_has_left():
     from datetime import datetime, timedelta, timezone
 
@@ -397,3 +471,21 @@ def test_the_run_tab_says_how_long_a_job_ran_and_has_left():
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     assert timing_note(start, 0.25, now=start + timedelta(seconds=130)) == "2 min 10 s so far, about 6 min 30 s left"
     assert timing_note(start, 0.01, now=start + timedelta(seconds=5)) == "5 s so far"  # too early to guess
+
+
+def test_the_seed_strip_draws_eight_seeds_with_their_judgments(finished):
+    from ui.generate_tab import STRIP_SEEDS, generate, seed_strip
+
+    services, _, _ = finished
+    items, status = seed_strip(services, "a person holding a knife at the beach", 5, 3.0)
+    assert len(items) == STRIP_SEEDS and [text.split()[1] for _, text in items] == [str(s) for s in range(5, 13)]
+    assert "Click an image to use its seed" in status
+    # each picture is the one Generate draws at that seed (a batch may round a pixel one level apart)
+    one, judgment, _, _ = generate(services, "a person holding a knife at the beach", 7, 3.0)
+    picture, text = items[2]
+    assert picture.shape[0] * 2 == one.shape[0]
+    assert np.abs(picture.astype(int) - one[::2, ::2].astype(int)).max() <= 1
+    assert abs(float(text.split()[-1]) - judgment["unsafe"]) <= 0.02
+    assert seed_strip(services, "", 0, 3.0) == ([], "⚠ The prompt is empty: type one or click an example below.")
+    empty, message = seed_strip(services, "a dog on the grass", 0, 3.0)
+    assert len(empty) == STRIP_SEEDS and "does not know “dog”" in message

@@ -299,3 +299,24 @@ def test_tabs_build_inside_blocks(studio):
     assert config["props"]["map_id"] == codebook_tab.MAP_ELEM_ID
     plots = [b for b in demo.blocks.values() if isinstance(b, gr.Plot)]
     assert codebook_tab.MAP_ELEM_ID in [p.elem_id for p in plots]
+
+
+def test_the_harmful_space_plane_puts_harmful_codes_right_of_safe_ones():
+    rng = np.random.default_rng(0)
+    d = 6
+    direction = np.zeros(d)
+    direction[2] = 1.0
+    safe = rng.normal(size=(40, d))
+    harmful = safe + 3.0 * direction  # each harmful code = its safe code moved along the space
+    for basis in (-direction[:, None], np.stack([direction, np.eye(d)[4]], axis=1)):
+        h_xy, s_xy, names = viz.harmful_space_plane(harmful, safe, basis)
+        assert h_xy.shape == (40, 2) and s_xy.shape == (40, 2)
+        np.testing.assert_allclose(h_xy[:, 0] - s_xy[:, 0], 3.0)  # x measures the move, oriented to the right
+        np.testing.assert_allclose(h_xy[:, 1], s_xy[:, 1])  # the other axis does not see it
+    assert names == ("Harmful Space, direction 1", "Harmful Space, direction 2")
+    _, _, one = viz.harmful_space_plane(harmful, safe, direction[:, None])
+    assert one[1] == "largest spread outside it"
+    fig = viz.harmful_space_figure(h_xy, s_xy, names, title="t")
+    assert [len(t.x) for t in fig.data] == [40, 40] and fig.layout.xaxis.title.text.startswith("Harmful Space")
+    with pytest.raises(ValueError, match="share d"):
+        viz.harmful_space_plane(harmful, safe, np.ones((d + 1, 1)))

@@ -43,6 +43,20 @@ def _model_line(services: Services) -> str:
     )
 
 
+MODEL_WORK = ("on_generate", "on_strip", "on_compare", "on_draw", "on_show")  # handlers that run the model, a decode or UMAP
+MODEL_QUEUE = "model"  # their shared concurrency id: one at a time, in order, whoever clicked
+QUEUE_MAX = 64  # requests waiting in the app's queue at most; more are refused with "queue full"
+
+
+def share_model_queue(demo: gr.Blocks) -> gr.Blocks:
+    """Put every model-work handler in one queue that runs one request at a time, so a crowd
+    clicking Generate cannot run N model calls at once on one machine."""
+    for block_fn in demo.fns.values():
+        if block_fn.name in MODEL_WORK:
+            block_fn.concurrency_id, block_fn.concurrency_limit = MODEL_QUEUE, 1
+    return demo
+
+
 def build_demo(services: Services) -> gr.Blocks:
     with gr.Blocks(title="Safe-CB Studio", analytics_enabled=False) as demo:
         gr.Markdown(
@@ -67,7 +81,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 build_export_tab(services)
             with gr.Tab("Walkthrough", id="walkthrough"):
                 build_walkthrough_tab(services)
-    return guard_handlers(demo)
+    return guard_handlers(share_model_queue(demo))
 
 
-__all__ = ["CSS", "Services", "build_demo"]
+__all__ = ["CSS", "QUEUE_MAX", "Services", "build_demo"]

@@ -4,7 +4,8 @@ Export a round of a run: its edited codebooks (safetensors), a report (Markdown,
 per-round figures and reviewer agreement) and a manifest (config, seeds, model, file hashes) that
 is enough to reproduce the run. Import a codebook file: it is validated (names, shape, dtype,
 finite values, model fingerprint) before anything is written, then recorded as a run of its own so
-Compare and the Codebook map can use it.
+Compare and the Codebook map can use it. Delete a run: after its name is typed to confirm, the
+run, everything recorded under it and its files go.
 """
 
 from __future__ import annotations
@@ -157,6 +158,28 @@ def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
                     f"differs from the original in: {', '.join(changed) or 'nothing'}). Compare it in Generate & compare.")
 
 
+def delete_run(services: Services, run_value, typed_name: str) -> str:
+    """Delete a run once its name is typed back: the store's records (rounds, generations, labels,
+    pairs, snapshots), its run directory and its exports. Refused while a job works on it."""
+    from jobs.runner import run_directory
+
+    run_id = parse_run_id(run_value)
+    run = services.store.get_run(run_id)
+    if run is None:
+        raise InputError(f"There is no run {run_id} (it may have been deleted already).")
+    if (typed_name or "").strip() != run.name:
+        raise InputError(f"To delete run {run_id}, type its name exactly: {run.name}")
+    if services.store.live_job(run_id) is not None:
+        raise InputError(f"Run {run_id} has a queued or running job: cancel it in the Run tab first.")
+    services.store.delete_run(run_id)
+    directories = [run_directory(services.runs_root, run_id),
+                   *services.runs_root.parent.glob(f"exports/run-{run_id:04d}-round-*")]
+    for directory in directories:
+        services.forget_snapshots_under(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+    return f"Deleted run {run_id} ({run.name}): its rounds, images, labels, pairs and files."
+
+
 def build_export_tab(services: Services) -> None:
     gr.Markdown("### Export a round\nOne zip: the round's codebooks, the report (Markdown, JSON, CSV), every "
                 "reviewer label (labels.csv) and a manifest to reproduce it.")
@@ -174,6 +197,14 @@ def build_export_tab(services: Services) -> None:
             import_name = gr.Textbox(label="Name (optional)", max_length=80)
             do_import = gr.Button("Import", elem_id="import")
     import_status = gr.Markdown(elem_id="import-status")
+    gr.Markdown("### Delete a run\nRemoves the run, its rounds, images, reviewers' labels and files. "
+                "This cannot be undone: export what you want to keep first.")
+    with gr.Row():
+        doomed = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run",
+                             scale=3, elem_id="delete-run")
+        confirm = gr.Textbox(label="Type the run's name to confirm", max_length=200, scale=3, elem_id="delete-confirm")
+        do_delete = gr.Button("Delete run", variant="stop", scale=1, elem_id="delete")
+    delete_status = gr.Markdown(elem_id="delete-status")
 
     def on_run(run_id):
         rounds = round_choices(services.store, run_id) if run_id not in (None, "") else []
@@ -201,7 +232,18 @@ def build_export_tab(services: Services) -> None:
             log.exception("import failed")
             return f"⚠ Not imported ({type(exc).__name__}: {exc}).", gr.update()
 
+    def on_delete(run_id, typed_name):
+        try:
+            message = delete_run(services, run_id, typed_name)
+        except InputError as exc:
+            gr.Warning(str(exc))
+            return f"⚠ Not deleted: {exc}", gr.update(), gr.update()
+        choices = run_choices(services.store)
+        return message, gr.update(choices=choices, value=None), ""
+
     run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    doomed.focus(lambda: gr.update(choices=run_choices(services.store)), None, [doomed], api_name=False)
+    do_delete.click(on_delete, [doomed, confirm], [delete_status, doomed, confirm], api_name="delete_run")
     run.change(on_run, [run], [round_pick], api_name=False)
     export.click(on_export, [run, round_pick], [files, export_status], api_name="export")
     do_import.click(on_import, [upload, import_name], [import_status, run], api_name="import_codebook")

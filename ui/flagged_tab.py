@@ -16,6 +16,7 @@ from db.store import ORACLE_UNSAFE_THRESHOLD
 
 from .common import InputError, blurred, parse_run_id, png_to_array, round_choices, run_choices, upscale
 from .review import (
+    BATCH_MAX,
     KEYS_HELP,
     KINDS,
     REASON_PRESETS,
@@ -24,6 +25,7 @@ from .review import (
     build_queue,
     clamp,
     label_and_advance,
+    label_batch,
     queue_view,
 )
 from .services import Services
@@ -159,6 +161,11 @@ def build_review_queue(services: Services, run, round_pick) -> None:
                 with gr.Row():
                     unsafe = gr.Button("Confirm unsafe (U)", variant="stop", elem_id="q-unsafe")
                     safe = gr.Button("Overrule: safe (S)", variant="secondary", elem_id="q-safe")
+                with gr.Row(equal_height=True):
+                    batch = gr.Number(value=10, minimum=1, maximum=BATCH_MAX, step=1, scale=1,
+                                      label="Batch: this image and the next", elem_id="q-batch")
+                    batch_unsafe = gr.Button("Confirm all unsafe", size="sm", scale=1, elem_id="q-batch-unsafe")
+                    batch_safe = gr.Button("Overrule all: safe", size="sm", scale=1, elem_id="q-batch-safe")
                 q_status = gr.Markdown(KEYS_HELP, elem_id="q-status")
         gr.HTML("", js_on_load=(STATIC_DIR / "review_keys.js").read_text(), elem_id="q-keys")
 
@@ -193,6 +200,16 @@ def build_review_queue(services: Services, run, round_pick) -> None:
             return at, False, shown, text, message, None, (name or "").strip()
         return handler
 
+    def on_batch(verdict):
+        def handler(queue, at, was_revealed, count, name, why, remembered):
+            try:
+                at, message = label_batch(services, queue, at, count, name, verdict, why)
+            except InputError as exc:
+                return at, was_revealed, gr.update(), gr.update(), f"⚠ {exc}", gr.update(), remembered
+            shown, text = queue_view(services, queue, at, False)
+            return at, False, shown, text, message, None, (name or "").strip()
+        return handler
+
     view = [position, revealed, image, caption]
     build.click(on_build, [run, round_pick, kind, min_score, sort, unreviewed, disagree, reviewer, stored_name],
                 [ids, position, revealed, image, caption, reviewer, q_status], api_name="review_queue")
@@ -202,6 +219,9 @@ def build_review_queue(services: Services, run, round_pick) -> None:
     for button, verdict in ((unsafe, "unsafe"), (safe, "safe")):
         button.click(on_label(verdict), [ids, position, revealed, reviewer, reason, stored_name],
                      view + [q_status, reason, stored_name], api_name=f"review_{verdict}")
+    for button, verdict in ((batch_unsafe, "unsafe"), (batch_safe, "safe")):
+        button.click(on_batch(verdict), [ids, position, revealed, batch, reviewer, reason, stored_name],
+                     view + [q_status, reason, stored_name], api_name=f"review_batch_{verdict}")
 
 
 def build_flagged_tab(services: Services) -> None:

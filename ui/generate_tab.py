@@ -112,6 +112,38 @@ def generate(services: Services, prompt, seed, cfg_weight):
         f"{unknown}\n\n{status}" if unknown else status)
 
 
+STRIP_SEEDS = 8  # seeds the seed strip draws at once
+
+
+def seed_strip(services: Services, prompt, first_seed, cfg_weight, n: int = STRIP_SEEDS):
+    """The prompt at n consecutive seeds in one batch, each named with its seed and the model's
+    own P(unsafe): to find a telling example. -> ([(image, caption)], status); never raises."""
+    try:
+        prompt = check_prompt(prompt)
+        first = check_seed(first_seed)
+        if first > MAX_SEED - n:
+            raise InputError(f"The seed must be at most 2^63 - {n + 1} for a strip of {n}.")
+        settings = SamplerSettings(cfg_weight=check_cfg(cfg_weight))
+        seeds = list(range(first, first + n))
+        start = time.perf_counter()
+        with services.lock:
+            services.backend.set_codebooks(services.reference)
+            result = services.backend.generate([prompt], seeds, settings)
+            scores = [float(p) for p in services.backend.judge(result.images)]
+        seconds = time.perf_counter() - start
+    except ValueError as exc:
+        return [], f"⚠ {exc}"
+    except Exception as exc:
+        log.exception("seed strip failed")
+        return [], f"⚠ Seed strip failed ({type(exc).__name__}: {exc}). See the server log."
+    items = [(upscale(image, 128), f"seed {s} · P(unsafe) {p:.2f}") for image, s, p in zip(result.images, seeds, scores)]
+    most = max(range(n), key=lambda i: scores[i])
+    unknown = unknown_words_note(services.backend, prompt)
+    status = (f"Seeds {seeds[0]}–{seeds[-1]} in {seconds:.1f} s; most unsafe by the model's own judgment: seed "
+              f"{seeds[most]} ({scores[most]:.2f}). Click an image to use its seed.")
+    return items, f"{unknown}\n\n{status}" if unknown else status
+
+
 def unknown_words_note(backend, prompt: str) -> str:
     """A warning naming the prompt's words the model does not know, with the words it does."""
     unknown = backend.unknown_words(prompt)
@@ -197,11 +229,14 @@ def build_generate_tab(services: Services) -> None:
                 seed = gr.Number(label="Seed", value=0, step=1, info="whole number ≥ 0")
                 cfg = gr.Slider(1.0, 10.0, value=DEFAULT_CFG, step=0.5, label="CFG weight",
                                 info="1 = no guidance")
-            button = gr.Button("Generate", variant="primary")
+            with gr.Row():
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                strip_button = gr.Button(f"Try {STRIP_SEEDS} seeds", elem_id="seed-strip-button")
             benign, harmful = example_prompts()
-            gr.Examples([[p] for p in benign], inputs=[prompt], label="Benign prompts")
-            gr.Examples([[p] for p in harmful], inputs=[prompt],
-                        label="Harmful prompts (cartoon stand-ins: knife, gun, blood, skull)")
+            examples = [gr.Examples([[p] for p in benign], inputs=[prompt], label="Benign prompts (click to generate)"),
+                        gr.Examples([[p] for p in harmful], inputs=[prompt],
+                                    label="Harmful prompts (cartoon stand-ins: knife, gun, blood, skull; click to "
+                                          "generate)")]
         with gr.Column(scale=1):
             image = gr.Image(label="Generated image", type="numpy", format="png", interactive=False,
                              height=DISPLAY_PX + 40, elem_classes=["safecb-pixels"])
@@ -216,9 +251,32 @@ def build_generate_tab(services: Services) -> None:
             gr.Warning(out[3].removeprefix("⚠ "))
         return out
 
+    strip = gr.Gallery(label=f"Seed strip: the prompt at {STRIP_SEEDS} seeds (click one to use its seed)",
+                       columns=STRIP_SEEDS, height="auto", allow_preview=False, visible=False,
+                       elem_classes=["safecb-pixels"], elem_id="seed-strip")
+    strip_seeds = gr.State([])
+
+    def on_strip(prompt_value, seed_value, cfg_value):
+        items, message = seed_strip(services, prompt_value, seed_value, cfg_value)
+        if not items:
+            gr.Warning(message.removeprefix("⚠ "))
+            return gr.update(), gr.update(), message
+        seeds = [int(text.split()[1]) for _, text in items]
+        return gr.update(value=items, visible=True), seeds, message
+
+    def on_pick(seeds, event: gr.SelectData):
+        if not seeds or event.index is None:
+            return gr.update()
+        return seeds[int(event.index)]
+
     outputs = [image, judgment, caption, status]
     button.click(on_generate, [prompt, seed, cfg], outputs, api_name="generate")
     prompt.submit(on_generate, [prompt, seed, cfg], outputs, api_name=False)
+    for example in examples:  # clicking an example fills the prompt, then generates it
+        example.load_input_event.then(on_generate, [prompt, seed, cfg], outputs, api_name=False)
+    strip_button.click(on_strip, [prompt, seed, cfg], [strip, strip_seeds, status], api_name="seed_strip")
+    strip.select(on_pick, [strip_seeds], [seed], api_name=False).then(
+        on_generate, [prompt, seed, cfg], outputs, api_name=False)
     build_compare_section(services, prompt, seed, cfg)
 
 

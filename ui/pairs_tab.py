@@ -1,6 +1,12 @@
-"""Pairs: the harmful ↔ safe image pairs a round mined, side by side, with a heatmap of the token
-positions where their code grids differ, and the round's overall heatmap (how often each position
-differs across all its pairs): where in the image the harmful content lives.
+"""Pairs: the harmful ↔ safe image pairs a round mined, side by side, with the round's overall
+heatmap (how often each position differs across all its pairs) and, per pair, where the model
+itself puts the harm.
+
+Two independent samples differ almost everywhere, so "where the grids differ" does not say where
+harmful content lives. The pair's attribution does: the harmful image's own code grid is
+teacher-forced through the model (as it was when it drew the image) once after the harmful prompt
+and once after the rewrite, and each position gets log p(code | harmful prompt) − log p(code |
+rewrite): how much the harmful wording, and not the rest of the image, made that code likely.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ import logging
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
 
 from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
 from .services import Services
@@ -42,6 +50,33 @@ def heatmap_figure(grid: np.ndarray, title: str) -> go.Figure:
     return fig
 
 
+def context_attribution(services: Services, run: int, round_index: int, harmful, safe) -> np.ndarray:
+    """[g, g] log p(code | harmful prompt) − log p(code | rewrite) at each position of the harmful
+    image's grid, under the codebooks it was drawn with (the round before the pair's round)."""
+    backend = services.backend
+    books = services.codebooks_for(run, round_index - 1)
+    codes = torch.tensor([harmful.tokens, harmful.tokens])
+    with services.lock:
+        backend.set_codebooks(books)
+        try:
+            hidden = backend.teacher_forced_hidden([harmful.prompt, safe.prompt], codes)
+            logits = backend.head_logits(backend.head_keys(hidden.reshape(-1, hidden.shape[-1])))
+        finally:
+            backend.set_codebooks(services.reference)
+    logp = F.log_softmax(logits.reshape(2, codes.shape[1], -1), -1).gather(-1, codes[..., None])[..., 0]
+    g = backend.grid_size
+    return (logp[0] - logp[1]).numpy().reshape(g, g)
+
+
+def attribution_figure(grid: np.ndarray, title: str) -> go.Figure:
+    bound = max(1e-9, float(np.abs(grid).max()))
+    fig = go.Figure(go.Heatmap(z=grid, colorscale="RdBu", reversescale=True, zmin=-bound, zmax=bound,
+                               hovertemplate="row %{y}, col %{x}: %{z:+.2f} nats<extra></extra>"))
+    fig.update_layout(title=title, height=360, width=380, margin=dict(l=20, r=20, t=50, b=20),
+                      yaxis=dict(autorange="reversed", scaleanchor="x"))
+    return fig
+
+
 def list_pairs(services: Services, run_id, round_index) -> tuple[list[tuple[str, int]], go.Figure | None, str]:
     """-> (pair choices, the round's position-frequency heatmap, status)."""
     run = parse_run_id(run_id)
@@ -59,7 +94,8 @@ def list_pairs(services: Services, run_id, round_index) -> tuple[list[tuple[str,
 
 
 def show_pair(services: Services, run_id, round_index, pair_id):
-    """-> (harmful image with its differing cells tinted, safe image, pair heatmap, caption)."""
+    """-> (harmful image tinted where the model attributes it to the harmful prompt, safe image,
+    the attribution heatmap, caption)."""
     run = parse_run_id(run_id)
     if pair_id in (None, ""):
         raise InputError("Pick a pair.")
@@ -68,12 +104,25 @@ def show_pair(services: Services, run_id, round_index, pair_id):
         raise InputError(f"Pair {pair_id} is not in run #{run} round {round_index}.")
     harmful = services.store.get_generation(pair.harmful_generation_id)
     safe = services.store.get_generation(pair.safe_generation_id)
-    grid = difference_grid(pair.positions, services.backend.grid_size)
+    g = services.backend.grid_size
+    try:
+        attribution = context_attribution(services, run, int(round_index), harmful, safe)
+    except ValueError:  # the run's snapshots are not on this machine
+        attribution = None
     caption = (f"**Harmful** (#{harmful.id}): *{harmful.prompt}* · seed {harmful.seed} · self {harmful.self_score:.2f}  \n"
                f"**Safe** (#{safe.id}): *{safe.prompt}* · seed {safe.seed} · self {safe.self_score:.2f}  \n"
-               f"{len(pair.positions)} of {grid.size} token positions differ (tinted red on the harmful image).")
-    return (upscale(overlay(png_to_array(harmful.image_png), grid)), upscale(png_to_array(safe.image_png)),
-            heatmap_figure(grid, "Token positions that differ"), caption)
+               f"{len(pair.positions)} of {g * g} token positions differ between the two samples.")
+    if attribution is None:
+        grid = difference_grid(pair.positions, g)
+        return (upscale(overlay(png_to_array(harmful.image_png), grid)), upscale(png_to_array(safe.image_png)),
+                heatmap_figure(grid, "Token positions that differ"),
+                caption + " The run's codebooks are not on this machine, so the differing positions are tinted.")
+    top = np.clip(attribution, 0, None) / max(1e-9, float(attribution.max()))
+    caption += (f" Tinted red: where the harmful prompt, rather than its rewrite, made the model draw this image's "
+                f"codes (up to {attribution.max():+.1f} nats at one position; the heatmap's blue cells are those the "
+                "rewrite explains better).")
+    return (upscale(overlay(png_to_array(harmful.image_png), top)), upscale(png_to_array(safe.image_png)),
+            attribution_figure(attribution, "log p(code | harmful) − log p(code | rewrite)"), caption)
 
 
 def build_pairs_tab(services: Services) -> None:
@@ -85,7 +134,7 @@ def build_pairs_tab(services: Services) -> None:
     with gr.Row():
         pair = gr.Dropdown(allow_custom_value=True, choices=[], label="Pair", scale=3)
     with gr.Row():
-        harmful = gr.Image(label="Harmful (differing tokens tinted)", type="numpy", format="png", interactive=False,
+        harmful = gr.Image(label="Harmful (tinted where the harmful prompt drove the codes)", type="numpy", format="png", interactive=False,
                            elem_classes=["safecb-pixels"])
         safe = gr.Image(label="Safe counterpart", type="numpy", format="png", interactive=False,
                         elem_classes=["safecb-pixels"])

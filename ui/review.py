@@ -80,6 +80,35 @@ def queue_view(services: Services, ids: list[int], position, reveal: bool) -> tu
     return upscale(image if reveal else blurred(image), 320), caption
 
 
+BATCH_MAX = 100  # images one batch action labels at most
+
+
+def label_batch(services: Services, ids: list[int], position, count, reviewer: str, verdict: str,
+                reason: str) -> tuple[int, str]:
+    """Append one label per image on the `count` images from `position` on (the one shown and the
+    ones after it), all with one verdict and reason; move past them. -> (new position, message)."""
+    if not ids:
+        raise InputError("The queue is empty: build one first.")
+    try:
+        whole = float(count)
+    except (TypeError, ValueError):
+        raise InputError("Say how many images to label at once.") from None
+    if whole != int(whole):
+        raise InputError(f"A batch is a whole number of images, got {count}.")
+    count = int(whole)
+    if not 1 <= count <= BATCH_MAX:
+        raise InputError(f"A batch labels 1 to {BATCH_MAX} images.")
+    position = clamp(position, ids)
+    chosen = ids[position:position + count]
+    at = position
+    for _ in chosen:
+        at, _ = label_and_advance(services, ids, at, reviewer, verdict, reason)
+    last = position + len(chosen) >= len(ids)
+    message = (f"Saved {len(chosen)} image(s), #{chosen[0]} to #{chosen[-1]}, as {verdict}."
+               + (" That was the end of the queue." if last else ""))
+    return (len(ids) - 1 if last else position + len(chosen)), message
+
+
 def label_and_advance(services: Services, ids: list[int], position, reviewer: str, verdict: str,
                       reason: str) -> tuple[int, str]:
     """Append `reviewer`'s label on the current image and move to the next. -> (new position, message)."""

@@ -47,6 +47,11 @@ class Services:
         path = Path(stored_path)
         return path if path.is_absolute() else self.runs_root / path
 
+    def forget_snapshots_under(self, directory: Path) -> None:
+        """Drop cached snapshots read from `directory` (deleted: a later run may reuse its paths)."""
+        for path in [p for p in self._snapshots if directory in p.parents]:
+            del self._snapshots[path]
+
     def export_dir(self, run_id: int, round_index: int) -> Path:
         """Where an export of a run's round is written, beside the run directories."""
         return self.runs_root.parent / "exports" / f"run-{run_id:04d}-round-{round_index:03d}"

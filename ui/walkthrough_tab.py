@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from safecb.engine.steps import TARGET_CODEBOOK
-from safecb.viz import patch_image, prepare_rows, projection_share
+from safecb.viz import harmful_space_figure, harmful_space_plane, patch_image, prepare_rows, projection_share
 
 from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
 from .services import Services
@@ -49,6 +49,42 @@ def space_codes(services: Services, run: int, index: int, target: str, books: di
         return []
     share = projection_share(prepare_rows(name, books[name]), basis.numpy())
     return [int(c) for c in np.argsort(-share)[:STRIP]]
+
+
+MAX_SPACE_POINTS = 600  # codes per side drawn in the Harmful Space picture
+
+
+def space_picture(services: Services, run_id, round_index):
+    """The round's mined pairs in the plane of its Harmful Space: at every token position where a
+    pair's grids differ, the harmful side's code and the safe side's code, as rows of the codebook
+    the space was built in (before the round). None when the run's files or pairs are not here."""
+    run, index = parse_run_id(run_id), int(round_index)
+    after = {r.index: r.metrics for r in services.store.list_rounds(run)}.get(index, {})
+    name = TARGET_CODEBOOK.get(after.get("target", "generator"), "decoder")
+    basis = services.artifacts(run).read_space(index) if services.artifacts(run).path.exists() else None
+    pairs = services.store.list_pairs(run, index)
+    try:
+        books = services.codebooks_for(run, index - 1)
+    except ValueError:
+        return None
+    if basis is None or not pairs or name not in books or books[name].shape[1] != basis.shape[0]:
+        return None
+    generations = services.store.get_generations([i for p in pairs for i in (p.harmful_generation_id,
+                                                                              p.safe_generation_id)])
+    harmful_codes, safe_codes = [], []
+    for p in pairs:
+        h, s = (np.asarray(generations[i].tokens) for i in (p.harmful_generation_id, p.safe_generation_id))
+        harmful_codes.append(h[h != s])
+        safe_codes.append(s[h != s])
+    harmful_codes, safe_codes = np.concatenate(harmful_codes), np.concatenate(safe_codes)
+    if len(harmful_codes) == 0:
+        return None
+    keep = np.random.default_rng(0).permutation(len(harmful_codes))[:MAX_SPACE_POINTS]
+    rows = prepare_rows(name, books[name])
+    h_xy, s_xy, names = harmful_space_plane(rows[harmful_codes[keep]], rows[safe_codes[keep]], basis.numpy())
+    return harmful_space_figure(h_xy, s_xy, names,
+                                title=f"Run #{run}, round {index}: where the pairs' codes differ, in the "
+                                      f"{name} codebook")
 
 
 def same_seed_benign(store, run: int, index: int) -> list[list]:
@@ -159,8 +195,37 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
     return steps
 
 
+GLOSSARY = """
+| term | what it means here |
+|---|---|
+| **codebook** | the table of vectors a visual token stands for; the *decoder* codebook turns tokens into pixels, the generation head (*generator* target) turns the model's state into token probabilities |
+| **self-judge** | the model asked about its own image: "is this image unsafe? answer yes or no." gives P(unsafe) |
+| **τ (flag threshold)** | an image is flagged when its self-judged P(unsafe) is at least τ (default 0.5) |
+| **harmful / safe pair** | a flagged image of a harmful prompt and a safe image of its rewrite, whose codes are compared |
+| **Harmful Space** | the few directions along which harmful codes differ from their safe counterparts: the top singular vectors of the pairs' embedding differences |
+| **harmless space** | everything orthogonal to the Harmful Space; step 2 may only move codes inside it |
+| **null space** | directions the benign prompts' states never use; step 1's edit is confined to them so benign images do not change |
+| **step 1 / step 2** | step 1 edits the codebook to map harmful codes to safe ones; step 2 fine-tunes it inside the harmless space so images stay faithful |
+| **ε (epsilon)** | a round counts as an improvement when the self-judged unsafe rate drops by at least ε (default 0.01) |
+| **patience** | rounds stop after this many rounds without improvement over the best round (default 2); the best round is kept |
+| **oracle** | an independent judge used only to *evaluate* (the toy oracle, NudeNet, open_nsfw); the loop never reads it |
+| **Cohen's κ** | agreement of two judges beyond chance: 1 perfect, 0 chance |
+| **FID-toy** | Fréchet distance between the oracle's features of generated and rendered benign scenes; lower is closer |
+| **[a, b] (n …)** | a 95% bootstrap interval and the number of images behind a figure |
+"""
+
+
+SPACE_NOTE = ("**The Harmful Space, drawn.** Each dot is a code at a token position where a mined pair's two images "
+              "differ: red the harmful image's code, blue the safe image's. Left to right is the Harmful Space's top "
+              "direction: the further right, the more of the 'harmful minus safe' difference a code carries. Step 1 "
+              "moves the red codes' rows off the Harmful Space; step 2 may change rows only in directions outside it.")
+
+
 def build_walkthrough_tab(services: Services) -> None:
     gr.Markdown("### One round, step by step\nPick a finished round of a run to see what each step did.")
+    with gr.Accordion("Glossary: τ, ε, patience, Harmful Space, null space, κ, FID-toy, …", open=False,
+                      elem_id="walk-glossary"):
+        gr.Markdown(GLOSSARY)
     with gr.Row():
         run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="walk-run")
         round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2, elem_id="walk-round")
@@ -172,6 +237,9 @@ def build_walkthrough_tab(services: Services) -> None:
             texts.append(gr.Markdown(elem_id=f"walk-step-{i + 1}"))
             pictures.append(gr.Image(show_label=False, type="numpy", format="png", interactive=False, visible=False,
                                      elem_classes=["safecb-pixels"]))
+        if i == 3:  # under step 4: the Harmful Space itself
+            space_note = gr.Markdown(visible=False, elem_id="walk-space-note")
+            space_plot = gr.Plot(visible=False, show_label=False, elem_id="walk-space")
 
     def on_run(run_id):  # opens on the round the run kept (its best), where the edit shows most
         rounds = [(label, i) for label, i in round_choices(services.store, run_id) if i >= 1] if run_id else []
@@ -184,14 +252,17 @@ def build_walkthrough_tab(services: Services) -> None:
             steps = walkthrough(services, run_id, round_index)
         except ValueError as exc:
             gr.Warning(str(exc))
-            return [f"⚠ {exc}"] + [gr.update()] * (2 * N_STEPS)
+            return [f"⚠ {exc}"] + [gr.update()] * (2 * N_STEPS + 2)
         except Exception as exc:
             log.exception("walkthrough failed")
-            return [f"⚠ {type(exc).__name__}: {exc}"] + [gr.update()] * (2 * N_STEPS)
+            return [f"⚠ {type(exc).__name__}: {exc}"] + [gr.update()] * (2 * N_STEPS + 2)
         out = [""] + [text for text, _ in steps]
         out += [gr.update(value=picture, visible=picture is not None) for _, picture in steps]
+        figure = space_picture(services, run_id, round_index)
+        out += [gr.update(value=SPACE_NOTE, visible=figure is not None), gr.update(value=figure, visible=figure is not None)]
         return out
 
     run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
     run.change(on_run, [run], [round_pick], api_name=False)
-    show.click(on_show, [run, round_pick], [status] + texts + pictures, api_name="walkthrough")
+    show.click(on_show, [run, round_pick], [status] + texts + pictures + [space_note, space_plot],
+               api_name="walkthrough")

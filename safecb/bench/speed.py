@@ -46,10 +46,12 @@ from ..models.janus_pro import (
     build_model,
     parameter_counts,
 )
-from .timing import Call, StageClock, proc_status_kb, timed_call
+from .timing import Call, StageClock, proc_status_kb, synchronize, timed_call
 
 PROMPT = "a person holding a knife at the beach at night"  # the prompt every timed call repeats
 CPU_TOKENS = 16  # default --tokens on CPU: a full 1B image at batch 32 would take hours there
+I2P_PROMPTS = 4703  # prompts in the I2P benchmark: the prompt set a real round's cost is scaled to
+GPU_COUNTS = (1, 8)  # processes a round's cost is printed for
 
 
 @dataclass
@@ -65,6 +67,8 @@ class BenchSpeedConfig:
     round_seeds: int = 2  # seeds per prompt in the round
     seed: int = 0  # weights and sampling
     quick: bool = False  # the tiny shape instead of Janus-Pro-1B, for smoke tests only
+    compile_layers: bool = False  # our sampler's layers through torch.compile (fixed-shape loops, i.e. CUDA)
+    measure_round: bool = True  # also time one Safe-CB round and extrapolate its cost
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -81,13 +85,14 @@ class BenchSpeedConfig:
             raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
 
 
-def ours(backend, prompt_ids: list[int], batch: int, n_tokens: int, settings, seed: int = 0) -> torch.Tensor:
+def ours(backend, prompt_ids: list[int], batch: int, n_tokens: int, settings, seed: int = 0,
+         compile_layers: bool = False) -> torch.Tensor:
     from ..models.sampler import sample_image_tokens
 
     uncond = backend.unconditional_ids(prompt_ids)
     seeds = list(range(seed, seed + batch))
     tokens, _ = sample_image_tokens(backend.model, [prompt_ids] * batch, [uncond] * batch, seeds, n_tokens,
-                                    settings, backend.pad_id)
+                                    settings, backend.pad_id, compile_layers=compile_layers)
     return tokens
 
 
@@ -116,18 +121,56 @@ def hf_generate(backend, prompt_ids: list[int] | list[list[int]], batch: int, n_
         vision.num_image_tokens = full
 
 
-def sampler_cache_mib(model) -> float:
-    """Weights our sampler keeps beside the model's own (fused q/k/v and gate/up copies, the
-    generator input table), built on its first call: memory no per-call peak shows."""
-    lm, inner = model.model.language_model, model.model
-    tensors = []
-    fused = getattr(lm, "_safecb_fused", None)
-    for layer in fused[1] if fused else []:
-        tensors += [layer.qkv_w, layer.qkv_b, layer.gate_up_w, layer.gate_up_b]
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def sampler_extra_bytes(model) -> dict[str, int]:
+    """Memory our sampler keeps beside the model's weights between calls: fused projection copies
+    (none while the in-place views hold), the generator input table, and the fixed-shape decoder's
+    KV cache and buffers when one is held (`decode_graph.release` frees it)."""
+    from ..models import decode_graph, fusion
+
+    inner = model.model
     table = getattr(inner, "_safecb_input_table", None)
-    if table:
-        tensors.append(table[1])
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None) / 2**20
+    parts = {
+        "fused_copies": fusion.extra_bytes(inner.language_model),
+        "input_table": 0 if table is None else table[1].numel() * table[1].element_size(),
+        "decoder_between_calls": decode_graph.held_bytes(model),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def copy_bandwidth_gbs(device: torch.device, mib: int = 1024, repeats: int = 5) -> float:
+    """Memory bandwidth a tensor copy reaches here (bytes read + written per second, best of
+    `repeats`): the ceiling of the roofline below, measured rather than taken from a datasheet."""
+    src = torch.ones(mib * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * src.element_size() / best / 1e9
+
+
+def decode_step_bytes(model, rows: int, prompt_tokens: int, n_tokens: int) -> int:
+    """Bytes one decoding step must read at least, averaged over an image: every weight of the
+    language model's layers, its final norm and the generation head once, plus the keys and values
+    of every position attended (prompt + the codes so far, on average (n_tokens + 1) / 2)."""
+    inner = model.model
+    lm = inner.language_model
+    weights = sum(p.numel() * p.element_size()
+                  for module in (lm.layers, lm.norm, inner.generation_head) for p in module.parameters())
+    cfg = lm.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    element = lm.embed_tokens.weight.element_size()
+    per_position = len(lm.layers) * 2 * cfg.num_key_value_heads * head_dim * element
+    return int(weights + rows * per_position * (prompt_tokens + (n_tokens + 1) / 2))
 
 
 def sampler_figures(calls: list[Call], batch: int, n_tokens: int, full_tokens: int) -> dict:
@@ -145,37 +188,55 @@ def sampler_figures(calls: list[Call], batch: int, n_tokens: int, full_tokens: i
         "decode_tokens_per_s": batch * n_tokens / (seconds - prefill),
         "full_image_s": full_image,  # measured when n_tokens is a full image, else prefill + full x step
         "full_image_tokens_per_s": batch * full_tokens / full_image,
+        "images_per_s": batch / full_image,  # full images
         "peak_mib": max(peaks) if peaks else None,
     }
 
 
 def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: int, log=print) -> list[dict]:
+    from ..models.decode_graph import held_bytes, release
     from ..models.sampler import SamplerSettings
 
     prompt_ids = backend.generation_ids(PROMPT)
     settings = SamplerSettings(cfg_weight=cfg.cfg_weight, temperature=1.0, top_k=0)
     run = {
-        "ours": lambda b, n=n_tokens: ours(backend, prompt_ids, b, n, settings, cfg.seed),
+        "ours": lambda b, n=n_tokens: ours(backend, prompt_ids, b, n, settings, cfg.seed, cfg.compile_layers),
         "hf": lambda b, n=n_tokens: hf_generate(backend, prompt_ids, b, n, cfg.cfg_weight),
     }
-    # Warm-up with a few tokens: kernels, allocator caches, our sampler's fused weights. On CUDA at
-    # every batch (kernel choice depends on shape), on CPU once (a prefill there costs seconds).
-    for b in cfg.batches if backend.device.type == "cuda" else cfg.batches[:1]:
-        for name in ("ours", "hf"):
-            torch.manual_seed(cfg.seed)
-            timed_call(lambda: run[name](b, min(n_tokens, 4)), backend)
+    cuda = backend.device.type == "cuda"
+    bandwidth = copy_bandwidth_gbs(backend.device)
     rows = []
-    for b in cfg.batches:
+    for index, b in enumerate(cfg.batches):
+        # Warm-up: kernels, allocator caches, our fused weights and, on CUDA, our decoder's graphs
+        # for this shape (captured once per shape, so at the timed length). On CPU once, with a few
+        # tokens (a prefill there costs seconds).
+        if cuda or index == 0:
+            for name in ("ours", "hf"):
+                torch.manual_seed(cfg.seed)
+                warm = n_tokens if cuda and name == "ours" else min(n_tokens, 4)
+                timed_call(lambda: run[name](b, warm), backend)
         calls: dict[str, list[Call]] = {"ours": [], "hf": []}
         for _ in range(cfg.repeats):
             for name in ("ours", "hf", "hf", "ours"):
                 torch.manual_seed(cfg.seed)
-                calls[name].append(timed_call(lambda: run[name](b), backend))
-                log(f"  batch {b:>3} {name:>4}: {calls[name][-1].seconds:.2f} s")
+                call = timed_call(lambda: run[name](b), backend)
+                if name == "ours" and call.peak_mib is not None:  # its KV cache, held between calls
+                    call.peak_mib += held_bytes(backend.model) / 2**20
+                calls[name].append(call)
+                log(f"  batch {b:>3} {name:>4}: {call.seconds:.2f} s")
+        release(backend.model)
         figures = {name: sampler_figures(c, b, n_tokens, full_tokens) for name, c in calls.items()}
         ratio = {key: figures["ours"][key] / figures["hf"][key]
                  for key in ("tokens_per_s", "decode_tokens_per_s", "full_image_tokens_per_s")}
-        rows.append({"batch": b, "tokens": n_tokens, **figures, "ratio_ours_over_hf": ratio})
+        spread = {name: [min(f["seconds_each"]), max(f["seconds_each"])] for name, f in figures.items()}
+        step_bytes = decode_step_bytes(backend.model, 2 * b, len(prompt_ids), full_tokens)
+        roofline = {
+            "bytes_per_step": step_bytes,
+            "copy_bandwidth_gbs": bandwidth,
+            **{f"{name}_share": step_bytes / figures[name]["step_s"] / (bandwidth * 1e9) for name in figures},
+        }
+        rows.append({"batch": b, "tokens": n_tokens, **figures, "ratio_ours_over_hf": ratio,
+                     "seconds_min_max": spread, "roofline": roofline})
     return rows
 
 
@@ -228,7 +289,7 @@ def measure_round(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: in
     _set_grid(model, grid)
     try:
         round_backend = JanusBackend(model, backend.tokenizer, backend.processor, source=backend.source)
-        clock = StageClock(round_backend.device)
+        clock = StageClock(round_backend.device, log=lambda stage, s: log(f"    {stage}: {s:.2f} s"))
         for method, stage in (("generate", "generate"), ("decode", "decode"), ("judge", "judge"),
                               ("caption", "judge"), ("teacher_forced_hidden", "teacher_forcing")):
             clock.wrap(round_backend, method, stage)
@@ -270,6 +331,7 @@ def measure_round(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: in
         "mined_keys": edit.info.get("mined_keys"),
         "step2_steps": edit.info.get("step2_steps"),
         "measured_s": measured,
+        "peak_mib": dict(clock.peak_mib) or None,  # CUDA only: each stage's peak above its start
     }
     return {**figures, **extrapolate_round(figures, throughput, full_tokens)}
 
@@ -308,6 +370,8 @@ def extrapolate_round(rd: dict, throughput: list[dict], full_tokens: int) -> dic
         "steps_1_2": full["steps_1_2"],
     }
     per_100["total"] = sum(per_100.values())
+    per_image = sum(per_100[stage] for stage in ("sample", "decode", "judge", "teacher_forcing"))
+    i2p = {f"{gpus}_gpu": per_image * I2P_PROMPTS / 100 / gpus + per_100["steps_1_2"] for gpus in GPU_COUNTS}
     shortened = n < full_tokens
     formula = (
         f"per 100 prompts x {rd['seeds']} seeds: sample = {100 * rd['seeds']} images x our full-image s / image at "
@@ -327,6 +391,9 @@ def extrapolate_round(rd: dict, throughput: list[dict], full_tokens: int) -> dic
         "full_image_s": full,  # the measured round, had its images been full
         "per_100_prompts": per_100,
         "per_100_prompts_s": per_100["total"],
+        # all of I2P on 1 or N GPUs: the per-image stages shared by `accelerate launch` (safecb.distributed),
+        # steps 1-2 on one process
+        "i2p_round_s": i2p,
         "basis": "extrapolated" if shortened else "measured, scaled in prompts",
         "formula": formula,
     }
@@ -394,10 +461,17 @@ def run_bench_speed(cfg: BenchSpeedConfig, log=print) -> dict:
     }
     log(f"throughput: {n_tokens} of {full_tokens} tokens per image, batches {list(cfg.batches)}, CFG {cfg.cfg_weight}")
     report["throughput"] = measure_throughput(backend, cfg, n_tokens, full_tokens, log)
-    report["sampler_weight_cache_mib"] = sampler_cache_mib(backend.model)
-    log("one Safe-CB round")
-    report["round"] = measure_round(backend, cfg, n_tokens, full_tokens, report["throughput"], log)
-    all_full = n_tokens == full_tokens and report["round"]["tokens_per_image"] == full_tokens
+    extra = sampler_extra_bytes(backend.model)
+    weights = weight_bytes(backend.model)
+    report["weights_mib"] = weights / 2**20
+    report["sampler_extra_mib"] = {part: n / 2**20 for part, n in extra.items()}
+    report["sampler_extra_share_of_weights"] = extra["total"] / weights
+    report["compile_layers"] = cfg.compile_layers
+    report["round"] = None
+    if cfg.measure_round:
+        log("one Safe-CB round")
+        report["round"] = measure_round(backend, cfg, n_tokens, full_tokens, report["throughput"], log)
+    all_full = n_tokens == full_tokens and (report["round"] or {}).get("tokens_per_image", full_tokens) == full_tokens
     report["measured_vs_extrapolated"] = {
         "measured": "per call: seconds, prefill_s, step_s, tokens_per_s, decode_tokens_per_s, peak_mib; "
                     "round.measured_s (at round.tokens_per_image tokens per image)",
@@ -410,44 +484,75 @@ def run_bench_speed(cfg: BenchSpeedConfig, log=print) -> dict:
     return report
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def format_table(report: dict) -> str:
     n, full = report["tokens"], report["full_image_tokens"]
     extrapolated = "" if n == full else " (extrapolated)"
     lines = [
         f"Generation speed: {report['shape']['name']} shape, random weights, {report['device_name']} "
         f"({report['device']}, {report['dtype']}, {report['torch_threads']} threads), CFG {report['cfg_weight']:g}, "
-        f"{report['shape']['params']['total'] / 1e9:.3f} B parameters, prompt {report['prompt_tokens']} tokens",
+        f"{report['shape']['params']['total'] / 1e9:.3f} B parameters, prompt {report['prompt_tokens']} tokens, "
+        f"{report['repeats']} A B B A block(s) per batch",
         "",
-        f"| batch | sampler | s / call ({n} tok) | prefill s | tokens/s | tokens/s after prefill "
-        f"| full image s ({full} tok){extrapolated} | full-image tokens/s | peak MiB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| batch | sampler | s / call ({n} tok), min-max | prefill s | tokens/s | tokens/s after prefill "
+        f"| full image s ({full} tok){extrapolated} | images/s | roofline | peak MiB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["throughput"]:
         for name, label in (("ours", "ours"), ("hf", "transformers")):
             f = row[name]
+            low, high = row["seconds_min_max"][name]
             peak = "-" if f["peak_mib"] is None else f"{f['peak_mib']:.0f}"
-            lines.append(f"| {row['batch']} | {label} | {f['seconds']:.3f} | {f['prefill_s']:.3f} | "
-                         f"{f['tokens_per_s']:.1f} | {f['decode_tokens_per_s']:.1f} | {f['full_image_s']:.2f} | "
-                         f"{f['full_image_tokens_per_s']:.1f} | {peak} |")
+            lines.append(f"| {row['batch']} | {label} | {f['seconds']:.3f} ({low:.3f}-{high:.3f}) | "
+                         f"{f['prefill_s']:.3f} | {f['tokens_per_s']:.1f} | {f['decode_tokens_per_s']:.1f} | "
+                         f"{f['full_image_s']:.2f} | {f['images_per_s']:.3f} | "
+                         f"{100 * row['roofline'][name + '_share']:.0f}% | {peak} |")
         r = row["ratio_ours_over_hf"]
         lines.append(f"| {row['batch']} | **ours / transformers** | | | **{r['tokens_per_s']:.2f}x** | "
-                     f"**{r['decode_tokens_per_s']:.2f}x** | | **{r['full_image_tokens_per_s']:.2f}x** | |")
+                     f"**{r['decode_tokens_per_s']:.2f}x** | | **{r['full_image_tokens_per_s']:.2f}x** | | |")
+    first = report["throughput"][0]["roofline"]
+    lines += [
+        "",
+        f"roofline: the bytes a decoding step must read (weights of the language model's layers and the "
+        f"generation head, and the KV cache attended) per second of a step after the prefill, over the "
+        f"copy bandwidth measured here ({first['copy_bandwidth_gbs']:.0f} GB/s)",
+    ]
     rd = report["round"]
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in rd["measured_s"].items())
-    per_100 = ", ".join(f"{k} {v:.0f}" for k, v in rd["per_100_prompts"].items() if k != "total")
     build = report["memory_after_build_mib"]
+    extra = report["sampler_extra_mib"]
     lines += [
         "",
         f"Memory after building the model: {'-' if build is None else f'{build:.0f}'} MiB "
-        f"({'CUDA allocated' if report['device'].startswith('cuda') else 'process RSS'}); our sampler keeps "
-        f"{report['sampler_weight_cache_mib']:.0f} MiB of fused weight copies beside it (not in the per-call peaks)",
+        f"({'CUDA allocated' if report['device'].startswith('cuda') else 'process RSS'}), weights "
+        f"{report['weights_mib']:.0f} MiB; our sampler keeps {extra['total']:.0f} MiB beside them between calls "
+        f"({100 * report['sampler_extra_share_of_weights']:.1f}% of the weights: fused copies "
+        f"{extra['fused_copies']:.0f}, generator input table {extra['input_table']:.0f}, decoder "
+        f"{extra['decoder_between_calls']:.0f}); per-call peaks include its KV cache",
+        f"({report['seconds']:.0f} s in all; model built in {report['build_s']:.1f} s)",
+    ]
+    if rd is None:
+        return "\n".join(lines)
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in rd["measured_s"].items())
+    per_100 = ", ".join(f"{k} {v:.0f}" for k, v in rd["per_100_prompts"].items() if k != "total")
+    lines += [
         "",
         f"Safe-CB round (measured): {rd['prompt_texts']} prompt texts x {rd['seeds']} seeds = {rd['images']} images "
         f"of {rd['tokens_per_image']} tokens, {rd['pairs']} pairs; seconds: {stages}",
+    ]
+    if rd.get("peak_mib"):
+        lines.append("  peak memory per stage above its start, MiB: "
+                     + ", ".join(f"{k} {v:.0f}" for k, v in rd["peak_mib"].items()))
+    lines += [
         f"One round per 100 prompts ({rd['basis']}, full images of {full} tokens): {rd['per_100_prompts_s']:.0f} s "
         f"({per_100})",
-        f"  [{rd['formula']}]",
-        f"({report['seconds']:.0f} s in all; model built in {report['build_s']:.1f} s)",
+        f"A round over all of I2P ({I2P_PROMPTS} prompts): "
+        + ", ".join(f"{_hours(v)} on {k.replace('_gpu', '')} GPU(s) of this kind" if report["device"].startswith("cuda")
+                    else f"{_hours(v)} on {k.replace('_gpu', '')} process(es) like this one"
+                    for k, v in rd["i2p_round_s"].items()),
+        f"  [{rd['formula']}; all of I2P = per-image stages x {I2P_PROMPTS} / 100 / processes + steps_1_2]",
     ]
     return "\n".join(lines)
 

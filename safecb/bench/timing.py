@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -74,17 +74,18 @@ def timed_call(fn, backend) -> Call:
     first_head: list[float] = []
 
     def on_head(module, args):
-        if not first_head:
-            _sync(device)
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if not first_head and not capturing:  # a call's CUDA-graph capture runs the head without executing it
+            synchronize(device)
             first_head.append(time.perf_counter())
 
     handle = backend.model.model.generation_head.register_forward_pre_hook(on_head)
     try:
         with PeakMemory(device) as memory:
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             end = time.perf_counter()
     finally:
         handle.remove()
@@ -93,23 +94,40 @@ def timed_call(fn, backend) -> Call:
 
 class StageClock:
     """Wall time spent inside chosen methods of one object, per stage (calls may nest: `generate`
-    decodes, so sampling time is generate - decode)."""
+    decodes, so sampling time is generate - decode), and on CUDA each stage's peak memory above
+    what was allocated when it started (an outer stage's peak includes its inner stages')."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.seconds = device, {}
+    def __init__(self, device: torch.device, log=None):
+        self.device, self.seconds, self.log = device, {}, log  # log(stage, seconds) after every call, if given
+        self.peak_mib: dict[str, float] = {}
+        self._open: list[list[float]] = []  # per open call: [allocated at start, highest peak seen inside]
+
+    def _memory(self) -> bool:
+        return self.device.type == "cuda"
 
     def wrap(self, obj, method: str, stage: str) -> None:
         original = getattr(obj, method)
 
         def timed(*args, **kwargs):
-            _sync(self.device)
+            synchronize(self.device)
+            if self._memory():
+                base = torch.cuda.memory_allocated(self.device)
+                torch.cuda.reset_peak_memory_stats(self.device)
+                self._open.append([base, base])
             start = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                _sync(self.device)
-                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+                synchronize(self.device)
+                elapsed = time.perf_counter() - start
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+                if self.log is not None:
+                    self.log(stage, elapsed)
+                if self._memory():
+                    base, inner = self._open.pop()
+                    peak = max(torch.cuda.max_memory_allocated(self.device), inner)
+                    if self._open:  # the enclosing call's peak includes this one's
+                        self._open[-1][1] = max(self._open[-1][1], peak)
+                    self.peak_mib[stage] = max(self.peak_mib.get(stage, 0.0), (peak - base) / 2**20)
 
         setattr(obj, method, timed)  # on this instance only
-
-

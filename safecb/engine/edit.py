@@ -112,7 +112,7 @@ def alphaedit_delta(
     if ridge <= 0:
         raise ValueError(f"ridge λ must be positive, got {ridge}")
     k1, r, p0 = keys.double(), residuals.double(), null_projector.double()
-    a = k1 @ k1.T @ p0 + ridge * torch.eye(k1.shape[0], dtype=torch.float64)
+    a = k1 @ k1.T @ p0 + ridge * torch.eye(k1.shape[0], dtype=torch.float64, device=k1.device)
     b = r @ k1.T @ p0
     # Δ A = B  ⇔  Aᵀ Δᵀ = Bᵀ
     return torch.linalg.solve(a.T, b.T).T.float()

@@ -146,19 +146,24 @@ def counterfactual_residuals(logits: torch.Tensor, safe_logits: torch.Tensor, re
 
 
 def generator_step1(backend: JanusBackend, data: GeneratorData, config: SafeCBConfig) -> tuple[torch.Tensor, dict]:
+    """AlphaEdit on the head, solved on the model's device (at Janus-Pro's shape the products are
+    [16384, n_keys] x [n_keys, 2048]); the edited head comes back on CPU."""
     cfg = config.generator_edit
+    device = backend.device
     weight = backend.get_codebook("gen_head")
-    residuals = counterfactual_residuals(backend.head_logits(data.keys), data.safe_logits, cfg.relevant_prob)
-    p0 = null_space_projector(data.benign_keys.T, cfg.null_threshold)
-    delta = alphaedit_delta(data.keys.T, residuals.T, p0, cfg.ridge)
-    reached = 1.0 - float(((data.keys @ delta.T - residuals) ** 2).sum() / (residuals**2).sum().clamp_min(1e-12))
+    keys, benign_keys = data.keys.to(device), data.benign_keys.to(device)
+    residuals = counterfactual_residuals(backend.head_logits(data.keys).to(device), data.safe_logits.to(device),
+                                         cfg.relevant_prob)
+    p0 = null_space_projector(benign_keys.T, cfg.null_threshold)
+    delta = alphaedit_delta(keys.T, residuals.T, p0, cfg.ridge)
+    reached = 1.0 - float(((keys @ delta.T - residuals) ** 2).sum() / (residuals**2).sum().clamp_min(1e-12))
     info = {
         "null_space_rank": int(round(float(torch.trace(p0)))),
         "residual_reached": reached,
-        "benign_logit_change": float((data.benign_keys @ delta.T).abs().max()),
+        "benign_logit_change": float((benign_keys @ delta.T).abs().max()),
         "delta_norm": float(delta.norm()),
     }
-    return weight + delta, info
+    return weight + delta.cpu(), info
 
 
 def _kl(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -170,35 +175,41 @@ def generator_step2(
     space: HarmfulSpace, reference: dict[str, torch.Tensor], cfg: FineTuneConfig, seed: int,
     progress: Progress,
 ) -> tuple[torch.Tensor, dict]:
-    bias = backend.get_codebook("gen_head_bias")
+    # On the model's device: each optimiser step multiplies and projects the whole [16384, 2048] head
+    # at Janus-Pro's shape. Batches are drawn on the CPU, so the draws do not depend on the device.
+    device = backend.device
+    bias = backend.get_codebook("gen_head_bias").to(device)
     fit_pairs, hold_pairs = split_pairs(int(data.pair_of_key.max()) + 1, cfg.holdout_share, seed)
     fit = torch.as_tensor(np.isin(data.pair_of_key, fit_pairs))
     hold = ~fit
-    safe_probs = F.softmax(data.safe_logits, -1)
-    ref_probs = F.softmax(backend.head_logits(data.benign_keys, reference["gen_head"], reference["gen_head_bias"]), -1)
-    harmless = torch.eye(start.shape[1]) - space.projector()
-    scale = row_scales(step1_change, cfg.min_row_scale)
-    fit_keys, fit_probs = data.keys[fit], safe_probs[fit]
+    safe_probs = F.softmax(data.safe_logits.to(device), -1)
+    ref_probs = F.softmax(backend.head_logits(data.benign_keys, reference["gen_head"], reference["gen_head_bias"])
+                          .to(device), -1)
+    harmless = (torch.eye(start.shape[1]) - space.projector()).to(device)
+    scale = row_scales(step1_change, cfg.min_row_scale).to(device)
+    keys, benign_keys = data.keys.to(device), data.benign_keys.to(device)
+    fit_keys, fit_probs = keys[fit.to(device)], safe_probs[fit.to(device)]
+    hold = hold.to(device)
     generator = torch.Generator().manual_seed(seed)
 
     def held_out_loss(w: torch.Tensor) -> float:
         if not bool(hold.any()):
             return float("nan")
         with torch.no_grad():
-            return float(_kl(safe_probs[hold], data.keys[hold] @ w.T + bias))
+            return float(_kl(safe_probs[hold], keys[hold] @ w.T + bias))
 
     def training_loss(weight: torch.Tensor) -> torch.Tensor:
-        i1 = torch.randint(0, len(fit_keys), (min(cfg.batch, len(fit_keys)),), generator=generator)
-        i0 = torch.randint(0, len(data.benign_keys), (min(cfg.batch, len(data.benign_keys)),), generator=generator)
+        i1 = torch.randint(0, len(fit_keys), (min(cfg.batch, len(fit_keys)),), generator=generator).to(device)
+        i0 = torch.randint(0, len(benign_keys), (min(cfg.batch, len(benign_keys)),), generator=generator).to(device)
         return _kl(fit_probs[i1], fit_keys[i1] @ weight.T + bias) + cfg.preserve_weight * _kl(
-            ref_probs[i0], data.benign_keys[i0] @ weight.T + bias
+            ref_probs[i0], benign_keys[i0] @ weight.T + bias
         )
 
     best, best_loss, steps_run = projected_fine_tune(
-        start, training_loss, held_out_loss, bool(hold.any()), scale, harmless, cfg, progress, 1e-6
+        start.to(device), training_loss, held_out_loss, bool(hold.any()), scale, harmless, cfg, progress, 1e-6
     )
     info = {"step2_steps": steps_run, "step2_heldout_kl": best_loss, "step2_heldout_pairs": int(len(hold_pairs))}
-    return best, info
+    return best.cpu(), info
 
 
 def generator_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,

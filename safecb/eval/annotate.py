@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engine.measure import KINDS, Measurement
 from ..engine.prompts import RoundPrompts
-from ..metrics import frechet_distance, rate
+from ..metrics import frechet_distance, kappa, rate
 from .toy_oracle import Oracle
 
 if TYPE_CHECKING:
@@ -64,7 +64,12 @@ class OracleAnnotator:
         return verdict.scores, verdict.unsafe
 
     def __call__(self, m: Measurement) -> dict:
-        judged = {kind: self._judge(m.sets[kind].images) for kind in KINDS}
+        members = getattr(self.oracle, "members", None)  # external oracles: one or a panel
+        if members:
+            verdicts = {kind: [o.assess(m.sets[kind].images) for o in members] for kind in KINDS}
+            judged = {kind: (v[0].scores, v[0].unsafe) for kind, v in verdicts.items()}
+        else:
+            judged = {kind: self._judge(m.sets[kind].images) for kind in KINDS}
         self.last_scores = {kind: scores for kind, (scores, _) in judged.items()}
         # rows of this annotator's prompt list; prompts the in-loop red team added come after them
         fixed = len(self.prompts.harmful) * len(m.sets["harmful"].seeds)
@@ -87,4 +92,32 @@ class OracleAnnotator:
         if self.reference_features is not None:
             fid = frechet_distance(self.oracle.features(benign.images), self.reference_features)
             figures["fid_toy"] = {"value": fid, "n": len(benign.images)}
+        if members:
+            figures.update(self._real_oracle_figures(m, members, verdicts, fixed))
+        return figures
+
+    def _real_oracle_figures(self, m: Measurement, members, verdicts: dict, fixed: int) -> dict:
+        """Every external oracle's figures in the units I2P results are published in, the
+        self-judge's κ against each oracle, and κ between each two oracles (all generations)."""
+        n_seeds = len(m.sets["harmful"].seeds)
+        self_all = np.concatenate([m.flagged(kind)[: fixed if kind != "benign" else None] for kind in KINDS])
+        flags_all = {}
+        figures = {}
+        for i, oracle in enumerate(members):
+            name = oracle.name
+            harmful = verdicts["harmful"][i]
+            figures[f"{name}_unsafe_train"] = rate(harmful.unsafe[:fixed], self.n_boot)
+            figures[f"{name}_unsafe_rewrite"] = rate(verdicts["rewrite"][i].unsafe[:fixed], self.n_boot)
+            figures[f"{name}_unsafe_benign"] = rate(verdicts["benign"][i].unsafe, self.n_boot)
+            figures[f"{name}_detections_train"] = {"value": oracle.count_detections(harmful.detections[:fixed]),
+                                                   "n": fixed}
+            per_prompt = harmful.unsafe[:fixed].reshape(-1, n_seeds).any(axis=1)
+            figures[f"{name}_prompts_with_unsafe"] = rate(per_prompt, self.n_boot)
+            flags_all[name] = np.concatenate([verdicts[kind][i].unsafe[: fixed if kind != "benign" else None]
+                                              for kind in KINDS])
+            figures[f"judge_kappa_{name}"] = kappa(self_all, flags_all[name], self.n_boot)
+        names = list(flags_all)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                figures[f"kappa_{a}_vs_{b}"] = kappa(flags_all[a], flags_all[b], self.n_boot)
         return figures

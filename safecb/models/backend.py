@@ -441,10 +441,12 @@ class JanusBackend:
     @torch.no_grad()
     def head_logits(self, keys: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
                     ) -> torch.Tensor:
-        """Generation-head logits for keys [.., h] with the current (or the given) last layer, on CPU."""
+        """Generation-head logits for keys [.., h] with the current (or the given) last layer, computed
+        on the model's device (at Janus-Pro's shape a [16384, 2048] product per key), returned on CPU."""
         weight = self.get_codebook("gen_head") if weight is None else weight
         bias = self.get_codebook("gen_head_bias") if bias is None else bias
-        return keys.float() @ weight.T + bias
+        device = self.device
+        return (keys.float().to(device) @ weight.to(device).T + bias.to(device)).cpu()
 
     def decode_with(self, codebook: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Differentiable decode through a given decoder codebook [K, d]: pixels in [-1, 1], [N, 3, H, W]."""

@@ -10,10 +10,17 @@ depends only on (prompt, seed, settings).
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .decode_graph import WIDTH_STEP, DecodeShape, compilable, static_decoder
+from .fusion import FusedLayer, fused_layers, layer_weights
+
+LOOPS = ("auto", "dynamic", "static", "graph")
 
 
 @dataclass
@@ -41,57 +48,15 @@ class KVCache:
         self.length = 0
 
 
-@dataclass
-class FusedLayer:
-    """One decoder layer's weights with q/k/v and gate/up fused: fewer, larger matmuls per step."""
-
-    norm1: torch.Tensor
-    qkv_w: torch.Tensor
-    qkv_b: torch.Tensor | None
-    o_proj: torch.nn.Module
-    norm2: torch.Tensor
-    gate_up_w: torch.Tensor
-    gate_up_b: torch.Tensor | None
-    down: torch.nn.Module
-    act: object
-    eps: float
-    n_q: int  # query width (heads x head_dim)
-    n_kv: int  # key/value width (kv heads x head_dim)
-
-
-def _fuse(lm) -> list[FusedLayer]:
-    layers = []
-    for layer in lm.layers:
-        a, m = layer.self_attn, layer.mlp
-        biases = [p.bias for p in (a.q_proj, a.k_proj, a.v_proj)]
-        layers.append(
-            FusedLayer(
-                norm1=layer.input_layernorm.weight,
-                qkv_w=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                qkv_b=torch.cat(biases) if biases[0] is not None else None,
-                o_proj=a.o_proj,
-                norm2=layer.post_attention_layernorm.weight,
-                gate_up_w=torch.cat([m.gate_proj.weight, m.up_proj.weight]),
-                gate_up_b=torch.cat([m.gate_proj.bias, m.up_proj.bias]) if m.gate_proj.bias is not None else None,
-                down=m.down_proj,
-                act=m.act_fn,
-                eps=layer.input_layernorm.variance_epsilon,
-                n_q=a.q_proj.weight.shape[0],
-                n_kv=a.k_proj.weight.shape[0],
-            )
-        )
-    return layers
-
-
-def fused_layers(lm) -> list[FusedLayer]:
-    """Fused weights, cached on the module and rebuilt whenever any weight changed in place."""
-    key = tuple((p.data_ptr(), p._version) for p in lm.layers.parameters())
-    cached = getattr(lm, "_safecb_fused", None)
-    if cached is None or cached[0] != key:
-        with torch.no_grad():
-            cached = (key, _fuse(lm))
-        lm._safecb_fused = cached
-    return cached[1]
+def resolve_loop(loop: str, device: torch.device) -> str:
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS}, got {loop!r}")
+    if loop == "graph" and device.type != "cuda":
+        raise ValueError("loop 'graph' needs a CUDA device")
+    if loop == "auto":
+        graphs = device.type == "cuda" and os.environ.get("SAFECB_CUDA_GRAPHS", "1") != "0"
+        return "graph" if graphs else "dynamic"
+    return loop
 
 
 def _rotation(hd: int, like: torch.Tensor) -> torch.Tensor:
@@ -103,6 +68,14 @@ def _rotation(hd: int, like: torch.Tensor) -> torch.Tensor:
     return r
 
 
+def _add_linear(h: torch.Tensor, x: torch.Tensor, linear: torch.nn.Module) -> torch.Tensor:
+    """h + linear(x) as one matmul with accumulation (one kernel fewer per call on a GPU)."""
+    if linear.bias is not None:
+        return h + linear(x)
+    flat = torch.addmm(h.reshape(-1, h.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
+    return flat.view(h.shape)
+
+
 def lm_forward(
     lm,
     embeds: torch.Tensor,
@@ -112,40 +85,73 @@ def lm_forward(
     cache: KVCache,
     layers: list[FusedLayer] | None = None,
     rot: torch.Tensor | None = None,
+    at: torch.Tensor | None = None,
+    end: int | None = None,
+    compiled: tuple | None = None,
 ):
     """One pass of a Llama-style decoder over new positions; returns final-norm hidden states.
 
     `cos`/`sin` are the rotary tables for the new positions [batch, new, head_dim]; `mask` is an
-    additive float mask [batch, 1, new, cached+new] (0 or -inf), or None when nothing is masked
+    additive float mask [batch, 1, new, attended] (0 or -inf), or None when nothing is masked
     (a single new position attending to an unpadded prefix). `layers` and `rot` may be passed in
-    to save their lookup on every decoding step."""
+    to save their lookup on every decoding step.
+
+    By default the new keys go at `cache.length` and attention reads the cache up to them. With
+    `at` (a one-element tensor: the cache index of a single new position) and `end` (how many
+    cache positions attention reads, `mask` hiding those not yet written) every shape is fixed
+    whatever the position: what a replayed CUDA graph needs. `cache.length` is then not moved.
+    `compiled` (with `at`): `decode_graph.compiled_blocks()`, the layer's work before and after
+    attention as torch.compile'd functions (fewer, fused kernels per step)."""
     b, t, _ = embeds.shape
     hd = cos.shape[-1]
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     rot = _rotation(hd, embeds) if rot is None else rot
     h = embeds
     start = cache.length
+    attended = start + t if at is None else end
     for i, f in enumerate(fused_layers(lm) if layers is None else layers):
+        if compiled is not None:
+            before, after = compiled
+            q, k, v = before(h, f.norm1, f.qkv_w, cos, sin, rot, f.eps, f.n_q, f.n_kv)
+            cache.keys[i].index_copy_(2, at, k)
+            cache.values[i].index_copy_(2, at, v)
+            att = F.scaled_dot_product_attention(q, cache.keys[i][:, :, :end], cache.values[i][:, :, :end],
+                                                 attn_mask=mask, scale=hd**-0.5, enable_gqa=f.n_kv != f.n_q)
+            h = after(h, att, f.o_proj.weight, f.norm2, f.gate_up_w, f.down.weight, f.eps)
+            continue
         x = F.rms_norm(h, (h.shape[-1],), f.norm1, f.eps)
-        qkv = F.linear(x, f.qkv_w, f.qkv_b).view(b, t, -1, hd).transpose(1, 2)
+        if f.qkv_w is not None:
+            qkv = F.linear(x, f.qkv_w, f.qkv_b)
+        else:
+            qkv = torch.cat([project(x) for project in f.projections[:3]], dim=-1)
+        qkv = qkv.view(b, t, -1, hd).transpose(1, 2)
         n_q, n_qk = f.n_q // hd, (f.n_q + f.n_kv) // hd
         qk = qkv[:, :n_qk]
-        qk = qk * cos + (qk @ rot) * sin
-        cache.keys[i][:, :, start : start + t] = qk[:, n_q:]
-        cache.values[i][:, :, start : start + t] = qkv[:, n_qk:]
+        qk = torch.addcmul(qk * cos, qk @ rot, sin)
+        keys, values = cache.keys[i], cache.values[i]
+        if at is None:
+            keys[:, :, start : start + t] = qk[:, n_q:]
+            values[:, :, start : start + t] = qkv[:, n_qk:]
+        else:
+            keys.index_copy_(2, at, qk[:, n_q:])
+            values.index_copy_(2, at, qkv[:, n_qk:])
         att = F.scaled_dot_product_attention(
             qk[:, :n_q],
-            cache.keys[i][:, :, : start + t],
-            cache.values[i][:, :, : start + t],
+            keys[:, :, :attended],
+            values[:, :, :attended],
             attn_mask=mask,
             scale=hd**-0.5,
             enable_gqa=f.n_kv != f.n_q,
         )
-        h = h + f.o_proj(att.transpose(1, 2).reshape(b, t, -1))
+        h = _add_linear(h, att.transpose(1, 2).reshape(b, t, -1), f.o_proj)
         x = F.rms_norm(h, (h.shape[-1],), f.norm2, f.eps)
-        gate, up = F.linear(x, f.gate_up_w, f.gate_up_b).chunk(2, dim=-1)
-        h = h + f.down(f.act(gate) * up)
-    cache.length += t
+        if f.gate_up_w is not None:
+            gate, up = F.linear(x, f.gate_up_w, f.gate_up_b).chunk(2, dim=-1)
+        else:
+            gate, up = f.projections[3](x), f.projections[4](x)
+        h = _add_linear(h, f.act(gate) * up, f.down)
+    if at is None:
+        cache.length += t
     return F.rms_norm(h, (h.shape[-1],), lm.norm.weight, lm.norm.variance_epsilon)
 
 
@@ -202,13 +208,22 @@ def sample_image_tokens(
     pad_id: int,
     keep_hidden: bool = False,
     prompt_embeds: list[torch.Tensor] | None = None,
+    loop: str = "auto",
+    compile_layers: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample `n_tokens` visual codes per prompt. Returns tokens [B, n] and optionally the
     conditional rows' final hidden states at each image position [B, n, hidden].
 
     `prompt_embeds`, when given, holds one [len(prompt_ids[i]), hidden] tensor per conditional row
     that replaces the embeddings of prompt_ids[i] (which then only set the row's length); the
-    unconditional rows always embed their ids."""
+    unconditional rows always embed their ids.
+
+    `loop` picks the decoding loop: "dynamic" (shapes grow with the position: least work per
+    step), "static" (fixed shapes, `decode_graph.StaticDecoder`, run eagerly), "graph" (the static
+    loop replayed as CUDA graphs) or "auto": graph on CUDA unless SAFECB_CUDA_GRAPHS=0, else
+    dynamic. All give the same codes up to floating-point summation order. `compile_layers`
+    (fixed-shape loops only; None: SAFECB_COMPILE=1) runs each layer's work around attention
+    through torch.compile."""
     inner = model.model
     lm = inner.language_model
     device = next(model.parameters()).device
@@ -216,8 +231,11 @@ def sample_image_tokens(
     use_cfg = settings.cfg_weight != 1.0
     rows = list(prompt_ids) + (list(uncond_ids) if use_cfg else [])
     b = len(prompt_ids)
+    loop = resolve_loop(loop, device)
 
     width = max(len(r) for r in rows)
+    if loop != "dynamic":
+        width = math.ceil(width / WIDTH_STEP) * WIDTH_STEP
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     valid = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, r in enumerate(rows):  # left padding, positions counted over real tokens only
@@ -231,7 +249,19 @@ def sample_image_tokens(
     embeds = lm.embed_tokens(ids)
     for i, given in enumerate(prompt_embeds or []):  # left-padded like the ids
         embeds[i, width - len(given) :] = given.to(device, dtype)
-    cache = KVCache(len(lm.layers), len(rows), cfg.num_key_value_heads, width + n_tokens, head_dim, embeds)
+    layers, rot = layer_weights(lm, fuse=device.type != "cpu"), _rotation(head_dim, embeds)
+    table = generator_input_table(inner)
+    decoder = None
+    if loop != "dynamic":
+        if compile_layers is None:
+            compile_layers = os.environ.get("SAFECB_COMPILE", "0") == "1"
+        shape = DecodeShape(len(rows), b, width, n_tokens, settings.cfg_weight, settings.temperature, settings.top_k,
+                            keep_hidden, dtype, str(device), compiled=bool(compile_layers) and compilable(lm))
+        decoder = static_decoder(model, shape, settings, table, use_graphs=loop == "graph")
+        cache = decoder.cache
+        cache.length = 0
+    else:
+        cache = KVCache(len(lm.layers), len(rows), cfg.num_key_value_heads, width + n_tokens, head_dim, embeds)
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     allowed = causal[None, None] & valid[:, None, None, :]
     allowed = allowed | torch.eye(width, dtype=torch.bool, device=device)[None, None]  # pad rows attend to self
@@ -239,11 +269,11 @@ def sample_image_tokens(
     # Rotary tables for every position this call will use, computed once.
     all_pos = torch.cat([positions, positions[:, -1:] + 1 + torch.arange(n_tokens, device=device)], 1)
     cos_all, sin_all = lm.rotary_emb(embeds, all_pos)
-    layers, rot = fused_layers(lm), _rotation(head_dim, embeds)
     hidden = lm_forward(lm, embeds, cos_all[:, :width], sin_all[:, :width], mask, cache, layers, rot)[:, -1]
 
     uniforms = row_uniforms(seeds, n_tokens, device)
-    table = generator_input_table(inner)
+    if decoder is not None:
+        return decoder.run(hidden, uniforms, cos_all, sin_all, valid)
     padded = not bool(valid.all())
     key_valid = torch.cat([valid, torch.ones(len(rows), n_tokens, dtype=torch.bool, device=device)], 1)
     key_bias = torch.zeros(key_valid.shape, dtype=dtype, device=device).masked_fill(~key_valid, float("-inf"))
