@@ -361,8 +361,9 @@ def harmful_space_figure(harmful_xy: np.ndarray, safe_xy: np.ndarray, names: tup
     for xy, label, colour in ((safe_xy, "safe side of a pair", "#1f77b4"), (harmful_xy, "harmful side", "#d62728")):
         fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=f"{label} ({len(xy)})",
                                  marker={"color": colour, "size": 7, "opacity": 0.6}))
-    fig.update_layout(title=title, xaxis_title=names[0] + " →", yaxis_title=names[1], height=420,
-                      margin={"l": 50, "r": 20, "t": 50 if title else 20, "b": 50}, legend={"orientation": "h"})
+    fig.update_layout(title=title, xaxis_title=names[0] + " →", yaxis_title=names[1], height=440,
+                      margin={"l": 50, "r": 20, "t": 80 if title else 40, "b": 50},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0})
     return fig
 
 

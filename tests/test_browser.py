@@ -184,8 +184,8 @@ new MutationObserver(() => {
 """
 
 
-def new_page(browser, app: AppProcess) -> Page:
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+def new_page(browser, app: AppProcess, width: int = 1400) -> Page:
+    context = browser.new_context(viewport={"width": width, "height": 900}, accept_downloads=True)
     context.add_init_script(TOAST_RECORDER)
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
@@ -500,10 +500,11 @@ def test_generate_and_compare_original_with_the_round(page):
     for img in page.locator("#compare-slider img").all():
         expect(img).to_be_visible()
         # Lossless: the 32x32 image upscaled x8 (nearest) arrives with its 8x8 blocks intact below the
-        # name tag (the top 32 rows carry the side's name and P(unsafe)).
+        # name tag (24 rows at the top of the left image, at the bottom of the right one, carry the
+        # side's name and P(unsafe)).
         pixels = np.asarray(Image.open(io.BytesIO(page.request.get(img.get_attribute("src")).body())).convert("RGB"))
         assert pixels.shape == (256, 256, 3)
-        body = pixels[32:]
+        body = pixels[32:-32]
         assert (body[::8, ::8].repeat(8, 0).repeat(8, 1) == body).all(), "the compare images are lossy"
     expect(page.locator("#compare-table")).to_contain_text(f"run #{run_id} round 1 (right)")
     expect(page.locator("#compare-table")).to_contain_text("original (left)")
@@ -540,6 +541,64 @@ def test_generate_bad_input_gives_a_message_and_changes_nothing(page, app):
 
 
 # ---------------------------------------------------------------- 5. Export / import
+TABS = ("Generate & compare", "Run", "Flagged", "Pairs", "Codebook map", "Metrics", "Export / import", "Walkthrough")
+
+
+def fill_tab(page: Page, name: str, run_id: int) -> None:
+    """Do the tab's main action, so its screenshot shows it at work."""
+    if name == "Generate & compare":
+        page.get_by_label("Prompt", exact=True).fill("a dog on the grass")
+        page.get_by_role("button", name="Generate", exact=True).click()
+        expect(page.get_by_label("Status", exact=True).first).to_have_value(re.compile("does not know “dog”"))
+        pick(page, "compare-run", run_option(run_id))
+        expect(page.locator("#compare-right input")).to_have_value(re.compile(r"^round 1 "))
+        page.locator("#compare").click()
+        expect(page.locator("#compare-slider img")).to_have_count(2)
+    elif name == "Flagged":
+        pick(page, "flagged-run", run_option(run_id))
+        page.locator("#show-flagged").click()
+        expect(page.locator("#flagged-gallery .thumbnail-item").first).to_be_visible()
+    elif name == "Pairs":
+        pick(page, "pairs-run", run_option(run_id))
+        expect(page.locator("#pairs-round input")).to_have_value(re.compile(r"\S"), timeout=30_000)
+        page.get_by_role("button", name="Show pairs").click()
+        expect(page.get_by_text(re.compile(r"\d+ pair\(s\) mined for round 1"))).to_be_visible()
+    elif name == "Codebook map":
+        page.get_by_role("button", name="↻ Refresh runs").click()
+        pick(page, page.get_by_role("combobox", name="Run", exact=True).filter(visible=True), run_option(run_id))
+        expect(page.get_by_role("combobox", name="Round B (to)")).to_have_value(re.compile(r"^round 1 "))
+        page.get_by_role("button", name="Draw map").click()
+        expect(page.locator("#safecb-codebook-map .js-plotly-plot")).to_be_visible(timeout=3 * UI_TIMEOUT_MS)
+    elif name == "Metrics":
+        expect(page.locator(".js-plotly-plot").filter(visible=True).first).to_be_visible()
+    elif name == "Walkthrough":
+        pick(page, "walk-run", run_option(run_id))
+        expect(page.locator("#walk-round input")).to_have_value(re.compile(r"^round 1 "))
+        page.locator("#walk-explain").click()
+        expect(page.locator("#walk-step-7")).to_contain_text("7 · Evaluate")
+        expect(page.locator("#walk-space .js-plotly-plot")).to_be_visible()  # the Harmful Space, drawn
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_every_tab_at_work_fits_the_window(browser, app, width):
+    """At 1280 and 800 px: every tab in the bar (none behind Gradio's "..." menu), no page wider
+    than the window, and a screenshot of each tab at work (artifacts/test-screens/<width>px-*.png)."""
+    (run_id,) = need("run_a")
+    page = new_page(browser, app, width)
+    try:
+        bar = page.locator(".tab-container button[role=tab]").filter(visible=True)
+        expect(bar).to_have_count(len(TABS))
+        for name in TABS:
+            open_tab(page, name)
+            fill_tab(page, name, run_id)
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= width, f"the {name} tab is {wide} px wide in a {width} px window"
+            shot(page, f"{width}px-" + re.sub(r"[^a-z]+", "-", name.lower()).strip("-"))
+        assert not page.errors, page.errors
+    finally:
+        page.context.close()
+
+
 def test_export_download_and_reimport_a_round(page, app, tmp_path):
     (run_id,) = need("run_a")
     open_tab(page, "Export / import")

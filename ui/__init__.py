@@ -29,8 +29,19 @@ from .run_tab import build_run_tab
 from .services import Services
 from .walkthrough_tab import build_walkthrough_tab
 
-# Passed to `launch(css=...)` (Gradio 6 takes CSS at launch): keep tiny pixel images crisp.
-CSS = ".safecb-pixels img { image-rendering: pixelated; }"
+# Passed to `launch(css=...)` (Gradio 6 takes CSS at launch): tiny pixel images stay crisp; tabs are
+# padded less so all eight stay in the bar down to 800 px (Gradio moves tabs that do not fit behind
+# a "..." menu).
+CSS = """
+.safecb-pixels img { image-rendering: pixelated; }
+.tab-container button[role="tab"] { padding-left: 9px; padding-right: 9px; }
+"""
+# Passed to `launch(head=...)`: narrow windows lose most of the page margin. (Gradio scopes `css` rules
+# to elements inside the app, and the margin belongs to the element around it.)
+HEAD = """<style>
+@media (max-width: 1000px) { .main.app { padding-left: 8px !important; padding-right: 8px !important;
+                                         margin: 0 !important; max-width: 100% !important; } }
+</style>"""
 
 
 def _model_line(services: Services) -> str:
@@ -84,4 +95,4 @@ def build_demo(services: Services) -> gr.Blocks:
     return guard_handlers(share_model_queue(demo))
 
 
-__all__ = ["CSS", "QUEUE_MAX", "Services", "build_demo"]
+__all__ = ["CSS", "HEAD", "QUEUE_MAX", "Services", "build_demo"]

@@ -66,14 +66,23 @@ def blurred(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
 
 
-def name_tag(image: np.ndarray, text: str) -> np.ndarray:
-    """The image with `text` on a dark band across its top, so a side of a slider says what it is
-    (on a projector too). Same shape as the image."""
+def name_tag(image: np.ndarray, text: str, edge: str = "top") -> np.ndarray:
+    """The image with `text` (one or more lines) on a dark band at its top-left, or with edge
+    "bottom" at its bottom-right, so each side of a before/after slider says what it is (on a
+    projector too) in the half of the picture that side keeps. Same shape as the image."""
     picture = Image.fromarray(image).convert("RGB")
-    size = max(12, picture.height // 16)
+    size = max(10, picture.height // 22)
     font = ImageFont.load_default(size=size)
+    lines = text.split("\n")
     band = Image.new("RGBA", picture.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(band)
-    draw.rectangle([0, 0, picture.width, int(size * 1.5)], fill=(0, 0, 0, 170))
-    draw.text((size // 3, size // 5), text, fill=(255, 255, 255, 255), font=font)
+    line_height = int(size * 1.25)
+    height = line_height * len(lines) + size // 2
+    top = 0 if edge == "top" else picture.height - height
+    draw.rectangle([0, top, picture.width, top + height], fill=(0, 0, 0, 170))
+    for i, line in enumerate(lines):
+        left = size // 3
+        if edge == "bottom":
+            left = max(left, picture.width - size // 3 - int(draw.textlength(line, font=font)))
+        draw.text((left, top + size // 4 + i * line_height), line, fill=(255, 255, 255, 255), font=font)
     return np.asarray(Image.alpha_composite(picture.convert("RGBA"), band).convert("RGB"))

@@ -162,10 +162,11 @@ def build_review_queue(services: Services, run, round_pick) -> None:
                     unsafe = gr.Button("Confirm unsafe (U)", variant="stop", elem_id="q-unsafe")
                     safe = gr.Button("Overrule: safe (S)", variant="secondary", elem_id="q-safe")
                 with gr.Row(equal_height=True):
-                    batch = gr.Number(value=10, minimum=1, maximum=BATCH_MAX, step=1, scale=1,
+                    batch = gr.Number(value=10, minimum=1, maximum=BATCH_MAX, step=1, scale=1, min_width=120,
                                       label="Batch: this image and the next", elem_id="q-batch")
-                    batch_unsafe = gr.Button("Confirm all unsafe", size="sm", scale=1, elem_id="q-batch-unsafe")
-                    batch_safe = gr.Button("Overrule all: safe", size="sm", scale=1, elem_id="q-batch-safe")
+                    with gr.Column(scale=1, min_width=150):
+                        batch_unsafe = gr.Button("Confirm all unsafe", size="sm", elem_id="q-batch-unsafe")
+                        batch_safe = gr.Button("Overrule all: safe", size="sm", elem_id="q-batch-safe")
                 q_status = gr.Markdown(KEYS_HELP, elem_id="q-status")
         gr.HTML("", js_on_load=(STATIC_DIR / "review_keys.js").read_text(), elem_id="q-keys")
 
@@ -235,13 +236,13 @@ def build_flagged_tab(services: Services) -> None:
     status = gr.Markdown()
     ids = gr.State([])
     selected = gr.State(None)
-    with gr.Row():
-        with gr.Column(scale=3):
+    with gr.Row():  # side by side when wide; stacked below ~900 px
+        with gr.Column(scale=3, min_width=480):
             gallery = gr.Gallery(label="Flagged generations (blurred)", columns=6, height=420, allow_preview=False,
                                  elem_id="flagged-gallery", elem_classes=["safecb-pixels"])
             agreement = gr.Dataframe(headers=AGREEMENT_COLUMNS, label="Agreement: self-judge vs reviewer vs oracle",
                                      interactive=False, elem_id="agreement-table")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=320):
             image = gr.Image(label="Selected", type="numpy", format="png", interactive=False, height=280,
                              elem_classes=["safecb-pixels"], elem_id="flagged-image")
             reveal = gr.Button("Reveal (click to unblur)", elem_id="reveal")

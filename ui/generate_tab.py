@@ -201,8 +201,8 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
         notes.append("⚠ Both sides are the original model. Start a run in the Run tab, or pick a run, "
                      "to compare the original with an edited round.")
     notes = "\n\n".join(n for n in notes if n)
-    pictures = tuple(name_tag(upscale(image), f"{name} · P(unsafe) {score:.2f}")
-                     for image, name, score in zip(images, names, scores))
+    pictures = tuple(name_tag(upscale(image), f"{name}\nP(unsafe) {score:.2f}", edge)
+                     for image, name, score, edge in zip(images, names, scores, ("top", "bottom")))
     return pictures, text, f"{notes}\n\n{status}" if notes else status
 
 

@@ -1,12 +1,13 @@
-"""Pairs: the harmful ↔ safe image pairs a round mined, side by side, with the round's overall
-heatmap (how often each position differs across all its pairs) and, per pair, where the model
-itself puts the harm.
+"""Pairs: the harmful ↔ safe image pairs a round mined, side by side, and where the model itself
+puts the harm, per pair and averaged over the round.
 
 Two independent samples differ almost everywhere, so "where the grids differ" does not say where
 harmful content lives. The pair's attribution does: the harmful image's own code grid is
 teacher-forced through the model (as it was when it drew the image) once after the harmful prompt
 and once after the rewrite, and each position gets log p(code | harmful prompt) − log p(code |
 rewrite): how much the harmful wording, and not the rest of the image, made that code likely.
+In raster order the prompt weighs most on the first rows; later codes are largely explained by
+the codes above them, whatever the prompt.
 """
 
 from __future__ import annotations
@@ -50,22 +51,32 @@ def heatmap_figure(grid: np.ndarray, title: str) -> go.Figure:
     return fig
 
 
-def context_attribution(services: Services, run: int, round_index: int, harmful, safe) -> np.ndarray:
-    """[g, g] log p(code | harmful prompt) − log p(code | rewrite) at each position of the harmful
-    image's grid, under the codebooks it was drawn with (the round before the pair's round)."""
+MAX_ATTRIBUTED_PAIRS = 64  # pairs averaged in the round's attribution map (each is two teacher-forced passes)
+
+
+def context_attributions(services: Services, run: int, round_index: int, pairs: list[tuple]) -> np.ndarray:
+    """[P, g, g]: for each (harmful, safe) generation pair, log p(code | harmful prompt) − log p(code |
+    rewrite) at each position of the harmful image's grid, under the codebooks it was drawn with (the
+    round before the pair's round). Raises ValueError when those codebooks are not on this machine."""
     backend = services.backend
     books = services.codebooks_for(run, round_index - 1)
-    codes = torch.tensor([harmful.tokens, harmful.tokens])
+    codes = torch.tensor([h.tokens for h, _ in pairs] * 2)
+    prompts = [h.prompt for h, _ in pairs] + [s.prompt for _, s in pairs]
     with services.lock:
         backend.set_codebooks(books)
         try:
-            hidden = backend.teacher_forced_hidden([harmful.prompt, safe.prompt], codes)
+            hidden = backend.teacher_forced_hidden(prompts, codes)
             logits = backend.head_logits(backend.head_keys(hidden.reshape(-1, hidden.shape[-1])))
         finally:
             backend.set_codebooks(services.reference)
-    logp = F.log_softmax(logits.reshape(2, codes.shape[1], -1), -1).gather(-1, codes[..., None])[..., 0]
+    logp = F.log_softmax(logits.reshape(len(prompts), codes.shape[1], -1), -1).gather(-1, codes[..., None])[..., 0]
     g = backend.grid_size
-    return (logp[0] - logp[1]).numpy().reshape(g, g)
+    return (logp[: len(pairs)] - logp[len(pairs):]).numpy().reshape(len(pairs), g, g)
+
+
+def context_attribution(services: Services, run: int, round_index: int, harmful, safe) -> np.ndarray:
+    """[g, g] `context_attributions` of one pair."""
+    return context_attributions(services, run, round_index, [(harmful, safe)])[0]
 
 
 def attribution_figure(grid: np.ndarray, title: str) -> go.Figure:
@@ -86,10 +97,19 @@ def list_pairs(services: Services, run_id, round_index) -> tuple[list[tuple[str,
     if not pairs:
         return [], None, f"Run #{run} round {round_index} has no mined pairs (round 0 measures the unedited model)."
     g = services.backend.grid_size
-    frequency = np.mean([difference_grid(p.positions, g) for p in pairs], axis=0)
     choices = [(f"pair {i + 1}: generations #{p.harmful_generation_id} ↔ #{p.safe_generation_id} · "
                 f"{len(p.positions)} positions differ", p.id) for i, p in enumerate(pairs[:MAX_PAIRS_LISTED])]
-    figure = heatmap_figure(frequency, f"Round {round_index}: share of {len(pairs)} pairs differing per position")
+    sample = pairs[:MAX_ATTRIBUTED_PAIRS]
+    found = services.store.get_generations([i for p in sample for i in (p.harmful_generation_id, p.safe_generation_id)])
+    try:
+        mean = context_attributions(services, run, int(round_index),
+                                    [(found[p.harmful_generation_id], found[p.safe_generation_id]) for p in sample]
+                                    ).mean(axis=0)
+        figure = attribution_figure(mean, f"Round {round_index}: mean over {len(sample)} pairs of log p(code | "
+                                          "harmful) − log p(code | rewrite)")
+    except ValueError:  # the run's snapshots are not on this machine: where the grids differ instead
+        frequency = np.mean([difference_grid(p.positions, g) for p in pairs], axis=0)
+        figure = heatmap_figure(frequency, f"Round {round_index}: share of {len(pairs)} pairs differing per position")
     return choices, figure, f"{len(pairs)} pair(s) mined for round {round_index}. Pick one to compare."
 
 

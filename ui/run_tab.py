@@ -174,7 +174,7 @@ def resume(services: Services, run_id) -> tuple[str, int | None]:
 
 def build_run_tab(services: Services) -> None:
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, min_width=380):
             gr.Markdown("### Configure\nOnly the model's own judgments drive the rounds; the oracle only scores them.")
             name = gr.Textbox(label="Run name (optional)", max_length=80)
             target = gr.Radio(list(TARGETS), value=SafeCBConfig().target, label="Edit target",
@@ -198,7 +198,7 @@ def build_run_tab(services: Services) -> None:
                                         elem_id="queue-another")
             start = gr.Button("Start run", variant="primary", elem_id="start-run")
             start_status = gr.Markdown(elem_id="start-status")
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=420):
             gr.Markdown("### Progress")
             with gr.Row():
                 job = gr.Dropdown(allow_custom_value=True, choices=job_choices(services), label="Job", interactive=True, scale=3,
@@ -206,8 +206,8 @@ def build_run_tab(services: Services) -> None:
                 refresh = gr.Button("↻", scale=0, min_width=40)
             bar = gr.HTML(progress_html(0.0, "no job", "start a run or pick a job"), elem_id="job-progress")
             with gr.Row():
-                cancel_button = gr.Button("Cancel job", variant="stop", elem_id="cancel-job")
-                resume_button = gr.Button("Resume run", elem_id="resume-run")
+                cancel_button = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", interactive=False)
+                resume_button = gr.Button("Resume run", elem_id="resume-run", interactive=False)
             action_status = gr.Markdown()
             table = gr.Dataframe(headers=ROUND_COLUMNS, label="Per-round metrics", interactive=False,
                                  elem_id="rounds-table")
