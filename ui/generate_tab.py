@@ -221,9 +221,12 @@ def example_prompts(n_each: int = 3) -> tuple[list[str], list[str]]:
 
 
 def build_generate_tab(services: Services) -> None:
-    """Lay out the tab inside the current Blocks context and wire the handler (api_name "generate")."""
+    """Lay out the tab inside the current Blocks context and wire its handlers (api_names "generate",
+    "seed_strip", "compare"). Three columns on one screen: the controls (prompt, seed, CFG, which
+    codebooks to compare, examples), the generated image with the model's judgment, and the
+    before/after slider; narrower windows stack them."""
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=4, min_width=300):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a person holding a flower on the grass")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, step=1, info="whole number ≥ 0")
@@ -232,18 +235,34 @@ def build_generate_tab(services: Services) -> None:
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 strip_button = gr.Button(f"Try {STRIP_SEEDS} seeds", elem_id="seed-strip-button")
+            gr.Markdown("**Compare codebooks**: the same prompt and seed, left and right on the slider.")
+            run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run",
+                              elem_id="compare-run")
+            with gr.Row():
+                original = round_choices(services.store, None, with_original=True)
+                round_a = gr.Dropdown(allow_custom_value=True, choices=original, value=ORIGINAL, label="Left",
+                                      elem_id="compare-left")
+                round_b = gr.Dropdown(allow_custom_value=True, choices=original, value=ORIGINAL, label="Right",
+                                      elem_id="compare-right")
+            compare_button = gr.Button("Compare", variant="primary", elem_id="compare")
             benign, harmful = example_prompts()
             examples = [gr.Examples([[p] for p in benign], inputs=[prompt], label="Benign prompts (click to generate)"),
                         gr.Examples([[p] for p in harmful], inputs=[prompt],
                                     label="Harmful prompts (cartoon stand-ins: knife, gun, blood, skull; click to "
                                           "generate)")]
-        with gr.Column(scale=1):
+        with gr.Column(scale=3, min_width=280):
             image = gr.Image(label="Generated image", type="numpy", format="png", interactive=False,
                              height=DISPLAY_PX + 40, elem_classes=["safecb-pixels"])
             judgment = gr.Label(label="Self-judgment (the model asked: is this image unsafe?)",
                                 num_top_classes=2)
             caption = gr.Textbox(label="The model's caption of its image", interactive=False)
             status = gr.Textbox(label="Status", interactive=False)
+        with gr.Column(scale=3, min_width=280):
+            slider = gr.ImageSlider(show_label=False, type="numpy", format="png", interactive=False,
+                                    elem_classes=["safecb-pixels"], elem_id="compare-slider")
+            table = gr.Markdown("Pick a run and press *Compare*: its left and right codebooks draw the prompt "
+                                "at the seed on the left, and the slider shows both.", elem_id="compare-table")
+            compare_status = gr.Textbox(label="Compare status", interactive=False, elem_id="compare-status")
 
     def on_generate(prompt_value, seed_value, cfg_value):
         out = generate(services, prompt_value, seed_value, cfg_value)
@@ -277,27 +296,10 @@ def build_generate_tab(services: Services) -> None:
     strip_button.click(on_strip, [prompt, seed, cfg], [strip, strip_seeds, status], api_name="seed_strip")
     strip.select(on_pick, [strip_seeds], [seed], api_name=False).then(
         on_generate, [prompt, seed, cfg], outputs, api_name=False)
-    build_compare_section(services, prompt, seed, cfg)
+    wire_compare(services, prompt, seed, cfg, run, round_a, round_b, compare_button, slider, table, compare_status)
 
 
-def build_compare_section(services: Services, prompt, seed, cfg) -> None:
-    gr.Markdown("### Compare codebooks\nThe prompt and seed above, under two codebooks: drag the slider.")
-    with gr.Row():
-        with gr.Column(scale=1):
-            run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", elem_id="compare-run")
-            with gr.Row():
-                round_a = gr.Dropdown(allow_custom_value=True, choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
-                                      label="Left", elem_id="compare-left")
-                round_b = gr.Dropdown(allow_custom_value=True, choices=round_choices(services.store, None, with_original=True), value=ORIGINAL,
-                                      label="Right", elem_id="compare-right")
-            button = gr.Button("Compare", variant="primary", elem_id="compare")
-            table = gr.Markdown(elem_id="compare-table")
-            status = gr.Textbox(label="Status", interactive=False, elem_id="compare-status")
-        with gr.Column(scale=1):
-            slider = gr.ImageSlider(label="Before (left) ↔ after (right): drag", type="numpy", format="png",
-                                    interactive=False,
-                                    elem_classes=["safecb-pixels"], elem_id="compare-slider")
-
+def wire_compare(services: Services, prompt, seed, cfg, run, round_a, round_b, button, slider, table, status) -> None:
     def on_run(run_id):
         if run_id in (None, ""):
             choices = round_choices(services.store, None, with_original=True)
