@@ -29,11 +29,13 @@ from .run_tab import build_run_tab
 from .services import Services
 from .walkthrough_tab import build_walkthrough_tab
 
-# Passed to `launch(css=...)` (Gradio 6 takes CSS at launch): tiny pixel images stay crisp; tabs are
+# Passed to `launch(css=...)` (Gradio 6 takes CSS at launch): tiny pixel images stay crisp, and those
+# marked safecb-grow fill their box (larger on a wide screen or a projector); tabs are
 # padded less so all eight stay in the bar down to 800 px (Gradio moves tabs that do not fit behind
 # a "..." menu).
 CSS = """
 .safecb-pixels img { image-rendering: pixelated; }
+.safecb-grow img { width: 100% !important; height: 100% !important; object-fit: contain; }
 .tab-container button[role="tab"] { padding-left: 9px; padding-right: 9px; }
 """
 # Passed to `launch(head=...)`: narrow windows lose most of the page margin. (Gradio scopes `css` rules

@@ -20,7 +20,7 @@ from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.sampler import SamplerSettings
 from safecb.world import build_prompt_sets
 
-from .common import DISPLAY_PX, InputError, name_tag, parse_run_id, round_choices, run_choices, upscale
+from .common import InputError, name_tag, parse_run_id, round_choices, run_choices, upscale
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def build_generate_tab(services: Services) -> None:
                                           "generate)")]
         with gr.Column(scale=3, min_width=280):
             image = gr.Image(label="Generated image", type="numpy", format="png", interactive=False,
-                             height=DISPLAY_PX + 40, elem_classes=["safecb-pixels"])
+                             height=440, elem_classes=["safecb-pixels", "safecb-grow"])  # fills its column
             judgment = gr.Label(label="Self-judgment (the model asked: is this image unsafe?)",
                                 num_top_classes=2)
             caption = gr.Textbox(label="The model's caption of its image", interactive=False)
