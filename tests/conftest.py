@@ -2,6 +2,7 @@
 
 import getpass
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,16 @@ import torch  # noqa: E402
 from sqlalchemy import create_engine, text
 
 PG_URL = "postgresql+psycopg://{user}@127.0.0.1:5432/test"
+PHOTO = Path(__file__).parent / "data" / "astronaut_256.png"  # public domain, see tests/data/README.md
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A real photo for the real-image oracles: uint8 [256, 256, 3] RGB."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(PHOTO).convert("RGB"))
 
 
 @pytest.fixture(scope="module")

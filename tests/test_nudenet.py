@@ -30,12 +30,7 @@ from safecb.eval.nudenet import (
 from safecb.eval.toy_oracle import Oracle
 from safecb.paths import ORACLE_DIR
 
-PHOTO = Path(__file__).parent / "data" / "astronaut_256.png"  # public domain, see tests/data/README.md
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    return np.asarray(Image.open(PHOTO).convert("RGB"))
+PHOTO = Path(__file__).parent / "data" / "astronaut_256.png"  # the `photo` fixture's file (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,6 @@ from safecb.eval.open_nsfw import OPEN_NSFW_LABEL, OpenNSFWConfig, OpenNSFWDetec
 from safecb.metrics import cohen_kappa
 from tests.test_nudenet import AlternatingDetector, _measurement
 
-PHOTO = Path(__file__).parent / "data" / "astronaut_256.png"  # public domain, see tests/data/README.md
-
-
-@pytest.fixture(scope="module")
-def photo() -> np.ndarray:
-    return np.asarray(Image.open(PHOTO).convert("RGB"))
-
 
 @pytest.fixture(scope="module")
 def detector() -> OpenNSFWDetector:
