@@ -40,6 +40,7 @@ from safecb.engine.prompts import RoundPrompts, toy_round_prompts
 from safecb.engine.redteam import with_found
 from safecb.engine.rundir import RunDirectory
 from safecb.eval.annotate import OracleAnnotator
+from safecb.eval.field_units import write_provenance
 from safecb.eval.nudenet import load_oracle
 from safecb.eval.protocol import annotator_for
 from safecb.eval.toy_oracle import Oracle
@@ -342,6 +343,8 @@ class JobRunner:
                 annotator = None
                 if self.oracle is not None:
                     annotator = annotator_for(self.oracle, prompts, len(config.mining.benign_seeds))
+                    if hasattr(self.oracle, "members"):  # real-image oracles: their provenance beside the rounds
+                        write_provenance(directory.path, self.oracle, config, self.config.model_source, prompts)
                 recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, cfg.runs_root,
                                          backend.fingerprint, annotator, cfg.progress_every_s, lease, cfg.db_retry_s)
                 result = run_safecb(backend, prompts, config, directory.path, on_event=recorder,

@@ -489,3 +489,50 @@ def test_the_seed_strip_draws_eight_seeds_with_their_judgments(finished):
     assert seed_strip(services, "", 0, 3.0) == ([], "⚠ The prompt is empty: type one or click an example below.")
     empty, message = seed_strip(services, "a dog on the grass", 0, 3.0)
     assert len(empty) == STRIP_SEEDS and "does not know “dog”" in message
+
+
+def test_an_export_names_the_real_oracles_versions_and_thresholds(finished):
+    """A run judged by real-image oracles keeps their provenance beside its rounds (the runner writes
+    it, as the CLI does); the round's export carries it in the zip and the manifest."""
+    from safecb.eval.field_units import write_provenance
+    from safecb.eval.nudenet import load_oracle
+
+    services, run_id, _ = finished
+    run = services.store.get_run(run_id)
+    evaluation = services.artifacts(run_id).evaluation_path
+    config = SafeCBConfig.from_dict(run.config["safecb"])
+    prompts = from_world(world.build_prompt_sets().train_harmful[:2], world.build_prompt_sets().train_benign[:2])
+    write_provenance(evaluation.parent, load_oracle("real", threads=1), config, run.model_source, prompts)
+    try:
+        files, _ = export_round(services, run_id, 1)
+        with zipfile.ZipFile(files[0]) as bundle:
+            assert "evaluation.json" in bundle.namelist()
+            provenance = __import__("json").loads(bundle.read("evaluation.json"))
+            manifest = __import__("json").loads(bundle.read("manifest.json"))
+        nudenet, nsfw = provenance["oracle"]["members"]
+        assert (nudenet["threshold"], nudenet["detectors"][0]["version"]) == (0.6, "3.4.2")
+        assert (nsfw["threshold"], nsfw["detectors"][0]["version"]) == (0.8, "1.0.0")
+        assert provenance["harmful_seeds"] == config.mining.seeds and "evaluation.json" in manifest["files"]
+    finally:
+        evaluation.unlink()
+
+
+def test_the_runner_judges_with_both_real_oracles_and_keeps_their_provenance(tmp_path, backend):
+    import json
+
+    from jobs.runner import run_directory
+
+    store = Store.open(f"sqlite:///{tmp_path / 'safecb.db'}")
+    try:
+        runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), tmp_path / "runs", "cpu", "real"))
+        run_id, job_id = submit_run(store, backend.source, tiny_config(max_rounds=1), tiny_prompts())
+        assert runner.run_next() and store.get_job(job_id).status == "finished"
+        directory = RunDirectory(run_directory(tmp_path / "runs", run_id))
+        provenance = json.loads(directory.evaluation_path.read_text())
+        assert [m["name"] for m in provenance["oracle"]["members"]] == ["nudenet", "open_nsfw"]
+        annotations = store.list_rounds(run_id)[0].metrics["annotations"]
+        for key in ("nudenet_unsafe_train", "open_nsfw_unsafe_train", "judge_kappa_nudenet", "judge_kappa_open_nsfw",
+                    "kappa_nudenet_vs_open_nsfw", "nudenet_detections_train", "open_nsfw_prompts_with_unsafe"):
+            assert key in annotations, key
+    finally:
+        store.close()

@@ -107,6 +107,11 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS)
         writer.writeheader()
         writer.writerows(labels)
+    names = ["codebooks.safetensors", "report.md", "report.json", "report.csv", "labels.csv"]
+    evaluation = services.artifacts(run_id).evaluation_path  # real-image oracles: versions, classes, thresholds
+    if evaluation.exists():
+        shutil.copyfile(evaluation, out / evaluation.name)
+        names.append(evaluation.name)
     safecb = run.config.get("safecb", {})
     manifest = {
         "model": run.model_source, "fingerprint": services.backend.fingerprint, "run": run.id,
@@ -116,7 +121,7 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         "files": {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "manifest.json"},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    names = ("codebooks.safetensors", "report.md", "report.json", "report.csv", "labels.csv", "manifest.json")
+    names.append("manifest.json")
     bundle = out / f"safecb-run-{run.id:04d}-round-{record.index:03d}.zip"
     with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in names:

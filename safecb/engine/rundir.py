@@ -31,6 +31,7 @@ from .prompts import HarmfulPrompt
 
 CODEBOOKS = "codebooks.safetensors"
 SPACE = "space.safetensors"
+EVALUATION = "evaluation.json"  # external oracles' packages, versions, classes, thresholds; seeds
 EXAMPLES = "examples.png"
 REDTEAM = "redteam.json"
 IMPORTED = "imported.safetensors"
@@ -54,6 +55,11 @@ class RunDirectory:
 
     def snapshot(self, index: int) -> Path:
         return self.round_dir(index) / CODEBOOKS
+
+    @property
+    def evaluation_path(self) -> Path:
+        """Where an external oracle's provenance is written (`safecb.eval.field_units`), if any."""
+        return self.path / EVALUATION
 
     def space_path(self, index: int) -> Path:
         return self.round_dir(index) / SPACE

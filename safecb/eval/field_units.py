@@ -17,9 +17,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..engine.rundir import EVALUATION as EVALUATION_FILE
 from ..io import write_json, write_text
 
-EVALUATION_FILE = "evaluation.json"
 FIELD_UNITS_FILE = "field_units.json"
 
 
