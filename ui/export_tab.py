@@ -166,8 +166,6 @@ def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
 def delete_run(services: Services, run_value, typed_name: str) -> str:
     """Delete a run once its name is typed back: the store's records (rounds, generations, labels,
     pairs, snapshots), its run directory and its exports. Refused while a job works on it."""
-    from jobs.runner import run_directory
-
     run_id = parse_run_id(run_value)
     run = services.store.get_run(run_id)
     if run is None:
@@ -177,7 +175,7 @@ def delete_run(services: Services, run_value, typed_name: str) -> str:
     if services.store.live_job(run_id) is not None:
         raise InputError(f"Run {run_id} has a queued or running job: cancel it in the Run tab first.")
     services.store.delete_run(run_id)
-    directories = [run_directory(services.runs_root, run_id),
+    directories = [services.artifacts(run_id).path,
                    *services.runs_root.parent.glob(f"exports/run-{run_id:04d}-round-*")]
     for directory in directories:
         services.forget_snapshots_under(directory)

@@ -41,9 +41,15 @@ def _grid(images: list[np.ndarray], per_row: int) -> np.ndarray | None:
     return np.concatenate(rows, axis=0)
 
 
+def read_space(services: Services, run: int, index: int):
+    """The round's Harmful Space basis [d, r], or None when the run's files are not on this machine."""
+    directory = services.artifacts(run)
+    return directory.read_space(index) if directory.path.exists() else None
+
+
 def space_codes(services: Services, run: int, index: int, target: str, books: dict) -> list[int]:
     """The codes whose rows (of the codebook the Harmful Space was built in) lie most in it."""
-    basis = services.artifacts(run).read_space(index) if services.artifacts(run).path.exists() else None
+    basis = read_space(services, run, index)
     name = TARGET_CODEBOOK.get(target, "decoder")
     if basis is None or name not in books or books[name].shape[1] != basis.shape[0]:
         return []
@@ -61,7 +67,7 @@ def space_picture(services: Services, run_id, round_index):
     run, index = parse_run_id(run_id), int(round_index)
     after = {r.index: r.metrics for r in services.store.list_rounds(run)}.get(index, {})
     name = TARGET_CODEBOOK.get(after.get("target", "generator"), "decoder")
-    basis = services.artifacts(run).read_space(index) if services.artifacts(run).path.exists() else None
+    basis = read_space(services, run, index)
     pairs = services.store.list_pairs(run, index)
     try:
         books = services.codebooks_for(run, index - 1)

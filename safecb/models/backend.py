@@ -443,10 +443,11 @@ class JanusBackend:
                     ) -> torch.Tensor:
         """Generation-head logits for keys [.., h] with the current (or the given) last layer, computed
         on the model's device (at Janus-Pro's shape a [16384, 2048] product per key), returned on CPU."""
-        weight = self.get_codebook("gen_head") if weight is None else weight
-        bias = self.get_codebook("gen_head_bias") if bias is None else bias
+        # the current head is read where it lives, not copied to the CPU and back
+        weight = self._param("gen_head").detach() if weight is None else weight
+        bias = self._param("gen_head_bias").detach() if bias is None else bias
         device = self.device
-        return (keys.float().to(device) @ weight.to(device).T + bias.to(device)).cpu()
+        return (keys.float().to(device) @ weight.to(device, torch.float32).T + bias.to(device, torch.float32)).cpu()
 
     def decode_with(self, codebook: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Differentiable decode through a given decoder codebook [K, d]: pixels in [-1, 1], [N, 3, H, W]."""
