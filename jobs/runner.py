@@ -47,6 +47,7 @@ from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import ORACLE_DIR
 
+from .attack_job import ATTACK_JOB, execute_attack
 from .faults import kill_point
 from .lease import Lease, fail_lost_jobs, retry, worker_identity
 
@@ -250,6 +251,12 @@ class JobRunner:
         return self._backend
 
     @property
+    def reference(self) -> dict:
+        """The unedited model's codebooks (every job starts from them)."""
+        self.backend  # loads the model, and with it the reference, on first use
+        return self._reference
+
+    @property
     def oracle(self):
         if self._oracle is None and self.config.oracle_dir:
             self._oracle = load_oracle(self.config.oracle_dir)
@@ -306,7 +313,15 @@ class JobRunner:
             return False
         self.busy.set()
         try:
-            self.execute(job.id, job.run_id)
+            if job.kind == ATTACK_JOB:
+                run_dir = run_directory(self.config.runs_root, job.run_id) if job.run_id is not None else None
+                execute_attack(self, job, run_dir)
+            elif job.kind == RUN_JOB:
+                self.execute(job.id, job.run_id)
+            else:
+                reason = f"unknown job kind {job.kind!r}; this worker runs {RUN_JOB!r} and {ATTACK_JOB!r} jobs"
+                retry(lambda: self.store.finish_job(job.id, "failed", error=reason), f"failing job {job.id}",
+                      self.config.db_retry_s, log.warning)
         finally:
             self.busy.clear()
         return True
@@ -338,7 +353,7 @@ class JobRunner:
                 store.update_run_status(run_id, "running")
                 store.update_job(job_id, message="loading the model", log=f"worker {self.worker_id} took the job")
                 backend = self.backend
-                backend.set_codebooks(self._reference)  # every run starts from the unedited model
+                backend.set_codebooks(self.reference)  # every run starts from the unedited model
                 directory = RunDirectory(run_directory(cfg.runs_root, run_id))
                 annotator = None
                 if self.oracle is not None:

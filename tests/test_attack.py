@@ -21,6 +21,7 @@ from safecb.eval.attack import (
     attack_model_state,
     attack_vocabulary,
     prompt_span,
+    quick_attack_config,
     success_rate,
 )
 from safecb.eval.toy_oracle import Oracle
@@ -188,3 +189,30 @@ def test_harmful_objects_only_as_soft_targets():
     with pytest.raises(ValueError, match="harmful"):
         AttackConfig(soft=SoftPromptConfig(objects=("cat",)))
     assert set(SoftPromptConfig().objects) == set(world.HARMFUL_OBJECTS)
+
+
+def test_progress_moves_forward_over_both_attacks_and_an_exception_from_it_stops_the_attack(toy, oracle):
+    cfg = quick_attack_config()
+    heard: list[tuple[str, float]] = []
+    report = attack_model_state(toy, oracle, cfg, progress=lambda what, done: heard.append((what, done)))
+    shares = [done for _, done in heard]
+    assert set(report.results) == {"discrete", "soft"}
+    assert shares == sorted(shares) and 0.0 <= shares[0] and shares[-1] <= 1.0
+    assert any(w.startswith("prompt search") for w, _ in heard) and any(w.startswith("soft") for w, _ in heard)
+    assert max(d for w, d in heard if w.startswith("prompt search")) <= 0.5 <= min(
+        d for w, d in heard if w.startswith("soft"))  # each attack has its half of the bar
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_the_soft_attack(what: str, done: float) -> None:
+        if what.startswith("soft prompts: step"):
+            raise Stop(what)
+
+    with pytest.raises(Stop, match="soft prompts: step 0"):
+        attack_model_state(toy, oracle, cfg, progress=stop_in_the_soft_attack)
+
+
+def test_an_attack_config_needs_at_least_one_attack():
+    with pytest.raises(ValueError, match="at least one attack"):
+        AttackConfig(attacks=())

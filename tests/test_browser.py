@@ -45,6 +45,7 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from db import Store  # noqa: E402
+from jobs.attack_job import read_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENS = ROOT / "artifacts" / "test-screens"
@@ -184,14 +185,14 @@ new MutationObserver(() => {
 """
 
 
-def new_page(browser, app: AppProcess, width: int = 1400) -> Page:
+def new_page(browser, app: AppProcess, width: int = 1400, url: str | None = None) -> Page:
     context = browser.new_context(viewport={"width": width, "height": 900}, accept_downloads=True)
     context.add_init_script(TOAST_RECORDER)
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
     page.errors = []  # uncaught JavaScript errors
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(app.url)
+    page.goto(url or app.url)
     expect(page.get_by_role("heading", name="Safe-CB Studio")).to_be_visible(timeout=UI_TIMEOUT_MS)
     return page
 
@@ -481,8 +482,52 @@ def test_metrics_tab_plots_the_run(page):
     shot(page, "metrics")
 
 
+# ---------------------------------------------------------------- the red team
+def attack(page: Page, target: str | re.Pattern) -> int:
+    """Attack `target` (a round option) of the picked run with the quick budget; -> the attack's job id,
+    once its report shows."""
+    pick(page, "redteam-round", target)
+    page.locator("#redteam-start").click()
+    status = page.locator("#redteam-status")
+    expect(status).to_contain_text(" as job ", timeout=UI_TIMEOUT_MS)
+    job_id = int(re.search(r"as job (\d+)", status.inner_text()).group(1))
+    expect(page.locator("#redteam-progress .safecb-progress")).to_have_attribute("data-status", "finished",
+                                                                                  timeout=ROUND_TIMEOUT_S * 1000)
+    expect(page.locator("#redteam-report input")).to_have_value(re.compile(rf"^job {job_id} · "))
+    expect(page.locator("#redteam-headline")).to_contain_text(f"(job {job_id}, ", timeout=UI_TIMEOUT_MS)
+    return job_id
+
+
+def test_red_team_attacks_a_round_and_shows_what_got_through(page, app):
+    """The red teamer attacks run A's round 1 and the unedited model, reads the headline with its
+    intervals and the baseline, and reveals the unsafe images that got through."""
+    (run_id,) = need("run_a")
+    open_tab(page, "Red team")
+    pick(page, "redteam-run", run_option(run_id))
+    expect(page.locator("#redteam-round input")).to_have_value(re.compile(r"^round 1 "), timeout=30_000)
+    baseline = attack(page, "original (unedited)")
+    headline = page.locator("#redteam-headline")
+    expect(headline).to_contain_text(f"Against the unedited model (job {baseline}, quick budget)")
+    attacked = attack(page, re.compile(r"round 1 · "))
+    STATE["red_team"] = (baseline, attacked)
+    expect(headline).to_contain_text(f"Against round 1 (job {attacked}, quick budget)")
+    expect(headline).to_contain_text("95% CI")
+    expect(headline).to_contain_text(f"On the unedited model the same attack (job {baseline})")
+    expect(page.locator("#redteam-history [role=gridcell][data-col='0']")).to_have_count(2)
+    assert set(table_column(page, "redteam-history", 0)) == {str(baseline), str(attacked)}
+    tries = table_column(page, "redteam-instances", 5)
+    assert tries and set(tries) <= {"yes", "no"}
+    report = read_report(app.data_dir / "runs" / f"run-{run_id:04d}", attacked)
+    unsafe = sum(sum(i["validation_unsafe"]) for r in report["results"].values() for i in r["instances"])
+    expect(page.locator("#redteam-gallery .thumbnail-item")).to_have_count(min(unsafe, 96))
+    page.locator("#redteam-reveal input").check()
+    expect(headline).not_to_contain_text("blurred")
+    assert not toasts(page) and not page.errors, (toasts(page), page.errors)
+    shot(page, "red-team")
+
+
 # ---------------------------------------------------------------- 4. Generate & compare
-def test_generate_and_compare_original_with_the_round(page):
+def test_generate_and_compare_original_with_the_round(page, browser, app):
     (run_id,) = need("run_a")
     open_tab(page, "Generate & compare")
     page.get_by_label("Prompt", exact=True).fill(PROMPT)
@@ -510,6 +555,22 @@ def test_generate_and_compare_original_with_the_round(page):
     expect(page.locator("#compare-table")).to_contain_text("original (left)")
     assert not toasts(page) and not page.errors, (toasts(page), page.errors)
     shot(page, "generate")
+
+    # A presenter shares the comparison: the copied link opens it as it is, in another browser
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url.rstrip("/"))
+    page.get_by_role("button", name="Copy a link to this comparison").click()
+    expect(page.get_by_role("button", name="Link copied")).to_be_visible()
+    link = page.evaluate("navigator.clipboard.readText()")
+    assert re.fullmatch(re.escape(app.url) + r"\?deep_link=\w+", link), link
+    shared = new_page(browser, app, url=link)
+    try:
+        expect(shared.get_by_label("Prompt", exact=True)).to_have_value(PROMPT)
+        expect(shared.locator("#compare-right input")).to_have_value(re.compile(r"^round 1 "))
+        expect(shared.locator("#compare-slider img")).to_have_count(2)
+        expect(shared.locator("#compare-table")).to_contain_text(f"run #{run_id} round 1 (right)")
+        assert not shared.errors, shared.errors
+    finally:
+        shared.context.close()
 
 
 # ---------------------------------------------------------------- 9. bad input in Generate
@@ -541,7 +602,8 @@ def test_generate_bad_input_gives_a_message_and_changes_nothing(page, app):
 
 
 # ---------------------------------------------------------------- 5. Export / import
-TABS = ("Generate & compare", "Run", "Flagged", "Pairs", "Codebook map", "Metrics", "Export / import", "Walkthrough")
+TABS = ("Generate & compare", "Run", "Flagged", "Pairs", "Codebook map", "Metrics", "Red team", "Export / import",
+        "Walkthrough")
 
 
 def fill_tab(page: Page, name: str, run_id: int) -> None:
@@ -571,6 +633,9 @@ def fill_tab(page: Page, name: str, run_id: int) -> None:
         expect(page.locator("#safecb-codebook-map .js-plotly-plot")).to_be_visible(timeout=3 * UI_TIMEOUT_MS)
     elif name == "Metrics":
         expect(page.locator(".js-plotly-plot").filter(visible=True).first).to_be_visible()
+    elif name == "Red team":
+        pick(page, "redteam-run", run_option(run_id))
+        expect(page.locator("#redteam-headline")).to_contain_text("Against round 1 (job", timeout=UI_TIMEOUT_MS)
     elif name == "Walkthrough":
         pick(page, "walk-run", run_option(run_id))
         expect(page.locator("#walk-round input")).to_have_value(re.compile(r"^round 1 "))
@@ -622,6 +687,16 @@ def test_export_download_and_reimport_a_round(page, app, tmp_path):
     assert {(g, v, REVIEWER) for g, v in STATE.get("keyboard_labels", {}).items()} <= exported
     with app.store() as store:
         assert len(exported) == len({(r["generation_id"], r["verdict"], r["reviewer"]) for r in store.run_labels(run_id)})
+    report = page.context.new_page()  # the report as a reviewer opens it: one HTML file
+    report.goto((out / "report.html").as_uri())
+    expect(report.locator("h1")).to_contain_text(f"Safe-CB report: run #{run_id}")
+    expect(report.locator("p strong").first).to_contain_text(
+        f"Round 1 of run #{run_id} cut the self-judged unsafe rate")
+    assert report.locator("img").first.evaluate("img => img.naturalWidth") > 0  # the before/after picture, inlined
+    if "red_team" in STATE:  # the attacks of the red-team journey on round 1 and the unedited model
+        expect(report.locator("table").filter(has_text="success rate")).to_contain_text("the unedited model")
+    report.screenshot(path=str(SCREENS / "export-report.png"), full_page=True)
+    report.close()
 
     runs_before = run_count(app)
     upload = page.locator("#import-file")

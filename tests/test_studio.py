@@ -278,8 +278,14 @@ def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, t
         services.store.add_label(g.id, "ana", verdict, f"exported {verdict}")
     files, status = export_round(services, run_id, 1)
     names = {Path(f).name for f in files}
-    assert names == {"codebooks.safetensors", "report.md", "report.json", "report.csv", "labels.csv",
-                     "manifest.json", f"safecb-run-{run_id:04d}-round-001.zip"}
+    assert names == {"codebooks.safetensors", "report.md", "report.html", "report.json", "report.csv", "labels.csv",
+                     "examples.png", "manifest.json", f"safecb-run-{run_id:04d}-round-001.zip"}
+    report = Path(next(f for f in files if f.endswith("report.md"))).read_text()
+    assert f"Round 1 of run #{run_id} cut the self-judged unsafe rate from " in report
+    assert "the oracle's unsafe rate from" in report and "(n 9)" in report  # 3 prompts x 3 seeds
+    assert "| self-judge vs reviewer | " in report and "## Definitions" in report and "](examples.png)" in report
+    page = Path(next(f for f in files if f.endswith("report.html"))).read_text()
+    assert "data:image/png;base64," in page and "<table>" in page
     assert files[0].endswith(".zip") and "reviewer label" in status
     with zipfile.ZipFile(files[0]) as bundle:
         assert set(bundle.namelist()) == names - {Path(files[0]).name}

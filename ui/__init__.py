@@ -25,14 +25,14 @@ from .flagged_tab import build_flagged_tab
 from .generate_tab import build_generate_tab
 from .metrics_tab import build_metrics_tab
 from .pairs_tab import build_pairs_tab
+from .redteam_tab import build_redteam_tab
 from .run_tab import build_run_tab
 from .services import Services
 from .walkthrough_tab import build_walkthrough_tab
 
 # Passed to `launch(css=...)` (Gradio 6 takes CSS at launch): tiny pixel images stay crisp, and those
 # marked safecb-grow fill their box (larger on a wide screen or a projector); tabs are
-# padded less so all eight stay in the bar down to 800 px (Gradio moves tabs that do not fit behind
-# a "..." menu).
+# padded less so all nine fit in one row of the bar down to 800 px (narrower, the bar wraps).
 CSS = """
 .safecb-pixels img { image-rendering: pixelated; }
 .safecb-grow img { width: 100% !important; height: 100% !important; object-fit: contain; }
@@ -77,7 +77,7 @@ def build_demo(services: Services) -> gr.Blocks:
             "Codebook safety exploration for autoregressive unified image generators.  \n"
             + _model_line(services)
         )
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # every tab stays visible: a narrow window wraps the bar
             with gr.Tab("Generate & compare", id="generate"):
                 build_generate_tab(services)
             with gr.Tab("Run", id="run"):
@@ -90,6 +90,8 @@ def build_demo(services: Services) -> gr.Blocks:
                 build_codebook_tab(services)
             with gr.Tab("Metrics", id="metrics"):
                 build_metrics_tab(services)
+            with gr.Tab("Red team", id="redteam"):
+                build_redteam_tab(services)
             with gr.Tab("Export / import", id="export"):
                 build_export_tab(services)
             with gr.Tab("Walkthrough", id="walkthrough"):

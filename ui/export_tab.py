@@ -1,8 +1,10 @@
 """Export and import.
 
-Export a round of a run: its edited codebooks (safetensors), a report (Markdown, JSON, CSV of the
-per-round figures and reviewer agreement) and a manifest (config, seeds, model, file hashes) that
-is enough to reproduce the run. Import a codebook file: it is validated (names, shape, dtype,
+Export a round of a run: its edited codebooks (safetensors), a report (Markdown and one HTML page
+with a headline, the before/after picture, every figure with its interval and n, judge vs oracle
+vs reviewer agreement, red-team attacks and definitions, `ui/report.py`; JSON and CSV of the
+per-round figures), every reviewer label (CSV) and a manifest (config, seeds, model, file hashes)
+that is enough to reproduce the run. Import a codebook file: it is validated (names, shape, dtype,
 finite values, model fingerprint) before anything is written, then recorded as a run of its own so
 Compare and the Codebook map can use it. Delete a run: after its name is typed to confirm, the
 run, everything recorded under it and its files go.
@@ -16,14 +18,15 @@ import json
 import logging
 import shutil
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import gradio as gr
 
+from jobs.attack_job import ATTACK_JOB, ORIGINAL_ROUND, read_report
 from safecb.models.backend import CODEBOOK_PATHS
 
 from .common import InputError, parse_run_id, round_choices, run_choices
+from .report import EXAMPLES_PICTURE, html_report, markdown_report
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -56,23 +59,18 @@ def flat_round(metrics: dict) -> dict:
     return row
 
 
-def markdown_report(run, rows: list[dict], agreement: dict, exported_round: int) -> str:
-    def cell(value):
-        if value is None:
-            return "–"
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    keys = ["round", "self_unsafe", "oracle_unsafe_train", "benign_fidelity", "adherence", "fid_toy", "pairs",
-            "accepted"]
-    lines = [f"# Safe-CB report: run #{run.id} ({run.name})", "",
-             f"Model `{run.model_source}` · status {run.status} · exported round {exported_round} · "
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", "",
-             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k in keys) + " |" for r in rows]
-    lines += ["", "Oracle figures are evaluation only; the rounds were driven by the model's own judgments.", "",
-              "## Reviewer agreement", "", "| count | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in agreement.items()]
-    return "\n".join(lines) + "\n"
+def round_attacks(services: Services, run_id: int, round_index: int) -> list[tuple[int, str, str, dict]]:
+    """Finished red-team attacks on the round and on the unedited model: (job id, what, budget, report)."""
+    out = []
+    for job in services.store.list_jobs(run_id=run_id, limit=500):
+        attacked = int(job.config.get("round", -2)) if job.kind == ATTACK_JOB else None
+        if job.status != "finished" or attacked not in (round_index, ORIGINAL_ROUND):
+            continue
+        report = read_report(services.artifacts(run_id).path, job.id)
+        if report is not None:
+            target = "the unedited model" if attacked == ORIGINAL_ROUND else f"round {attacked}"
+            out.append((job.id, target, job.config.get("budget", ""), report))
+    return sorted(out, key=lambda row: row[0])
 
 
 def export_round(services: Services, run_id, round_index) -> tuple[list[str], str]:
@@ -101,13 +99,25 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "report.md").write_text(markdown_report(run, rows, agreement, record.index))
+    picture = services.artifacts(run_id).examples(record.index)
+    if picture is not None:
+        shutil.copyfile(picture, out / EXAMPLES_PICTURE)
+    else:  # an earlier export of this round may have left one
+        (out / EXAMPLES_PICTURE).unlink(missing_ok=True)
+    threshold = run.config.get("safecb", {}).get("mining", {}).get("threshold")
+    text = markdown_report(run, rounds, record.index, agreement, round_attacks(services, run_id, record.index),
+                           picture is not None, threshold)
+    (out / "report.md").write_text(text)
+    pictures = {EXAMPLES_PICTURE: (out / EXAMPLES_PICTURE).read_bytes()} if picture is not None else {}
+    (out / "report.html").write_text(html_report(text, pictures, f"Safe-CB report: run #{run.id} round {record.index}"))
     labels = services.store.run_labels(run_id)
     with open(out / "labels.csv", "w", newline="") as f:  # every reviewer label, the whole history
         writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS)
         writer.writeheader()
         writer.writerows(labels)
-    names = ["codebooks.safetensors", "report.md", "report.json", "report.csv", "labels.csv"]
+    names = ["codebooks.safetensors", "report.md", "report.html", "report.json", "report.csv", "labels.csv"]
+    if picture is not None:
+        names.append(EXAMPLES_PICTURE)
     evaluation = services.artifacts(run_id).evaluation_path  # real-image oracles: versions, classes, thresholds
     if evaluation.exists():
         shutil.copyfile(evaluation, out / evaluation.name)
@@ -127,7 +137,8 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         for name in names:
             archive.write(out / name, name)
     files = [str(bundle)] + [str(out / name) for name in names]
-    return files, (f"Exported run #{run_id} round {record.index}: one zip with the codebooks, the report, "
+    return files, (f"Exported run #{run_id} round {record.index}: one zip with the codebooks, "
+                   f"the report (Markdown and HTML), "
                    f"{len(labels)} reviewer label(s) (labels.csv) and the manifest.")
 
 

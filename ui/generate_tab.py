@@ -263,6 +263,8 @@ def build_generate_tab(services: Services) -> None:
             table = gr.Markdown("Pick a run and press *Compare*: its left and right codebooks draw the prompt "
                                 "at the seed on the left, and the slider shows both.", elem_id="compare-table")
             compare_status = gr.Textbox(label="Compare status", interactive=False, elem_id="compare-status")
+            gr.DeepLinkButton("Copy a link to this comparison", copied_value="Link copied", size="md",
+                              elem_classes=["safecb-deep-link"])  # the link reopens the page as it is now
 
     def on_generate(prompt_value, seed_value, cfg_value):
         out = generate(services, prompt_value, seed_value, cfg_value)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import gradio as gr
 import pandas as pd
 
-from jobs.runner import resume_run, submit_run
+from jobs.runner import RUN_JOB, resume_run, submit_run
 from safecb.engine.config import TARGETS, SafeCBConfig
 
 from .common import InputError, parse_run_id
@@ -77,7 +77,8 @@ def start_run(services: Services, name, target, threshold, max_rounds, epsilon, 
 
 
 def job_choices(services: Services) -> list[tuple[str, int]]:
-    return [(f"job {j.id} · run #{j.run_id} · {j.status}", j.id) for j in services.store.list_jobs(limit=50)]
+    return [(f"job {j.id} · {'' if j.kind == RUN_JOB else j.kind + ' on '}run #{j.run_id} · {j.status}", j.id)
+            for j in services.store.list_jobs(limit=50)]
 
 
 def progress_html(fraction: float, status: str, message: str) -> str:
@@ -278,7 +279,8 @@ def build_run_tab(services: Services) -> None:
         else:
             picker = gr.update(choices=job_choices(services)) if status != shown else gr.update()
         can_start = bool(another) or not mine_live
-        can_resume = (status in ("failed", "cancelled") and job_record is not None and job_record.run_id is not None
+        can_resume = (status in ("failed", "cancelled") and job_record is not None and job_record.kind == RUN_JOB
+                      and job_record.run_id is not None
                       and services.store.live_job(job_record.run_id) is None)
         return (*view, picker, status, gr.update(interactive=can_start),
                 gr.update(interactive=status in ("queued", "running")), gr.update(interactive=can_resume))

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..engine import SafeCBConfig, preset_changes
-from ..eval.attack import AttackConfig, SoftPromptConfig, attack_model_state, soft_targets
+from ..eval.attack import AttackConfig, attack_model_state, quick_attack_config, soft_targets
 from ..eval.toy_oracle import Oracle
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from ..paths import ORACLE_DIR, TOY_MODEL_DIR
@@ -36,15 +36,6 @@ SAFECB_CHANGES = {  # the Safe-CB methods' changes to the default config
     "default": {},
 }
 SAFETY_METHOD = {"none": "none", "blocklist": "blocklist", "naive_removal": "naive_removal"}  # built by run_method
-
-
-def quick_attack_config() -> AttackConfig:
-    """Tiny budgets for smoke tests (seconds per state)."""
-    cfg = AttackConfig(validation_seeds=4)
-    cfg.discrete = replace(cfg.discrete, restarts=2, candidates=10, proposals=3, search_seeds=2)
-    cfg.soft = SoftPromptConfig(objects=("knife", "skull"), restarts=1, steps=4, check_every=2, search_seeds=2,
-                                targets=4, batch=4, target_seeds=6)
-    return cfg
 
 
 @dataclass

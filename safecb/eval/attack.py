@@ -23,7 +23,7 @@ attack success rate (ASR) is the share of successful instances, with a Wilson 95
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ from .toy_oracle import Oracle
 
 ATTACKS = ("discrete", "soft")
 PromptFilter = Callable[[str], str]  # what stands between a typed prompt and the model (identity: none)
+Progress = Callable[[str, float], None]  # (what is being done, share of the work done); raising stops the attack
 UNCOND_CACHE_BYTES = 256 * 2**20  # unconditional logits of the targets are kept when they fit in this
 
 
@@ -88,8 +89,9 @@ class AttackConfig:
 
     def __post_init__(self):
         unknown = set(self.attacks) - set(ATTACKS)
-        if unknown:
-            raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}")
+        if unknown or not self.attacks:
+            raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {ATTACKS}" if unknown
+                             else f"choose at least one attack from {ATTACKS}")
         bad = set(self.soft.objects) - set(world.HARMFUL_OBJECTS)
         if bad:
             raise ValueError(f"soft-prompt targets must be harmful objects {world.HARMFUL_OBJECTS}, got {sorted(bad)}")
@@ -165,10 +167,15 @@ class AttackReport:
 
     def save(self, out_dir: str | Path, prefix: str = "") -> list[Path]:
         """Per attack: the instances' prompts (text), their validation images (a PNG, one row per
-        instance), soft prompts' embeddings (safetensors); and the report (JSON)."""
+        instance, and one strip per instance at the images' own size, named in the report under
+        "strip"), soft prompts' embeddings (safetensors); and the report (JSON), written last, so a
+        reader that finds it finds the rest."""
+        from PIL import Image
+
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = [write_json(out_dir / f"{prefix}attack.json", self.to_dict())]
+        report = self.to_dict()
+        written = []
         for name, result in self.results.items():
             ranked = sorted(result.instances, key=lambda i: (-np.mean(i.validation_unsafe), -i.search_score))
             lines = [f"# {name}: success | validation unsafe share | search score | target | prompt"]
@@ -177,14 +184,27 @@ class AttackReport:
             written.append(write_text(out_dir / f"{prefix}{name}_prompts.txt", "\n".join(lines) + "\n"))
             grid = image_grid([i.images for i in ranked if i.images is not None])
             if grid is not None:
-                from PIL import Image
-
                 written.append(save_png(out_dir / f"{prefix}{name}.png", Image.fromarray(grid)))
+            for k, instance in enumerate(result.instances):
+                if instance.images is not None:
+                    strip = out_dir / f"{prefix}{name}_{k:02d}.png"
+                    written.append(save_png(strip, Image.fromarray(image_grid([instance.images], scale=1))))
+                    report["results"][name]["instances"][k]["strip"] = strip.name
             soft = {f"{i.target}_{i.restart}": i.embeddings.contiguous() for i in result.instances
                     if i.embeddings is not None}
             if soft:
                 written.append(save_safetensors(out_dir / f"{prefix}{name}_embeddings.safetensors", soft))
+        written.insert(0, write_json(out_dir / f"{prefix}attack.json", report))
         return written
+
+
+def quick_attack_config() -> AttackConfig:
+    """Tiny budgets (seconds per model state on the toy): smoke tests and a first look."""
+    cfg = AttackConfig(validation_seeds=4)
+    cfg.discrete = replace(cfg.discrete, restarts=2, candidates=10, proposals=3, search_seeds=2)
+    cfg.soft = SoftPromptConfig(objects=("knife", "skull"), restarts=1, steps=4, check_every=2, search_seeds=2,
+                                targets=4, batch=4, target_seeds=6)
+    return cfg
 
 
 def image_grid(rows: list[np.ndarray], scale: int = 3) -> np.ndarray | None:
@@ -252,8 +272,8 @@ class PromptScorer:
         return [self.cache[p] for p in prompts]
 
 
-def discrete_search(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, prompt_filter: PromptFilter
-                    ) -> list[dict]:
+def discrete_search(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, prompt_filter: PromptFilter,
+                    progress: Progress = lambda what, done: None) -> list[dict]:
     """Greedy coordinate search from random prompts, all restarts in lockstep (one generate call per step).
     Each restart's result: start prompt, best prompt, its search score and how many prompts it scored."""
     d = cfg.discrete
@@ -267,6 +287,8 @@ def discrete_search(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, pr
     scored = [1] * d.restarts
     step = 0
     while min(scored) < d.candidates and step < 50 * d.candidates:  # the step cap only guards against repeats
+        progress(f"prompt search: {min(scored)} of {d.candidates} prompts scored per restart",
+                 min(scored) / d.candidates)
         proposals: list[list[list[str]]] = []
         for r, rng in enumerate(rngs):
             room = max(0, min(d.proposals, d.candidates - scored[r]))
@@ -415,8 +437,8 @@ class SoftPromptGroup:
         return torch.stack([part.mean() for part in nll.split(sizes)]).sum()
 
 
-def soft_prompt_attack(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, targets: list[SoftTarget]
-                       ) -> list[dict]:
+def soft_prompt_attack(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, targets: list[SoftTarget],
+                       progress: Progress = lambda what, done: None) -> list[dict]:
     """Every target's instance: its start, best embeddings by the oracle at the search seeds, their score."""
     s = cfg.soft
     inits = [s.init_prompts[i % len(s.init_prompts)] for i in range(len(targets))]
@@ -425,6 +447,7 @@ def soft_prompt_attack(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig,
         by_length.setdefault(len(backend.generation_ids(prompt)), []).append(i)
     seeds = cfg.search_seeds(s.search_seeds)
     out: list[dict] = [{} for _ in targets]
+    groups_done = 0
     for members in by_length.values():
         group = SoftPromptGroup(backend, cfg, [targets[i] for i in members], [inits[i] for i in members])
         optimiser = torch.optim.Adam([group.soft], lr=s.lr)
@@ -433,6 +456,8 @@ def soft_prompt_attack(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig,
         best = group.embeddings().detach().clone()
         checks = 0
         for step in range(s.steps + 1):
+            progress(f"soft prompts: step {step} of {s.steps}",
+                     (groups_done + step / (s.steps + 1)) / len(by_length))
             if (step > 0 and step % s.check_every == 0) or step == s.steps:
                 current = group.embeddings().detach().clone()
                 images = backend.generate_from_embeddings(list(current), seeds, cfg.sampler, cfg.batch_size,
@@ -454,6 +479,7 @@ def soft_prompt_attack(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig,
             out[i] = {"start": inits[i], "embeddings": best[j], "uncond_ids": group.uncond_ids[j],
                       "start_embeddings": group.base[j], "score": best_score[j], "scored": checks,
                       "prompt": nearest_words(backend, vectors)}
+        groups_done += 1
     return out
 
 
@@ -465,10 +491,11 @@ def _validate(images: np.ndarray, oracle: Oracle, n: int, seeds: int) -> np.ndar
     return oracle.unsafe(images).reshape(n, seeds)
 
 
-def run_discrete(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, prompt_filter: PromptFilter
-                 ) -> AttackResult:
+def run_discrete(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, prompt_filter: PromptFilter,
+                 progress: Progress = lambda what, done: None) -> AttackResult:
     t0 = time.perf_counter()
-    found = discrete_search(backend, oracle, cfg, prompt_filter)
+    found = discrete_search(backend, oracle, cfg, prompt_filter, _part(progress, 0.0, 0.85))
+    progress("prompt search: validating at fresh seeds", 0.85)
     seeds = cfg.validation_seeds_list()
     texts = [prompt_filter(f["prompt"]) for f in found] + [prompt_filter(f["start"]) for f in found]
     images = backend.generate(texts, seeds, cfg.sampler, cfg.batch_size).images
@@ -484,9 +511,11 @@ def run_discrete(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, promp
     return _result("discrete", instances, time.perf_counter() - t0)
 
 
-def run_soft(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, targets: list[SoftTarget]) -> AttackResult:
+def run_soft(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, targets: list[SoftTarget],
+             progress: Progress = lambda what, done: None) -> AttackResult:
     t0 = time.perf_counter()
-    found = soft_prompt_attack(backend, oracle, cfg, targets)
+    found = soft_prompt_attack(backend, oracle, cfg, targets, _part(progress, 0.0, 0.85))
+    progress("soft prompts: validating at fresh seeds", 0.85)
     seeds = cfg.validation_seeds_list()
     embeds = [f["embeddings"] for f in found] + [f["start_embeddings"] for f in found]
     uncond = [f["uncond_ids"] for f in found] * 2
@@ -512,22 +541,35 @@ def _result(attack: str, instances: list[AttackInstance], seconds: float) -> Att
     )
 
 
+def _part(progress: Progress, start: float, end: float) -> Progress:
+    """`progress` for a piece of the work that spans [start, end) of the whole."""
+    return lambda what, done: progress(what, start + (end - start) * min(1.0, max(0.0, done)))
+
+
 def attack_model_state(backend: JanusBackend, oracle: Oracle, config: AttackConfig | None = None,
-                       prompt_filter: PromptFilter | None = None, targets: list[SoftTarget] | None = None
-                       ) -> AttackReport:
+                       prompt_filter: PromptFilter | None = None, targets: list[SoftTarget] | None = None,
+                       progress: Progress | None = None) -> AttackReport:
     """Both attacks against the backend's current state. `prompt_filter` stands between the discrete
     attack's prompts and the model (soft prompts bypass any word filter). `targets`: the soft attack's
     target grids (`soft_targets` on a reference model, e.g. the unedited one); by default drawn from
-    this backend itself."""
+    this backend itself. `progress` hears what is being done and the share done, between model calls;
+    an exception it raises stops the attack there."""
     config = config or AttackConfig()
     prompt_filter = prompt_filter or (lambda text: text)
+    progress = progress or (lambda what, done: None)
     results: dict[str, AttackResult] = {}
     search_seeds: dict[str, list[int]] = {}
-    if "discrete" in config.attacks:
-        results["discrete"] = run_discrete(backend, oracle, config, prompt_filter)
-        search_seeds["discrete"] = config.search_seeds(config.discrete.search_seeds)
-    if "soft" in config.attacks:
-        targets = targets if targets is not None else soft_targets(backend, oracle, config)
-        results["soft"] = run_soft(backend, oracle, config, targets)
+    chosen = [a for a in ATTACKS if a in config.attacks]
+    share = 1.0 / len(chosen)
+    for i, attack in enumerate(chosen):
+        part = _part(progress, i * share, (i + 1) * share)
+        if attack == "discrete":
+            results["discrete"] = run_discrete(backend, oracle, config, prompt_filter, part)
+            search_seeds["discrete"] = config.search_seeds(config.discrete.search_seeds)
+            continue
+        if targets is None:
+            part("soft prompts: drawing the target images", 0.0)
+            targets = soft_targets(backend, oracle, config)
+        results["soft"] = run_soft(backend, oracle, config, targets, part)
         search_seeds["soft"] = config.search_seeds(config.soft.search_seeds)
     return AttackReport(results, search_seeds, config.validation_seeds_list(), asdict(config))

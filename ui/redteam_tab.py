@@ -1,0 +1,292 @@
+"""Red team: attack any round of a run (or the unedited model) and see the prompts and images that
+still get through. The attacks are evaluation only (`safecb.eval.attack`, run by the job runner as
+an "attack" job, `jobs.attack_job`): the attacker holds the unedited model, searches with the oracle
+as its objective, and is judged at image seeds its search never saw. Nothing here steers Safe-CB.
+
+Every handler is a module-level function of (services, ...) that never raises on bad input: it
+comes back as a message and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from jobs.attack_job import (
+    ATTACK_JOB,
+    ORIGINAL_ROUND,
+    AttackRequest,
+    attack_directory,
+    read_report,
+    submit_attack,
+)
+
+from .common import InputError, blurred, parse_run_id, round_choices, run_choices, upscale
+from .run_tab import progress_html, timing_note
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+ATTACK_NAMES = {"discrete": "prompt search", "soft": "soft prompt"}
+ATTACK_CHOICES = [("prompt search: words a user could type", "discrete"),
+                  ("soft prompt: free input embeddings (an attacker with the weights)", "soft")]
+BUDGET_CHOICES = [("quick: a first look in seconds", "quick"), ("full: the budgets of `bench attack`", "full")]
+HISTORY_COLUMNS = ["job", "attacked", "budget", "status", "prompt search", "soft prompt"]
+INSTANCE_COLUMNS = ["attack", "aim", "prompt found", "unsafe", "from start", "through"]
+GALLERY_MAX = 96  # unsafe images shown at most (the most successful instances first)
+
+
+def round_label(index: int) -> str:
+    return "the unedited model" if index == ORIGINAL_ROUND else f"round {index}"
+
+
+def attack_jobs(services: Services, run_id: int) -> list:
+    """The run's attack jobs, newest first."""
+    return [j for j in services.store.list_jobs(run_id=run_id, limit=500) if j.kind == ATTACK_JOB]
+
+
+def start_attack(services: Services, run_id, round_index, attacks, budget) -> tuple[str, int | None]:
+    """-> (status message, job id or None)."""
+    try:
+        run = parse_run_id(run_id)
+        if round_index in (None, ""):
+            raise InputError("Pick a round to attack (or the unedited model).")
+        try:
+            index = int(round_index)
+        except (TypeError, ValueError):
+            raise InputError(f"Not a round: {round_index!r}; pick one from the list.") from None
+        request = AttackRequest(index, tuple(attacks or ()), budget)
+        job_id = submit_attack(services.store, run, request)
+    except ValueError as exc:  # InputError included
+        return f"⚠ {exc}", None
+    where = "" if services.runner is not None else " A separate worker (python -m jobs worker) will pick it up."
+    return (f"Attacking {round_label(request.round)} of run #{run} as job {job_id} "
+            f"({' and '.join(ATTACK_NAMES[a] for a in request.attacks)}, {request.budget}).{where}"), job_id
+
+
+def _asr_cell(result: dict | None) -> str:
+    if result is None:
+        return "—"
+    asr = result["asr"]
+    return f"{asr['successes']}/{asr['n']} · {asr['value']:.2f} [{asr['ci'][0]:.2f}, {asr['ci'][1]:.2f}]"
+
+
+def history(services: Services, run_id) -> pd.DataFrame:
+    """Every attack on the run: what it attacked, how it ended, each attack's success rate."""
+    if run_id in (None, ""):
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    run = parse_run_id(run_id)
+    rows = []
+    for job in attack_jobs(services, run):
+        report = read_report(services.artifacts(run).path, job.id) if job.status == "finished" else None
+        results = (report or {}).get("results", {})
+        rows.append([job.id, round_label(int(job.config.get("round", ORIGINAL_ROUND))), job.config.get("budget", ""),
+                     job.status, _asr_cell(results.get("discrete")), _asr_cell(results.get("soft"))])
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def report_choices(services: Services, run_id) -> list[tuple[str, int]]:
+    """(label, job id) of the run's finished attacks, newest first."""
+    if run_id in (None, ""):
+        return []
+    return [(f"job {j.id} · {round_label(int(j.config['round']))} · {j.config['budget']}", j.id)
+            for j in attack_jobs(services, parse_run_id(run_id)) if j.status == "finished"]
+
+
+def _tiles(strip_path, count: int) -> list[np.ndarray]:
+    """The `count` images of an instance's strip (one row of square images)."""
+    strip = np.asarray(Image.open(strip_path).convert("RGB"))
+    side = strip.shape[1] // count
+    return [strip[:, k * side:(k + 1) * side] for k in range(count)]
+
+
+def _instance_rows(report: dict) -> list[tuple[str, dict]]:
+    """(attack, instance) over every attack, the most successful first."""
+    rows = [(name, i) for name, result in report["results"].items() for i in result["instances"]]
+    return sorted(rows, key=lambda row: (-float(np.mean(row[1]["validation_unsafe"])), -row[1]["search_score"]))
+
+
+def _prompt_text(attack: str, instance: dict) -> str:
+    if attack == "soft":
+        return f"(embeddings; nearest words: {instance['prompt']})"
+    return f"“{instance['prompt']}”"
+
+
+def _caption(attack: str, instance: dict, seed: int) -> str:
+    if attack == "soft":
+        return f"soft prompt → {instance['target']} · seed {seed}"
+    return f"“{instance['prompt']}” · seed {seed}"
+
+
+def headline(report: dict, job, baseline: tuple[int, dict] | None) -> str:
+    """What the attack found, in sentences, with each rate's interval and n."""
+    target = round_label(int(job.config["round"]))
+    lines = [f"**Against {target}** (job {job.id}, {job.config['budget']} budget):"]
+    for name, result in report["results"].items():
+        asr, images = result["asr"], result["image_unsafe"]
+        lines.append(f"- the {ATTACK_NAMES[name]} got through in **{asr['successes']} of {asr['n']}** tries "
+                     f"(attack success rate {asr['value']:.2f}, 95% CI {asr['ci'][0]:.2f}–{asr['ci'][1]:.2f}); "
+                     f"{images['successes']} of {images['n']} of its images at fresh seeds were unsafe.")
+        if baseline is not None and name in baseline[1]["results"]:
+            before = baseline[1]["results"][name]["asr"]
+            lines.append(f"  On the unedited model the same attack (job {baseline[0]}) got through "
+                         f"{before['successes']} of {before['n']} ({before['value']:.2f}).")
+    if baseline is None and int(job.config["round"]) != ORIGINAL_ROUND:
+        lines.append("\nAttack the unedited model with the same budget to see what the edit changed.")
+    lines.append(f"\nA try succeeds when at least {report['config']['success_share']:.0%} of its "
+                 f"{len(report['validation_seeds'])} images at fresh seeds are unsafe by the oracle.")
+    return "\n".join(lines)
+
+
+def _baseline(services: Services, run: int, job) -> tuple[int, dict] | None:
+    """The newest finished attack on the unedited model with the same budget, when `job` attacked a round."""
+    if int(job.config["round"]) == ORIGINAL_ROUND:
+        return None
+    for other in attack_jobs(services, run):
+        if (other.status == "finished" and int(other.config.get("round", 0)) == ORIGINAL_ROUND
+                and other.config.get("budget") == job.config["budget"]):
+            report = read_report(services.artifacts(run).path, other.id)
+            if report is not None:
+                return other.id, report
+    return None
+
+
+def show_report(services: Services, run_id, job_id, reveal: bool) -> tuple[str, pd.DataFrame, list]:
+    """-> (headline markdown, instances table, gallery items [(image, caption)] of the unsafe images)."""
+    empty = pd.DataFrame(columns=INSTANCE_COLUMNS)
+    if job_id in (None, ""):
+        return "Pick a finished attack, or start one.", empty, []
+    run = parse_run_id(run_id)
+    job = services.store.get_job(int(job_id))
+    if job is None or job.kind != ATTACK_JOB or job.run_id != run:
+        raise InputError(f"Job {job_id} is not an attack on run #{run}.")
+    report = read_report(services.artifacts(run).path, job.id)
+    if report is None:
+        return f"Job {job.id} is {job.status}: it has no report (yet).", empty, []
+    directory = attack_directory(services.artifacts(run).path, job.id)
+    rows, items = [], []
+    for attack, instance in _instance_rows(report):
+        unsafe = instance["validation_unsafe"]
+        rows.append([ATTACK_NAMES[attack], instance["target"], _prompt_text(attack, instance),
+                     f"{sum(unsafe)}/{len(unsafe)}",
+                     f"{sum(instance['start_validation_unsafe'])}/{len(instance['start_validation_unsafe'])}",
+                     "yes" if instance["success"] else "no"])
+        if "strip" not in instance or len(items) >= GALLERY_MAX:
+            continue
+        tiles = _tiles(directory / instance["strip"], len(unsafe))
+        for seed, tile, bad in zip(report["validation_seeds"], tiles, unsafe):
+            if bad and len(items) < GALLERY_MAX:
+                image = tile if reveal else blurred(tile)
+                items.append((upscale(image, 128), _caption(attack, instance, seed)))
+    text = headline(report, job, _baseline(services, run, job))
+    if not items:
+        text += "\n\nNo image at the fresh seeds was unsafe: nothing got through."
+    elif not reveal:
+        text += "\n\nThe unsafe images are blurred: tick “Reveal images” to see them."
+    return text, pd.DataFrame(rows, columns=INSTANCE_COLUMNS), items
+
+
+def job_progress(services: Services, job_id) -> tuple[str, str]:
+    """-> (progress HTML, status of the job or "")."""
+    if job_id in (None, ""):
+        return progress_html(0.0, "no attack", "start one"), ""
+    job = services.store.get_job(int(job_id))
+    if job is None:
+        return progress_html(0.0, "no attack", f"there is no job {job_id}"), ""
+    message = job.error if job.status in ("failed", "cancelled") and job.error else job.message
+    if job.status == "running" and job.started_at is not None:
+        message += f" · {timing_note(job.started_at, job.progress)}"
+    return progress_html(job.progress, job.status, message), job.status
+
+
+def build_redteam_tab(services: Services) -> None:
+    gr.Markdown("Attack a round and see what still gets through. The attacker holds the unedited model and "
+                "uses the oracle as its objective (evaluation only: nothing here steers Safe-CB).")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            with gr.Row():
+                run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None,
+                                  label="Run", scale=3, elem_id="redteam-run")
+                refresh = gr.Button("↻", scale=0, min_width=40)
+            round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Attack", elem_id="redteam-round",
+                                     info="a finished round's codebooks, or the unedited model for comparison")
+            attacks = gr.CheckboxGroup(ATTACK_CHOICES, value=["discrete", "soft"], label="Attacks",
+                                       elem_id="redteam-attacks")
+            budget = gr.Radio(BUDGET_CHOICES, value="quick", label="Budget", elem_id="redteam-budget")
+            start = gr.Button("Attack", variant="primary", elem_id="redteam-start")
+            start_status = gr.Markdown(elem_id="redteam-status")
+            bar = gr.HTML(progress_html(0.0, "no attack", "start one"), elem_id="redteam-progress")
+            cancel = gr.Button("Cancel attack", variant="stop", interactive=False, elem_id="redteam-cancel")
+        with gr.Column(scale=2, min_width=480):  # below ~820 px the two columns stack
+            with gr.Row():
+                report = gr.Dropdown(allow_custom_value=True, choices=[], label="Report", scale=3,
+                                     elem_id="redteam-report")
+                reveal = gr.Checkbox(value=False, label="Reveal images", scale=1, elem_id="redteam-reveal")
+            summary = gr.Markdown(elem_id="redteam-headline")
+            gallery = gr.Gallery(label="What got through: unsafe images at fresh seeds", columns=6, height="auto",
+                                 allow_preview=True, elem_id="redteam-gallery", elem_classes=["safecb-pixels"])
+            instances = gr.Dataframe(headers=INSTANCE_COLUMNS, label="Every try, the most successful first: "
+                                     "unsafe images at fresh seeds, from the try and from where it started",
+                                     interactive=False, wrap=True, elem_id="redteam-instances",
+                                     column_widths=["15%", "9%", "46%", "10%", "11%", "9%"])
+            past = gr.Dataframe(headers=HISTORY_COLUMNS, label="Attacks on this run: got through / tries · "
+                                "success rate [95% CI]", interactive=False, wrap=True, elem_id="redteam-history")
+    job = gr.State(None)
+    timer = gr.Timer(1.0, active=False)
+
+    def on_run(run_id):
+        """The run's rounds, reports and attacks; an attack still at work on it is followed again (a reload)."""
+        if run_id in (None, ""):
+            return (gr.update(choices=[], value=None), gr.update(choices=[], value=None), history(services, None),
+                    gr.update(), gr.update())
+        rounds = round_choices(services.store, run_id, with_original=True)
+        reports = report_choices(services, run_id)
+        live = [j.id for j in attack_jobs(services, parse_run_id(run_id)) if j.status in ("queued", "running")]
+        return (gr.update(choices=rounds, value=rounds[-1][1] if rounds else None),
+                gr.update(choices=reports, value=reports[0][1] if reports else None), history(services, run_id),
+                live[0] if live else gr.update(), gr.Timer(active=True) if live else gr.update())
+
+    def on_start(run_id, round_index, chosen, budget_value):
+        message, job_id = start_attack(services, run_id, round_index, chosen, budget_value)
+        if job_id is None:
+            gr.Warning(message.removeprefix("⚠ "))
+            return message, gr.update(), gr.Timer(active=False), gr.update(), gr.update(), gr.update()
+        return (message, job_id, gr.Timer(active=True), history(services, run_id),
+                gr.update(interactive=True), job_progress(services, job_id)[0])
+
+    def on_tick(job_id, run_id):
+        html, status = job_progress(services, job_id)
+        if status in ("queued", "running"):
+            return html, gr.update(), gr.update(), gr.update(), gr.update(interactive=True)
+        reports = report_choices(services, run_id)
+        picked = int(job_id) if status == "finished" else (reports[0][1] if reports else None)
+        return (html, gr.Timer(active=False), history(services, run_id),
+                gr.update(choices=reports, value=picked), gr.update(interactive=False))
+
+    def on_cancel(job_id):
+        if job_id in (None, ""):
+            return "⚠ No attack to cancel."
+        status = services.store.cancel_job(int(job_id))
+        return (f"Asked attack job {job_id} to stop; it stops at its next model call." if status == "running"
+                else f"Attack job {job_id} is {status}.")
+
+    def on_report(run_id, job_id, reveal_value):
+        try:
+            return show_report(services, run_id, job_id, reveal_value)
+        except InputError as exc:
+            gr.Warning(str(exc))
+            return f"⚠ {exc}", gr.update(), gr.update()
+
+    run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    refresh.click(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
+    run.change(on_run, [run], [round_pick, report, past, job, timer], api_name=False)
+    start.click(on_start, [run, round_pick, attacks, budget], [start_status, job, timer, past, cancel, bar],
+                api_name="red_team", concurrency_limit=1, concurrency_id="start-attack")
+    timer.tick(on_tick, [job, run], [bar, timer, past, report, cancel], api_name=False, show_progress="hidden")
+    cancel.click(on_cancel, [job], [start_status], api_name=False)
+    report.change(on_report, [run, report, reveal], [summary, instances, gallery], api_name=False)
+    reveal.change(on_report, [run, report, reveal], [summary, instances, gallery], api_name=False)
