@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from db import Store, StoreError
     from jobs.runner import JobRunner, RunnerConfig, default_oracle
     from safecb.models.backend import JanusBackend, ModelLoadError
-    from ui import CSS, HEAD, QUEUE_MAX, Services, build_demo
+    from ui import CSS, HEAD, QUEUE_MAX, THEME, Services, build_demo
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     services = Services(backend=backend, store=store, runs_root=data_dir / "runs", runner=runner)
     demo = build_demo(services)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_MAX)
-    demo.launch(css=CSS, head=HEAD, **launch_settings(args, data_dir))
+    demo.launch(css=CSS, head=HEAD, theme=THEME, **launch_settings(args, data_dir))
     return 0
 
 

@@ -36,8 +36,13 @@ from .walkthrough_tab import build_walkthrough_tab
 CSS = """
 .safecb-pixels img { image-rendering: pixelated; }
 .safecb-grow img { width: 100% !important; height: 100% !important; object-fit: contain; }
-.tab-container button[role="tab"] { padding-left: 9px; padding-right: 9px; }
+.tab-container button[role="tab"] { padding-left: 7px; padding-right: 7px; font-size: 13px; }
 """
+# Passed to `launch(theme=...)`: Gradio's default theme with the system's fonts. Its own font, served
+# from the app without internet, is a subset that lacks some capitals ("Safe-CB" drew its B in a
+# fallback font).
+THEME = gr.themes.Default(font=("ui-sans-serif", "system-ui", "sans-serif"),
+                          font_mono=("ui-monospace", "Consolas", "monospace"))
 # Passed to `launch(head=...)`: narrow windows lose most of the page margin. (Gradio scopes `css` rules
 # to elements inside the app, and the margin belongs to the element around it.)
 HEAD = """<style>
@@ -75,7 +80,10 @@ def build_demo(services: Services) -> gr.Blocks:
         gr.Markdown(
             "# Safe-CB Studio\n"
             "Codebook safety exploration for autoregressive unified image generators.  \n"
-            + _model_line(services)
+            + _model_line(services) + "  \n"
+            "**Try it:** generate a harmful example prompt → start a run in *Run* (on the toy model a round takes "
+            "about a minute on two CPU cores) → pick the run under *Compare codebooks* → attack its best round in "
+            "*Red team*."
         )
         with gr.Tabs(overflow_behavior="wrap"):  # every tab stays visible: a narrow window wraps the bar
             with gr.Tab("Generate & compare", id="generate"):
@@ -99,4 +107,4 @@ def build_demo(services: Services) -> gr.Blocks:
     return guard_handlers(share_model_queue(demo))
 
 
-__all__ = ["CSS", "HEAD", "QUEUE_MAX", "Services", "build_demo"]
+__all__ = ["CSS", "HEAD", "QUEUE_MAX", "THEME", "Services", "build_demo"]
