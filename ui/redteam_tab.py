@@ -35,7 +35,7 @@ ATTACK_NAMES = {"discrete": "prompt search", "soft": "soft prompt"}
 ATTACK_CHOICES = [("prompt search: words a user could type", "discrete"),
                   ("soft prompt: free input embeddings (an attacker with the weights)", "soft")]
 BUDGET_CHOICES = [("quick: a first look in seconds", "quick"), ("full: the budgets of `bench attack`", "full")]
-HISTORY_COLUMNS = ["job", "attacked", "budget", "status", "prompt search", "soft prompt"]
+HISTORY_COLUMNS = ["job", "attacked (budget)", "status", "prompt search", "soft prompt"]
 INSTANCE_COLUMNS = ["attack", "aim", "prompt found", "unsafe", "from start", "through"]
 GALLERY_MAX = 96  # unsafe images shown at most (the most successful instances first)
 
@@ -84,8 +84,8 @@ def history(services: Services, run_id) -> pd.DataFrame:
     for job in attack_jobs(services, run):
         report = read_report(services.artifacts(run).path, job.id) if job.status == "finished" else None
         results = (report or {}).get("results", {})
-        rows.append([job.id, round_label(int(job.config.get("round", ORIGINAL_ROUND))), job.config.get("budget", ""),
-                     job.status, _asr_cell(results.get("discrete")), _asr_cell(results.get("soft"))])
+        attacked = f"{round_label(int(job.config.get('round', ORIGINAL_ROUND)))} ({job.config.get('budget', '')})"
+        rows.append([job.id, attacked, job.status, _asr_cell(results.get("discrete")), _asr_cell(results.get("soft"))])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
