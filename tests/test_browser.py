@@ -483,13 +483,14 @@ def test_metrics_tab_plots_the_run(page):
 
 
 # ---------------------------------------------------------------- the red team
-def attack(page: Page, target: str | re.Pattern) -> int:
-    """Attack `target` (a round option) of the picked run with the quick budget; -> the attack's job id,
-    once its report shows."""
-    pick(page, "redteam-round", target)
+def attack(page: Page, target: str | re.Pattern | None, named: str) -> int:
+    """Attack `target` (a round option; None: the one shown) of the picked run with the quick budget;
+    the status must name `named`; -> the attack's job id, once its report shows."""
+    if target is not None:
+        pick(page, "redteam-round", target)
     page.locator("#redteam-start").click()
     status = page.locator("#redteam-status")
-    expect(status).to_contain_text(" as job ", timeout=UI_TIMEOUT_MS)
+    expect(status).to_contain_text(f"Attacking {named} of run #", timeout=UI_TIMEOUT_MS)
     job_id = int(re.search(r"as job (\d+)", status.inner_text()).group(1))
     expect(page.locator("#redteam-progress .safecb-progress")).to_have_attribute("data-status", "finished",
                                                                                   timeout=ROUND_TIMEOUT_S * 1000)
@@ -505,12 +506,15 @@ def test_red_team_attacks_a_round_and_shows_what_got_through(page, app):
     open_tab(page, "Red team")
     pick(page, "redteam-run", run_option(run_id))
     expect(page.locator("#redteam-round input")).to_have_value(re.compile(r"^round 1 "), timeout=30_000)
-    baseline = attack(page, "original (unedited)")
+    attacked = attack(page, None, "round 1")  # the run's last round, shown when the run is picked
     headline = page.locator("#redteam-headline")
-    expect(headline).to_contain_text(f"Against the unedited model (job {baseline}, quick budget)")
-    attacked = attack(page, re.compile(r"round 1 · "))
-    STATE["red_team"] = (baseline, attacked)
     expect(headline).to_contain_text(f"Against round 1 (job {attacked}, quick budget)")
+    expect(headline).to_contain_text("Attack the unedited model with the same budget")
+    baseline = attack(page, "original (unedited)", "the unedited model")
+    STATE["red_team"] = (baseline, attacked)
+    expect(headline).to_contain_text(f"Against the unedited model (job {baseline}, quick budget)")
+    pick(page, "redteam-report", re.compile(rf"job {attacked} · round 1"))
+    expect(headline).to_contain_text(f"Against round 1 (job {attacked}, quick budget)", timeout=UI_TIMEOUT_MS)
     expect(headline).to_contain_text("95% CI")
     expect(headline).to_contain_text(f"On the unedited model the same attack (job {baseline})")
     expect(page.locator("#redteam-history [role=gridcell][data-col='0']")).to_have_count(2)
@@ -560,7 +564,10 @@ def test_generate_and_compare_original_with_the_round(page, browser, app):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url.rstrip("/"))
     page.get_by_role("button", name="Copy a link to this comparison").click()
     expect(page.get_by_role("button", name="Link copied")).to_be_visible()
-    link = page.evaluate("navigator.clipboard.readText()")
+    link, deadline = "", time.monotonic() + 15  # the button copies once the server has saved the state
+    while not link and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        link = page.evaluate("navigator.clipboard.readText()")
     assert re.fullmatch(re.escape(app.url) + r"\?deep_link=\w+", link), link
     shared = new_page(browser, app, url=link)
     try:
@@ -635,6 +642,8 @@ def fill_tab(page: Page, name: str, run_id: int) -> None:
         expect(page.locator(".js-plotly-plot").filter(visible=True).first).to_be_visible()
     elif name == "Red team":
         pick(page, "redteam-run", run_option(run_id))
+        expect(page.locator("#redteam-headline")).to_contain_text("Against", timeout=UI_TIMEOUT_MS)
+        pick(page, "redteam-report", re.compile(r"· round 1 ·"))
         expect(page.locator("#redteam-headline")).to_contain_text("Against round 1 (job", timeout=UI_TIMEOUT_MS)
     elif name == "Walkthrough":
         pick(page, "walk-run", run_option(run_id))
