@@ -70,6 +70,16 @@ class AttackRequest:
         return cls(int(data["round"]), tuple(data["attacks"]), str(data["budget"]))
 
 
+def target_name(round_index: int) -> str:
+    """What an attack on `round_index` attacks, in words."""
+    return "the unedited model" if round_index == ORIGINAL_ROUND else f"round {round_index}"
+
+
+def attack_jobs(store: Store, run_id: int) -> list[JobRecord]:
+    """The run's attack jobs, newest first."""
+    return [j for j in store.list_jobs(run_id=run_id, limit=500) if j.kind == ATTACK_JOB]
+
+
 def attack_config(request: AttackRequest, sampler: SamplerSettings) -> AttackConfig:
     """The attack's budgets and seeds for `request`, drawing with the run's own sampler settings."""
     base = quick_attack_config() if request.budget == "quick" else AttackConfig()
@@ -98,9 +108,8 @@ def submit_attack(store: Store, run_id: int, request: AttackRequest) -> int:
         if request.round not in rounds or not rounds[request.round].snapshot_path:
             raise ValueError(f"run {run_id} has no finished round {request.round}")
     job_id = store.create_job(ATTACK_JOB, asdict(request), run_id=run_id)
-    target = "the unedited model" if request.round == ORIGINAL_ROUND else f"round {request.round}"
     store.update_job(job_id, message="queued", log=f"queued: {' and '.join(request.attacks)} attack "
-                     f"({request.budget}) on run {run_id}, {target}")
+                     f"({request.budget}) on run {run_id}, {target_name(request.round)}")
     return job_id
 
 

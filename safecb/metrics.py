@@ -39,6 +39,16 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def wilson(successes: int, n: int) -> dict:
+    """A share from counts with its Wilson 95% interval: {"value", "ci", "n"} (NaN when n is 0)."""
+    if n == 0:
+        return {"value": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return {"value": successes / n, "ci": [float(ci.low), float(ci.high)], "n": n}
+
+
 def rate(flags: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
     """A share with its interval: {"value", "ci", "n"}."""
     flags = np.asarray(flags, float)

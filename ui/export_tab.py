@@ -22,7 +22,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from jobs.attack_job import ATTACK_JOB, ORIGINAL_ROUND, read_report
+from jobs.attack_job import ORIGINAL_ROUND, attack_jobs, read_report, target_name
 from safecb.models.backend import CODEBOOK_PATHS
 
 from .common import InputError, parse_run_id, round_choices, run_choices
@@ -62,14 +62,13 @@ def flat_round(metrics: dict) -> dict:
 def round_attacks(services: Services, run_id: int, round_index: int) -> list[tuple[int, str, str, dict]]:
     """Finished red-team attacks on the round and on the unedited model: (job id, what, budget, report)."""
     out = []
-    for job in services.store.list_jobs(run_id=run_id, limit=500):
-        attacked = int(job.config.get("round", -2)) if job.kind == ATTACK_JOB else None
+    for job in attack_jobs(services.store, run_id):
+        attacked = int(job.config["round"])
         if job.status != "finished" or attacked not in (round_index, ORIGINAL_ROUND):
             continue
         report = read_report(services.artifacts(run_id).path, job.id)
         if report is not None:
-            target = "the unedited model" if attacked == ORIGINAL_ROUND else f"round {attacked}"
-            out.append((job.id, target, job.config.get("budget", ""), report))
+            out.append((job.id, target_name(attacked), job.config["budget"], report))
     return sorted(out, key=lambda row: row[0])
 
 

@@ -21,12 +21,14 @@ from jobs.attack_job import (
     ORIGINAL_ROUND,
     AttackRequest,
     attack_directory,
+    attack_jobs,
     read_report,
     submit_attack,
+    target_name,
 )
 
 from .common import InputError, blurred, parse_run_id, round_choices, run_choices, upscale
-from .run_tab import progress_html, timing_note
+from .run_tab import progress_html, status_line
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -38,15 +40,6 @@ BUDGET_CHOICES = [("quick: a first look in seconds", "quick"), ("full: the budge
 HISTORY_COLUMNS = ["job", "attacked (budget)", "status", "prompt search", "soft prompt"]
 INSTANCE_COLUMNS = ["attack", "aim", "prompt found", "unsafe", "from start", "through"]
 GALLERY_MAX = 96  # unsafe images shown at most (the most successful instances first)
-
-
-def round_label(index: int) -> str:
-    return "the unedited model" if index == ORIGINAL_ROUND else f"round {index}"
-
-
-def attack_jobs(services: Services, run_id: int) -> list:
-    """The run's attack jobs, newest first."""
-    return [j for j in services.store.list_jobs(run_id=run_id, limit=500) if j.kind == ATTACK_JOB]
 
 
 def start_attack(services: Services, run_id, round_index, attacks, budget) -> tuple[str, int | None]:
@@ -64,7 +57,7 @@ def start_attack(services: Services, run_id, round_index, attacks, budget) -> tu
     except ValueError as exc:  # InputError included
         return f"⚠ {exc}", None
     where = "" if services.runner is not None else " A separate worker (python -m jobs worker) will pick it up."
-    return (f"Attacking {round_label(request.round)} of run #{run} as job {job_id} "
+    return (f"Attacking {target_name(request.round)} of run #{run} as job {job_id} "
             f"({' and '.join(ATTACK_NAMES[a] for a in request.attacks)}, {request.budget}).{where}"), job_id
 
 
@@ -81,10 +74,10 @@ def history(services: Services, run_id) -> pd.DataFrame:
         return pd.DataFrame(columns=HISTORY_COLUMNS)
     run = parse_run_id(run_id)
     rows = []
-    for job in attack_jobs(services, run):
+    for job in attack_jobs(services.store, run):
         report = read_report(services.artifacts(run).path, job.id) if job.status == "finished" else None
         results = (report or {}).get("results", {})
-        attacked = f"{round_label(int(job.config.get('round', ORIGINAL_ROUND)))} ({job.config.get('budget', '')})"
+        attacked = f"{target_name(int(job.config.get('round', ORIGINAL_ROUND)))} ({job.config.get('budget', '')})"
         rows.append([job.id, attacked, job.status, _asr_cell(results.get("discrete")), _asr_cell(results.get("soft"))])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
@@ -93,8 +86,8 @@ def report_choices(services: Services, run_id) -> list[tuple[str, int]]:
     """(label, job id) of the run's finished attacks, newest first."""
     if run_id in (None, ""):
         return []
-    return [(f"job {j.id} · {round_label(int(j.config['round']))} · {j.config['budget']}", j.id)
-            for j in attack_jobs(services, parse_run_id(run_id)) if j.status == "finished"]
+    return [(f"job {j.id} · {target_name(int(j.config['round']))} · {j.config['budget']}", j.id)
+            for j in attack_jobs(services.store, parse_run_id(run_id)) if j.status == "finished"]
 
 
 def _tiles(strip_path, count: int) -> list[np.ndarray]:
@@ -124,7 +117,7 @@ def _caption(attack: str, instance: dict, seed: int) -> str:
 
 def headline(report: dict, job, baseline: tuple[int, dict] | None) -> str:
     """What the attack found, in sentences, with each rate's interval and n."""
-    target = round_label(int(job.config["round"]))
+    target = target_name(int(job.config["round"]))
     lines = [f"**Against {target}** (job {job.id}, {job.config['budget']} budget):"]
     for name, result in report["results"].items():
         asr, images = result["asr"], result["image_unsafe"]
@@ -146,7 +139,7 @@ def _baseline(services: Services, run: int, job) -> tuple[int, dict] | None:
     """The newest finished attack on the unedited model with the same budget, when `job` attacked a round."""
     if int(job.config["round"]) == ORIGINAL_ROUND:
         return None
-    for other in attack_jobs(services, run):
+    for other in attack_jobs(services.store, run):
         if (other.status == "finished" and int(other.config.get("round", 0)) == ORIGINAL_ROUND
                 and other.config.get("budget") == job.config["budget"]):
             report = read_report(services.artifacts(run).path, other.id)
@@ -197,10 +190,7 @@ def job_progress(services: Services, job_id) -> tuple[str, str]:
     job = services.store.get_job(int(job_id))
     if job is None:
         return progress_html(0.0, "no attack", f"there is no job {job_id}"), ""
-    message = job.error if job.status in ("failed", "cancelled") and job.error else job.message
-    if job.status == "running" and job.started_at is not None:
-        message += f" · {timing_note(job.started_at, job.progress)}"
-    return progress_html(job.progress, job.status, message), job.status
+    return progress_html(job.progress, job.status, status_line(job)), job.status
 
 
 def build_redteam_tab(services: Services) -> None:
@@ -245,7 +235,7 @@ def build_redteam_tab(services: Services) -> None:
                     gr.update(), gr.update())
         rounds = round_choices(services.store, run_id, with_original=True)
         reports = report_choices(services, run_id)
-        live = [j.id for j in attack_jobs(services, parse_run_id(run_id)) if j.status in ("queued", "running")]
+        live = [j.id for j in attack_jobs(services.store, parse_run_id(run_id)) if j.status in ("queued", "running")]
         return (gr.update(choices=rounds, value=rounds[-1][1] if rounds else None),
                 gr.update(choices=reports, value=reports[0][1] if reports else None), history(services, run_id),
                 live[0] if live else gr.update(), gr.Timer(active=True) if live else gr.update())

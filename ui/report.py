@@ -14,7 +14,8 @@ import html
 from datetime import datetime, timezone
 
 from markdown_it import MarkdownIt
-from scipy.stats import binomtest
+
+from safecb.metrics import wilson
 
 EXAMPLES_PICTURE = "examples.png"  # the round's before/after strip, beside the report in the zip
 
@@ -38,14 +39,6 @@ DEFINITIONS = [
     ("95% CI", "shares from counts (agreement, attack success, self-judged unsafe without an oracle): Wilson score "
                "interval; oracle figures: percentile bootstrap over images, as stored with the round."),
 ]
-
-
-def wilson(successes: int, n: int) -> dict:
-    """A share with its Wilson 95% interval, in the form the rounds store figures."""
-    if n == 0:
-        return {"value": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
-    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"value": successes / n, "ci": [float(ci.low), float(ci.high)], "n": n}
 
 
 def figure_cell(figure: dict | None, digits: int = 3) -> str:

@@ -135,6 +135,15 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
+def status_line(job) -> str:
+    """A job's one line: why it ended when it failed or was cancelled, else its message, with the
+    time so far and an estimate while it runs."""
+    message = job.error if job.status in ("failed", "cancelled") and job.error else job.message
+    if job.status == "running" and job.started_at is not None:
+        message += f" · {timing_note(job.started_at, job.progress)}"
+    return message
+
+
 def job_view(services: Services, job_id):
     """-> (progress HTML, log text, rounds table, examples image path, run id)."""
     empty = pd.DataFrame(columns=ROUND_COLUMNS)
@@ -146,10 +155,7 @@ def job_view(services: Services, job_id):
         return progress_html(0.0, "error", f"could not read the job: {exc}"), "", empty, None, None
     if job is None:
         return progress_html(0.0, "no job", f"there is no job {job_id}"), "", empty, None, None
-    message = job.error if job.status in ("failed", "cancelled") and job.error else job.message
-    if job.status == "running" and job.started_at is not None:
-        message += f" · {timing_note(job.started_at, job.progress)}"
-    return (progress_html(job.progress, job.status, message), job.log[-20_000:], rounds_table(services, job.run_id),
+    return (progress_html(job.progress, job.status, status_line(job)), job.log[-20_000:], rounds_table(services, job.run_id),
             examples_image(services, job.run_id), job.run_id)
 
 

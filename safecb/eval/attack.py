@@ -30,10 +30,10 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import binomtest
 
 from .. import world
 from ..io import save_png, save_safetensors, write_json, write_text
+from ..metrics import wilson
 from ..models.backend import JanusBackend
 from ..models.sampler import SamplerSettings
 from .protocol import BENCH_SEED_START
@@ -217,11 +217,8 @@ def image_grid(rows: list[np.ndarray], scale: int = 3) -> np.ndarray | None:
 
 def success_rate(flags: list[bool]) -> dict:
     """Share of True with a Wilson 95% interval."""
-    n, k = len(flags), int(np.sum(flags))
-    if n == 0:
-        return {"value": float("nan"), "ci": [float("nan"), float("nan")], "n": 0, "successes": 0}
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"value": k / n, "ci": [float(ci.low), float(ci.high)], "n": n, "successes": k}
+    k = int(np.sum(flags))
+    return {**wilson(k, len(flags)), "successes": k}
 
 
 # ---------------------------------------------------------------- the discrete search
