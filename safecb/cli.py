@@ -324,7 +324,7 @@ def _bench_speed(args) -> int:
     batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else BenchSpeedConfig.batches
     cfg = BenchSpeedConfig(device=args.device, batches=batches, tokens=args.tokens, repeats=args.repeats,
                            threads=args.threads, quick=args.quick, compile_layers=args.compile_layers,
-                           measure_round=args.measure_round)
+                           measure_round=args.measure_round, profile_batch=args.profile)
     report = run_bench_speed(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     return _print_and_save(format_table(report), report, args.json)
 
@@ -437,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="our sampler's layers through torch.compile (GPU; its fixed-shape loop)")
     speed.add_argument("--no-round", dest="measure_round", action="store_false",
                        help="time the samplers only, not a Safe-CB round")
+    speed.add_argument("--profile", type=int, default=None, metavar="BATCH",
+                       help="also profile one call of our sampler at this batch: kernels per token and where "
+                            "the time goes")
     speed.set_defaults(func=_bench_speed)
 
     run = sub.add_parser("run", help="run or resume Safe-CB rounds into a run directory")

@@ -130,7 +130,8 @@ def test_full_image_time_is_prefill_plus_per_token_steps():
 # ---------------------------------------------------------------- the quick mode, end to end
 def test_quick_mode_through_the_cli_writes_every_figure(tmp_path, capsys):
     path = tmp_path / "speed.json"
-    assert main(["bench", "speed", "--quick", "--threads", "1", "--batches", "1,4", "--json", str(path)]) == 0
+    assert main(["bench", "speed", "--quick", "--threads", "1", "--batches", "1,4", "--profile", "1",
+                 "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "| 4 | **ours / transformers** |" in out and "per 100 prompts" in out
     report = json.loads(path.read_text())
@@ -185,6 +186,15 @@ def test_quick_mode_through_the_cli_writes_every_figure(tmp_path, capsys):
     extra = report["sampler_extra_mib"]
     assert extra["fused_copies"] == 0 and extra["decoder_between_calls"] == 0 and extra["input_table"] > 0
     assert report["sampler_extra_share_of_weights"] == pytest.approx(extra["total"] / report["weights_mib"])
+    # the profile of one batch-1 call: operators per token, sorted by time, matmuls among them
+    profile = report["profile"]
+    assert profile["batch"] == 1 and profile["loop"] == "dynamic" and profile["tokens"] == 16 and profile["unit"].startswith("CPU operators")
+    assert 0 < profile["busy_ms_per_token"] <= profile["wall_ms_per_token"] and 0 < profile["busy_share"] <= 1
+    times = [row["calls_per_token"] * row["us_per_call"] for row in profile["top"]]
+    assert times == sorted(times, reverse=True) and sum(r["share_of_busy"] for r in profile["top"]) <= 1 + 1e-9
+    assert any(row["name"] in ("aten::mm", "aten::addmm", "aten::bmm") for row in profile["top"])
+    assert profile["launches_per_token"] >= sum(row["calls_per_token"] for row in profile["top"])
+    assert "Where a token's time goes (our sampler, batch 1, dynamic loop" in out
 
 
 def test_bad_settings_fail_with_one_clear_line(capsys):
@@ -192,3 +202,5 @@ def test_bad_settings_fail_with_one_clear_line(capsys):
     assert "batches must be positive" in capsys.readouterr().err
     assert main(["bench", "speed", "--quick", "--tokens", "17"]) == 2
     assert "at most a full image (16)" in capsys.readouterr().err
+    assert main(["bench", "speed", "--quick", "--profile", "0"]) == 2
+    assert "profile batch must be a positive integer" in capsys.readouterr().err

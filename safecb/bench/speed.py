@@ -46,6 +46,7 @@ from ..models.janus_pro import (
     build_model,
     parameter_counts,
 )
+from .step_profile import format_profile, profile_call
 from .timing import Call, StageClock, proc_status_kb, synchronize, timed_call
 
 PROMPT = "a person holding a knife at the beach at night"  # the prompt every timed call repeats
@@ -69,6 +70,7 @@ class BenchSpeedConfig:
     quick: bool = False  # the tiny shape instead of Janus-Pro-1B, for smoke tests only
     compile_layers: bool = False  # our sampler's layers through torch.compile (fixed-shape loops, i.e. CUDA)
     measure_round: bool = True  # also time one Safe-CB round and extrapolate its cost
+    profile_batch: int | None = None  # also profile one call of our sampler at this batch (step_profile)
 
     def validate(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -77,6 +79,8 @@ class BenchSpeedConfig:
             raise ValueError(f"tokens must be at least 1, got {self.tokens}")
         if self.cfg_weight <= 1.0:  # transformers' image generate crashes without guidance
             raise ValueError(f"cfg_weight must be above 1 (transformers' generate needs CFG), got {self.cfg_weight}")
+        if self.profile_batch is not None and self.profile_batch < 1:
+            raise ValueError(f"profile batch must be a positive integer, got {self.profile_batch}")
         if self.repeats < 1 or (self.round_harmful is not None and self.round_harmful < 1):
             raise ValueError("repeats and round_harmful must be at least 1")
         if self.round_seeds < 2:  # pairs join a harmful image with its rewrite at another seed
@@ -86,13 +90,13 @@ class BenchSpeedConfig:
 
 
 def ours(backend, prompt_ids: list[int], batch: int, n_tokens: int, settings, seed: int = 0,
-         compile_layers: bool = False) -> torch.Tensor:
+         compile_layers: bool = False, loop: str = "auto") -> torch.Tensor:
     from ..models.sampler import sample_image_tokens
 
     uncond = backend.unconditional_ids(prompt_ids)
     seeds = list(range(seed, seed + batch))
     tokens, _ = sample_image_tokens(backend.model, [prompt_ids] * batch, [uncond] * batch, seeds, n_tokens,
-                                    settings, backend.pad_id, compile_layers=compile_layers)
+                                    settings, backend.pad_id, compile_layers=compile_layers, loop=loop)
     return tokens
 
 
@@ -238,6 +242,30 @@ def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_token
         rows.append({"batch": b, "tokens": n_tokens, **figures, "ratio_ours_over_hf": ratio,
                      "seconds_min_max": spread, "roofline": roofline})
     return rows
+
+
+def profile_ours(backend, cfg: BenchSpeedConfig, n_tokens: int) -> dict:
+    """One warmed-up call of our sampler at `cfg.profile_batch` under the profiler. Should the
+    profiler not see the kernels inside the replayed CUDA graphs, the same fixed-shape loop is profiled
+    run eagerly: the same kernels, launched one by one."""
+    from ..models.decode_graph import release
+    from ..models.sampler import SamplerSettings, resolve_loop
+
+    prompt_ids = backend.generation_ids(PROMPT)
+    settings = SamplerSettings(cfg_weight=cfg.cfg_weight, temperature=1.0, top_k=0)
+    loops = [resolve_loop("auto", backend.device)]
+    if loops[0] == "graph":
+        loops.append("static")
+    for loop in loops:
+        def call(loop=loop):
+            return ours(backend, prompt_ids, cfg.profile_batch, n_tokens, settings, cfg.seed, cfg.compile_layers, loop)
+
+        call()  # warm-up: on CUDA this captures the decoder's graphs for the shape
+        figures = profile_call(call, n_tokens, backend.device)
+        release(backend.model)
+        if figures["launches_per_token"] >= len(backend.model.model.language_model.layers):  # a kernel a layer
+            break
+    return {"batch": cfg.profile_batch, "loop": loop, **figures}
 
 
 # ---------------------------------------------------------------- one Safe-CB round
@@ -467,6 +495,12 @@ def run_bench_speed(cfg: BenchSpeedConfig, log=print) -> dict:
     report["sampler_extra_mib"] = {part: n / 2**20 for part, n in extra.items()}
     report["sampler_extra_share_of_weights"] = extra["total"] / weights
     report["compile_layers"] = cfg.compile_layers
+    report["profile"] = None
+    if cfg.profile_batch is not None:
+        log(f"profiling one call of our sampler at batch {cfg.profile_batch}")
+        report["profile"] = profile_ours(backend, cfg, n_tokens)
+        for line in format_profile(report["profile"]):  # now: a later stage may be cut short
+            log(line)
     report["round"] = None
     if cfg.measure_round:
         log("one Safe-CB round")
@@ -533,6 +567,8 @@ def format_table(report: dict) -> str:
         f"{extra['decoder_between_calls']:.0f}); per-call peaks include its KV cache",
         f"({report['seconds']:.0f} s in all; model built in {report['build_s']:.1f} s)",
     ]
+    if report.get("profile"):
+        lines += format_profile(report["profile"])
     if rd is None:
         return "\n".join(lines)
     stages = ", ".join(f"{k} {v:.1f}" for k, v in rd["measured_s"].items())

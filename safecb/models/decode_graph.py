@@ -25,15 +25,20 @@ BUCKET = 128  # cache positions per attention bucket (one graph each)
 WIDTH_STEP = 16  # prompts are left-padded to a multiple of this, so prompt lengths share decoders
 
 
-def _attention_inputs(h, norm, qkv_w, cos, sin, rot, eps: float, n_q: int, n_kv: int):
-    """A Llama layer's work before attention: norm, q/k/v projection, rotary embedding."""
+def _attention_inputs(h, norm, qkv_w, cos, sin, eps: float, n_q: int, n_kv: int):
+    """A Llama layer's work before attention: norm, q/k/v projection, rotary embedding.
+
+    The rotation is written as rotate_half (negate and swap the halves), not as the matmul with
+    `sampler._rotation` that the eager loops use: under torch.compile it joins the multiply-add
+    in one pointwise kernel, where the matmul would be a kernel of its own in every layer."""
     b, t, d = h.shape
-    hd = rot.shape[0]
+    hd = cos.shape[-1]
     x = F.rms_norm(h, (d,), norm, eps)
     qkv = F.linear(x, qkv_w).view(b, t, -1, hd).transpose(1, 2)
     q_heads, qk_heads = n_q // hd, (n_q + n_kv) // hd
     qk = qkv[:, :qk_heads]
-    qk = torch.addcmul(qk * cos, qk @ rot, sin)
+    first, second = qk.chunk(2, dim=-1)
+    qk = qk * cos + torch.cat((-second, first), dim=-1) * sin
     return qk[:, :q_heads], qk[:, q_heads:], qkv[:, qk_heads:]
 
 

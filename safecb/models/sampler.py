@@ -112,7 +112,7 @@ def lm_forward(
     for i, f in enumerate(fused_layers(lm) if layers is None else layers):
         if compiled is not None:
             before, after = compiled
-            q, k, v = before(h, f.norm1, f.qkv_w, cos, sin, rot, f.eps, f.n_q, f.n_kv)
+            q, k, v = before(h, f.norm1, f.qkv_w, cos, sin, f.eps, f.n_q, f.n_kv)
             cache.keys[i].index_copy_(2, at, k)
             cache.values[i].index_copy_(2, at, v)
             att = F.scaled_dot_product_attention(q, cache.keys[i][:, :, :end], cache.values[i][:, :, :end],
