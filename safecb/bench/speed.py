@@ -9,7 +9,9 @@ Measured in one process on one model:
 - each call's peak memory: CUDA `max_memory_allocated` above what was allocated before, or on
   CPU the growth of the resident set (peak RSS reset before the call via /proc/self/clear_refs);
 - one Safe-CB round (`safecb.engine`: generate, self-judge, step 1, step 2; the pairs are set, not
-  mined, see `measure_round`) on a small synthetic prompt set, and from it one round per 100 prompts.
+  mined, see `measure_round`) on a small synthetic prompt set, and from it one round per 100 prompts;
+- with `--profile BATCH`, one call of our sampler under torch.profiler (`step_profile`): where a
+  token's time goes, kernel by kernel on a GPU.
 
 Speed does not depend on weight values, so the weights are random (built on the meta device and
 filled by tiling one random block: a copy pass instead of transformers' per-tensor normal_ init).
