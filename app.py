@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--oracle", default=None,
                         help="evaluation-only oracle for runs: 'toy', 'nudenet', 'open_nsfw', 'real' (both) or a "
                              "toy-oracle directory (default: the toy oracle for the toy model, none for other models)")
+    parser.add_argument("--i2p", default=os.environ.get("SAFECB_I2P"), metavar="CSV",
+                        help="the I2P prompt CSV runs may draw their harmful prompts from (default: $SAFECB_I2P; "
+                             "without it runs use the toy world's prompts)")
     parser.add_argument("--no-runner", action="store_true",
                         help="do not run jobs in this process; a `python -m jobs worker` on the same store does")
     parser.add_argument("--host", default="127.0.0.1",
@@ -71,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.oracle and args.oracle not in ORACLE_NAMES and not os.path.isdir(args.oracle):
         parser.error(f"--oracle must be one of {', '.join(ORACLE_NAMES)} or a toy-oracle directory, "
                      f"got {args.oracle!r}")
+    if args.i2p and not os.path.isfile(args.i2p):
+        parser.error(f"--i2p {args.i2p}: no such file (the I2P CSV, e.g. unsafe-prompts4703.csv)")
     if args.auth is not None:
         user, sep, password = args.auth.partition(":")
         if not sep or not user or not password:
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"marked job(s) {failed} failed: no live worker held them", flush=True)
         runner.start()
-    services = Services(backend=backend, store=store, runs_root=data_dir / "runs", runner=runner)
+    services = Services(backend=backend, store=store, runs_root=data_dir / "runs", runner=runner,
+                        i2p_path=Path(args.i2p).resolve() if args.i2p else None)
     demo = build_demo(services)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_MAX)
     demo.launch(css=CSS, head=HEAD, theme=THEME, **launch_settings(args, data_dir))

@@ -46,10 +46,13 @@ from safecb.eval.protocol import annotator_for
 from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import ORACLE_DIR
+from safecb.prompts.i2p import I2PConfig
+from safecb.prompts.rounds import i2p_config_to_dict
 
 from .attack_job import ATTACK_JOB, execute_attack
 from .faults import kill_point
 from .lease import Lease, fail_lost_jobs, retry, worker_identity
+from .run_prompts import check_i2p, job_prompts, prompt_rows
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +84,29 @@ def run_directory(runs_root: Path, run_id: int) -> Path:
 
 
 def submit_run(store: Store, model_source: str, config: SafeCBConfig, prompts: RoundPrompts | None = None,
-               name: str = "", codebook_size: int | None = None) -> tuple[int, int]:
+               name: str = "", codebook_size: int | None = None, i2p: I2PConfig | None = None) -> tuple[int, int]:
     """Validate, then record a new run with its prompts and queue its job. Returns (run_id, job_id).
-    Bad settings raise ValueError before anything is written."""
-    prompts = prompts or toy_round_prompts()
+    `prompts` (default: the toy world's) are stored now; an `i2p` selection instead is stored as
+    such and its job builds the prompt set (jobs/run_prompts.py). Bad settings raise ValueError
+    before anything is written."""
+    if prompts is not None and i2p is not None:
+        raise ValueError("give a prompt set or an I2P selection, not both")
     config.validate(codebook_size)
-    prompts.validate()
-    settings = {"safecb": config.to_dict(), "prompts": prompts.to_dict()}
+    if i2p is not None:
+        n_prompts = check_i2p(i2p)
+        settings = {"safecb": config.to_dict(), "i2p": i2p_config_to_dict(i2p)}
+        what = f"{n_prompts} I2P prompts"
+    else:
+        prompts = prompts or toy_round_prompts()
+        prompts.validate()
+        settings = {"safecb": config.to_dict(), "prompts": prompts.to_dict()}
+        what = f"{len(prompts.harmful)} harmful prompts"
     run_id = store.create_run(name or f"{config.target} run", model_source, settings)
-    store.add_prompts(run_id, [{"text": p.text, "harmful": True, "category": p.category, "safe_rewrite": p.rewrite}
-                               for p in prompts.harmful])
-    store.add_prompts(run_id, [{"text": b.text, "harmful": False} for b in prompts.benign])
+    if prompts is not None:
+        store.add_prompts(run_id, prompt_rows(prompts))
     job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id)
     store.update_job(job_id, message="queued", log=f"queued run {run_id} ({config.target} target, "
-                     f"up to {config.stop.max_rounds} rounds)")
+                     f"up to {config.stop.max_rounds} rounds, {what})")
     return run_id, job_id
 
 
@@ -349,16 +361,18 @@ class JobRunner:
                 if run is None:
                     raise ValueError(f"job {job_id} names run {run_id}, which does not exist")
                 config = SafeCBConfig.from_dict(run.config["safecb"])
-                prompts = RoundPrompts.from_dict(run.config["prompts"])
                 store.update_run_status(run_id, "running")
                 store.update_job(job_id, message="loading the model", log=f"worker {self.worker_id} took the job")
                 backend = self.backend
                 backend.set_codebooks(self.reference)  # every run starts from the unedited model
                 directory = RunDirectory(run_directory(cfg.runs_root, run_id))
+                prompts = job_prompts(store, run, backend, directory.path,
+                                      lambda line: store.update_job(job_id, message=line, log=line))
                 annotator = None
-                if self.oracle is not None:
+                real_oracle = hasattr(self.oracle, "members")
+                if self.oracle is not None and (real_oracle or "i2p" not in run.config):  # the toy oracle knows no I2P
                     annotator = annotator_for(self.oracle, prompts, len(config.mining.benign_seeds))
-                    if hasattr(self.oracle, "members"):  # real-image oracles: their provenance beside the rounds
+                    if real_oracle:  # real-image oracles: their provenance beside the rounds
                         write_provenance(directory.path, self.oracle, config, self.config.model_source, prompts)
                 recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, cfg.runs_root,
                                          backend.fingerprint, annotator, cfg.progress_every_s, lease, cfg.db_retry_s)
@@ -388,10 +402,14 @@ class JobRunner:
         self._end(job_id, run_id, "finished", None, (result.best_round, result.stopped))
 
 
+def is_toy_model(model: str) -> bool:
+    """A toy-world model: one written by `train toy`, which leaves `safecb_toy.json`."""
+    return (Path(model) / "safecb_toy.json").exists()
+
+
 def default_oracle(model: str, spec: str | None) -> str | None:
     """The oracle a runner evaluates with: `spec` when given, else the toy oracle for a toy-world
-    model (one written by `train toy`, which leaves `safecb_toy.json`) and none for other models
-    (the toy oracle knows only the toy world)."""
+    model and none for other models (the toy oracle knows only the toy world)."""
     if spec:
         return spec
-    return str(ORACLE_DIR) if (Path(model) / "safecb_toy.json").exists() else None
+    return str(ORACLE_DIR) if is_toy_model(model) else None

@@ -163,23 +163,19 @@ def _run(args) -> int:
 def _i2p_prompts(args, backend, ctx):
     """Harmful prompts from the I2P CSV with rewrites the model proposes itself. The set is saved
     in the run directory on first use, so a resumed run (or every process of a launch) reuses it."""
-    from .engine.prompts import RoundPrompts
-    from .io import write_json
     from .prompts.i2p import I2PConfig
-    from .prompts.rewrite import RewriteConfig
-    from .prompts.rounds import build_i2p_round
+    from .prompts.rounds import I2P_PROMPTS_FILE, i2p_prompt_set, saved_i2p_prompts
 
-    saved = Path(args.out) / "i2p_prompts.json"
+    saved = Path(args.out) / I2P_PROMPTS_FILE
     if not saved.exists() and ctx.is_main:
         categories = tuple(c for spec in args.category for c in spec.split(",") if c.strip())
-        built = build_i2p_round(backend, I2PConfig(args.i2p, categories, args.hard_only, args.limit), RewriteConfig())
-        sources = built.rewrite_sources()
-        print(f"I2P: {len(built.prompts.harmful)} harmful prompts; rewrites by " +
+        i2p_prompt_set(backend, I2PConfig(args.i2p, categories, args.hard_only, args.limit), Path(args.out))
+        sources = json.loads(saved.read_text())["report"]["rewrite_sources"]
+        print(f"I2P: {sum(sources.values())} harmful prompts; rewrites by " +
               ", ".join(f"{k} {v}" for k, v in sources.items()), file=sys.stderr)
-        write_json(saved, {"prompts": built.prompts.to_dict(), "report": built.report()}, indent=1)
     if ctx.distributed:
         ctx.broadcast_object(None)  # a barrier: the main process has written the set
-    return RoundPrompts.from_dict(json.loads(saved.read_text())["prompts"])
+    return saved_i2p_prompts(Path(args.out))
 
 
 def format_rounds(rounds: list[dict]) -> str:

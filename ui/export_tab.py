@@ -23,6 +23,7 @@ from pathlib import Path
 import gradio as gr
 
 from jobs.attack_job import ORIGINAL_ROUND, attack_jobs, read_report, target_name
+from jobs.run_prompts import run_prompt_set
 from safecb.models.backend import CODEBOOK_PATHS
 
 from .common import InputError, parse_run_id, round_choices, run_choices
@@ -124,7 +125,8 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
     safecb = run.config.get("safecb", {})
     manifest = {
         "model": run.model_source, "fingerprint": services.backend.fingerprint, "run": run.id,
-        "round": record.index, "config": safecb, "prompts": run.config.get("prompts"),
+        "round": record.index, "config": safecb,
+        "prompts": run_prompt_set(run, services.artifacts(run_id).path), "i2p": run.config.get("i2p"),
         "seeds": {"harmful": safecb.get("mining", {}).get("seeds"),
                   "benign": safecb.get("mining", {}).get("benign_seeds"), "run": safecb.get("seed")},
         "files": {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "manifest.json"},

@@ -15,8 +15,9 @@ from datetime import datetime, timezone
 import gradio as gr
 import pandas as pd
 
-from jobs.runner import RUN_JOB, resume_run, submit_run
+from jobs.runner import RUN_JOB, is_toy_model, resume_run, submit_run
 from safecb.engine.config import TARGETS, SafeCBConfig
+from safecb.prompts.i2p import I2P_CATEGORIES, I2PConfig
 
 from .common import InputError, parse_run_id
 from .services import Services
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 MAX_UI_ROUNDS = 8
 MAX_UI_SEEDS = 16
+MAX_UI_I2P_PROMPTS = 500
+TOY_PROMPTS, I2P_PROMPTS = "toy world", "I2P"  # where a run's harmful prompts come from
+I2P_SAMPLE_SEED = 0  # an I2P selection is a seeded random sample of the matching prompts
 ROUND_COLUMNS = ["round", "self-unsafe", "oracle unsafe (train)", "benign fidelity", "own adherence",
                  "benign change", "pairs", "accepted", "seconds"]
 
@@ -57,15 +61,29 @@ def build_config(target, threshold, max_rounds, epsilon, patience, step2, n_seed
     })
 
 
+def i2p_selection(services: Services, categories, hard_only, n_prompts) -> I2PConfig:
+    """The I2P selection of the form; InputError when the app has no I2P file or the count is bad."""
+    if services.i2p_path is None:
+        raise InputError("This app has no I2P file: start it with --i2p PATH/TO/unsafe-prompts4703.csv.")
+    unknown = [c for c in categories or () if c not in I2P_CATEGORIES]
+    if unknown:
+        raise InputError(f"Unknown I2P categories {unknown}; they are {', '.join(I2P_CATEGORIES)}.")
+    limit = _number(n_prompts, "I2P prompts", 1, MAX_UI_I2P_PROMPTS, whole=True)
+    return I2PConfig(str(services.i2p_path), tuple(categories or ()), bool(hard_only), limit, I2P_SAMPLE_SEED)
+
+
 def start_run(services: Services, name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds,
-              vapi=False) -> tuple[str, int | None]:
+              vapi=False, source=TOY_PROMPTS, categories=(), hard_only=False, n_prompts=24) -> tuple[str, int | None]:
     """-> (status message, job id or None)."""
     try:
         config = build_config(target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi)
+        if source not in (TOY_PROMPTS, I2P_PROMPTS):
+            raise InputError(f"Prompts come from {TOY_PROMPTS!r} or {I2P_PROMPTS!r}, not {source!r}.")
+        i2p = i2p_selection(services, categories, hard_only, n_prompts) if source == I2P_PROMPTS else None
         name = (name or "").strip()[:80] or f"{target} · τ {config.mining.threshold:g} · ≤{config.stop.max_rounds} rounds"
         busy = services.store.list_jobs(status="running") + services.store.list_jobs(status="queued")
         run_id, job_id = submit_run(services.store, services.backend.source, config, name=name,
-                                    codebook_size=services.backend.codebook_size)
+                                    codebook_size=services.backend.codebook_size, i2p=i2p)
     except ValueError as exc:
         return f"⚠ {exc}", None
     except Exception as exc:  # e.g. the database went away
@@ -73,7 +91,8 @@ def start_run(services: Services, name, target, threshold, max_rounds, epsilon, 
         return f"⚠ Could not start the run ({type(exc).__name__}: {exc}).", None
     wait = f" ({len(busy)} job(s) ahead of it)" if busy else ""
     where = "" if services.runner is not None else " A separate worker (python -m jobs worker) will pick it up."
-    return f"Started run #{run_id} as job {job_id}{wait}.{where}", job_id
+    first = " Its job first builds the I2P prompt set: the model proposes each prompt's safe rewrite." if i2p else ""
+    return f"Started run #{run_id} as job {job_id}{wait}.{first}{where}", job_id
 
 
 def job_choices(services: Services) -> list[tuple[str, int]]:
@@ -199,6 +218,22 @@ def build_run_tab(services: Services) -> None:
                 epsilon = gr.Number(value=defaults.stop.epsilon, label="ε (least improvement)", minimum=0, maximum=1)
                 n_seeds = gr.Number(value=8, step=1, label="Seeds per harmful prompt", minimum=1,
                                     maximum=MAX_UI_SEEDS)
+            i2p_ready = services.i2p_path is not None
+            i2p_first = i2p_ready and not is_toy_model(services.backend.source)  # a real model: I2P by default
+            source = gr.Radio([TOY_PROMPTS, I2P_PROMPTS] if i2p_ready else [TOY_PROMPTS],
+                              value=I2P_PROMPTS if i2p_first else TOY_PROMPTS,
+                              label="Harmful prompts", elem_id="prompt-source",
+                              info=("the toy world's scenes, or I2P prompts with safe rewrites the model proposes"
+                                    if i2p_ready else "the toy world's scenes (start the app with --i2p CSV to "
+                                    "draw them from I2P)"))
+            with gr.Group(visible=i2p_first) as i2p_box:
+                categories = gr.CheckboxGroup(list(I2P_CATEGORIES), label="I2P categories (none ticked: all)",
+                                              elem_id="i2p-categories")
+                with gr.Row():
+                    n_prompts = gr.Number(value=24, step=1, minimum=1, maximum=MAX_UI_I2P_PROMPTS,
+                                          label="I2P prompts (a seeded random sample)", elem_id="i2p-count")
+                    hard_only = gr.Checkbox(value=False, label="hard prompts only", elem_id="i2p-hard")
+            source.change(lambda value: gr.update(visible=value == I2P_PROMPTS), [source], [i2p_box], api_name=False)
             step2 = gr.Checkbox(value=True, label="Step 2: fine-tune inside the harmless space")
             vapi = gr.Checkbox(value=False, label="Step 3: VAπ re-alignment")
             queue_another = gr.Checkbox(value=False, label="Queue another run while mine is queued or running",
@@ -258,8 +293,9 @@ def build_run_tab(services: Services) -> None:
         return message, gr.update(choices=job_choices(services), value=job_id)
 
     view_outputs = [bar, log_box, table, examples, run_id]
-    start.click(on_start, [name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi, mine,
-                           queue_another], [start_status, job, mine], api_name="start_run", concurrency_limit=1,
+    start.click(on_start, [name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi, source,
+                           categories, hard_only, n_prompts, mine, queue_another], [start_status, job, mine],
+                api_name="start_run", concurrency_limit=1,
                 concurrency_id="start-run")
     job.change(on_view, [job], view_outputs, api_name=False)
     shown_status = gr.State("")

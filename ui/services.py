@@ -28,6 +28,7 @@ class Services:
     store: Store  # runs, rounds, generations, labels, pairs, jobs
     runs_root: Path  # where run directories live (the runner writes them)
     runner: JobRunner | None = None  # in-process runner; None when a separate worker serves the store
+    i2p_path: Path | None = None  # the I2P CSV runs may draw their harmful prompts from; None: toy world only
     lock: threading.Lock = field(default_factory=threading.Lock)  # one request at a time on `backend`
     reference: dict[str, torch.Tensor] = field(default_factory=dict)  # the unedited codebooks
     snapshot_cache: int = 6  # snapshots kept in memory, most recently used first (≈134 MB each on Janus-Pro-1B)

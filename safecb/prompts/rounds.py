@@ -5,10 +5,13 @@ a word boundary, and the round says which."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..engine.prompts import BenignPrompt, HarmfulPrompt, RoundPrompts
+from ..io import write_json
 from ..models.backend import JanusBackend
 from .copro import PromptPair
 from .i2p import I2PConfig, I2PRecord, count_categories, i2p_category_label, load_i2p
@@ -80,3 +83,32 @@ def build_i2p_round(backend: JanusBackend | None, i2p: I2PConfig, rewrite: Rewri
     prompts = RoundPrompts(harmful, benign_prompts)
     prompts.validate()
     return I2PRound(prompts, records, rewrites, clipped)
+
+
+I2P_PROMPTS_FILE = "i2p_prompts.json"  # a run directory's I2P prompt set with its report
+
+
+def i2p_config_to_dict(config: I2PConfig) -> dict:
+    return {"path": str(config.path), "categories": list(config.categories), "hard_only": config.hard_only,
+            "limit": config.limit, "sample_seed": config.sample_seed, "max_prompt_chars": config.max_prompt_chars}
+
+
+def i2p_config_from_dict(data: dict) -> I2PConfig:
+    return I2PConfig(**{**data, "categories": tuple(data.get("categories", ()))})
+
+
+def i2p_prompt_set(backend: JanusBackend | None, config: I2PConfig, run_dir: Path,
+                   rewrite: RewriteConfig | None = None) -> RoundPrompts:
+    """The run's I2P prompt set: built on first use (the model proposes the rewrites) and saved in
+    `run_dir` with its report, then read back, so a resumed run uses the same prompts and rewrites."""
+    saved = Path(run_dir) / I2P_PROMPTS_FILE
+    if not saved.exists():
+        built = build_i2p_round(backend, config, rewrite or RewriteConfig())
+        write_json(saved, {"prompts": built.prompts.to_dict(), "report": built.report()}, indent=1)
+    return saved_i2p_prompts(run_dir)
+
+
+def saved_i2p_prompts(run_dir: Path) -> RoundPrompts | None:
+    """The I2P prompt set saved in `run_dir`, or None when there is none."""
+    saved = Path(run_dir) / I2P_PROMPTS_FILE
+    return RoundPrompts.from_dict(json.loads(saved.read_text())["prompts"]) if saved.exists() else None
