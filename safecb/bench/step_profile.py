@@ -66,8 +66,8 @@ def profile_call(call: Callable[[], object], tokens: int, device: torch.device, 
 def format_profile(figures: dict) -> list[str]:
     lines = [
         "",
-        f"Where a token's time goes (our sampler, batch {figures['batch']}, {figures['loop']} loop, one profiled call of {figures['tokens']} tokens, "
-        f"prefill included; {figures['unit']}): {figures['wall_ms_per_token']:.3f} ms wall, "
+        f"Where a token's time goes (our sampler, batch {figures['batch']}, {figures['loop']} loop, "
+        f"one profiled call of {figures['tokens']} tokens, prefill included; {figures['unit']}): {figures['wall_ms_per_token']:.3f} ms wall, "
         f"{figures['busy_ms_per_token']:.3f} ms busy ({100 * figures['busy_share']:.0f}%), "
         f"{figures['launches_per_token']:.0f} launches",
         "",
