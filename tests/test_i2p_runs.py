@@ -101,7 +101,8 @@ def test_a_resumed_i2p_run_reuses_its_prompt_set(i2p_run, tiny_dir, i2p_csv):
 
     # A kill after the set was saved but before its rows were recorded: the next job records them, once.
     lines = []
-    other, other_job = submit_run(store, str(tiny_dir), one_round(), i2p=I2PConfig(str(i2p_csv), ("violence",), limit=3))
+    selection = I2PConfig(str(i2p_csv), ("violence",), limit=3)
+    other, other_job = submit_run(store, str(tiny_dir), one_round(), i2p=selection)
     store.cancel_job(other_job)  # only its prompts are wanted here
     other_dir = run_directory(data / "runs", other)
     other_dir.mkdir(parents=True)

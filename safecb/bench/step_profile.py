@@ -67,7 +67,8 @@ def format_profile(figures: dict) -> list[str]:
     lines = [
         "",
         f"Where a token's time goes (our sampler, batch {figures['batch']}, {figures['loop']} loop, "
-        f"one profiled call of {figures['tokens']} tokens, prefill included; {figures['unit']}): {figures['wall_ms_per_token']:.3f} ms wall, "
+        f"one profiled call of {figures['tokens']} tokens, prefill included; {figures['unit']}): "
+        f"{figures['wall_ms_per_token']:.3f} ms wall, "
         f"{figures['busy_ms_per_token']:.3f} ms busy ({100 * figures['busy_share']:.0f}%), "
         f"{figures['launches_per_token']:.0f} launches",
         "",
