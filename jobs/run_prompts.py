@@ -39,17 +39,18 @@ def prompt_rows(prompts: RoundPrompts) -> list[dict]:
              for p in prompts.harmful] + [{"text": b.text, "harmful": False} for b in prompts.benign])
 
 
-def job_prompts(store: Store, run: RunRecord, backend: JanusBackend, run_dir: Path,
-                say: Callable[[str], None]) -> RoundPrompts:
+def job_prompts(store: Store, run: RunRecord, backend: JanusBackend, run_dir: Path, say: Callable[[str], None],
+                after_batch: Callable[[int, int], None] | None = None) -> RoundPrompts:
     """The prompts a run's job measures. For an I2P run: the saved set, else one built now (`say`
-    tells the job's log), recorded in the store when the store has none for the run yet."""
+    tells the job's log; `after_batch(answered, total)` follows the model's rewrites and may raise
+    to stop the build), recorded in the store when the store has none for the run yet."""
     if "prompts" in run.config:
         return RoundPrompts.from_dict(run.config["prompts"])
     config = i2p_config_from_dict(run.config["i2p"])
     if saved_i2p_prompts(run_dir) is None:
         say(f"building the I2P prompt set: the model proposes a safe rewrite for each of "
             f"{check_i2p(config)} prompts")
-    prompts = i2p_prompt_set(backend, config, run_dir)
+    prompts = i2p_prompt_set(backend, config, run_dir, after_batch=after_batch)
     if not store.list_prompts(run.id):
         store.add_prompts(run.id, prompt_rows(prompts))
     return prompts

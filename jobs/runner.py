@@ -352,6 +352,15 @@ class JobRunner:
         except Exception:
             log.exception("job %s: could not record that it %s; its lease will run out", job_id, status)
 
+    def _rewrite_progress(self, job_id: int, lease: Lease):
+        """After each batch of the model's rewrites: the job's message, and a stop (RunCancelled)
+        once a user asked to cancel or the lease was lost."""
+        def after_batch(answered: int, total: int) -> None:
+            if lease.lost.is_set() or self.store.is_cancel_requested(job_id):
+                raise RunCancelled("stopped while the I2P prompt set was being built")
+            self.store.update_job(job_id, message=f"proposing safe rewrites: {answered} of {total} prompts")
+        return after_batch
+
     def execute(self, job_id: int, run_id: int) -> None:
         store, cfg = self.store, self.config
         lease = Lease(store, job_id, self.worker_id, cfg.lease_s)
@@ -367,7 +376,8 @@ class JobRunner:
                 backend.set_codebooks(self.reference)  # every run starts from the unedited model
                 directory = RunDirectory(run_directory(cfg.runs_root, run_id))
                 prompts = job_prompts(store, run, backend, directory.path,
-                                      lambda line: store.update_job(job_id, message=line, log=line))
+                                      lambda line: store.update_job(job_id, message=line, log=line),
+                                      self._rewrite_progress(job_id, lease))
                 annotator = None
                 real_oracle = hasattr(self.oracle, "members")
                 if self.oracle is not None and (real_oracle or "i2p" not in run.config):  # the toy oracle knows no I2P
@@ -378,6 +388,11 @@ class JobRunner:
                                          backend.fingerprint, annotator, cfg.progress_every_s, lease, cfg.db_retry_s)
                 result = run_safecb(backend, prompts, config, directory.path, on_event=recorder,
                                     annotate=annotator, should_stop=recorder.should_stop)
+        except RunCancelled:  # only the I2P prompt set's build raises it here; the driver handles its own
+            if not lease.lost.is_set():
+                self._end(job_id, run_id, "cancelled", "cancelled by a user while the I2P prompt set was being "
+                          "built; nothing of it was kept", (None, "cancelled by a user"))
+            return
         except Exception as exc:
             log.exception("job %s failed", job_id)
             reason = f"{type(exc).__name__}: {exc}"

@@ -164,3 +164,48 @@ def test_the_export_of_an_i2p_round_carries_its_prompt_set(i2p_run, tiny_dir):
         manifest = json.loads(bundle.read("manifest.json"))
     saved = json.loads((run_directory(data / "runs", run_id) / I2P_PROMPTS_FILE).read_text())
     assert manifest["prompts"] == saved["prompts"] and manifest["i2p"]["categories"] == ["violence"]
+
+
+def test_a_cancel_while_the_prompt_set_is_built_stops_between_batches_and_keeps_nothing(
+        tmp_path, tiny_dir, i2p_csv, monkeypatch):
+    """A user cancels as the job starts building (the model's rewrites are the only work before
+    round 0): the job stops after the model's first batch, as cancelled, with nothing saved or
+    recorded; a resume builds the set and runs."""
+    import jobs.run_prompts as run_prompts
+
+    store = Store.open(f"sqlite:///{tmp_path / 'safecb.db'}")
+    try:
+        runner = JobRunner(store, RunnerConfig(str(tiny_dir), tmp_path / "runs", "cpu"))
+        run_id, job_id = submit_run(store, str(tiny_dir), one_round(), i2p=I2PConfig(str(i2p_csv), limit=3))
+        build = run_prompts.i2p_prompt_set
+
+        def cancelled_at_start(*args, **kwargs):
+            store.cancel_job(job_id)  # the user's click, while the job is running
+            return build(*args, **kwargs)
+
+        monkeypatch.setattr(run_prompts, "i2p_prompt_set", cancelled_at_start)
+        assert runner.run_next()
+        job = store.get_job(job_id)
+        assert job.status == "cancelled" and "while the I2P prompt set was being built" in job.error
+        assert store.get_run(run_id).status == "cancelled" and store.get_run(run_id).stopped == "cancelled by a user"
+        directory = run_directory(tmp_path / "runs", run_id)
+        assert not (directory / I2P_PROMPTS_FILE).exists() and store.list_prompts(run_id) == []
+        assert store.list_rounds(run_id) == []
+
+        monkeypatch.setattr(run_prompts, "i2p_prompt_set", build)
+        again = resume_run(store, run_id)
+        assert runner.run_next() and store.get_job(again).status == "finished"
+        assert (directory / I2P_PROMPTS_FILE).exists()
+        assert len(store.list_prompts(run_id, harmful=True)) == 3 and store.list_rounds(run_id)
+    finally:
+        store.close()
+
+
+def test_generate_text_reports_each_batch(tiny_dir):
+    from safecb.models.text import generate_text
+
+    backend = JanusBackend.load(tiny_dir, device="cpu")
+    calls = []
+    answers = generate_text(backend, ["one", "two", "three"], max_new_tokens=2, batch_size=2,
+                            after_batch=lambda done, total: calls.append((done, total)))
+    assert len(answers) == 3 and calls == [(2, 3), (3, 3)]

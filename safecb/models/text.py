@@ -3,6 +3,8 @@ safe rewrites of real prompts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .backend import JanusBackend
@@ -28,9 +30,10 @@ def text_generation_ids(backend: JanusBackend, instruction: str) -> list[int]:
 
 
 @torch.no_grad()
-def generate_text(backend: JanusBackend, instructions: list[str], max_new_tokens: int = 64, batch_size: int = 8
-                  ) -> list[str]:
-    """Greedy answers of the language model, stopped at EOS; prompts are left-padded into batches."""
+def generate_text(backend: JanusBackend, instructions: list[str], max_new_tokens: int = 64, batch_size: int = 8,
+                  after_batch: Callable[[int, int], None] | None = None) -> list[str]:
+    """Greedy answers of the language model, stopped at EOS; prompts are left-padded into batches.
+    `after_batch(answered, total)` is called after each batch (progress; it may raise to stop)."""
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be at least 1, got {max_new_tokens}, {batch_size}")
     language_model = backend.model.model.language_model
@@ -60,6 +63,8 @@ def generate_text(backend: JanusBackend, instructions: list[str], max_new_tokens
         for row in torch.stack(steps, 1).cpu().tolist():
             row = row[: row.index(eos)] if eos in row else row
             answers.append(backend.tokenizer.decode(row, skip_special_tokens=True).strip())
+        if after_batch is not None:
+            after_batch(len(answers), len(instructions))
     return answers
 
 

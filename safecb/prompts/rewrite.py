@@ -8,6 +8,7 @@ neutral one. Each rewrite records its source: "model", "lexicon" or "fallback"."
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..models.backend import MAX_PROMPT_CHARS, JanusBackend
@@ -147,12 +148,13 @@ def _offline_rewrite(prompt: str) -> tuple[str, str]:
     return clip_prompt(neutral_rewrite(prompt)), "fallback"
 
 
-def propose_rewrites(backend: JanusBackend | None, prompts: list[str], config: RewriteConfig | None = None
-                     ) -> list[Rewrite]:
+def propose_rewrites(backend: JanusBackend | None, prompts: list[str], config: RewriteConfig | None = None,
+                     after_batch: Callable[[int, int], None] | None = None) -> list[Rewrite]:
     """One safe rewrite per prompt: the model's own, else the lexicon's, else the neutral one.
 
     With `backend=None` or `config.use_model=False` the model is not asked. A prompt too long for
-    the model's context is not asked either (its rewrite says so in `rejected_because`)."""
+    the model's context is not asked either (its rewrite says so in `rejected_because`).
+    `after_batch` goes to `generate_text` (progress over the model's batches; it may raise to stop)."""
     config = config or RewriteConfig()
     if isinstance(prompts, str):
         raise ValueError("prompts must be a list of strings, not a single string")
@@ -168,7 +170,8 @@ def propose_rewrites(backend: JanusBackend | None, prompts: list[str], config: R
                 if len(text_generation_ids(backend, text)) + config.max_new_tokens <= limit]
         for i in set(range(len(prompts))) - set(fits):
             reasons[i] = "too long for the model's context"
-        generated = generate_text(backend, [instructions[i] for i in fits], config.max_new_tokens, config.batch_size)
+        generated = generate_text(backend, [instructions[i] for i in fits], config.max_new_tokens, config.batch_size,
+                                  after_batch)
         for i, raw in zip(fits, generated):
             answers[i] = raw
             reasons[i] = why_unusable(prompts[i], clean_model_answer(raw), config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class I2PRound:
 
 
 def build_i2p_round(backend: JanusBackend | None, i2p: I2PConfig, rewrite: RewriteConfig | None = None,
-                    benign: str = "builtin") -> I2PRound:
+                    benign: str = "builtin", after_batch: Callable[[int, int], None] | None = None) -> I2PRound:
     """Harmful = the filtered I2P prompts with proposed rewrites; benign = BENIGN_PROMPTS
     ("builtin") or the rewrites themselves ("rewrites")."""
     if benign not in ("builtin", "rewrites"):
@@ -77,7 +78,7 @@ def build_i2p_round(backend: JanusBackend | None, i2p: I2PConfig, rewrite: Rewri
         raise ValueError(f"no I2P prompt matches categories={list(i2p.categories)} hard_only={i2p.hard_only}")
     texts = [clip_prompt(r.prompt, i2p.max_prompt_chars) for r in records]
     clipped = [r.index for r, t in zip(records, texts) if t != r.prompt]
-    rewrites = propose_rewrites(backend, texts, rewrite)
+    rewrites = propose_rewrites(backend, texts, rewrite, after_batch)
     harmful = [HarmfulPrompt(t, rw.text, i2p_category_label(r)) for r, t, rw in zip(records, texts, rewrites)]
     benign_prompts = list(BENIGN_PROMPTS) if benign == "builtin" else [BenignPrompt(rw.text) for rw in rewrites]
     prompts = RoundPrompts(harmful, benign_prompts)
@@ -98,12 +99,14 @@ def i2p_config_from_dict(data: dict) -> I2PConfig:
 
 
 def i2p_prompt_set(backend: JanusBackend | None, config: I2PConfig, run_dir: Path,
-                   rewrite: RewriteConfig | None = None) -> RoundPrompts:
-    """The run's I2P prompt set: built on first use (the model proposes the rewrites) and saved in
-    `run_dir` with its report, then read back, so a resumed run uses the same prompts and rewrites."""
+                   rewrite: RewriteConfig | None = None,
+                   after_batch: Callable[[int, int], None] | None = None) -> RoundPrompts:
+    """The run's I2P prompt set: built on first use (the model proposes the rewrites; `after_batch`
+    hears of each batch of them) and saved in `run_dir` with its report, then read back, so a
+    resumed run uses the same prompts and rewrites. Nothing is saved when the build stops."""
     saved = Path(run_dir) / I2P_PROMPTS_FILE
     if not saved.exists():
-        built = build_i2p_round(backend, config, rewrite or RewriteConfig())
+        built = build_i2p_round(backend, config, rewrite or RewriteConfig(), after_batch=after_batch)
         write_json(saved, {"prompts": built.prompts.to_dict(), "report": built.report()}, indent=1)
     return saved_i2p_prompts(run_dir)
 
