@@ -356,9 +356,14 @@ class JobRunner:
         """After each batch of the model's rewrites: the job's message, and a stop (RunCancelled)
         once a user asked to cancel or the lease was lost."""
         def after_batch(answered: int, total: int) -> None:
-            if lease.lost.is_set() or self.store.is_cancel_requested(job_id):
+            try:
+                cancel = self.store.is_cancel_requested(job_id)
+                self.store.update_job(job_id, message=f"proposing safe rewrites: {answered} of {total} prompts")
+            except Exception:  # the database is away for a moment: as RoundRecorder.should_stop, ask again later
+                log.warning("job %s: could not read its cancel flag or write its progress", job_id)
+                cancel = False
+            if cancel or lease.lost.is_set():
                 raise RunCancelled("stopped while the I2P prompt set was being built")
-            self.store.update_job(job_id, message=f"proposing safe rewrites: {answered} of {total} prompts")
         return after_batch
 
     def execute(self, job_id: int, run_id: int) -> None:

@@ -199,12 +199,18 @@ def sampler_figures(calls: list[Call], batch: int, n_tokens: int, full_tokens: i
     }
 
 
-def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: int, log=print) -> list[dict]:
-    from ..models.decode_graph import held_bytes, release
+def sampler_settings(cfg: BenchSpeedConfig):
+    """Our sampler's settings in every timed and profiled call: a full softmax, as `hf_generate` samples."""
     from ..models.sampler import SamplerSettings
 
+    return SamplerSettings(cfg_weight=cfg.cfg_weight, temperature=1.0, top_k=0)
+
+
+def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: int, log=print) -> list[dict]:
+    from ..models.decode_graph import held_bytes, release
+
     prompt_ids = backend.generation_ids(PROMPT)
-    settings = SamplerSettings(cfg_weight=cfg.cfg_weight, temperature=1.0, top_k=0)
+    settings = sampler_settings(cfg)
     run = {
         "ours": lambda b, n=n_tokens: ours(backend, prompt_ids, b, n, settings, cfg.seed, cfg.compile_layers),
         "hf": lambda b, n=n_tokens: hf_generate(backend, prompt_ids, b, n, cfg.cfg_weight),
@@ -251,10 +257,10 @@ def profile_ours(backend, cfg: BenchSpeedConfig, n_tokens: int) -> dict:
     profiler not see the kernels inside the replayed CUDA graphs, the same fixed-shape loop is profiled
     run eagerly: the same kernels, launched one by one."""
     from ..models.decode_graph import release
-    from ..models.sampler import SamplerSettings, resolve_loop
+    from ..models.sampler import resolve_loop
 
     prompt_ids = backend.generation_ids(PROMPT)
-    settings = SamplerSettings(cfg_weight=cfg.cfg_weight, temperature=1.0, top_k=0)
+    settings = sampler_settings(cfg)
     loops = [resolve_loop("auto", backend.device)]
     if loops[0] == "graph":
         loops.append("static")
