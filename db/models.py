@@ -202,9 +202,10 @@ class Job(Base):
     message: Mapped[str] = mapped_column(default="")  # the latest one-line status
     log: Mapped[str] = mapped_column(Text, default="")  # every line, appended
     error: Mapped[str | None] = mapped_column(Text)
-    claimed_by: Mapped[str | None]  # worker id: host:pid:start time (jobs.runner.worker_identity)
+    claimed_by: Mapped[str | None]  # worker id: host:pid:token (jobs.lease.worker_identity)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-    heartbeat_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]  # renewed by the worker; only its changes are read
+    lease_s: Mapped[float | None] = mapped_column(Float)  # the claiming worker's lease length

@@ -104,6 +104,7 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    lease_s: float | None
 
 
 def to_record(cls, row):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, text, update
@@ -533,30 +533,32 @@ class Store:
         with self.session() as s:
             return [to_record(JobRecord, j) for j in s.scalars(query)]
 
-    def claim_next_job(self, worker_id: str) -> JobRecord | None:
-        """Atomically take the oldest queued job and mark it running for `worker_id`; None if none.
-        Two workers never get the same job."""
+    def claim_next_job(self, worker_id: str, lease_s: float | None = None) -> JobRecord | None:
+        """Atomically take the oldest queued job and mark it running for `worker_id`, whose lease
+        lasts `lease_s` seconds unrenewed (kept with the job, so every sweeper waits that long);
+        None if none. Two workers never get the same job."""
         if self.dialect == "postgresql":
-            return self._claim_locking(worker_id)
-        return self._claim_guarded(worker_id)
+            return self._claim_locking(worker_id, lease_s)
+        return self._claim_guarded(worker_id, lease_s)
 
-    def _claimed_values(self, worker_id: str) -> dict:
+    def _claimed_values(self, worker_id: str, lease_s: float | None) -> dict:
         now = utcnow()
-        return {"status": "running", "claimed_by": worker_id, "started_at": now, "heartbeat_at": now}
+        return {"status": "running", "claimed_by": worker_id, "started_at": now, "heartbeat_at": now,
+                "lease_s": lease_s}
 
-    def _claim_locking(self, worker_id: str) -> JobRecord | None:
+    def _claim_locking(self, worker_id: str, lease_s: float | None) -> JobRecord | None:
         # PostgreSQL: lock the row; a concurrent claimer skips it and takes the next one.
         query = select(Job).where(Job.status == "queued").order_by(Job.id).limit(1).with_for_update(skip_locked=True)
         with self.session() as s:
             job = s.scalars(query).first()
             if job is None:
                 return None
-            for key, value in self._claimed_values(worker_id).items():
+            for key, value in self._claimed_values(worker_id, lease_s).items():
                 setattr(job, key, value)
             s.flush()
             return to_record(JobRecord, job)
 
-    def _claim_guarded(self, worker_id: str) -> JobRecord | None:
+    def _claim_guarded(self, worker_id: str, lease_s: float | None) -> JobRecord | None:
         # SQLite: writes are serialised; the UPDATE only wins if the job is still queued when it runs.
         while True:
             with self.session() as s:
@@ -565,7 +567,7 @@ class Store:
                 return None
             with self.session() as s:
                 guarded = update(Job).where(Job.id == job_id, Job.status == "queued")
-                won = s.execute(guarded.values(**self._claimed_values(worker_id))).rowcount == 1
+                won = s.execute(guarded.values(**self._claimed_values(worker_id, lease_s))).rowcount == 1
             if won:
                 return self.get_job(job_id)
 
@@ -629,29 +631,40 @@ class Store:
             raise KeyError(f"no job with id {job_id}")
         return requested
 
-    def fail_stale_jobs(self, reason: str, older_than_s: float | None = None, claimed_by: str | None = None,
+    def fail_stale_jobs(self, reason: str, claimed_by: str | None = None,
                         job_ids: Iterable[int] | None = None) -> list[int]:
         """Mark running jobs failed with `reason`: all of them, only those claimed by worker
-        `claimed_by`, only those with ids in `job_ids` (e.g. of workers known to be dead), and/or only
-        those whose last heartbeat is older than `older_than_s` seconds (an expired lease).
-        Their runs, if still 'running', become 'failed'; rounds already written stay. Returns job ids."""
+        `claimed_by`, and/or only those with ids in `job_ids` (e.g. of workers known to be dead).
+        Their runs, if still 'running', become 'failed'; rounds already written stay. Returns job ids.
+        (An expired lease is `fail_unrenewed_jobs`: no wall clock decides it.)"""
         if not (reason or "").strip():
             raise ValueError("fail_stale_jobs needs a reason, e.g. 'the app restarted'")
-        now = utcnow()
         stale = [Job.status == "running"]
-        if older_than_s is not None:
-            stale.append(or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < now - timedelta(seconds=older_than_s)))
         if claimed_by is not None:
             stale.append(Job.claimed_by == claimed_by)
         if job_ids is not None:
             stale.append(Job.id.in_([int(i) for i in job_ids]))
-        values = {"status": "failed", "error": reason, "finished_at": now, "log": Job.log + f"failed: {reason}\n"}
+        return self._fail_jobs(reason, stale)
+
+    def _fail_jobs(self, reason: str, where: list) -> list[int]:
+        """Fail the jobs matching `where` in one transaction, and their running runs."""
+        values = {"status": "failed", "error": reason, "finished_at": utcnow(), "log": Job.log + f"failed: {reason}\n"}
         with self.session() as s:
-            failed = s.execute(update(Job).where(*stale).values(**values).returning(Job.id, Job.run_id)).all()
+            failed = s.execute(update(Job).where(*where).values(**values).returning(Job.id, Job.run_id)).all()
             run_ids = {run_id for _, run_id in failed if run_id is not None}
             if run_ids:
                 s.execute(update(Run).where(Run.id.in_(run_ids), Run.status == "running").values(status="failed"))
         return sorted(job_id for job_id, _ in failed)
+
+    def fail_unrenewed_jobs(self, reason: str, last_seen: Mapping[int, datetime | None]) -> list[int]:
+        """Fail each running job of `last_seen` whose heartbeat is still the one seen there (a job
+        renewed since is left alone), with `reason`; their running runs become 'failed'. Returns the
+        failed job ids."""
+        failed = []
+        for job_id, heartbeat in last_seen.items():
+            same_beat = Job.heartbeat_at.is_(None) if heartbeat is None else Job.heartbeat_at == heartbeat
+            failed += self._fail_jobs(reason, [Job.status == "running", Job.id == int(job_id), same_beat])
+        return sorted(failed)
 
 
 def _check_writable(engine) -> None:

@@ -1,53 +1,145 @@
-"""Who runs a job, and whether they still do: worker identities, liveness and leases (docs/studio.md).
+"""Who runs a job, and whether they still do: worker identities, presence locks and leases
+(docs/studio.md).
 
-A worker's identity is `host:pid:start`, the start being its process's creation time, so two apps
-on one store never share one and a pid the system reused is told apart from the worker that had it.
-A running job is leased: its worker renews `heartbeat_at` every `lease_s / 3` seconds from a thread
-of its own, and any worker fails a job whose lease has run out, or whose worker on this same host
-is known to be dead, with that reason. A worker whose renewal is refused has lost the job and stops.
+A worker's identity is `host:pid:token`, the token a random value made once per process, so two
+apps on one store never share one and no clock enters it. A running job is leased: its worker
+renews `heartbeat_at` every `lease_s / 3` seconds from a thread of its own. A worker is dead when
+its lease runs out, measured by the observer: a sweeper fails a job whose heartbeat it has seen
+unchanged for `lease_s` seconds of its own monotonic clock, so no wall clock (stepped by NTP, a
+resumed VM, another machine's) can age a lease. Only the heartbeat's change matters, not its value.
+
+A faster sign, on one host only: each worker holds an exclusive `flock` on a presence file named
+by its token for as long as its process lives. The kernel releases it when the process dies, so a
+sweeper that can take the lock knows the worker is gone and fails its job at once. A lock it cannot
+take, or a file it cannot see (another user, another mount namespace), says nothing: the lease
+decides. Process ids and start times are never compared, so a stepped clock or a worker in another
+PID namespace cannot make a live worker look dead. A worker whose renewal is refused has lost the
+job and stops.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import socket
+import tempfile
 import threading
 import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Callable
-
-import psutil
 
 from db import Store
 
+TOKEN = re.compile(r"[0-9a-f]{32}")
 
-def worker_identity(pid: int | None = None) -> str:
-    """`host:pid:start` of a process (default: this one)."""
-    process = psutil.Process(pid or os.getpid())
-    return f"{socket.gethostname()}:{process.pid}:{int(process.create_time())}"
+
+def presence_dir() -> Path:
+    """Where this user's workers on this host keep their presence files."""
+    return Path(tempfile.gettempdir()) / f"safecb-workers-{os.getuid()}"
+
+
+@dataclass
+class _Presence:
+    pid: int  # the process that holds the lock (a forked child makes its own)
+    token: str
+    fd: int  # open for the process's life: closing it would release the lock
+
+
+_presence: _Presence | None = None
+_presence_lock = threading.Lock()
+
+
+def _hold_presence() -> _Presence:
+    """Make this process's token and take the lock on its presence file (once per process)."""
+    global _presence
+    with _presence_lock:
+        if _presence is None or _presence.pid != os.getpid():
+            folder = presence_dir()
+            folder.mkdir(mode=0o700, exist_ok=True)
+            remove_dead_presence_files(folder)
+            token = uuid.uuid4().hex
+            fd = os.open(folder / f"{token}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _presence = _Presence(os.getpid(), token, fd)
+        return _presence
+
+
+def worker_identity() -> str:
+    """`host:pid:token` of this process; the same for its whole life."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_hold_presence().token}"
+
+
+def _holder_gone(path: Path) -> bool | None:
+    """True when nobody holds the lock on `path` (its worker died), False when somebody does,
+    None when the file cannot be opened (gone already, or not ours to read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also releases the lock if we took it
+    return True
+
+
+def remove_dead_presence_files(folder: Path) -> None:
+    """Delete the presence files whose workers are gone."""
+    for path in folder.glob("*.lock"):
+        if _holder_gone(path):
+            path.unlink(missing_ok=True)
 
 
 def is_dead_here(worker_id: str | None) -> bool:
-    """True when `worker_id` names a worker on this host whose process is gone (or whose pid now
-    belongs to a newer process). Workers elsewhere, and ids in another form, are never called dead:
-    only their lease can end them."""
-    parts = (worker_id or "").split(":")
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not (parts[1].isdigit() and parts[2].isdigit()):
+    """True only when `worker_id` names a worker on this host whose presence lock nobody holds:
+    its process is gone. Anything else (another host, an id of another form, a presence file this
+    process cannot see) is never called dead: only its lease can end it."""
+    host, _, rest = (worker_id or "").partition(":")
+    token = rest.rpartition(":")[2]
+    if host != socket.gethostname() or not TOKEN.fullmatch(token):
         return False
-    try:
-        return int(psutil.Process(int(parts[1])).create_time()) != int(parts[2])
-    except psutil.NoSuchProcess:
-        return True
+    return _holder_gone(presence_dir() / f"{token}.lock") is True
 
 
-def fail_lost_jobs(store: Store, lease_s: float) -> list[int]:
-    """Fail running jobs that no live worker holds: those of dead workers on this host at once, any
-    other when its lease ran out (its worker may be alive but cut off; it stops at its next renewal).
-    Returns the failed job ids."""
-    dead = [j.id for j in store.running_jobs() if is_dead_here(j.claimed_by)]
-    failed = store.fail_stale_jobs("its worker died (process gone); finished rounds are kept",
-                                   job_ids=dead) if dead else []
-    expired = store.fail_stale_jobs(f"its worker did not renew its lease for {lease_s:.0f} s; "
-                                    "finished rounds are kept", older_than_s=lease_s)
+class LeaseClock:
+    """A sweeper's view of running jobs' heartbeats: when it first saw each job's current heartbeat,
+    on its own monotonic clock. A job's lease has run out when the same heartbeat has been seen for
+    `lease_s` seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._seen: dict[int, tuple[datetime | None, float]] = {}
+
+    def unrenewed(self, jobs, lease_s: float) -> dict[int, datetime | None]:
+        """Of `jobs` (running JobRecords), those whose heartbeat has not changed for their lease
+        (the job's own `lease_s` when it has one, else `lease_s`): {job id: the heartbeat seen}."""
+        now = self._clock()
+        seen = {}
+        for job in jobs:
+            previous = self._seen.get(job.id)
+            seen[job.id] = previous if previous and previous[0] == job.heartbeat_at else (job.heartbeat_at, now)
+        self._seen = seen  # jobs no longer running are forgotten
+        return {job.id: seen[job.id][0] for job in jobs
+                if now - seen[job.id][1] >= (job.lease_s or lease_s)}
+
+
+def fail_lost_jobs(store: Store, lease_s: float, clock: LeaseClock) -> list[int]:
+    """Fail running jobs that no live worker holds: those of workers on this host whose process is
+    gone at once, any other once `clock` has seen its lease run out (its worker may be alive but cut
+    off; it stops at its next renewal). Returns the failed job ids."""
+    running = store.running_jobs()
+    dead = [j.id for j in running if is_dead_here(j.claimed_by)]
+    failed = store.fail_stale_jobs("its worker died (process gone)", job_ids=dead) if dead else []
+    unrenewed = {i: beat for i, beat in clock.unrenewed(running, lease_s).items() if i not in failed}
+    expired = store.fail_unrenewed_jobs("its worker stopped renewing its lease", unrenewed)
     return sorted(failed + expired)
 
 

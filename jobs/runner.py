@@ -11,8 +11,9 @@ stages. Bookkeeping survives faults:
     idempotent, so a kill at any instant neither loses nor duplicates a round: the resume redoes the
     round the kill cut short and records it again in place;
   * a running job is leased (`jobs.lease`): its worker renews it from a thread, any worker fails it
-    with the reason once the lease runs out or its worker's process is gone, and a worker whose
-    renewal is refused stops;
+    with the reason once it has seen the lease run out on its own monotonic clock, or at once when
+    the worker's presence lock on this host is free (its process is gone); a worker whose renewal
+    is refused stops;
   * store writes are retried with backoff while the database is briefly away; a job always ends in a
     visible state with its reason;
   * snapshot paths are stored relative to the runs root, so the data can move.
@@ -51,7 +52,7 @@ from safecb.prompts.rounds import i2p_config_to_dict
 
 from .attack_job import ATTACK_JOB, execute_attack
 from .faults import kill_point
-from .lease import Lease, fail_lost_jobs, retry, worker_identity
+from .lease import Lease, LeaseClock, fail_lost_jobs, retry, worker_identity
 from .run_prompts import check_i2p, job_prompts, prompt_rows
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,8 @@ class JobRunner:
         self.store = store
         self.config = config
         self.worker_id = config.worker_id or worker_identity()
+        self.lease_clock = LeaseClock()  # when this runner saw each running job's heartbeat change
+        self._sweep_lock = threading.Lock()  # the serve loop and the watch thread both sweep
         self._backend: JanusBackend | None = None
         self._oracle: Oracle | None = None
         self._stop = threading.Event()
@@ -312,7 +315,8 @@ class JobRunner:
                 self._stop.wait(self.config.poll_seconds)
 
     def fail_lost_jobs(self) -> list[int]:
-        failed = fail_lost_jobs(self.store, self.config.lease_s)
+        with self._sweep_lock:
+            failed = fail_lost_jobs(self.store, self.config.lease_s, self.lease_clock)
         if failed:
             log.warning("job runner: failed job(s) %s: no live worker held them", failed)
         return failed
@@ -320,7 +324,7 @@ class JobRunner:
     def run_next(self) -> bool:
         """Fail lost jobs, then claim and run one queued job; False when there was none."""
         self.fail_lost_jobs()
-        job = self.store.claim_next_job(self.worker_id)
+        job = self.store.claim_next_job(self.worker_id, self.config.lease_s)
         if job is None:
             return False
         self.busy.set()

@@ -8,15 +8,14 @@ import os
 import threading
 import time
 import uuid
-from datetime import timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import text
 
 import db
 from db import Store, StoreError, default_url
-from db.models import Job, Label, utcnow
+from db.models import Label
 
 
 # ---------------------------------------------------------------- fixtures
@@ -363,14 +362,14 @@ def test_fail_stale_jobs_after_restart_fails_running_jobs_and_keeps_rounds(open_
         store.fail_stale_jobs(" ")
 
 
-def test_fail_stale_jobs_by_heartbeat_age(store):
-    quiet, alive = store.create_job("run"), store.create_job("run")
-    store.claim_next_job("w1"), store.claim_next_job("w2")
-    with store.session() as s:
-        s.execute(update(Job).where(Job.id == quiet).values(heartbeat_at=utcnow() - timedelta(minutes=5)))
-    store.update_job(alive, progress=0.1)
-    assert store.fail_stale_jobs("no heartbeat for 60 s", older_than_s=60) == [quiet]
-    assert store.get_job(quiet).status == "failed" and store.get_job(alive).status == "running"
+def test_fail_unrenewed_jobs_spares_a_job_renewed_since_it_was_seen(store):
+    quiet, renewed = store.create_job("run"), store.create_job("run")
+    store.claim_next_job("w1", lease_s=5.0), store.claim_next_job("w2")
+    seen = {j.id: j.heartbeat_at for j in store.running_jobs()}
+    assert store.get_job(quiet).lease_s == 5.0 and store.get_job(renewed).lease_s is None
+    assert store.heartbeat(renewed, "w2")
+    assert store.fail_unrenewed_jobs("its worker stopped renewing its lease", seen) == [quiet]
+    assert store.get_job(quiet).status == "failed" and store.get_job(renewed).status == "running"
 
 
 # ---------------------------------------------------------------- persistence

@@ -26,7 +26,7 @@ from sqlalchemy import text
 
 from db import Store
 from jobs.faults import ENV_VAR
-from jobs.lease import fail_lost_jobs
+from jobs.lease import LeaseClock, fail_lost_jobs
 from jobs.runner import resume_run, run_directory, submit_run
 from safecb import world
 from safecb.engine.config import SafeCBConfig
@@ -158,7 +158,7 @@ def test_sigkill_at_any_instant_loses_and_duplicates_nothing(tmp_path):
             stored = max([r.index for r in store.list_rounds(run_id)], default=-1)
             survived.append(f"{kill_at}: store up to round {stored}")
             assert job.status == "running"  # the store has not heard of the kill
-            assert fail_lost_jobs(store, LEASE_S) == [job_id]  # its worker's process is gone: failed at once
+            assert fail_lost_jobs(store, LEASE_S, LeaseClock()) == [job_id]  # its worker's process is gone: failed at once
             job = store.get_job(job_id)
             assert job.status == "failed" and "worker died" in job.error
             job_id = resume_run(store, run_id)
