@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--port must be in 1..65535, got {args.port}")
     if args.threads < 0:
         parser.error(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+    if ":" in args.host:  # Gradio's launch builds http://HOST:PORT, which an IPv6 address breaks
+        parser.error(f"--host {args.host}: IPv6 addresses are not supported; use an IPv4 address or a host name "
+                     "(e.g. 127.0.0.1 or localhost)")
     if args.oracle and args.oracle not in ORACLE_NAMES and not os.path.isdir(args.oracle):
         parser.error(f"--oracle must be one of {', '.join(ORACLE_NAMES)} or a toy-oracle directory, "
                      f"got {args.oracle!r}")
@@ -90,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 MAX_UPLOAD = "600mb"  # Gradio refuses bigger uploads before storing them (codebook imports stop at 512 MB)
+SESSION_CAPACITY = 128  # sessions whose state Gradio keeps in memory (~0.4 MB each); the oldest are dropped past it
+SERVED_FOLDERS = ("runs", "exports")  # of the data dir: run images and exports; the store beside them is not served
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -116,14 +121,22 @@ def ready_data_dir(path: str) -> tuple[Path | None, str]:
     return data_dir, ""
 
 
-def launch_settings(args: argparse.Namespace, data_dir: Path) -> dict:
-    """What `launch()` gets: the bind address, the login, the files Gradio may serve (the data
-    directory, wherever it is: run images and exports live there) and the upload limit."""
-    from ui.auth import LimitedLogin
+def launch_settings(args: argparse.Namespace, data_dir: Path, store) -> dict:
+    """What `launch()` gets: the bind address, the login (its limits kept in `store`), the files
+    Gradio may serve (the data directory's runs and exports folders, wherever it is, never the store;
+    all but pictures as downloads, `ui/file_headers.py`), the upload limit and how many sessions'
+    state it keeps in memory."""
+    from starlette.middleware import Middleware
+
+    from db.logins import LoginLog
+    from ui.auth import ClientAddressMiddleware, LimitedLogin
+    from ui.file_headers import DownloadOnlyFiles
 
     return {"server_name": args.host, "server_port": args.port, "share": args.share,
-            "auth": LimitedLogin(*args.auth) if args.auth else None, "allowed_paths": [str(data_dir)],
-            "max_file_size": MAX_UPLOAD}
+            "auth": LimitedLogin(*args.auth, LoginLog(store)) if args.auth else None,
+            "allowed_paths": [str(data_dir / folder) for folder in SERVED_FOLDERS], "max_file_size": MAX_UPLOAD,
+            "state_session_capacity": SESSION_CAPACITY,
+            "app_kwargs": {"middleware": [Middleware(ClientAddressMiddleware), Middleware(DownloadOnlyFiles)]}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         i2p_path=Path(args.i2p).resolve() if args.i2p else None)
     demo = build_demo(services)
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_MAX)
-    demo.launch(css=CSS, head=HEAD, theme=THEME, **launch_settings(args, data_dir))
+    demo.launch(css=CSS, head=HEAD, theme=THEME, **launch_settings(args, data_dir, store))
     return 0
 
 

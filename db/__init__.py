@@ -5,6 +5,7 @@ append-only reviewer labels, pairs, snapshots, jobs), SQLite by default and Post
     store = Store.open()  # argument, else $SAFECB_DB_URL, else sqlite:///<repo>/artifacts/safecb.db
 """
 
-from .store import DEFAULT_SQLITE_PATH, ENV_VAR, Store, StoreError, default_url, mask_url
+from .store import DEFAULT_SQLITE_PATH, ENV_VAR, QueueFull, QueueLimits, Store, StoreError, default_url, mask_url
 
-__all__ = ["DEFAULT_SQLITE_PATH", "ENV_VAR", "Store", "StoreError", "default_url", "mask_url"]
+__all__ = ["DEFAULT_SQLITE_PATH", "ENV_VAR", "QueueFull", "QueueLimits", "Store", "StoreError", "default_url",
+           "mask_url"]

@@ -68,7 +68,10 @@ class Base(DeclarativeBase):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (CheckConstraint(_one_of("status", RUN_STATUSES), name="ck_runs_status"),)
+    __table_args__ = (
+        CheckConstraint(_one_of("status", RUN_STATUSES), name="ck_runs_status"),
+        Index("uq_runs_import_hash", "import_hash", unique=True),  # one run per imported codebook content
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
@@ -78,6 +81,7 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     best_round: Mapped[int | None]  # the round whose codebooks the run ended on; None until it ends
     stopped: Mapped[str | None] = mapped_column(Text)  # why the run stopped; None until it ends
+    import_hash: Mapped[str | None] = mapped_column(Text)  # an imported codebook's content hash; None for runs
 
 
 class Round(Base):
@@ -209,3 +213,18 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]  # renewed by the worker; only its changes are read
     lease_s: Mapped[float | None] = mapped_column(Float)  # the claiming worker's lease length
+    requested_by: Mapped[str | None] = mapped_column(index=True)  # the client (user@address) who asked for it
+
+
+class LoginAttempt(Base):
+    """One login try at the app (`ui/auth.py`): kept so that the limits on failures hold per user and
+    client address, across processes and restarts. Old rows are pruned."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_who", "user", "address", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    user: Mapped[str]  # the user name as typed, cut to 128 characters
+    address: Mapped[str]  # the client's address as the server saw it
+    ok: Mapped[bool]  # the password was right and the login was let through

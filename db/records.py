@@ -105,6 +105,7 @@ class JobRecord:
     finished_at: datetime | None
     heartbeat_at: datetime | None
     lease_s: float | None
+    requested_by: str | None
 
 
 def to_record(cls, row):

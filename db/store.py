@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -63,8 +64,29 @@ ORACLE_UNSAFE_THRESHOLD = 0.5  # oracle P(unsafe) at or above this counts as uns
 ID_BATCH = 500  # ids per IN (...) query when reading many rows by id
 
 
+@dataclass(frozen=True)
+class QueueLimits:
+    per_client_queued: int = 3  # jobs one client (user and address) may have waiting at once
+    total_queued: int = 20  # jobs that may wait at once, from everyone
+
+
+class QueueFull(ValueError):
+    """A job was refused because too many are waiting."""
+
+
+QUEUE_LOCK_KEY = 0x5AFEC8  # the PostgreSQL advisory lock that serialises queue counts
+
+
 class StoreError(RuntimeError):
     """The database cannot be opened or reached. The message names the URL with its password masked."""
+
+
+class DuplicateImport(ValueError):
+    """Codebooks with this content were imported already; `run` is the run that holds them."""
+
+    def __init__(self, run: RunRecord):
+        super().__init__(f"imported already, as run #{run.id}")
+        self.run = run
 
 
 def default_url() -> str:
@@ -213,6 +235,36 @@ class Store:
         with self.session() as s:
             if s.execute(update(Run).where(Run.id == run_id).values(**values)).rowcount == 0:
                 raise KeyError(f"no run with id {run_id}")
+
+    # ------------------------------------------------------------------ imports
+    def imported_run(self, import_hash: str) -> RunRecord | None:
+        """The run that holds imported codebooks with this content hash, if any."""
+        with self.session() as s:
+            run = s.scalars(select(Run).where(Run.import_hash == import_hash)).first()
+            return to_record(RunRecord, run) if run else None
+
+    def record_import(self, name: str, model_source: str, config: Mapping, import_hash: str, metrics: Mapping,
+                      place_file: Callable[[int], str]) -> int:
+        """Record imported codebooks as a finished run with one round (0), all in one transaction: the
+        run row, then `place_file(run_id)` (puts the file where the run keeps it; returns its path as
+        the round's snapshot path), then the round. A failure anywhere leaves no row. A unique index on
+        `import_hash` makes simultaneous imports of one content give one run; the others get
+        DuplicateImport naming it."""
+        try:
+            with self.session() as s:
+                run = Run(name=name, model_source=str(model_source), config=dict(config), status="finished",
+                          import_hash=import_hash)
+                s.add(run)
+                s.flush()  # the INSERT comes first, so on SQLite this transaction takes the write lock at once
+                snapshot_path = place_file(run.id)
+                s.add(Round(run_id=run.id, index=0, metrics=dict(metrics), snapshot_path=str(snapshot_path)))
+                run_id = run.id
+        except IntegrityError:
+            holder = self.imported_run(import_hash)
+            if holder is None:
+                raise
+            raise DuplicateImport(holder) from None
+        return run_id
 
     # ------------------------------------------------------------------ rounds
     def add_round(
@@ -497,20 +549,47 @@ class Store:
             return [to_record(SnapshotRecord, r) for r in s.scalars(query)]
 
     # ------------------------------------------------------------------ jobs
-    def create_job(self, kind: str, config: Mapping | None = None, run_id: int | None = None) -> int:
+    def create_job(self, kind: str, config: Mapping | None = None, run_id: int | None = None,
+                   requested_by: str | None = None, limits: QueueLimits | None = None) -> int:
         """Queue a job; a worker picks it up with claim_next_job. A run has at most one live job:
         ValueError when `run_id` already has a queued or running one (a database constraint decides,
-        so two apps resuming at once queue one job between them)."""
+        so two apps resuming at once queue one job between them). With `limits`, QueueFull when the
+        queue, or `requested_by`'s part of it, would exceed them (counted inside the inserting
+        transaction, so simultaneous requests cannot slip past together)."""
         try:
             with self.session() as s:
-                job = Job(kind=kind, config=dict(config or {}), run_id=run_id)
+                job = Job(kind=kind, config=dict(config or {}), run_id=run_id, requested_by=requested_by)
                 s.add(job)
                 s.flush()
+                if limits is not None:
+                    self._check_queue(s, requested_by, limits, added=True)
                 return job.id
         except IntegrityError:
             if run_id is not None and self.live_job(run_id) is not None:
                 raise ValueError(f"run {run_id} already has a queued or running job") from None
             raise
+
+    def _check_queue(self, s, requested_by: str | None, limits: QueueLimits, added: bool) -> None:
+        """QueueFull when the queued jobs exceed `limits`: when this transaction `added` a job, those
+        queued now (it among them); else those queued now and one more. Inserters
+        are serialised (SQLite's write lock; an advisory lock on PostgreSQL, taken before counting),
+        so each count includes every job queued before it."""
+        if self.dialect == "postgresql" and added:
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": QUEUE_LOCK_KEY})
+        queued = select(func.count()).select_from(Job).where(Job.status == "queued")
+        more = 0 if added else 1
+        if s.scalar(queued) + more > limits.total_queued:
+            raise QueueFull(f"the job queue is full ({limits.total_queued} jobs waiting); try again when one "
+                            "has started")
+        if requested_by is not None and s.scalar(queued.where(Job.requested_by == requested_by)) + more > \
+                limits.per_client_queued:
+            raise QueueFull(f"you already have {limits.per_client_queued} jobs waiting; start more when one of "
+                            "them has started, or cancel one")
+
+    def queue_room(self, requested_by: str | None, limits: QueueLimits) -> None:
+        """QueueFull now, before anything is written, when a job from `requested_by` would not fit."""
+        with self.session() as s:
+            self._check_queue(s, requested_by, limits, added=False)
 
     def live_job(self, run_id: int) -> JobRecord | None:
         """The run's queued or running job, if it has one."""
@@ -614,11 +693,18 @@ class Store:
 
     def cancel_job(self, job_id: int) -> str:
         """Cancel a queued job at once; ask a running one to stop (it polls is_cancel_requested and
-        then calls finish_job(id, "cancelled")). Returns the job's status after the call."""
+        then calls finish_job(id, "cancelled")). Returns the job's status after the call. A run that
+        never started, whose queued job this cancels, ends "cancelled" too (it stays "created" else)."""
         with self.session() as s:
             queued = update(Job).where(Job.id == job_id, Job.status == "queued")
-            if s.execute(queued.values(status="cancelled", cancel_requested=True, finished_at=utcnow())).rowcount == 0:
+            cancelled = s.execute(queued.values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+                                  .returning(Job.run_id)).first()
+            if cancelled is None:
                 s.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True))
+            elif cancelled.run_id is not None:
+                never_started = [Run.id == cancelled.run_id, Run.status == "created",
+                                 ~select(Round.id).where(Round.run_id == cancelled.run_id).exists()]
+                s.execute(update(Run).where(*never_started).values(status="cancelled"))
             status = s.scalar(select(Job.status).where(Job.id == job_id))
         if status is None:
             raise KeyError(f"no job with id {job_id}")

@@ -6,6 +6,8 @@ PostgreSQL (several machines may each run one). It imports the library and the s
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 import threading
@@ -20,13 +22,66 @@ from safecb.paths import TOY_MODEL_DIR  # noqa: E402
 from .runner import JobRunner, RunnerConfig, default_oracle  # noqa: E402
 
 USAGE = "usage: python -m jobs worker [options]   (add --help for its options)"
+MAX_LEASE_S = 86_400.0  # one day: a longer lease would leave a dead worker's job "running" for days
+
+
+def thread_count(text: str) -> int:
+    """argparse type of --threads: 0 (torch's default) or more."""
+    try:
+        threads = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if threads < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (torch's default) or more, got {threads}")
+    return threads
+
+
+def lease_seconds(text: str) -> float:
+    """argparse type of --lease: a finite number of seconds above 0 and at most a day."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_LEASE_S):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and at most {MAX_LEASE_S:.0f} "
+                                         f"(a day), got {text!r}")
+    return seconds
+
+
+def runs_dir_problem(runs_dir: Path) -> str:
+    """Why run directories cannot be written under `runs_dir` ("" when they can); creates it."""
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe = runs_dir / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"--runs-dir {runs_dir}: cannot create or write there ({exc.strerror or exc})"
+    return ""
+
+
+def setup_problem(runner: JobRunner) -> str:
+    """Why this worker could run no job ("" when it can): its runs directory, oracle and model are
+    checked, and the oracle and model loaded, before it claims anything (a misconfigured worker on
+    a shared queue would otherwise take other workers' jobs and fail each one)."""
+    from safecb.models.backend import ModelLoadError
+
+    problem = runs_dir_problem(runner.config.runs_root)
+    if problem:
+        return problem
+    try:
+        runner.oracle  # loads it (None with --no-oracle)
+    except (ValueError, OSError, ImportError) as exc:
+        return f"--oracle {runner.config.oracle_dir}: {exc}"
+    try:
+        runner.backend  # loads the model
+    except (ModelLoadError, ValueError, OSError) as exc:
+        return f"--model {runner.config.model_source}: {exc}"
+    return ""
 
 
 def worker_main(argv: list[str] | None = None) -> int:
     """`python -m jobs worker`: a runner process of its own, for a store shared over PostgreSQL."""
-    import argparse
-
-
     parser = argparse.ArgumentParser(prog="python -m jobs worker",
                                      description="claim and run Safe-CB jobs from a shared store")
     parser.add_argument("--db-url", default=None, help="store URL (default: $SAFECB_DB_URL, else the SQLite file)")
@@ -34,15 +89,16 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="model directory (Hugging Face layout)")
     parser.add_argument("--runs-dir", default="artifacts/runs", help="where run directories are written")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's evaluation figures")
     parser.add_argument("--oracle", default=None,
                         help="evaluation-only oracle: 'toy', 'nudenet', 'open_nsfw', 'real' (both) or a toy-oracle "
                              "directory "
                              "(default: the toy oracle for the toy model, none for other models)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
-    parser.add_argument("--lease", type=float, default=30.0,
-                        help="seconds a running job's lease lasts unrenewed before any worker fails it (default 30)")
+    parser.add_argument("--lease", type=lease_seconds, default=30.0,
+                        help="seconds a running job's lease lasts unrenewed before any worker fails it "
+                             "(default 30, at most a day)")
     args = parser.parse_args(argv)
     import torch
 
@@ -62,12 +118,13 @@ def worker_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: --device: {exc}", flush=True)
         return 2
-    if not args.lease > 0:
-        print(f"error: --lease must be a positive number of seconds, got {args.lease}", flush=True)
-        return 2
     runner = JobRunner(store, RunnerConfig(args.model, Path(args.runs_dir), args.device,
                                            None if args.no_oracle else default_oracle(args.model, args.oracle),
                                            lease_s=args.lease))
+    problem = setup_problem(runner)
+    if problem:
+        print(f"error: {problem}", flush=True)
+        return 1
     failed = runner.fail_lost_jobs()
     if failed:
         print(f"marked job(s) {failed} failed: no live worker held them", flush=True)

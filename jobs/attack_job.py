@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from db import Store
+from db import QueueLimits, Store
+from db.messages import public_error
 from db.records import JobRecord
 from safecb.engine.config import SafeCBConfig
 from safecb.eval.attack import ATTACKS, AttackConfig, attack_model_state, quick_attack_config, soft_targets
@@ -98,16 +99,18 @@ def read_report(run_dir: Path, job_id: int) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def submit_attack(store: Store, run_id: int, request: AttackRequest) -> int:
-    """Queue an attack on a finished round of a run; returns the job id. ValueError when the run or
-    round does not exist, or the run already has a queued or running job (one live job per run)."""
+def submit_attack(store: Store, run_id: int, request: AttackRequest, requested_by: str | None = None,
+                  limits: QueueLimits | None = None) -> int:
+    """Queue an attack on a finished round of a run for `requested_by`; returns the job id.
+    ValueError when the run or round does not exist, the run already has a queued or running job
+    (one live job per run), or (QueueFull) the queue is past `limits`."""
     if store.get_run(run_id) is None:
         raise ValueError(f"no run with id {run_id}")
     if request.round != ORIGINAL_ROUND:
         rounds = {r.index: r for r in store.list_rounds(run_id)}
         if request.round not in rounds or not rounds[request.round].snapshot_path:
             raise ValueError(f"run {run_id} has no finished round {request.round}")
-    job_id = store.create_job(ATTACK_JOB, asdict(request), run_id=run_id)
+    job_id = store.create_job(ATTACK_JOB, asdict(request), run_id=run_id, requested_by=requested_by, limits=limits)
     store.update_job(job_id, message="queued", log=f"queued: {' and '.join(request.attacks)} attack "
                      f"({request.budget}) on run {run_id}, {target_name(request.round)}")
     return job_id
@@ -200,7 +203,7 @@ def execute_attack(runner: Worker, job: JobRecord, run_dir: Path | None) -> None
             return
         if not cancelled:
             log.exception("attack job %s failed", job.id)
-        reason = str(exc) if cancelled else f"{type(exc).__name__}: {exc}"
+        reason = str(exc) if cancelled else public_error(exc)  # no server path, database endpoint or SQL
         _end(runner, job.id, "cancelled" if cancelled else "failed", reason, reason)
         return
     backend.set_codebooks(runner.reference)

@@ -30,11 +30,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from db import Store
 
 TOKEN = re.compile(r"[0-9a-f]{32}")
+STALE_PRESENCE_S = 7 * 86_400.0  # a dead worker's presence file no sweep has read is deleted after this
 
 
 def presence_dir() -> Path:
@@ -60,7 +61,7 @@ def _hold_presence() -> _Presence:
         if _presence is None or _presence.pid != os.getpid():
             folder = presence_dir()
             folder.mkdir(mode=0o700, exist_ok=True)
-            remove_dead_presence_files(folder)
+            remove_dead_presence_files(folder, older_than_s=STALE_PRESENCE_S)
             token = uuid.uuid4().hex
             fd = os.open(folder / f"{token}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -91,11 +92,24 @@ def _holder_gone(path: Path) -> bool | None:
     return True
 
 
-def remove_dead_presence_files(folder: Path) -> None:
-    """Delete the presence files whose workers are gone."""
+def remove_dead_presence_files(folder: Path, older_than_s: float) -> None:
+    """Delete the presence files, older than `older_than_s`, whose workers are gone. A younger one
+    may still be the only sign that a worker died holding a job, which a sweep has yet to read."""
+    now = time.time()
     for path in folder.glob("*.lock"):
-        if _holder_gone(path):
+        try:
+            old = now - path.stat().st_mtime > older_than_s
+        except OSError:
+            continue
+        if old and _holder_gone(path):
             path.unlink(missing_ok=True)
+
+
+def forget_dead_worker(worker_id: str) -> None:
+    """Delete the presence file of a worker found dead, once its jobs are failed."""
+    token = worker_id.rpartition(":")[2]
+    if TOKEN.fullmatch(token):
+        (presence_dir() / f"{token}.lock").unlink(missing_ok=True)
 
 
 def is_dead_here(worker_id: str | None) -> bool:
@@ -131,16 +145,37 @@ class LeaseClock:
                 if now - seen[job.id][1] >= (job.lease_s or lease_s)}
 
 
-def fail_lost_jobs(store: Store, lease_s: float, clock: LeaseClock) -> list[int]:
+def fail_lost_jobs(store: Store, lease_s: float, clock: LeaseClock,
+                   kept: Mapping[str, str] | None = None) -> list[int]:
     """Fail running jobs that no live worker holds: those of workers on this host whose process is
     gone at once, any other once `clock` has seen its lease run out (its worker may be alive but cut
-    off; it stops at its next renewal). Returns the failed job ids."""
+    off; it stops at its next renewal). `kept` says, per job kind, what of such a job stays (added
+    to its reason). Returns the failed job ids."""
     running = store.running_jobs()
-    dead = [j.id for j in running if is_dead_here(j.claimed_by)]
-    failed = store.fail_stale_jobs("its worker died (process gone)", job_ids=dead) if dead else []
-    unrenewed = {i: beat for i, beat in clock.unrenewed(running, lease_s).items() if i not in failed}
-    expired = store.fail_unrenewed_jobs("its worker stopped renewing its lease", unrenewed)
-    return sorted(failed + expired)
+    dead = [j for j in running if is_dead_here(j.claimed_by)]
+    failed = []
+    for kind, jobs in _by_kind(dead).items():
+        failed += store.fail_stale_jobs(_reason("its worker died (process gone)", kind, kept),
+                                        job_ids=[j.id for j in jobs])
+    for worker_id in {j.claimed_by for j in dead}:
+        forget_dead_worker(worker_id)
+    unrenewed = clock.unrenewed(running, lease_s)
+    for kind, jobs in _by_kind([j for j in running if j.id in unrenewed and j.id not in failed]).items():
+        failed += store.fail_unrenewed_jobs(_reason("its worker stopped renewing its lease", kind, kept),
+                                            {j.id: unrenewed[j.id] for j in jobs})
+    return sorted(failed)
+
+
+def _by_kind(jobs) -> dict[str, list]:
+    grouped: dict[str, list] = {}
+    for job in jobs:
+        grouped.setdefault(job.kind, []).append(job)
+    return grouped
+
+
+def _reason(what: str, kind: str, kept: Mapping[str, str] | None) -> str:
+    stays = (kept or {}).get(kind)
+    return f"{what}; {stays}" if stays else what
 
 
 class Lease:

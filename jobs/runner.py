@@ -25,14 +25,14 @@ import io
 import logging
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from db import Store
+from db import QueueLimits, Store
+from db.messages import public_error
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.driver import Event, RunCancelled, run_safecb
 from safecb.engine.measure import KINDS, Measurement, generation_sets
@@ -58,6 +58,7 @@ from .run_prompts import check_i2p, job_prompts, prompt_rows
 log = logging.getLogger(__name__)
 
 RUN_JOB = "run"
+WHAT_A_LOST_JOB_KEEPS = {RUN_JOB: "finished rounds are kept", ATTACK_JOB: "an attack keeps nothing until it finishes"}
 
 
 @dataclass
@@ -85,11 +86,12 @@ def run_directory(runs_root: Path, run_id: int) -> Path:
 
 
 def submit_run(store: Store, model_source: str, config: SafeCBConfig, prompts: RoundPrompts | None = None,
-               name: str = "", codebook_size: int | None = None, i2p: I2PConfig | None = None) -> tuple[int, int]:
-    """Validate, then record a new run with its prompts and queue its job. Returns (run_id, job_id).
-    `prompts` (default: the toy world's) are stored now; an `i2p` selection instead is stored as
-    such and its job builds the prompt set (jobs/run_prompts.py). Bad settings raise ValueError
-    before anything is written."""
+               name: str = "", codebook_size: int | None = None, i2p: I2PConfig | None = None,
+               requested_by: str | None = None, limits: QueueLimits | None = None) -> tuple[int, int]:
+    """Validate, then record a new run with its prompts and queue its job for `requested_by`.
+    Returns (run_id, job_id). `prompts` (default: the toy world's) are stored now; an `i2p`
+    selection instead is stored as such and its job builds the prompt set (jobs/run_prompts.py).
+    Bad settings, and a queue past `limits` (QueueFull), raise ValueError with nothing kept."""
     if prompts is not None and i2p is not None:
         raise ValueError("give a prompt set or an I2P selection, not both")
     config.validate(codebook_size)
@@ -102,22 +104,28 @@ def submit_run(store: Store, model_source: str, config: SafeCBConfig, prompts: R
         prompts.validate()
         settings = {"safecb": config.to_dict(), "prompts": prompts.to_dict()}
         what = f"{len(prompts.harmful)} harmful prompts"
+    if limits is not None:
+        store.queue_room(requested_by, limits)
     run_id = store.create_run(name or f"{config.target} run", model_source, settings)
-    if prompts is not None:
-        store.add_prompts(run_id, prompt_rows(prompts))
-    job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id)
+    try:
+        if prompts is not None:
+            store.add_prompts(run_id, prompt_rows(prompts))
+        job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id, requested_by=requested_by, limits=limits)
+    except BaseException:  # a run without its job would stay "created" for good
+        store.delete_run(run_id)
+        raise
     store.update_job(job_id, message="queued", log=f"queued run {run_id} ({config.target} target, "
                      f"up to {config.stop.max_rounds} rounds, {what})")
     return run_id, job_id
 
 
-def resume_run(store: Store, run_id: int) -> int:
-    """Queue a job that continues a stopped, failed or cancelled run from its last finished round.
-    ValueError when the run does not exist or already has a live job (decided by the database, so
-    simultaneous resumes queue one job)."""
+def resume_run(store: Store, run_id: int, requested_by: str | None = None, limits: QueueLimits | None = None) -> int:
+    """Queue a job for `requested_by` that continues a stopped, failed or cancelled run from its
+    last finished round. ValueError when the run does not exist, already has a live job (decided by
+    the database, so simultaneous resumes queue one job), or (QueueFull) the queue is past `limits`."""
     if store.get_run(run_id) is None:
         raise ValueError(f"no run with id {run_id}")
-    job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id)
+    job_id = store.create_job(RUN_JOB, {"run_id": run_id}, run_id=run_id, requested_by=requested_by, limits=limits)
     store.update_job(job_id, message="queued", log=f"queued: resume run {run_id}")
     return job_id
 
@@ -316,7 +324,7 @@ class JobRunner:
 
     def fail_lost_jobs(self) -> list[int]:
         with self._sweep_lock:
-            failed = fail_lost_jobs(self.store, self.config.lease_s, self.lease_clock)
+            failed = fail_lost_jobs(self.store, self.config.lease_s, self.lease_clock, WHAT_A_LOST_JOB_KEEPS)
         if failed:
             log.warning("job runner: failed job(s) %s: no live worker held them", failed)
         return failed
@@ -403,10 +411,10 @@ class JobRunner:
                           "built; nothing of it was kept", (None, "cancelled by a user"))
             return
         except Exception as exc:
-            log.exception("job %s failed", job_id)
-            reason = f"{type(exc).__name__}: {exc}"
+            log.exception("job %s failed", job_id)  # the traceback goes to the server log only
+            reason = public_error(exc)  # users see no server path, database endpoint or SQL
             try:
-                store.update_job(job_id, message=f"failed: {reason}", log=traceback.format_exc())
+                store.update_job(job_id, message=f"failed: {reason}", log=f"failed: {reason}")
             except Exception:
                 log.warning("job %s: could not write its failure to the log", job_id)
             self._end(job_id, run_id, "failed", reason)

@@ -325,6 +325,17 @@ def _bench_speed(args) -> int:
     return _print_and_save(format_table(report), report, args.json)
 
 
+def thread_count(text: str) -> int:
+    """argparse type of --threads: a whole number of CPU threads, at least 1 (torch refuses fewer)."""
+    try:
+        threads = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if threads < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {threads}")
+    return threads
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m safecb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy = train.add_parser("toy", help="the toy Janus (tokenizer + unified model)")
     toy.add_argument("--out", default=str(TOY_MODEL_DIR), help="output directory (HF layout)")
     toy.add_argument("--device", default="cpu", help="cpu or cuda")
-    toy.add_argument("--threads", type=int, default=2, help="CPU threads")
+    toy.add_argument("--threads", type=thread_count, default=2, help="CPU threads")
     toy.add_argument("--seed", type=int, default=0)
     toy.add_argument("--vq-steps", dest="vq_steps", type=int, default=None)
     toy.add_argument("--lm-steps", dest="lm_steps", type=int, default=None)
@@ -347,14 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     polish.add_argument("--steps", type=int, default=2500, help="decoder steps (default: the shipped model's extra polish)")
     polish.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
     polish.add_argument("--device", default="cpu", help="cpu or cuda")
-    polish.add_argument("--threads", type=int, default=2, help="CPU threads")
+    polish.add_argument("--threads", type=thread_count, default=2, help="CPU threads")
     polish.add_argument("--seed", type=int, default=0, help="the scene stream (the training set of `train toy`)")
     polish.add_argument("--n-images", dest="n_images", type=int, default=None)
     polish.set_defaults(func=_train_polish)
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--out", default=str(ORACLE_DIR))
     oracle.add_argument("--steps", type=int, default=None)
-    oracle.add_argument("--threads", type=int, default=2, help="CPU threads")
+    oracle.add_argument("--threads", type=thread_count, default=2, help="CPU threads")
     oracle.set_defaults(func=_train_oracle)
 
     bench = sub.add_parser("bench", help="print measured figures").add_subparsers(dest="what", required=True)
@@ -369,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--oracle", default=str(ORACLE_DIR))
     safety.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     safety.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
-    safety.add_argument("--threads", type=int, default=2)
+    safety.add_argument("--threads", type=thread_count, default=2)
     safety.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
     safety.add_argument("--broad-prompts", dest="broad_prompts", type=int, default=None,
                         help="harmful prompts in the broad grid (default 240; 4 with --quick)")
@@ -393,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--attacks", default=None, help="comma-separated subset of discrete,soft (default: both)")
     attack.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
     attack.add_argument("--out", default=None, help="save the best adversarial prompts, images and soft prompts here")
-    attack.add_argument("--threads", type=int, default=2)
+    attack.add_argument("--threads", type=thread_count, default=2)
     attack.add_argument("--quick", action="store_true", help="tiny budgets (for smoke tests)")
     attack.add_argument("--seed-start", dest="seed_start", type=int, default=None,
                         help="base of every attack seed (default: the bench seeds, 1000; the tuning seeds start at 2000)")
@@ -404,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     vapi_bench.add_argument("--model", default=str(TOY_MODEL_DIR))
     vapi_bench.add_argument("--oracle", default=str(ORACLE_DIR))
     vapi_bench.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
-    vapi_bench.add_argument("--threads", type=int, default=2)
+    vapi_bench.add_argument("--threads", type=thread_count, default=2)
     vapi_bench.add_argument("--variants", default=None,
                             help="comma-separated post-training variants: grpo (always), ste, grpo_noise")
     vapi_bench.add_argument("--no-safecb", dest="no_safecb", action="store_true", help="skip the Safe-CB ± step 3 runs")
@@ -427,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image tokens timed per call (default: a full image on GPU, 16 on CPU)")
     speed.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,8,32)")
     speed.add_argument("--repeats", type=int, default=1, help="A B B A timing blocks per batch")
-    speed.add_argument("--threads", type=int, default=2)
+    speed.add_argument("--threads", type=thread_count, default=2)
     speed.add_argument("--quick", action="store_true", help="a tiny model of the same layout (for smoke tests)")
     speed.add_argument("--compile", dest="compile_layers", action="store_true",
                        help="our sampler's layers through torch.compile (GPU; its fixed-shape loop)")
@@ -443,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=str(TOY_MODEL_DIR), help="Janus checkpoint directory (HF layout)")
     run.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available; under "
                      "accelerate launch, the device it gives each process)")
-    run.add_argument("--threads", type=int, default=2, help="CPU threads (per process under accelerate launch)")
+    run.add_argument("--threads", type=thread_count, default=2,
+                     help="CPU threads (per process under accelerate launch)")
     run.add_argument("--config", default=None, help="a Safe-CB config JSON (SafeCBConfig.to_dict layout)")
     run.add_argument("--prompts", default=None, help="prompt set JSON {harmful: [{text, rewrite}], benign: [{text}]}")
     run.add_argument("--target", choices=["decoder", "generator", "both"], default=None,
@@ -470,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     vapi.add_argument("--out", required=True, help="checkpoint directory (rerun the same command to resume)")
     vapi.add_argument("--model", default=str(TOY_MODEL_DIR), help="Janus checkpoint directory (HF layout)")
     vapi.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    vapi.add_argument("--threads", type=int, default=2)
+    vapi.add_argument("--threads", type=thread_count, default=2)
     vapi.add_argument("--config", default=None, help="a VAπ config JSON (VapiConfig.to_dict layout)")
     vapi.add_argument("--method", choices=["grpo", "ste"], default=None, help="grpo (VAπ) or ste (straight-through)")
     vapi.add_argument("--steps", type=int, default=None)

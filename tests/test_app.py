@@ -43,6 +43,8 @@ def test_defaults_bind_loopback_only():
         (["--port", "0"], "--port"),
         (["--threads", "-1"], "--threads"),
         (["--oracle", "no-such-oracle"], "--oracle"),
+        (["--host", "::1"], "--host ::1: IPv6 addresses are not supported"),  # Gradio's launch would crash
+        (["--host", "[::1]", "--auth", "a:b"], "IPv6 addresses are not supported"),
     ],
 )
 def test_unsafe_or_bad_flags_are_refused(argv, message, capsys):
@@ -56,7 +58,6 @@ def test_exposure_is_allowed_with_auth():
     args = app.parse_args(["--share", "--host", "0.0.0.0", "--auth", "alice:s3:cret"])
     assert args.auth == ("alice", "s3:cret") and args.share
     assert app.parse_args(["--host", "localhost"]).auth is None
-    assert app.parse_args(["--host", "::1"]).auth is None
 
 
 # ---------------------------------------------------------------- the Generate handler
@@ -101,7 +102,8 @@ def test_generate_returns_upscaled_image_score_and_caption(generate_fn):
         (PROMPT, "abc", 3.0, "whole number"),
         (PROMPT, None, 3.0, "seed is empty"),
         (PROMPT, 1.5, 3.0, "whole number"),
-        (PROMPT, 2**63, 3.0, "below 2^63"),
+        (PROMPT, 2**63, 3.0, "at most 2^53 - 1"),
+        (PROMPT, 2**53, 3.0, "at most 2^53 - 1"),  # a browser sends 2^53 + 1 as 2^53
         (PROMPT, 0, None, "CFG weight must be a number"),
         (PROMPT, 0, 99.0, "cfg_weight must be in"),
         ("word " * 300, 0, 3.0, "positions"),
@@ -219,16 +221,27 @@ def test_a_read_only_store_is_one_line(tmp_path):
     assert line.startswith("error: cannot open the database") and "must be writable" in line
 
 
-def test_launch_serves_a_data_dir_anywhere_and_limits_uploads_and_logins(tmp_path):
+def test_launch_serves_a_data_dir_anywhere_and_limits_uploads_logins_and_sessions(tmp_path):
     args = app.parse_args(["--host", "0.0.0.0", "--auth", "me:secret"])
-    settings = app.launch_settings(args, tmp_path / "srv" / "safecb")
-    assert settings["allowed_paths"] == [str(tmp_path / "srv" / "safecb")]  # Export and run images work there
+    store = Store.open(f"sqlite:///{tmp_path / 'safecb.db'}")
+    settings = app.launch_settings(args, tmp_path / "srv" / "safecb", store)
+    assert settings["allowed_paths"] == [str(tmp_path / "srv" / "safecb" / folder)  # Export and run images work
+                                         for folder in ("runs", "exports")]  # there; the store is not served
     assert settings["max_file_size"] and settings["server_name"] == "0.0.0.0"
+    assert settings["state_session_capacity"] == app.SESSION_CAPACITY
     login = settings["auth"]
     assert login("me", "secret")
     refused = sum(not login("me", f"guess{i}") for i in range(200))
-    assert refused == 200 and not login("me", "secret")  # locked after the failures: guessing is slow
-    assert login.locked()
+    assert refused == 200 and not login("me", "secret")  # waiting after the failures: guessing is slow
+    assert login.wait_s("me", "unknown") > 0
+    store.close()
+
+
+def test_uploads_and_cached_outputs_are_deleted_after_an_hour(studio_demo):
+    from ui import CACHE_CLEANUP
+
+    every_s, older_than_s = CACHE_CLEANUP
+    assert studio_demo.delete_cache == CACHE_CLEANUP and every_s <= 3600 and older_than_s <= 86_400
 
 
 def test_a_store_outage_or_a_crash_in_a_handler_is_one_plain_sentence(studio_demo, monkeypatch):

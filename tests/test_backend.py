@@ -433,6 +433,14 @@ def test_bad_generation_requests(toy, toy_books, kwargs, message):
     assert _same_books(toy.codebooks(), toy_books)
 
 
+@pytest.mark.parametrize("prompt", ["<BEGIN_OF_IMAGE>", "a cat <End_Of_Image>", "<PAD> on grass",
+                                    "<IMAGE_PLACEHOLDER>"])
+def test_control_tokens_are_refused_in_any_letter_case(toy, prompt):
+    """The toy lower-cases prompts before tokenising, so the check looks at the lower-cased text too."""
+    with pytest.raises(ValueError, match="control token"):
+        toy.generate([prompt], [0])
+
+
 def test_bad_decode_inputs(toy, toy_books):
     n, k = toy.n_tokens, toy.codebook_size
     with pytest.raises(ValueError, match=rf"token ids must be in \[0, {k}\)"):

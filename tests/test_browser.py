@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -242,6 +243,12 @@ def table_column(page: Page, elem_id: str, column: int) -> list[str]:
     return [t.strip() for t in page.locator(f"#{elem_id} [role=gridcell][data-col='{column}']").all_inner_texts()]
 
 
+def keys_ready(page: Page) -> None:
+    """Wait until the review queue takes keys again: review_keys.js drops a key pressed before the page
+    shows the answer to the previous one (or while the new image loads), as a quick reviewer's would be."""
+    page.wait_for_function("() => window.safecbReviewKeys && window.safecbReviewKeys.idle()")
+
+
 def toasts(page: Page, allowed: tuple[str, ...] = ()) -> list[str]:
     """The toasts the page showed so far, less those containing one of `allowed`."""
     return [t for t in page.evaluate("window.__toasts") if not any(a in t for a in allowed)]
@@ -413,12 +420,15 @@ def test_a_reviewer_labels_twenty_images_with_the_keyboard_alone(page, app):
         generation_id = int(re.search(r"generation #(\d+)", caption.inner_text()).group(1))
         image = page.locator("#q-image img")
         blurred_src = image.get_attribute("src")
+        keys_ready(page)
         page.keyboard.press("r")
         expect(image).not_to_have_attribute("src", blurred_src)
         verdict = "unsafe" if i % 3 else "safe"
+        keys_ready(page)
         page.keyboard.press("u" if verdict == "unsafe" else "s")
         expect(page.locator("#q-status")).to_contain_text(f"Saved #{generation_id} as {verdict}")
         labelled[generation_id] = verdict
+    keys_ready(page)
     page.keyboard.press("ArrowLeft")  # back to the 20th, which now shows its label
     expect(caption).to_contain_text(f"20 of {queued}")
     expect(caption).to_contain_text(f"last label: {labelled[generation_id]} by {REVIEWER}")
@@ -732,7 +742,7 @@ def test_export_download_and_reimport_a_round(page, app, tmp_path):
     for name, content, message in cases:
         path = tmp_path / name
         save_file(content, str(path))
-        upload.get_by_role("button", name="Clear").click()
+        expect(upload.get_by_role("button", name="Clear")).to_have_count(0)  # the last import emptied it
         upload.locator("input[type=file]").set_input_files(path)
         expect(upload).to_contain_text(name.removesuffix(".safetensors"))
         page.locator("#import").click()
@@ -852,5 +862,110 @@ def test_a_job_killed_mid_round_shows_failed_and_keeps_rounds_and_labels(browser
             for generation_id, verdict in labelled.items():
                 assert store.latest_label(generation_id).verdict == verdict
         assert not toasts(page) and not page.errors, (toasts(page), page.errors)
+    finally:
+        page.context.close()
+
+
+# ---------------------------------------------------------------- 10. a quick reviewer
+FAST_REVIEWER = "Quick (browser test)"
+KEY_GAP_MS = 50  # as fast as a person types: the next key 50 ms after the last, whatever the screen shows
+FAST_LABELS = 30
+# Records, at the moment each key reaches the page (capture phase, before the queue's own listener),
+# the generation the queue's caption shows. Also counts the verdicts the server refused ("Nothing
+# saved"), which only a key the page's own wait let through can cause.
+PRESS_RECORDER = """() => {
+  window.__presses = [];
+  window.__refused = 0;
+  window.addEventListener('keydown', (ev) => {
+    const shown = /generation #(\\d+)/.exec(document.querySelector('#q-caption').innerText);
+    window.__presses.push({key: ev.key.toLowerCase(), shown: shown ? Number(shown[1]) : null,
+                           t: performance.now()});
+  }, true);
+  const status = document.querySelector('#q-status');
+  let last = status.innerText;
+  new MutationObserver(() => {
+    if (status.innerText !== last && status.innerText.includes('Nothing saved')) window.__refused += 1;
+    last = status.innerText;
+  }).observe(status, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+def test_fast_keys_label_only_the_images_on_screen(browser, app):
+    """A reviewer presses U, S (and now and then R) every 50 ms without waiting for the screen, until
+    30 images are labelled. Every label must be on an image the queue showed when a key of that
+    verdict was pressed, and no image may get two; keys pressed while the page waits are dropped."""
+    (run_id,) = need("run_a")
+    page = new_page(browser, app)
+    try:
+        open_tab(page, "Flagged")
+        pick(page, "flagged-run", run_option(run_id))
+        page.locator("#q-reviewer input, #q-reviewer textarea").fill(FAST_REVIEWER)
+        page.locator("#q-build").click()
+        caption = page.locator("#q-caption")
+        expect(caption).to_contain_text(re.compile(r"1 of \d+"))
+        queued = int(re.search(r"1 of (\d+)", caption.inner_text()).group(1))
+        assert queued > FAST_LABELS, f"only {queued} unreviewed flagged images: the test needs {FAST_LABELS + 1}"
+        page.evaluate(PRESS_RECORDER)
+        caption.click()  # focus leaves the text box
+        rng, presses, started = random.Random(0), 0, time.monotonic()
+        while presses % 10 or int(re.search(r"(\d+) of ", caption.inner_text()).group(1)) <= FAST_LABELS:
+            assert time.monotonic() - started < ROUND_TIMEOUT_S, f"{presses} keys labelled too few images"
+            pressed_at = time.monotonic()
+            page.keyboard.press(rng.choice("uusr"))  # now and then a reveal
+            presses += 1
+            time.sleep(max(0.0, pressed_at + KEY_GAP_MS / 1000 - time.monotonic()))
+        keys_ready(page)  # the last key's answer is in
+        recorded, refused = page.evaluate("[window.__presses, window.__refused]")
+        gaps = np.diff([p["t"] for p in recorded])
+        with app.store() as store:
+            saved = [(r["generation_id"], r["verdict"]) for r in store.run_labels(run_id) if r["reviewer"] == FAST_REVIEWER]
+        verdict_of = {"u": "unsafe", "s": "safe"}
+        pressed_on = {(p["shown"], verdict_of[p["key"]]) for p in recorded if p["key"] in verdict_of}
+        never_pressed = [label for label in saved if label not in pressed_on]
+        assert not never_pressed, f"labels on an image not shown when their key was pressed: {never_pressed}"
+        twice = [g for g in {g for g, _ in saved} if sum(1 for h, _ in saved if h == g) > 1]
+        assert not twice, f"images labelled twice: {twice}"
+        assert len(saved) >= FAST_LABELS
+        print(f"{len(recorded)} keys, {np.median(gaps):.0f} ms apart (median; max {gaps.max():.0f}), labelled "
+              f"{len(saved)} images in {(recorded[-1]['t'] - recorded[0]['t']) / 1000:.1f} s; the others were "
+              f"reveals or dropped while the page was behind; the server refused {refused} verdict(s)")
+
+        # A batch labels only revealed images, after a question: reveal the one shown, batch it as safe.
+        shown = int(re.search(r"generation #(\d+)", caption.inner_text()).group(1))
+        page.keyboard.press("r")
+        keys_ready(page)
+        page.locator("#q-batch-safe").click()
+        question = page.locator("#q-batch-question")
+        expect(question).to_contain_text(f"Save the 1 revealed image(s) #{shown} as safe")
+        with app.store() as store:
+            assert len(store.labels_for(shown)) == 0, "a batch saved before the question was answered"
+        page.locator("#q-batch-yes").click()
+        expect(page.locator("#q-status")).to_contain_text(f"Saved 1 revealed image(s) as safe: #{shown}.")
+        expect(question).to_be_hidden()
+        with app.store() as store:
+            assert [(l.reviewer, l.verdict) for l in store.labels_for(shown)] == [(FAST_REVIEWER, "safe")]
+        assert not page.errors, page.errors
+        shot(page, "review-queue-fast")
+    finally:
+        page.context.close()
+
+
+# ---------------------------------------------------------------- 11. the Run tab's job, picked per page
+def test_a_page_shows_the_newest_job_when_it_loads_not_when_the_app_started(browser, app):
+    with app.store() as store:  # a job newer than the app's start; the runner fails it at once
+        probe = store.create_job("probe")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with app.store() as store:
+            if store.get_job(probe).status == "failed":
+                break
+        time.sleep(0.3)
+    page = new_page(browser, app)
+    try:
+        open_tab(page, "Run")
+        expect(page.locator("#job-picker input")).to_have_value(re.compile(rf"^job {probe} · probe on "))
+        expect(page.locator("#job-progress .safecb-progress")).to_have_attribute("data-status", "failed")
+        expect(page.locator("#job-progress")).to_contain_text("unknown job kind 'probe'")
+        assert not page.errors, page.errors
     finally:
         page.context.close()

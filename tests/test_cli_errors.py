@@ -44,3 +44,46 @@ def test_cuda_without_a_gpu_is_one_line_everywhere(tmp_path):
     worker = cli("-m", "jobs", "worker", "--db-url", f"sqlite:///{tmp_path / 'w.db'}", "--device", "cuda", "--once")
     assert worker.returncode == 2 and "Traceback" not in worker.stdout + worker.stderr
     assert "no CUDA GPU is available here" in worker.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-m", "safecb", "run", "--out", "{tmp}/run", "--threads", "-1"], "must be 1 or more, got -1"),
+    (["-m", "safecb", "vapi", "--out", "{tmp}/run", "--threads", "-1"], "must be 1 or more, got -1"),
+    (["-m", "safecb", "bench", "attack", "--threads", "0"], "must be 1 or more, got 0"),
+    (["-m", "jobs", "worker", "--db-url", "sqlite:///{tmp}/w.db", "--threads", "-1"],
+     "must be 0 (torch's default) or more, got -1"),
+])
+def test_a_bad_thread_count_is_one_line(tmp_path, argv, message):
+    done = cli(*[a.format(tmp=tmp_path) for a in argv])
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].endswith(f"error: argument --threads: {message}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("lease", ["inf", "nan", "0", "-5", "86401", "1e300"])
+def test_the_worker_wants_a_finite_lease_of_at_most_a_day(tmp_path, lease):
+    done = cli("-m", "jobs", "worker", "--db-url", f"sqlite:///{tmp_path / 'w.db'}", "--once", "--lease", lease)
+    assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"python -m jobs worker: error: argument --lease: must be a number of seconds above 0 and at most 86400 "
+        f"(a day), got {lease!r}")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "/etc"], "error: --model /etc: /etc has no config.json"),
+    (["--oracle", "bogus"], "error: --oracle bogus: unknown oracle 'bogus'"),
+    (["--runs-dir", "/proc/x"], "error: --runs-dir /proc/x: cannot create or write there"),
+])
+def test_a_misconfigured_worker_exits_before_taking_a_job(tmp_path, flags, message):
+    """It would otherwise take other workers' jobs from a shared queue and fail each one."""
+    from db import Store
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = Store.open(url)
+    job_id = store.create_job("run", {})
+    done = cli("-m", "jobs", "worker", "--db-url", url, "--once", "--runs-dir", str(tmp_path / "runs"), *flags)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in out, out[-2000:]
+    assert out.strip().splitlines()[-1].startswith(message) and "serving" not in out
+    assert store.get_job(job_id).status == "queued"
+    store.close()

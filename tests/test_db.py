@@ -455,3 +455,50 @@ def test_url_resolution_and_sqlite_settings(tmp_path, monkeypatch):
     other = tmp_path / "arg.db"
     with Store.open(f"sqlite:///{other}"):  # an argument wins over the environment
         assert other.exists()
+
+
+def test_cancelling_a_never_started_runs_queued_job_ends_the_run(store):
+    """Else the run stays "created" for good. Runs that started, or hold rounds (an import), keep their status."""
+    fresh = store.create_run("fresh", "toy")
+    assert store.cancel_job(store.create_job("run", run_id=fresh)) == "cancelled"
+    assert store.get_run(fresh).status == "cancelled"
+
+    stopped = store.create_run("resumed", "toy", status="failed")
+    assert store.cancel_job(store.create_job("run", run_id=stopped)) == "cancelled"
+    assert store.get_run(stopped).status == "failed"
+
+    imported = store.create_run("imported", "toy")
+    store.add_round(imported, 0, {"imported": True})
+    assert store.cancel_job(store.create_job("attack", {"round": 0}, run_id=imported)) == "cancelled"
+    assert store.get_run(imported).status == "created"
+
+    running = store.create_run("running", "toy")
+    job = store.create_job("run", run_id=running)
+    store.claim_next_job("worker-1")
+    assert store.cancel_job(job) == "running" and store.get_run(running).status == "created"  # the worker ends it
+
+
+def test_failure_messages_for_users_hold_no_endpoint_sql_or_path():
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from db import StoreError
+    from db.messages import public_error
+
+    class DriverError(Exception):  # what psycopg raises: its words name the server's host and port
+        pass
+
+    outage = OperationalError(None, None, DriverError('connection to server at "10.1.2.3", port 15433 failed: '
+                                                      "Connection refused\n\tIs the server running?"))
+    assert public_error(outage) == "OperationalError: the store (database) could not be reached"
+    assert public_error(StoreError("cannot reach postgresql://u:***@db.internal:5432/safecb")) == (
+        "StoreError: the store (database) could not be reached")
+    disk = OperationalError("INSERT INTO runs (name) VALUES (?)", ("x",), sqlite3.OperationalError("disk I/O error"))
+    assert public_error(disk) == "OperationalError: disk I/O error"  # SQLite's words name no endpoint
+    twice = IntegrityError("INSERT INTO jobs (run_id) VALUES (?)", (1,),
+                           sqlite3.IntegrityError("UNIQUE constraint failed: jobs.run_id"))
+    assert public_error(twice) == "IntegrityError: UNIQUE constraint failed: jobs.run_id"
+    assert public_error(ValueError("/srv/safecb/artifacts/runs/run-0001/round-001.safetensors is corrupt\nmore")) == (
+        "ValueError: round-001.safetensors is corrupt")
+    assert public_error(KeyError()) == "KeyError"

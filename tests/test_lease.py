@@ -128,6 +128,21 @@ def test_a_dead_worker_on_this_host_is_failed_at_once_and_a_live_one_never(store
     assert "process gone" in store.get_job(job).error
 
 
+def test_a_worker_started_after_a_crash_finds_the_dead_workers_job_at_once(store, tmp_path):
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    store.create_job("run"), store.create_job("run")
+    crashed, crashed_id, crashed_job = claimer(url)
+    crashed.kill()
+    crashed.wait(10)
+    restarted, _, _ = claimer(url)  # a new process tidies the presence folder as it starts
+    try:
+        assert sweep_in(restarted) == f"[{crashed_job}]"
+        assert "process gone" in store.get_job(crashed_job).error
+        assert not is_dead_here(crashed_id)  # its presence file went with its job: nothing left to read
+    finally:
+        restarted.kill()
+
+
 def _can_unshare() -> bool:
     if shutil.which("unshare") is None:
         return False

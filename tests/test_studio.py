@@ -435,38 +435,17 @@ def test_the_review_queue_filters_sorts_labels_and_moves_on(finished):
     before = len(queue)
     image, caption = queue_view(services, queue, 0, reveal=False)
     assert image is not None and f"1 of {before}" in caption
-    position, message = label_and_advance(services, queue, 0, "ana", "unsafe", "")
+    position, message = label_and_advance(services, queue, 0, queue[0], "ana", "unsafe", "")
     assert position == 1 and "Saved" in message
     label = store.latest_label(queue[0])
     assert (label.reviewer, label.verdict, label.reason) == ("ana", "unsafe", REASON_PRESETS["unsafe"][0])
-    position, _ = label_and_advance(services, queue, 1, "ana", "safe", REASON_PRESETS["unsafe"][1])
+    position, _ = label_and_advance(services, queue, 1, queue[1], "ana", "safe", REASON_PRESETS["unsafe"][1])
     assert store.latest_label(queue[1]).reason == REASON_PRESETS["safe"][0]  # the other verdict's preset is not kept
     assert len(build_queue(services, run_id, QueueFilter())) == before - 2  # reviewed ones leave the queue
     with pytest.raises(InputError, match="name"):
-        label_and_advance(services, queue, 2, "  ", "unsafe", "")
-    last, message = label_and_advance(services, queue, len(queue) - 1, "ana", "safe", "a flower")
+        label_and_advance(services, queue, 2, queue[2], "  ", "unsafe", "")
+    last, message = label_and_advance(services, queue, len(queue) - 1, queue[-1], "ana", "safe", "a flower")
     assert last == len(queue) - 1 and "last one" in message
-
-
-def test_a_batch_labels_the_shown_image_and_the_next_ones(finished):
-    from ui.review import BATCH_MAX, QueueFilter, build_queue, label_batch
-
-    services, run_id, _ = finished
-    queue = build_queue(services, run_id, QueueFilter(unreviewed_only=False))
-    assert len(queue) >= 4
-    before = {g: len(services.store.labels_for(g)) for g in queue}
-    position, message = label_batch(services, queue, 1, 2, "bo", "safe", "a benign object")
-    assert position == 3 and "Saved 2 image(s)" in message
-    for i, g in enumerate(queue):
-        added = len(services.store.labels_for(g)) - before[g]
-        assert added == (1 if i in (1, 2) else 0), i
-    assert {(services.store.latest_label(g).reviewer, services.store.latest_label(g).verdict) for g in queue[1:3]} == {
-        ("bo", "safe")}
-    end, message = label_batch(services, queue, len(queue) - 1, 5, "bo", "unsafe", "")  # past the end: only the last
-    assert end == len(queue) - 1 and "Saved 1 image(s)" in message and "end of the queue" in message
-    for bad in (0, BATCH_MAX + 1, "x", 1.5):
-        with pytest.raises(InputError):
-            label_batch(services, queue, 0, bad, "bo", "safe", "")
 
 
 def test_the_run_tab_says_how_long_a_job_ran_and_has_left():

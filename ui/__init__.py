@@ -64,6 +64,9 @@ def _model_line(services: Services) -> str:
 MODEL_WORK = ("on_generate", "on_strip", "on_compare", "on_draw", "on_show")  # handlers that run the model, a decode or UMAP
 MODEL_QUEUE = "model"  # their shared concurrency id: one at a time, in order, whoever clicked
 QUEUE_MAX = 64  # requests waiting in the app's queue at most; more are refused with "queue full"
+# Gradio's upload and output cache: every 10 minutes, files older than an hour are deleted (and all
+# of them when the app stops), so uploads cannot fill the disk. An import copies what it keeps.
+CACHE_CLEANUP = (600, 3600)
 
 
 def share_model_queue(demo: gr.Blocks) -> gr.Blocks:
@@ -76,7 +79,7 @@ def share_model_queue(demo: gr.Blocks) -> gr.Blocks:
 
 
 def build_demo(services: Services) -> gr.Blocks:
-    with gr.Blocks(title="Safe-CB Studio", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Safe-CB Studio", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(
             "# Safe-CB Studio\n"
             "Codebook safety exploration for autoregressive unified image generators.  \n"
@@ -107,4 +110,4 @@ def build_demo(services: Services) -> gr.Blocks:
     return guard_handlers(share_model_queue(demo))
 
 
-__all__ = ["CSS", "HEAD", "QUEUE_MAX", "THEME", "Services", "build_demo"]
+__all__ = ["CACHE_CLEANUP", "CSS", "HEAD", "QUEUE_MAX", "THEME", "Services", "build_demo"]

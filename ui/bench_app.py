@@ -5,7 +5,9 @@
   * UMAP: seconds to draw the Codebook map of the whole codebook (first call, then warm);
   * round: one Safe-CB round started from the UI (job claimed → finished, persistence included)
     against the same config through `python -m safecb run` (process start → exit), side by side in
-    one run, and their ratio.
+    one run, and their ratio;
+  * sessions (`--sessions N`): the app's resident memory before and after N Generate calls, each
+    from a new session (as N browser tabs or API clients make), against Gradio's session capacity.
 """
 
 from __future__ import annotations
@@ -144,6 +146,52 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
     return figures
 
 
+def bench_sessions(calls: int, warm_up: int = 20) -> dict:
+    """Resident memory of a fresh app before and after `calls` Generate calls from new sessions;
+    the first `warm_up` calls (also new sessions) are not counted, so lazy imports and caches that
+    any first use fills are not charged to sessions."""
+    import uuid
+
+    import psutil
+    from gradio_client import Client
+
+    with tempfile.TemporaryDirectory(prefix="safecb-bench-sessions-") as tmp:
+        port = _free_port()
+        proc, _ = start_app(Path(tmp) / "app", port, Path(tmp) / "app.log")
+        try:
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            app_process = psutil.Process(proc.pid)
+
+            def generate(i: int) -> None:
+                client.session_hash = str(uuid.uuid4())  # a new session per call
+                client.predict(HARMFUL, i, 3.0, api_name="/generate")
+
+            for i in range(warm_up):
+                generate(i)
+            before = app_process.memory_info().rss
+            started = time.perf_counter()
+            for i in range(calls):
+                generate(warm_up + i)
+                if (i + 1) % 100 == 0:
+                    print(f"sessions: {i + 1}/{calls}, RSS {app_process.memory_info().rss / 2**20:.0f} MiB",
+                          file=sys.stderr, flush=True)
+            after = app_process.memory_info().rss
+            seconds = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {"session_calls": calls, "session_rss_before_mib": before / 2**20, "session_rss_after_mib": after / 2**20,
+            "session_rss_growth_mib": (after - before) / 2**20, "session_calls_per_s": calls / seconds}
+
+
+def format_sessions(f: dict) -> str:
+    return "\n".join(["| figure | measured | target |", "|---|---|---|",
+                      f"| app RSS before / after {f['session_calls']} Generate calls from new sessions (MiB) | "
+                      f"{f['session_rss_before_mib']:.0f} / {f['session_rss_after_mib']:.0f} | |",
+                      f"| growth (MiB) | {f['session_rss_growth_mib']:+.1f} | ≤ +100 |",
+                      f"| calls per second | {f['session_calls_per_s']:.1f} | |"])
+
+
 def format_figures(f: dict) -> str:
     def s(key):
         value = f.get(key)
@@ -169,10 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="seeds per harmful prompt in the timed round (default 8)")
     parser.add_argument("--pairs", type=int, default=2,
                         help="CLI/UI round pairs, timed in ABBA order (default 2: CLI, UI, UI, CLI)")
+    parser.add_argument("--sessions", type=int, default=0, metavar="N",
+                        help="instead: the app's memory growth over N Generate calls from new sessions")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    figures = run_bench(args.seeds, round_pairs=args.pairs)
-    print(format_figures(figures))
+    if args.sessions < 0:
+        parser.error(f"--sessions must be 0 or more, got {args.sessions}")
+    if args.sessions:
+        figures = bench_sessions(args.sessions)
+        print(format_sessions(figures))
+    else:
+        figures = run_bench(args.seeds, round_pairs=args.pairs)
+        print(format_figures(figures))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))

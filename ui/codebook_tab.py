@@ -39,7 +39,7 @@ from safecb.viz import (
     projection_share,
 )
 
-from .common import InputError, parse_run_id, round_choices, run_choices, upscale
+from .common import InputError, parse_run_id, round_choices, run_choices, upscale, whole_number
 from .run_picker import refresh_runs
 from .services import Services
 
@@ -69,8 +69,8 @@ def _round_value(value, what: str) -> int:
     if isinstance(value, str) and value.strip().lower().startswith("original"):
         return ORIGINAL_ROUND
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        return whole_number(value, "round")
+    except InputError:  # a fraction too: round 1.5 is not round 1
         raise InputError(f"{what.capitalize()} is not a round: {value!r}.") from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -41,13 +42,40 @@ def round_choices(store: Store, run_id: int | None, with_original: bool = False)
     return out
 
 
+def client_of(request) -> str | None:
+    """Who asked, for the caps on queued jobs: the logged-in user (or -) at the client's address;
+    None when Gradio gives no request (a direct call)."""
+    if request is None or getattr(request, "client", None) is None:
+        return None
+    return f"{getattr(request, 'username', None) or '-'}@{request.client.host}"
+
+
+def whole_number(value, name: str) -> int:
+    """`value` (an int, an integral float, or text of either) as an int. Anything else is refused
+    with InputError ("Not a {name}: ..."), a fraction included: 1.5 is never cut to 1."""
+    refused = InputError(f"Not a {name}: {value!r} (a whole number is needed).")
+    if value is None or isinstance(value, (bool, np.bool_)):
+        raise refused
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())  # exact, also past 2^53
+        except ValueError:
+            pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise refused from None
+    if not math.isfinite(number) or number != int(number):
+        raise refused
+    return int(number)
+
+
 def parse_run_id(value) -> int:
     if value in (None, ""):
         raise InputError("Pick a run first (start one in the Run tab).")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"Not a run id: {value!r}.") from None
+    return whole_number(value, "run id")
 
 
 def upscale(image: np.ndarray, target: int = DISPLAY_PX) -> np.ndarray:

@@ -7,25 +7,23 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import re
 
 import gradio as gr
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
-from db import StoreError
+from db.messages import lost_database, public_reason, without_paths
 
 log = logging.getLogger(__name__)
-PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+)+[\\/]([^\\/\s'\"]+)")  # an absolute path: keep its name
 
 
 def public_message(exc: BaseException) -> str:
-    """One line for the user: what went wrong, with server paths cut to their file names."""
-    if isinstance(exc, (OperationalError, StoreError)) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    """One line for the user: what went wrong, with server paths cut to their file names and no
+    database endpoint or SQL statement (db.messages)."""
+    if isinstance(exc, OperationalError) or lost_database(exc):
         return "The store (database) cannot be reached right now, so nothing was read or saved. Try again in a moment."
     if isinstance(exc, gr.Error):
-        return PATH.sub(r"\1", str(exc.message))
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return "Something went wrong: " + PATH.sub(r"\1", text)
+        return without_paths(str(exc.message))
+    return "Something went wrong: " + (public_reason(exc) or type(exc).__name__)
 
 
 def _error(exc: BaseException) -> gr.Error:

@@ -4,29 +4,44 @@ Export a round of a run: its edited codebooks (safetensors), a report (Markdown 
 with a headline, the before/after picture, every figure with its interval and n, judge vs oracle
 vs reviewer agreement, red-team attacks and definitions, `ui/report.py`; JSON and CSV of the
 per-round figures), every reviewer label (CSV) and a manifest (config, seeds, model, file hashes)
-that is enough to reproduce the run. Import a codebook file: it is validated (names, shape, dtype,
-finite values, model fingerprint) before anything is written, then recorded as a run of its own so
-Compare and the Codebook map can use it. Delete a run: after its name is typed to confirm, the
-run, everything recorded under it and its files go.
+that is enough to reproduce the run. Each export is written in a folder of its own and its files
+renamed into place, so simultaneous exports of one round each leave whole files. CSV cells that a
+spreadsheet would run as a formula are written as text.
+
+Import a codebook file: it is validated (names, shape, dtype, values finite in the model's own
+dtype, model fingerprint when the file carries one) before anything is written, then recorded as
+a run of its own, in one store transaction, so Compare and the Codebook map can use it. The same
+tensors (by a hash of names, dtypes, shapes and bytes) are imported once, however many imports
+race. Delete a run: after its name is typed to confirm, the run, everything recorded under it and
+its files go.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 
 import gradio as gr
+import torch
+from gradio.utils import get_upload_folder
+from sqlalchemy.exc import SQLAlchemyError
 
+from db.store import DuplicateImport
 from jobs.attack_job import ORIGINAL_ROUND, attack_jobs, read_report, target_name
 from jobs.run_prompts import run_prompt_set
 from safecb.models.backend import CODEBOOK_PATHS
 
 from .common import InputError, parse_run_id, round_choices, run_choices
+from .errors import public_message
 from .report import EXAMPLES_PICTURE, html_report, markdown_report
 from .services import Services
 
@@ -38,6 +53,7 @@ FLAT_KEYS = ["round", "self_unsafe", "self_unsafe_rewrite", "self_unsafe_benign"
 LABEL_COLUMNS = ["label_id", "generation_id", "round", "kind", "prompt", "seed", "self_score", "self_flagged",
                  "oracle_unsafe", "reviewer", "verdict", "reason", "labelled_at"]
 ORACLE_KEYS = ["oracle_unsafe_train", "oracle_unsafe_rewrite", "benign_fidelity", "judge_agreement", "fid_toy"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so (OWASP)
 
 
 def sha256(path: Path) -> str:
@@ -46,6 +62,20 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def csv_safe(row: dict) -> dict:
+    """The row with each text cell that a spreadsheet would run as a formula prefixed with a single
+    quote, so it shows as text. Numbers stay numbers (a negative figure is no formula)."""
+    return {key: "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+            for key, value in row.items()}
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(csv_safe(row) for row in rows)
 
 
 def flat_round(metrics: dict) -> dict:
@@ -74,7 +104,9 @@ def round_attacks(services: Services, run_id: int, round_index: int) -> list[tup
 
 
 def export_round(services: Services, run_id, round_index) -> tuple[list[str], str]:
-    """Write the export files; -> (paths, status)."""
+    """Write the export files; -> (paths, status). They are written in a fresh folder, then renamed
+    one by one over the round's export folder, the zip last: a simultaneous export of the same
+    round never leaves a half-written file there."""
     run_id = parse_run_id(run_id)
     run = services.store.get_run(run_id)
     if run is None:
@@ -87,23 +119,32 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         raise InputError(f"Run #{run_id} has no snapshot for round {round_index}.")
     out = services.export_dir(run_id, record.index)
     out.mkdir(parents=True, exist_ok=True)
-    codebooks = out / "codebooks.safetensors"
-    shutil.copyfile(services.snapshot_file(record.snapshot_path), codebooks)
-    rows = [{**flat_round(r.metrics), "round": r.index} for r in rounds]
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        names, n_labels = write_export(services, run, rounds, record, staging)
+        publish(staging, out, names)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = [str(out / names[-1])] + [str(out / name) for name in names[:-1]]
+    return files, (f"Exported run #{run_id} round {record.index}: one zip with the codebooks, "
+                   f"the report (Markdown and HTML), "
+                   f"{n_labels} reviewer label(s) (labels.csv) and the manifest.")
+
+
+def write_export(services: Services, run, rounds: list, record, out: Path) -> tuple[list[str], int]:
+    """Write every export file of the round into `out`; -> (file names, the zip's last; label count)."""
+    run_id = run.id
+    shutil.copyfile(services.snapshot_file(record.snapshot_path), out / "codebooks.safetensors")
     agreement = services.store.agreement_counts(run_id)
     (out / "report.json").write_text(json.dumps(
         {"run": {"id": run.id, "name": run.name, "model": run.model_source, "status": run.status},
          "exported_round": record.index, "rounds": [r.metrics for r in rounds], "agreement": agreement},
         indent=2))
-    with open(out / "report.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = [{**flat_round(r.metrics), "round": r.index} for r in rounds]
+    write_csv(out / "report.csv", list(rows[0]), rows)
     picture = services.artifacts(run_id).examples(record.index)
     if picture is not None:
         shutil.copyfile(picture, out / EXAMPLES_PICTURE)
-    else:  # an earlier export of this round may have left one
-        (out / EXAMPLES_PICTURE).unlink(missing_ok=True)
     threshold = run.config.get("safecb", {}).get("mining", {}).get("threshold")
     text = markdown_report(run, rounds, record.index, agreement, round_attacks(services, run_id, record.index),
                            picture is not None, threshold)
@@ -111,10 +152,7 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
     pictures = {EXAMPLES_PICTURE: (out / EXAMPLES_PICTURE).read_bytes()} if picture is not None else {}
     (out / "report.html").write_text(html_report(text, pictures, f"Safe-CB report: run #{run.id} round {record.index}"))
     labels = services.store.run_labels(run_id)
-    with open(out / "labels.csv", "w", newline="") as f:  # every reviewer label, the whole history
-        writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS)
-        writer.writeheader()
-        writer.writerows(labels)
+    write_csv(out / "labels.csv", LABEL_COLUMNS, labels)  # every reviewer label, the whole history
     names = ["codebooks.safetensors", "report.md", "report.html", "report.json", "report.csv", "labels.csv"]
     if picture is not None:
         names.append(EXAMPLES_PICTURE)
@@ -129,50 +167,167 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         "prompts": run_prompt_set(run, services.artifacts(run_id).path), "i2p": run.config.get("i2p"),
         "seeds": {"harmful": safecb.get("mining", {}).get("seeds"),
                   "benign": safecb.get("mining", {}).get("benign_seeds"), "run": safecb.get("seed")},
-        "files": {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "manifest.json"},
+        "files": {name: sha256(out / name) for name in sorted(names)},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     names.append("manifest.json")
-    bundle = out / f"safecb-run-{run.id:04d}-round-{record.index:03d}.zip"
-    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+    bundle = f"safecb-run-{run.id:04d}-round-{record.index:03d}.zip"
+    with zipfile.ZipFile(out / bundle, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in names:
             archive.write(out / name, name)
-    files = [str(bundle)] + [str(out / name) for name in names]
-    return files, (f"Exported run #{run_id} round {record.index}: one zip with the codebooks, "
-                   f"the report (Markdown and HTML), "
-                   f"{len(labels)} reviewer label(s) (labels.csv) and the manifest.")
+    return names + [bundle], len(labels)
 
 
-def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
-    """Validate an uploaded codebook file and record it as a run. -> (run id, status)."""
-    if not file_path:
-        raise InputError("Choose a .safetensors codebook file to import.")
-    path = Path(file_path)
+OPTIONAL_EXPORT_FILES = (EXAMPLES_PICTURE, "evaluation.json")  # in an export only when the run has them
+
+
+def publish(staging: Path, out: Path, names: list[str]) -> None:
+    """Rename each written file over its place in `out` (the last name, the zip, last), and remove
+    optional files an earlier export left there that this one does not have."""
+    for name in OPTIONAL_EXPORT_FILES:
+        if name not in names:
+            (out / name).unlink(missing_ok=True)
+    for name in names:
+        os.replace(staging / name, out / name)
+
+
+def content_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes, in name order: the same codebooks
+    give the same hash whatever the file's metadata or tensor order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{value.dtype}\0{tuple(value.shape)}\0".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_model_range(services: Services, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse values that are finite in the file's dtype but not once cast to the dtypes the model
+    uses them in (float32 on the CPU, the model's own on the device), e.g. 1e300 in a float64 file."""
+    targets = {torch.float32, getattr(services.backend.model, "dtype", torch.float32)}
+    for name, value in sorted(tensors.items()):
+        for dtype in sorted(targets, key=str):
+            if value.dtype != dtype and not bool(torch.isfinite(value.to(dtype)).all()):
+                largest = float(value.abs().max())
+                raise InputError(f"codebook '{name}' holds values too large for {str(dtype).removeprefix('torch.')} "
+                                 f"(largest magnitude {largest:.3g}): this model would read them as infinite.")
+
+
+def file_fingerprint(path: Path) -> str | None:
+    """The model fingerprint in a safetensors file's metadata, or None when it carries none."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("fingerprint")
+
+
+def read_upload(services: Services, path: Path) -> dict[str, torch.Tensor]:
+    """The codebooks in an uploaded file, fully checked; InputError (file names only, no server
+    paths) when they cannot be used."""
     if path.suffix != ".safetensors":
         raise InputError(f"{path.name} is not a .safetensors file.")
     if path.stat().st_size > MAX_IMPORT_BYTES:
         raise InputError(f"{path.name} is larger than {MAX_IMPORT_BYTES >> 20} MB.")
-    tensors = services.backend.read_codebook_file(path)  # CodebookError (a ValueError) says what is wrong
-    digest = sha256(path)
-    for earlier in services.store.list_runs(limit=1000):
-        if earlier.config.get("imported") and earlier.config.get("sha256") == digest:
-            raise InputError(f"This file was imported already, as run #{earlier.id} ({earlier.name}): "
-                             "compare or export that run instead.")
-    label = (name or "").strip()[:80] or f"imported: {path.name}"
-    run_id = services.store.create_run(label, services.backend.source,
-                                       {"imported": path.name, "tensors": sorted(tensors), "sha256": digest})
     try:
-        target = services.artifacts(run_id).import_codebooks(path)
-    except OSError as exc:  # e.g. a full disk: leave no run behind that says it holds the file
-        services.store.delete_run(run_id)
-        shutil.rmtree(services.artifacts(run_id).path, ignore_errors=True)
+        tensors = services.backend.read_codebook_file(path)  # names, shape, floating, finite, fingerprint
+    except ValueError as exc:  # CodebookError
+        raise InputError(str(exc).replace(str(path), path.name)) from None
+    check_model_range(services, tensors)
+    return tensors
+
+
+def stage_upload(services: Services, path: Path) -> Path:
+    """Copy the upload onto the runs' disk under a name of its own, so recording it later is a rename."""
+    staged = services.runs_root / f".import-{uuid.uuid4().hex}.safetensors"
+    try:
+        services.runs_root.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, staged)
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
         raise InputError(f"Could not store {path.name}: {exc.strerror or exc}. Nothing was imported.") from None
-    services.store.add_round(run_id, 0, {"imported": True, "accepted": True, "file": path.name},
-                             target.relative_to(services.runs_root).as_posix())
-    services.store.update_run_status(run_id, "finished")
-    changed = [n for n in tensors if not bool((tensors[n] == services.reference[n]).all())]
+    return staged
+
+
+def import_codebook(services: Services, file_path, name) -> tuple[int, str]:
+    """Validate an uploaded codebook file and record it as a run. -> (run id, status). One unit: on
+    any failure no run is recorded and no file is left."""
+    if not file_path:
+        raise InputError("Choose a .safetensors codebook file to import.")
+    path = Path(file_path)
+    tensors = read_upload(services, path)
+    fingerprint = file_fingerprint(path)
+    digest = content_hash(tensors)
+    holder = services.store.imported_run(digest)
+    if holder is not None:
+        raise duplicate(holder)
+    label = (name or "").strip()[:80] or f"imported: {path.name}"
+    config = {"imported": path.name, "tensors": sorted(tensors), "sha256": sha256(path), "content_sha256": digest}
+    metrics = {"imported": True, "accepted": True, "file": path.name}
+    staged = stage_upload(services, path)
+    placed: list[tuple[Path, int]] = []  # (where the file went, its inode)
+
+    def place(run_id: int) -> str:
+        target = services.artifacts(run_id).import_codebooks(staged)
+        placed.append((target, target.stat().st_ino))
+        return target.relative_to(services.runs_root).as_posix()
+
+    try:
+        run_id = services.store.record_import(label, services.backend.source, config, digest, metrics, place)
+    except BaseException as exc:
+        remove_import_files(staged, placed)
+        if isinstance(exc, (DuplicateImport, OSError, SQLAlchemyError)):
+            raise import_failure(exc, path.name) from None
+        raise
+    changed = [n for n in tensors if not bool((tensors[n].to(services.reference[n].dtype)
+                                               == services.reference[n]).all())]
+    unverified = "" if fingerprint else (" It carries no model fingerprint, so only its names, "
+                                                    "shapes and values were checked.")
     return run_id, (f"Imported {path.name} as run #{run_id} ({', '.join(sorted(tensors))}; "
-                    f"differs from the original in: {', '.join(changed) or 'nothing'}). Compare it in Generate & compare.")
+                    f"differs from the original in: {', '.join(changed) or 'nothing'}). "
+                    f"Compare it in Generate & compare.{unverified}")
+
+
+def discard_upload(file_path) -> None:
+    """Delete an uploaded file once its import is over (kept or refused): the import keeps its own
+    copy, and an upload left behind only fills the disk. Files outside Gradio's upload folder are
+    never touched."""
+    if not file_path:
+        return
+    path = Path(file_path).resolve()
+    if path.is_relative_to(Path(get_upload_folder()).resolve()):
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # Gradio puts each upload in a folder of its own
+            path.parent.rmdir()
+
+
+def duplicate(holder) -> InputError:
+    return InputError(f"These codebooks were imported already, as run #{holder.id} ({holder.name}): "
+                      "compare or export that run instead.")
+
+
+def remove_import_files(staged: Path, placed: list[tuple[Path, int]]) -> None:
+    """Undo a failed import on disk: the staged copy, the placed file and its folder when empty.
+    The placed file goes only if it is still ours (same inode): once the transaction is rolled back,
+    SQLite may give the same run id, hence the same path, to an import running beside this one."""
+    staged.unlink(missing_ok=True)
+    for target, inode in placed:
+        try:
+            if target.stat().st_ino == inode:
+                target.unlink()
+            target.parent.rmdir()
+        except OSError:  # gone already, or the folder holds another writer's files
+            pass
+
+
+def import_failure(exc: DuplicateImport | OSError | SQLAlchemyError, file_name: str) -> InputError:
+    """The one line a failed import shows (never SQL or a server path)."""
+    if isinstance(exc, DuplicateImport):
+        return duplicate(exc.run)
+    if isinstance(exc, OSError):
+        return InputError(f"Could not store {file_name}: {exc.strerror or exc}. Nothing was imported.")
+    log.error("import of %s failed in the store", file_name, exc_info=exc)
+    return InputError(f"The store could not record {file_name}. Nothing was imported; try again.")
 
 
 def delete_run(services: Services, run_value, typed_name: str) -> str:
@@ -234,18 +389,20 @@ def build_export_tab(services: Services) -> None:
             return None, f"⚠ {exc}"
         except Exception as exc:
             log.exception("export failed")
-            return None, f"⚠ Export failed ({type(exc).__name__}: {exc})."
+            return None, f"⚠ Export failed. {public_message(exc)}"
 
     def on_import(file_path, name):
         try:
             run_id, message = import_codebook(services, file_path, name)
-            return message, gr.update(choices=run_choices(services.store))
+            return message, gr.update(choices=run_choices(services.store)), None
         except ValueError as exc:  # InputError and CodebookError
             gr.Warning(str(exc))
-            return f"⚠ Not imported: {exc}", gr.update()
+            return f"⚠ Not imported: {exc}", gr.update(), None
         except Exception as exc:
             log.exception("import failed")
-            return f"⚠ Not imported ({type(exc).__name__}: {exc}).", gr.update()
+            return f"⚠ Not imported. {public_message(exc)}", gr.update(), None
+        finally:
+            discard_upload(file_path)
 
     def on_delete(run_id, typed_name):
         try:
@@ -261,4 +418,4 @@ def build_export_tab(services: Services) -> None:
     do_delete.click(on_delete, [doomed, confirm], [delete_status, doomed, confirm], api_name="delete_run")
     run.change(on_run, [run], [round_pick], api_name=False)
     export.click(on_export, [run, round_pick], [files, export_status], api_name="export")
-    do_import.click(on_import, [upload, import_name], [import_status, run], api_name="import_codebook")
+    do_import.click(on_import, [upload, import_name], [import_status, run, upload], api_name="import_codebook")

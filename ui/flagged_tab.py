@@ -16,14 +16,15 @@ from db.store import ORACLE_UNSAFE_THRESHOLD
 
 from .common import InputError, blurred, parse_run_id, png_to_array, round_choices, run_choices, upscale
 from .review import (
-    BATCH_MAX,
     KEYS_HELP,
     KINDS,
     REASON_PRESETS,
     SORTS,
     QueueFilter,
+    batch_candidates,
     build_queue,
     clamp,
+    current_id,
     label_and_advance,
     label_batch,
     queue_view,
@@ -131,10 +132,16 @@ def agreement_table(services: Services, run_id, round_index) -> pd.DataFrame:
     ], columns=AGREEMENT_COLUMNS)
 
 
+REVIEW_QUEUE = "review-queue"  # the queue's events share one concurrency id: one at a time, in order
+KEYS_READY_JS = "() => { window.safecbReviewKeys?.ready?.(); }"  # the page answered: review_keys.js takes keys again
+
+
 def build_review_queue(services: Services, run, round_pick) -> None:
     """The keyboard review queue over the run and round picked at the top of the tab."""
     stored_name = gr.BrowserState("", storage_key="safecb-reviewer")
-    ids, position, revealed = gr.State([]), gr.State(0), gr.State(False)
+    ids, position = gr.State([]), gr.State(0)
+    revealed = gr.State([])  # ids revealed (R) in this queue and not labelled since: what a batch may label
+    pending_batch = gr.State(None)  # {"verdict", "ids"} a batch button asked to confirm
     with gr.Accordion("Review queue: label flagged images one after another, with the keyboard", open=True):
         with gr.Row():
             kind = gr.Dropdown(list(KINDS), value="all", label="Prompt kind", scale=1, elem_id="q-kind")
@@ -149,6 +156,9 @@ def build_review_queue(services: Services, run, round_pick) -> None:
                              elem_classes=["safecb-pixels"], elem_id="q-image", scale=2)
             with gr.Column(scale=3):
                 caption = gr.Markdown("Pick a run above, then *Start queue*.", elem_id="q-caption")
+                # The generation on screen, updated with the image; a verdict sends it, and the server
+                # refuses one whose image is no longer the queue's current one.
+                shown = gr.Textbox("", visible="hidden", label="Generation shown", elem_id="q-shown")
                 reviewer = gr.Textbox(label="Reviewer (remembered in this browser)", max_length=100,
                                       elem_id="q-reviewer")
                 reason = gr.Dropdown([p for ps in REASON_PRESETS.values() for p in ps], value=None,
@@ -161,68 +171,107 @@ def build_review_queue(services: Services, run, round_pick) -> None:
                 with gr.Row():
                     unsafe = gr.Button("Confirm unsafe (U)", variant="stop", elem_id="q-unsafe")
                     safe = gr.Button("Overrule: safe (S)", variant="secondary", elem_id="q-safe")
-                with gr.Row(equal_height=True):
-                    batch = gr.Number(value=10, minimum=1, maximum=BATCH_MAX, step=1, scale=1, min_width=120,
-                                      label="Batch: this image and the next", elem_id="q-batch")
-                    with gr.Column(scale=1, min_width=150):
-                        batch_unsafe = gr.Button("Confirm all unsafe", size="sm", elem_id="q-batch-unsafe")
-                        batch_safe = gr.Button("Overrule all: safe", size="sm", elem_id="q-batch-safe")
+                with gr.Row():
+                    batch_unsafe = gr.Button("Confirm all revealed: unsafe", size="sm", elem_id="q-batch-unsafe")
+                    batch_safe = gr.Button("Overrule all revealed: safe", size="sm", elem_id="q-batch-safe")
+                with gr.Row(visible=False, elem_id="q-batch-confirm") as confirm_row:
+                    confirm_text = gr.Markdown(elem_id="q-batch-question")
+                    yes = gr.Button("Yes, save them", variant="primary", size="sm", elem_id="q-batch-yes")
+                    no = gr.Button("Cancel", size="sm", elem_id="q-batch-no")
                 q_status = gr.Markdown(KEYS_HELP, elem_id="q-status")
         gr.HTML("", js_on_load=(STATIC_DIR / "review_keys.js").read_text(), elem_id="q-keys")
 
     def round_filter(round_index):
         return None if round_index in (None, "", "all") else int(round_index)
 
+    def view(queue, at, seen):
+        """(image, caption, shown id) of the queue's image at `at`, revealed when the reviewer revealed it."""
+        generation_id = current_id(queue, at)
+        picture, text = queue_view(services, queue, at, generation_id in (seen or ()))
+        return picture, text, "" if generation_id is None else str(generation_id)
+
     def on_build(run_id, round_index, kind_value, low, order, only_new, only_disagree, name, remembered):
         try:
             queue = build_queue(services, run_id, QueueFilter(round_filter(round_index), kind_value, bool(only_new),
                                                               bool(only_disagree), float(low or 0), order))
         except InputError as exc:
-            return [], 0, False, None, f"⚠ {exc}", gr.update(), KEYS_HELP
-        shown, text = queue_view(services, queue, 0, False)
-        return queue, 0, False, shown, text, (name or remembered or ""), f"{len(queue)} image(s) queued. " + KEYS_HELP
+            return [], 0, [], None, f"⚠ {exc}", "", gr.update(), KEYS_HELP, None, gr.update(visible=False)
+        return (queue, 0, [], *view(queue, 0, []), (name or remembered or ""),
+                f"{len(queue)} image(s) queued. " + KEYS_HELP, None, gr.update(visible=False))
 
-    def on_move(queue, at, step):
+    def on_move(queue, at, seen, step):
         at = clamp(int(at or 0) + step, queue)
-        shown, text = queue_view(services, queue, at, False)
-        return at, False, shown, text
+        return at, *view(queue, at, seen)
 
-    def on_reveal(queue, at):
-        shown, text = queue_view(services, queue, at, True)
-        return True, shown, text
+    def on_reveal(queue, at, seen):
+        generation_id, seen = current_id(queue, at), list(seen or [])
+        if generation_id is not None and generation_id not in seen:
+            seen.append(generation_id)
+        return seen, *view(queue, at, seen)
 
     def on_label(verdict):
-        def handler(queue, at, was_revealed, name, why, remembered):
+        def handler(queue, at, seen, shown_id, name, why, remembered):
+            labelled = current_id(queue, at)
             try:
-                at, message = label_and_advance(services, queue, at, name, verdict, why)
-            except InputError as exc:  # nothing changes; States get their own values back
-                return at, was_revealed, gr.update(), gr.update(), f"⚠ {exc}", gr.update(), remembered
-            shown, text = queue_view(services, queue, at, False)
-            return at, False, shown, text, message, None, (name or "").strip()
+                at, message = label_and_advance(services, queue, at, shown_id, name, verdict, why)
+            except InputError as exc:  # nothing saved; the page is shown the queue's current image again
+                return at, seen, *view(queue, at, seen), f"⚠ {exc}", gr.update(), remembered
+            seen = [g for g in seen if g != labelled]
+            return at, seen, *view(queue, at, seen), message, None, (name or "").strip()
         return handler
 
     def on_batch(verdict):
-        def handler(queue, at, was_revealed, count, name, why, remembered):
-            try:
-                at, message = label_batch(services, queue, at, count, name, verdict, why)
-            except InputError as exc:
-                return at, was_revealed, gr.update(), gr.update(), f"⚠ {exc}", gr.update(), remembered
-            shown, text = queue_view(services, queue, at, False)
-            return at, False, shown, text, message, None, (name or "").strip()
+        def handler(queue, seen):
+            chosen = batch_candidates(queue, seen)
+            if not chosen:
+                message = ("⚠ A batch labels only images you revealed (R) in this queue and have not labelled "
+                           "since: none is waiting.")
+                return None, gr.update(visible=False), gr.update(), message
+            names = ", ".join(f"#{g}" for g in chosen)
+            question = f"Save the {len(chosen)} revealed image(s) {names} as **{verdict}**, with one reason?"
+            return {"verdict": verdict, "ids": chosen}, gr.update(visible=True), question, gr.update()
         return handler
 
-    view = [position, revealed, image, caption]
+    def on_batch_yes(queue, at, seen, asked, name, why, remembered):
+        closed = (None, gr.update(visible=False))  # the question goes away, whatever the answer
+        try:
+            if not asked:
+                raise InputError("Nothing to confirm: press a batch button first.")
+            message = label_batch(services, queue, asked["ids"], seen, name, asked["verdict"], why)
+        except InputError as exc:
+            return seen, gr.update(), gr.update(), gr.update(), f"⚠ {exc}", gr.update(), remembered, *closed
+        seen = [g for g in seen if g not in asked["ids"]]
+        return seen, *view(queue, at, seen), message, None, (name or "").strip(), *closed
+
+    def on_batch_no():
+        return None, gr.update(visible=False), "Batch cancelled: nothing was saved."
+
+    queue_events = {"concurrency_id": REVIEW_QUEUE, "concurrency_limit": 1}
+    shown_view = [image, caption, shown]
     build.click(on_build, [run, round_pick, kind, min_score, sort, unreviewed, disagree, reviewer, stored_name],
-                [ids, position, revealed, image, caption, reviewer, q_status], api_name="review_queue")
-    prev.click(lambda q, a: on_move(q, a, -1), [ids, position], view, api_name=False)
-    nxt.click(lambda q, a: on_move(q, a, +1), [ids, position], view, api_name=False)
-    reveal.click(on_reveal, [ids, position], [revealed, image, caption], api_name=False)
+                [ids, position, revealed, *shown_view, reviewer, q_status, pending_batch, confirm_row],
+                api_name="review_queue", **queue_events)
+    keyed = [  # the events review_keys.js triggers; each tells it when the page has the answer
+        prev.click(lambda q, a, s: on_move(q, a, s, -1), [ids, position, revealed], [position, *shown_view],
+                   api_name=False, **queue_events),
+        nxt.click(lambda q, a, s: on_move(q, a, s, +1), [ids, position, revealed], [position, *shown_view],
+                  api_name=False, **queue_events),
+        reveal.click(on_reveal, [ids, position, revealed], [revealed, *shown_view], api_name=False, **queue_events),
+    ]
     for button, verdict in ((unsafe, "unsafe"), (safe, "safe")):
-        button.click(on_label(verdict), [ids, position, revealed, reviewer, reason, stored_name],
-                     view + [q_status, reason, stored_name], api_name=f"review_{verdict}")
+        keyed.append(button.click(
+            on_label(verdict), [ids, position, revealed, shown, reviewer, reason, stored_name],
+            [position, revealed, *shown_view, q_status, reason, stored_name], api_name=f"review_{verdict}",
+            **queue_events))
+    for event in keyed:
+        event.then(None, None, None, js=KEYS_READY_JS)
     for button, verdict in ((batch_unsafe, "unsafe"), (batch_safe, "safe")):
-        button.click(on_batch(verdict), [ids, position, revealed, batch, reviewer, reason, stored_name],
-                     view + [q_status, reason, stored_name], api_name=f"review_batch_{verdict}")
+        button.click(on_batch(verdict), [ids, revealed], [pending_batch, confirm_row, confirm_text, q_status],
+                     api_name=False, **queue_events)
+    yes.click(on_batch_yes, [ids, position, revealed, pending_batch, reviewer, reason, stored_name],
+              [revealed, *shown_view, q_status, reason, stored_name, pending_batch, confirm_row],
+              api_name="review_batch", **queue_events)
+    no.click(on_batch_no, None, [pending_batch, confirm_row, q_status], api_name=False)
 
 
 def build_flagged_tab(services: Services) -> None:

@@ -20,12 +20,12 @@ from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.sampler import SamplerSettings
 from safecb.world import build_prompt_sets
 
-from .common import InputError, name_tag, parse_run_id, round_choices, run_choices, upscale
+from .common import InputError, name_tag, parse_run_id, round_choices, run_choices, upscale, whole_number
 from .services import Services
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**53 - 1  # the browser sends numbers as JavaScript doubles: larger ones arrive rounded
 DEFAULT_CFG = SamplerSettings().cfg_weight
 ORIGINAL = -1  # the round picker's value for the unedited model
 
@@ -44,7 +44,9 @@ def check_prompt(prompt) -> str:
 
 
 def check_seed(seed) -> int:
-    """A whole number in [0, 2^63). Accepts ints, integral floats and numeric strings."""
+    """A whole number in [0, 2^53 - 1]. Accepts ints, integral floats and numeric strings. Larger
+    seeds are refused, not used: the browser would have rounded them (9007199254740993 arrives as
+    9007199254740992), so the image would not be the seed the user typed."""
     hint = "a whole number ≥ 0, e.g. 0 or 42"
     if seed is None or (isinstance(seed, str) and not seed.strip()):
         raise InputError(f"The seed is empty: enter {hint}.")
@@ -69,7 +71,8 @@ def check_seed(seed) -> int:
     if seed < 0:
         raise InputError(f"The seed must be ≥ 0, got {seed}.")
     if seed > MAX_SEED:
-        raise InputError(f"The seed must be below 2^63, got {seed}.")
+        raise InputError(f"The seed must be at most 2^53 - 1 = {MAX_SEED} (the browser cannot send larger whole "
+                         f"numbers exactly), got {seed}.")
     return seed
 
 
@@ -121,8 +124,8 @@ def seed_strip(services: Services, prompt, first_seed, cfg_weight, n: int = STRI
     try:
         prompt = check_prompt(prompt)
         first = check_seed(first_seed)
-        if first > MAX_SEED - n:
-            raise InputError(f"The seed must be at most 2^63 - {n + 1} for a strip of {n}.")
+        if first > MAX_SEED - (n - 1):
+            raise InputError(f"The first seed of a strip of {n} must be at most {MAX_SEED - (n - 1)}, got {first}.")
         settings = SamplerSettings(cfg_weight=check_cfg(cfg_weight))
         seeds = list(range(first, first + n))
         start = time.perf_counter()
@@ -157,9 +160,10 @@ def unknown_words_note(backend, prompt: str) -> str:
 
 
 def _round_value(value) -> int | None:
+    """A round picker's value as a round index; None for the unedited model. A fraction is refused."""
     if value in (None, "", ORIGINAL, str(ORIGINAL)):
         return None
-    return int(value)
+    return whole_number(value, "round")
 
 
 def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round_b):

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
+from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale, whole_number
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ def list_pairs(services: Services, run_id, round_index) -> tuple[list[tuple[str,
     run = parse_run_id(run_id)
     if round_index in (None, ""):
         raise InputError("Pick a round (pairs are mined from round 1 on).")
-    pairs = services.store.list_pairs(run, int(round_index))
+    round_index = whole_number(round_index, "round")
+    pairs = services.store.list_pairs(run, round_index)
     if not pairs:
         return [], None, f"Run #{run} round {round_index} has no mined pairs (round 0 measures the unedited model)."
     g = services.backend.grid_size
@@ -102,7 +103,7 @@ def list_pairs(services: Services, run_id, round_index) -> tuple[list[tuple[str,
     sample = pairs[:MAX_ATTRIBUTED_PAIRS]
     found = services.store.get_generations([i for p in sample for i in (p.harmful_generation_id, p.safe_generation_id)])
     try:
-        mean = context_attributions(services, run, int(round_index),
+        mean = context_attributions(services, run, round_index,
                                     [(found[p.harmful_generation_id], found[p.safe_generation_id]) for p in sample]
                                     ).mean(axis=0)
         figure = attribution_figure(mean, f"Round {round_index}: mean over {len(sample)} pairs of log p(code | "
@@ -119,14 +120,15 @@ def show_pair(services: Services, run_id, round_index, pair_id):
     run = parse_run_id(run_id)
     if pair_id in (None, ""):
         raise InputError("Pick a pair.")
-    pair = next((p for p in services.store.list_pairs(run, int(round_index)) if p.id == int(pair_id)), None)
+    round_index, pair_id = whole_number(round_index, "round"), whole_number(pair_id, "pair")
+    pair = next((p for p in services.store.list_pairs(run, round_index) if p.id == pair_id), None)
     if pair is None:
         raise InputError(f"Pair {pair_id} is not in run #{run} round {round_index}.")
     harmful = services.store.get_generation(pair.harmful_generation_id)
     safe = services.store.get_generation(pair.safe_generation_id)
     g = services.backend.grid_size
     try:
-        attribution = context_attribution(services, run, int(round_index), harmful, safe)
+        attribution = context_attribution(services, run, round_index, harmful, safe)
     except ValueError:  # the run's snapshots are not on this machine
         attribution = None
     caption = (f"**Harmful** (#{harmful.id}): *{harmful.prompt}* · seed {harmful.seed} · self {harmful.self_score:.2f}  \n"

@@ -27,7 +27,7 @@ from jobs.attack_job import (
     target_name,
 )
 
-from .common import InputError, blurred, parse_run_id, round_choices, run_choices, upscale
+from .common import InputError, blurred, client_of, parse_run_id, round_choices, run_choices, upscale, whole_number
 from .run_tab import progress_html, status_line
 from .services import Services
 
@@ -42,18 +42,15 @@ INSTANCE_COLUMNS = ["attack", "aim", "prompt found", "unsafe", "from start", "th
 GALLERY_MAX = 96  # unsafe images shown at most (the most successful instances first)
 
 
-def start_attack(services: Services, run_id, round_index, attacks, budget) -> tuple[str, int | None]:
-    """-> (status message, job id or None)."""
+def start_attack(services: Services, run_id, round_index, attacks, budget,
+                 requested_by: str | None = None) -> tuple[str, int | None]:
+    """-> (status message, job id or None). `requested_by` (user@address) is held to the queue caps."""
     try:
         run = parse_run_id(run_id)
         if round_index in (None, ""):
             raise InputError("Pick a round to attack (or the unedited model).")
-        try:
-            index = int(round_index)
-        except (TypeError, ValueError):
-            raise InputError(f"Not a round: {round_index!r}; pick one from the list.") from None
-        request = AttackRequest(index, tuple(attacks or ()), budget)
-        job_id = submit_attack(services.store, run, request)
+        request = AttackRequest(whole_number(round_index, "round"), tuple(attacks or ()), budget)
+        job_id = submit_attack(services.store, run, request, requested_by, services.queue_limits)
     except ValueError as exc:  # InputError included
         return f"⚠ {exc}", None
     where = "" if services.runner is not None else " A separate worker (python -m jobs worker) will pick it up."
@@ -240,8 +237,8 @@ def build_redteam_tab(services: Services) -> None:
                 gr.update(choices=reports, value=reports[0][1] if reports else None), history(services, run_id),
                 live[0] if live else gr.update(), gr.Timer(active=True) if live else gr.update())
 
-    def on_start(run_id, round_index, chosen, budget_value):
-        message, job_id = start_attack(services, run_id, round_index, chosen, budget_value)
+    def on_start(run_id, round_index, chosen, budget_value, request: gr.Request):
+        message, job_id = start_attack(services, run_id, round_index, chosen, budget_value, client_of(request))
         if job_id is None:
             gr.Warning(message.removeprefix("⚠ "))
             return message, gr.update(), gr.Timer(active=False), gr.update(), gr.update(), gr.update()

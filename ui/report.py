@@ -5,12 +5,18 @@ It opens with a headline sentence (the exported round against the unedited model
 before/after picture the round made, gives every per-round figure with its 95% interval and n,
 the self-judge vs oracle vs reviewer agreement, the red-team attacks on this round and on the
 unedited model, and defines every term it uses.
+
+Nothing a user typed is ever markup: names, file names and other stored strings go in through
+`md_text` (one line, Markdown punctuation escaped), and the HTML page is rendered with raw HTML
+off, so a run named `<script>…` or one whose name forges a paragraph shows as plain text.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
+import unicodedata
 from datetime import datetime, timezone
 
 from markdown_it import MarkdownIt
@@ -18,6 +24,10 @@ from markdown_it import MarkdownIt
 from safecb.metrics import wilson
 
 EXAMPLES_PICTURE = "examples.png"  # the round's before/after strip, beside the report in the zip
+# Inline Markdown punctuation: emphasis, code, links and images, raw HTML, entities, escapes, headings.
+# "|" is left to _table (it only matters in table rows); "-", "+", "=" and "1." only at a line's start,
+# which a one-line value inside a sentence never is.
+MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#!&~])")
 
 DEFINITIONS = [
     ("self-judged unsafe", "share of the harmful prompts' images that the model itself judges unsafe "
@@ -39,6 +49,18 @@ DEFINITIONS = [
     ("95% CI", "shares from counts (agreement, attack success, self-judged unsafe without an oracle): Wilson score "
                "interval; oracle figures: percentile bootstrap over images, as stored with the round."),
 ]
+
+
+def one_line(value) -> str:
+    """`value` as text on one line: line breaks and other whitespace runs become one space, other
+    control and bidirectional-override characters are dropped."""
+    words = str(value).split()  # every Unicode line or paragraph separator counts as whitespace
+    return "".join(c for c in " ".join(words) if unicodedata.category(c) not in ("Cc", "Cf"))
+
+
+def md_text(value) -> str:
+    """A stored or typed string as inert Markdown text: one line, its markup characters escaped."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", one_line(value))
 
 
 def figure_cell(figure: dict | None, digits: int = 3) -> str:
@@ -67,13 +89,14 @@ def self_unsafe(metrics: dict) -> dict | None:
 
 
 def headline(run, rounds: list, exported: int) -> str:
-    """One sentence: what the exported round changed against round 0 (the unedited model)."""
+    """One sentence: what the exported round changed against round 0 (the unedited model). A fixed
+    template: only numbers and escaped text (`md_text`) go into it."""
     by_index = {r.index: r.metrics for r in rounds}
     if exported not in by_index:
         return f"Run #{run.id} has no round {exported}."
     after = by_index[exported]
     if after.get("imported"):
-        return (f"Round {exported} of run #{run.id} is an imported codebook ({after.get('file', '')}); "
+        return (f"Round {exported} of run #{run.id} is an imported codebook ({md_text(after.get('file', ''))}); "
                 "it has no measurements.")
     before = by_index.get(0)
     if before is None or exported == 0:
@@ -103,7 +126,7 @@ def round_row(metrics: dict, index: int) -> list[str]:
     n_benign = metrics.get("n_benign")
     adherence_cell = "–" if adherence is None else (
         figure_cell(wilson(round(adherence * n_benign), n_benign)) if n_benign else f"{adherence:.3f}")
-    accepted = "yes" if metrics.get("accepted", True) else f"no: {metrics.get('guard', '')}"
+    accepted = "yes" if metrics.get("accepted", True) else f"no: {md_text(metrics.get('guard', ''))}"
     return [str(index), figure_cell(self_unsafe(metrics)), figure_cell(notes.get("oracle_unsafe_train")),
             figure_cell(notes.get("benign_fidelity")), adherence_cell, figure_cell(notes.get("fid_toy"), 1),
             str(metrics.get("pairs", 0)), accepted]
@@ -125,15 +148,17 @@ def attack_rows(attacks: list[tuple[int, str, str, dict]]) -> list[list[str]]:
     for job_id, target, budget, report in attacks:
         for name, result in report["results"].items():
             asr, images = result["asr"], result["image_unsafe"]
-            rows.append([str(job_id), target, budget, name, f"{asr['successes']} of {asr['n']}",
+            rows.append([str(job_id), md_text(target), md_text(budget), md_text(name),
+                         f"{asr['successes']} of {asr['n']}",
                          figure_cell({"value": asr["value"], "ci": asr["ci"], "n": asr["n"]}, 2),
                          figure_cell({"value": images["value"], "ci": images["ci"], "n": images["n"]}, 2)])
     return rows
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table; cells are Markdown already (user text through `md_text`), "|" is escaped here."""
     def clean(cell: str) -> str:
-        return str(cell).replace("|", "\\|").replace("\n", " ")
+        return one_line(cell).replace("|", "\\|")
 
     return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
             + ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows])
@@ -144,10 +169,10 @@ def markdown_report(run, rounds: list, exported: int, agreement: dict, attacks: 
     """The whole report as Markdown. `rounds`: the run's round records; `agreement`: the store's
     agreement counts for the run; `attacks`: finished red-team jobs on the exported round and on the
     unedited model; `has_picture`: whether EXAMPLES_PICTURE lies beside the report."""
-    lines = [f"# Safe-CB report: run #{run.id} ({run.name})", "",
+    lines = [f"# Safe-CB report: run #{run.id} ({md_text(run.name)})", "",
              f"**{headline(run, rounds, exported)}**", "",
-             f"Model `{run.model_source}` · run {run.status}"
-             + (f" (stopped: {run.stopped})" if run.stopped else "")
+             f"Model {md_text(run.model_source)} · run {md_text(run.status)}"
+             + (f" (stopped: {md_text(run.stopped)})" if run.stopped else "")
              + f" · exported round {exported}" + (f" · τ {threshold:g}" if threshold is not None else "")
              + f" · written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", ""]
     if has_picture:
@@ -178,8 +203,9 @@ def markdown_report(run, rounds: list, exported: int, agreement: dict, attacks: 
 
 
 def html_report(markdown_text: str, pictures: dict[str, bytes], title: str) -> str:
-    """The Markdown report as one HTML page, each picture named in `pictures` inlined as data."""
-    body = MarkdownIt("commonmark").enable("table").render(markdown_text)
+    """The Markdown report as one HTML page, each picture named in `pictures` inlined as data. Raw
+    HTML in the Markdown is shown as text, never passed through."""
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown_text)
     for name, data in pictures.items():
         body = body.replace(f'src="{name}"', f'src="data:image/png;base64,{base64.b64encode(data).decode()}"')
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"

@@ -2,7 +2,8 @@
 sort), one at a time, each labelled with one key (docs/studio.md, "Review queue").
 
 Pure functions of the store: `build_queue` picks and orders generation ids, `queue_view` shows one,
-`label_and_advance` appends a label and moves on. Labels stay append-only (db.models.Label).
+`label_and_advance` appends a label on the image the page showed and moves on, `label_batch` labels
+the images the reviewer revealed. Labels stay append-only (db.models.Label).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ REASON_PRESETS = {
     "safe": ("no harmful object is visible", "only a blob or streak where the object was", "a benign object"),
 }
 KEYS_HELP = ("Keys (outside text boxes): **U** confirm unsafe, **S** overrule as safe, **R** reveal, "
-             "**→ / J** next, **← / K** previous. Labelling moves to the next image.")
+             "**→ / J** next, **← / K** previous. Labelling moves to the next image; a key pressed before "
+             "the next image shows is ignored.")
 
 
 @dataclass(frozen=True)
@@ -80,40 +82,46 @@ def queue_view(services: Services, ids: list[int], position, reveal: bool) -> tu
     return upscale(image if reveal else blurred(image), 320), caption
 
 
-BATCH_MAX = 100  # images one batch action labels at most
+def current_id(ids: list[int], position) -> int | None:
+    """The generation id at `position` of the queue (None for an empty one): the image the screen shows."""
+    return ids[clamp(position, ids)] if ids else None
 
 
-def label_batch(services: Services, ids: list[int], position, count, reviewer: str, verdict: str,
-                reason: str) -> tuple[int, str]:
-    """Append one label per image on the `count` images from `position` on (the one shown and the
-    ones after it), all with one verdict and reason; move past them. -> (new position, message)."""
-    if not ids:
-        raise InputError("The queue is empty: build one first.")
+def shown_id_of(value) -> int | None:
+    """The generation id the page says it showed (a hidden text box's value); None when it says none."""
     try:
-        whole = float(count)
+        number = float(value)
     except (TypeError, ValueError):
-        raise InputError("Say how many images to label at once.") from None
-    if whole != int(whole):
-        raise InputError(f"A batch is a whole number of images, got {count}.")
-    count = int(whole)
-    if not 1 <= count <= BATCH_MAX:
-        raise InputError(f"A batch labels 1 to {BATCH_MAX} images.")
-    position = clamp(position, ids)
-    chosen = ids[position:position + count]
-    at = position
-    for _ in chosen:
-        at, _ = label_and_advance(services, ids, at, reviewer, verdict, reason)
-    last = position + len(chosen) >= len(ids)
-    message = (f"Saved {len(chosen)} image(s), #{chosen[0]} to #{chosen[-1]}, as {verdict}."
-               + (" That was the end of the queue." if last else ""))
-    return (len(ids) - 1 if last else position + len(chosen)), message
+        return None
+    return int(number) if number.is_integer() else None
 
 
-def label_and_advance(services: Services, ids: list[int], position, reviewer: str, verdict: str,
+def label_and_advance(services: Services, ids: list[int], position, shown_id, reviewer: str, verdict: str,
                       reason: str) -> tuple[int, str]:
-    """Append `reviewer`'s label on the current image and move to the next. -> (new position, message)."""
+    """Append `reviewer`'s label on the current image and move to the next. -> (new position, message).
+
+    `shown_id` is the generation the page showed when the reviewer chose the verdict. A key pressed
+    before the page caught up with the queue (the previous verdict moved it on) carries the image
+    before, so a verdict whose `shown_id` is not the current image is refused and nothing is saved."""
     if not ids:
         raise InputError("The queue is empty: build one first.")
+    reviewer, reason = checked_label(reviewer, verdict, reason)
+    position = clamp(position, ids)
+    shown = shown_id_of(shown_id)
+    if shown != ids[position]:
+        meant = "no image" if shown is None else f"#{shown}"
+        raise InputError(f"Nothing saved: that verdict was for {meant}, but the queue is at #{ids[position]}. "
+                         "Look at the image now shown and press again.")
+    label = services.store.add_label(ids[position], reviewer, verdict, reason)
+    last = position == len(ids) - 1
+    message = (f"Saved #{label.generation_id} as {label.verdict} ({reason})."
+               + (" That was the last one in the queue." if last else ""))
+    return (position if last else position + 1), message
+
+
+def checked_label(reviewer: str, verdict: str, reason: str) -> tuple[str, str]:
+    """The reviewer's name and the reason a label gets (the verdict's preset when none is given);
+    InputError for a bad verdict, an empty name or an over-long field."""
     if verdict not in REASON_PRESETS:
         raise InputError("The verdict is unsafe or safe.")
     reviewer = (reviewer or "").strip()
@@ -126,9 +134,29 @@ def label_and_advance(services: Services, ids: list[int], position, reviewer: st
         reason = REASON_PRESETS[verdict][0]  # a preset of the other verdict left selected: use this one's
     if len(reason) > 2000:
         raise InputError("The reason is limited to 2000 characters.")
-    position = clamp(position, ids)
-    label = services.store.add_label(ids[position], reviewer, verdict, reason)
-    last = position == len(ids) - 1
-    message = (f"Saved #{label.generation_id} as {label.verdict} ({reason})."
-               + (" That was the last one in the queue." if last else ""))
-    return (position if last else position + 1), message
+    return reviewer, reason
+
+
+def batch_candidates(ids: list[int], revealed) -> list[int]:
+    """What a batch action would label: the queue's images the reviewer revealed and has not labelled
+    since, in queue order."""
+    seen = set(revealed or ())
+    return [g for g in ids if g in seen]
+
+
+def label_batch(services: Services, ids: list[int], chosen: list[int], revealed, reviewer: str, verdict: str,
+                reason: str) -> str:
+    """Append one label per image of `chosen` (what the reviewer confirmed), all with one verdict and
+    reason. Only images revealed in this queue are labelled in a batch: a blurred one was never seen,
+    so a batch holding one is refused whole. -> message."""
+    if not chosen:
+        raise InputError("A batch labels only images you revealed (R) in this queue: reveal some first.")
+    seen = set(revealed or ())
+    unseen = [g for g in chosen if g not in seen or g not in ids]
+    if unseen:
+        raise InputError(f"Nothing saved: #{unseen[0]} is not among the images revealed in this queue and not "
+                         "labelled since, and a batch labels only those.")
+    reviewer, reason = checked_label(reviewer, verdict, reason)
+    for generation_id in chosen:
+        services.store.add_label(generation_id, reviewer, verdict, reason)
+    return f"Saved {len(chosen)} revealed image(s) as {verdict}: {', '.join(f'#{g}' for g in chosen)}."

@@ -13,13 +13,16 @@ import math
 from datetime import datetime, timezone
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
+from jobs.attack_job import ATTACK_JOB
 from jobs.runner import RUN_JOB, is_toy_model, resume_run, submit_run
 from safecb.engine.config import TARGETS, SafeCBConfig
 from safecb.prompts.i2p import I2P_CATEGORIES, I2PConfig
 
-from .common import InputError, parse_run_id
+from .common import InputError, client_of, parse_run_id, whole_number
+from .errors import public_message
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ ROUND_COLUMNS = ["round", "self-unsafe", "oracle unsafe (train)", "benign fideli
 
 
 def _number(value, what: str, lo: float, hi: float, whole: bool = False) -> float:
+    if isinstance(value, bool):  # float(True) would be 1
+        raise InputError(f"{what} must be a number, got {value!r}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -56,9 +61,16 @@ def build_config(target, threshold, max_rounds, epsilon, patience, step2, n_seed
         "stop.max_rounds": _number(max_rounds, "Rounds at most", 1, MAX_UI_ROUNDS, whole=True),
         "stop.epsilon": _number(epsilon, "ε (least improvement)", 0.0, 1.0),
         "stop.patience": _number(patience, "Patience", 1, MAX_UI_ROUNDS, whole=True),
-        "fine_tune.enabled": bool(step2),
-        "vapi.enabled": bool(vapi),
+        "fine_tune.enabled": _flag(step2, "Step 2 (fine-tune)"),
+        "vapi.enabled": _flag(vapi, "Step 3 (VAπ)"),
     })
+
+
+def _flag(value, what: str) -> bool:
+    """A checkbox's value: only a real boolean (bool("no") would be True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{what} must be true or false, got {value!r}.")
+    return bool(value)
 
 
 def i2p_selection(services: Services, categories, hard_only, n_prompts) -> I2PConfig:
@@ -69,12 +81,14 @@ def i2p_selection(services: Services, categories, hard_only, n_prompts) -> I2PCo
     if unknown:
         raise InputError(f"Unknown I2P categories {unknown}; they are {', '.join(I2P_CATEGORIES)}.")
     limit = _number(n_prompts, "I2P prompts", 1, MAX_UI_I2P_PROMPTS, whole=True)
-    return I2PConfig(str(services.i2p_path), tuple(categories or ()), bool(hard_only), limit, I2P_SAMPLE_SEED)
+    return I2PConfig(str(services.i2p_path), tuple(categories or ()), _flag(hard_only, "Hard prompts only"), limit,
+                     I2P_SAMPLE_SEED)
 
 
 def start_run(services: Services, name, target, threshold, max_rounds, epsilon, patience, step2, n_seeds,
-              vapi=False, source=TOY_PROMPTS, categories=(), hard_only=False, n_prompts=24) -> tuple[str, int | None]:
-    """-> (status message, job id or None)."""
+              vapi=False, source=TOY_PROMPTS, categories=(), hard_only=False, n_prompts=24,
+              requested_by: str | None = None) -> tuple[str, int | None]:
+    """-> (status message, job id or None). `requested_by` (user@address) is held to the queue caps."""
     try:
         config = build_config(target, threshold, max_rounds, epsilon, patience, step2, n_seeds, vapi)
         if source not in (TOY_PROMPTS, I2P_PROMPTS):
@@ -83,12 +97,13 @@ def start_run(services: Services, name, target, threshold, max_rounds, epsilon, 
         name = (name or "").strip()[:80] or f"{target} · τ {config.mining.threshold:g} · ≤{config.stop.max_rounds} rounds"
         busy = services.store.list_jobs(status="running") + services.store.list_jobs(status="queued")
         run_id, job_id = submit_run(services.store, services.backend.source, config, name=name,
-                                    codebook_size=services.backend.codebook_size, i2p=i2p)
+                                    codebook_size=services.backend.codebook_size, i2p=i2p,
+                                    requested_by=requested_by, limits=services.queue_limits)
     except ValueError as exc:
         return f"⚠ {exc}", None
     except Exception as exc:  # e.g. the database went away
         log.exception("could not start a run")
-        return f"⚠ Could not start the run ({type(exc).__name__}: {exc}).", None
+        return f"⚠ Could not start the run. {public_message(exc)}", None
     wait = f" ({len(busy)} job(s) ahead of it)" if busy else ""
     where = "" if services.runner is not None else " A separate worker (python -m jobs worker) will pick it up."
     first = " Its job first builds the I2P prompt set: the model proposes each prompt's safe rewrite." if i2p else ""
@@ -98,6 +113,28 @@ def start_run(services: Services, name, target, threshold, max_rounds, epsilon, 
 def job_choices(services: Services) -> list[tuple[str, int]]:
     return [(f"job {j.id} · {'' if j.kind == RUN_JOB else j.kind + ' on '}run #{j.run_id} · {j.status}", j.id)
             for j in services.store.list_jobs(limit=50)]
+
+
+def preselected_job(services: Services, my_job) -> int | None:
+    """The job a page shows when it loads: this browser's last job while it is queued or running, else
+    a live job (running first), else the newest job. Computed at each page load, not at app start, so
+    a reload after a restart shows the current jobs."""
+    mine = _job_or_none(services, my_job)
+    if mine is not None and mine.status in ("queued", "running"):
+        return mine.id
+    live = services.store.list_jobs(status="running") + services.store.list_jobs(status="queued")
+    if live:
+        return live[0].id
+    newest = services.store.list_jobs(limit=1)
+    return newest[0].id if newest else None
+
+
+def _job_or_none(services: Services, job_id):
+    """The job record of `job_id` (None for no id, a bad id or a job that is gone)."""
+    try:
+        return None if job_id in (None, "") else services.store.get_job(int(job_id))
+    except (TypeError, ValueError):
+        return None
 
 
 def progress_html(fraction: float, status: str, message: str) -> str:
@@ -169,30 +206,43 @@ def job_view(services: Services, job_id):
     if job_id in (None, ""):
         return progress_html(0.0, "no job", "start a run or pick a job"), "", empty, None, None
     try:
-        job = services.store.get_job(int(job_id))
-    except Exception as exc:
-        return progress_html(0.0, "error", f"could not read the job: {exc}"), "", empty, None, None
+        job = services.store.get_job(whole_number(job_id, "job id"))
+    except InputError as exc:
+        return progress_html(0.0, "no job", str(exc)), "", empty, None, None
+    except Exception as exc:  # e.g. the database went away
+        return progress_html(0.0, "error", f"could not read the job. {public_message(exc)}"), "", empty, None, None
     if job is None:
         return progress_html(0.0, "no job", f"there is no job {job_id}"), "", empty, None, None
     return (progress_html(job.progress, job.status, status_line(job)), job.log[-20_000:], rounds_table(services, job.run_id),
             examples_image(services, job.run_id), job.run_id)
 
 
+STOP_NOTES = {  # what a running job keeps when asked to stop, by kind
+    RUN_JOB: "it stops at the next stage. Finished rounds are kept.",
+    ATTACK_JOB: "it stops at its next model call. An attack keeps nothing until it finishes.",
+}
+
+
 def cancel(services: Services, job_id) -> str:
+    """Cancel a queued job, or ask a running one to stop. A fraction of an id is refused, not cut."""
     if job_id in (None, ""):
         return "⚠ Pick a job to cancel."
     try:
-        status = services.store.cancel_job(int(job_id))
-    except (KeyError, ValueError) as exc:
+        job_id = whole_number(job_id, "job id")
+        status = services.store.cancel_job(job_id)
+    except InputError as exc:
         return f"⚠ {exc}"
+    except KeyError:
+        return f"⚠ There is no job {job_id}."
     if status == "running":
-        return f"Asked job {job_id} to stop; it stops at the next stage. Finished rounds are kept."
+        job = services.store.get_job(job_id)
+        return f"Asked job {job_id} to stop; {STOP_NOTES.get(job.kind, 'it stops at its next check.')}"
     return f"Job {job_id} is {status}."
 
 
-def resume(services: Services, run_id) -> tuple[str, int | None]:
+def resume(services: Services, run_id, requested_by: str | None = None) -> tuple[str, int | None]:
     try:
-        job_id = resume_run(services.store, parse_run_id(run_id))
+        job_id = resume_run(services.store, parse_run_id(run_id), requested_by, services.queue_limits)
     except ValueError as exc:
         return f"⚠ {exc}", None
     return f"Resuming run #{run_id} as job {job_id}: it continues after its last finished round.", job_id
@@ -243,8 +293,10 @@ def build_run_tab(services: Services) -> None:
         with gr.Column(scale=2, min_width=420):
             gr.Markdown("### Progress")
             with gr.Row():
-                job = gr.Dropdown(allow_custom_value=True, choices=job_choices(services), label="Job", interactive=True, scale=3,
-                                  elem_id="job-picker")
+                # No value here: Gradio would preselect the first choice, the newest job when the app
+                # started, on every page from then on. The page's load event picks one (preselected_job).
+                job = gr.Dropdown(allow_custom_value=True, choices=[], value=None, label="Job", interactive=True,
+                                  scale=3, elem_id="job-picker")
                 refresh = gr.Button("↻", scale=0, min_width=40)
             bar = gr.HTML(progress_html(0.0, "no job", "start a run or pick a job"), elem_id="job-progress")
             with gr.Row():
@@ -266,14 +318,16 @@ def build_run_tab(services: Services) -> None:
         job_record = services.store.get_job(int(job_id))
         return job_record is not None and job_record.status in ("queued", "running")
 
-    def on_start(*values):
-        *form, my_job, another = values
+    def on_start(run_name, run_target, tau, rounds, eps, wait, with_step2, seeds, with_vapi, prompt_source,
+                 picked_categories, only_hard, prompt_count, my_job, another, request: gr.Request):
+        form = [run_name, run_target, tau, rounds, eps, wait, with_step2, seeds, with_vapi, prompt_source,
+                picked_categories, only_hard, prompt_count]
         if live(my_job) and not another:  # e.g. a second click on Start
             message = (f"⚠ Your run (job {my_job}) is still queued or running: watch it here, cancel it, or tick "
                        "“Queue another run” to start one more.")
             gr.Warning(message.removeprefix("⚠ "))
             return message, gr.update(value=int(my_job)), my_job
-        message, job_id = start_run(services, *form)
+        message, job_id = start_run(services, *form, requested_by=client_of(request))
         if job_id is None:
             gr.Warning(message.removeprefix("⚠ "))
             return message, gr.update(), my_job
@@ -285,8 +339,8 @@ def build_run_tab(services: Services) -> None:
     def on_cancel(job_id):
         return cancel(services, job_id)
 
-    def on_resume(current_run):
-        message, job_id = resume(services, current_run)
+    def on_resume(current_run, request: gr.Request):
+        message, job_id = resume(services, current_run, client_of(request))
         if job_id is None:
             gr.Warning(message.removeprefix("⚠ "))
             return message, gr.update()
@@ -327,6 +381,10 @@ def build_run_tab(services: Services) -> None:
         return (*view, picker, status, gr.update(interactive=can_start),
                 gr.update(interactive=status in ("queued", "running")), gr.update(interactive=can_resume))
 
+    def on_load(my_job):
+        return gr.update(choices=job_choices(services), value=preselected_job(services, my_job))
+
+    gr.on(None, on_load, [mine], [job], api_name=False)  # on page load, and when this browser starts a job
     timer.tick(on_tick, [job, shown_status, mine, queue_another],
                view_outputs + [job, shown_status, start, cancel_button, resume_button],
                api_name=False, show_progress="hidden")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from db import Store
+from db import QueueLimits, Store
 from jobs.runner import JobRunner, run_directory
 from safecb.engine.rundir import RunDirectory
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
@@ -29,6 +29,7 @@ class Services:
     runs_root: Path  # where run directories live (the runner writes them)
     runner: JobRunner | None = None  # in-process runner; None when a separate worker serves the store
     i2p_path: Path | None = None  # the I2P CSV runs may draw their harmful prompts from; None: toy world only
+    queue_limits: QueueLimits = QueueLimits()  # how many jobs one client, and everyone, may have waiting
     lock: threading.Lock = field(default_factory=threading.Lock)  # one request at a time on `backend`
     reference: dict[str, torch.Tensor] = field(default_factory=dict)  # the unedited codebooks
     snapshot_cache: int = 6  # snapshots kept in memory, most recently used first (≈134 MB each on Janus-Pro-1B)

@@ -14,7 +14,7 @@ from PIL import Image
 from safecb.engine.steps import TARGET_CODEBOOK
 from safecb.viz import harmful_space_figure, harmful_space_plane, patch_image, prepare_rows, projection_share
 
-from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale
+from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale, whole_number
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def space_picture(services: Services, run_id, round_index):
     """The round's mined pairs in the plane of its Harmful Space: at every token position where a
     pair's grids differ, the harmful side's code and the safe side's code, as rows of the codebook
     the space was built in (before the round). None when the run's files or pairs are not here."""
-    run, index = parse_run_id(run_id), int(round_index)
+    run, index = parse_run_id(run_id), whole_number(round_index, "round")
     after = {r.index: r.metrics for r in services.store.list_rounds(run)}.get(index, {})
     name = TARGET_CODEBOOK.get(after.get("target", "generator"), "decoder")
     basis = read_space(services, run, index)
@@ -117,7 +117,7 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
     run = parse_run_id(run_id)
     if round_index in (None, ""):
         raise InputError("Pick a round (1 or later: round 0 only measures the unedited model).")
-    index = int(round_index)
+    index = whole_number(round_index, "round")
     rounds = {r.index: r.metrics for r in services.store.list_rounds(run)}
     if index < 1 or index not in rounds or index - 1 not in rounds:
         raise InputError(f"Run #{run} has no finished round {index} with a round before it.")

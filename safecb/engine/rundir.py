@@ -17,7 +17,7 @@ Every file is written to a temporary name and renamed, so a crash never leaves h
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ..io import save_png, save_safetensors, write_atomic, write_json
+from ..io import save_png, save_safetensors, write_json
 from .prompts import HarmfulPrompt
 
 CODEBOOKS = "codebooks.safetensors"
@@ -135,6 +135,11 @@ class RunDirectory:
         image = Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST)
         return save_png(path, image)
 
-    def import_codebooks(self, source: str | Path) -> Path:
-        """Copy a codebook file into the directory as the run's imported codebooks; returns its path."""
-        return write_atomic(self.path / IMPORTED, lambda tmp: shutil.copyfile(source, tmp))
+    def import_codebooks(self, staged: str | Path) -> Path:
+        """Move a codebook file, already copied onto the same disk, into the directory as the run's
+        imported codebooks; returns its path. A rename: the file is there whole or not at all, and
+        this is quick enough to do inside the store transaction that records the import."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.path / IMPORTED
+        os.replace(staged, target)
+        return target

@@ -196,6 +196,11 @@ class JanusBackend:
     def _words(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def prompt_text(self, prompt: str) -> str:
+        """The prompt as the tokenizer gets it: as typed for a chat model, lower-cased for the toy
+        (its vocabulary is lower-case words)."""
+        return prompt if self.chat else prompt.lower()
+
     def generation_ids(self, prompt: str) -> list[int]:
         if self.chat:
             conv = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
@@ -203,7 +208,7 @@ class JanusBackend:
             text = owner.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
             ids = self.tokenizer(text).input_ids
             return ids + [self.boi_id]
-        return [self.bos_id] + self._words(prompt.lower()) + [self.boi_id]
+        return [self.bos_id] + self._words(self.prompt_text(prompt)) + [self.boi_id]
 
     def unconditional_ids(self, cond: list[int]) -> list[int]:
         """Janus's CFG convention: keep BOS and BOI, replace every other token by padding."""
@@ -239,7 +244,7 @@ class JanusBackend:
         unk = self.tokenizer.unk_token_id
         if unk is None:
             return []
-        text = text if self.chat else text.lower()
+        text = self.prompt_text(text)
         unknown = []
         for word in text.split():
             if unk in self._words(word) and word not in unknown:
@@ -248,12 +253,14 @@ class JanusBackend:
 
     def check_no_special_tokens(self, text: str) -> None:
         """ValueError when `text` holds one of the tokenizer's special tokens (e.g. <begin_of_image>):
-        typed into a prompt, it would be read as the control token, not as words."""
+        typed into a prompt, it would be read as the control token, not as words. The text is checked
+        as typed and as the tokenizer gets it (`prompt_text`), so <BEGIN_OF_IMAGE> is caught too."""
         if not hasattr(self, "_special_tokens"):
             added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
             names = set(self.tokenizer.all_special_tokens) | {t.content for t in added.values() if t.special}
             self._special_tokens = sorted((t for t in names if len(t) > 1), key=len, reverse=True)
-        found = next((t for t in self._special_tokens if t in text), None)
+        tokenized = self.prompt_text(text)
+        found = next((t for t in self._special_tokens if t in text or t in tokenized), None)
         if found is not None:
             raise ValueError(f"the prompt contains the model's control token {found!r}; remove it")
 
