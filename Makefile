@@ -16,8 +16,9 @@ help:
 app: $(STAMP)
 	$(PYTHON) app.py
 
+# Two pytest workers, one test file each at a time (the browser and fault files keep their order).
 test: $(STAMP)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n 2 --dist loadfile
 
 $(STAMP): requirements.txt
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
