@@ -666,7 +666,7 @@ def fill_tab(page: Page, name: str, run_id: int) -> None:
 @pytest.mark.parametrize("width", [1280, 800])
 def test_every_tab_at_work_fits_the_window(browser, app, width):
     """At 1280 and 800 px: every tab in the bar (none behind Gradio's "..." menu), no page wider
-    than the window, and a screenshot of each tab at work (artifacts/test-screens/<width>px-*.png)."""
+    than the window, no picture that failed to load (icons included), and a screenshot of each tab at work (artifacts/test-screens/<width>px-*.png)."""
     (run_id,) = need("run_a")
     page = new_page(browser, app, width)
     try:
@@ -677,6 +677,9 @@ def test_every_tab_at_work_fits_the_window(browser, app, width):
             fill_tab(page, name, run_id)
             wide = page.evaluate("document.documentElement.scrollWidth")
             assert wide <= width, f"the {name} tab is {wide} px wide in a {width} px window"
+            broken = page.evaluate("() => [...document.images].filter(i => i.offsetParent !== null && i.complete"
+                                   " && i.naturalWidth === 0).map(i => i.src)")
+            assert not broken, f"the {name} tab shows broken pictures: {broken}"
             shot(page, f"{width}px-" + re.sub(r"[^a-z]+", "-", name.lower()).strip("-"))
         assert not page.errors, page.errors
     finally:

@@ -4,7 +4,9 @@ cannot run as a page in the app's origin."""
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,8 @@ from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
 from ui import Services, build_demo
 from ui.export_tab import export_round, import_codebook
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 def free_port() -> int:
@@ -84,3 +88,23 @@ def test_an_exported_html_report_never_opens_as_a_page_of_the_app(served):
     assert response.headers["content-disposition"].startswith("attachment")
     assert response.headers["content-security-policy"] == "sandbox"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true", reason="no /usr/bin/chromium")
+def test_gradio_icons_show_and_an_svg_opened_as_a_page_runs_nothing(served):
+    import gradio
+    from playwright.sync_api import sync_playwright
+
+    base, _, run_dir, _ = served
+    icon = get(base + str(gradio.utils.get_icon_path("link.svg")))  # the link button's icon
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert not icon.headers.get("content-disposition", "").startswith("attachment")
+    hostile = run_dir.path / "hostile.svg"
+    hostile.write_text('<svg xmlns="http://www.w3.org/2000/svg" onload="window.__ran = 1">'
+                       '<script>window.__ran = 1</script><rect width="8" height="8"/></svg>')
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page()
+        page.goto(base + str(hostile))
+        assert page.evaluate("() => window.__ran === undefined")
+        browser.close()

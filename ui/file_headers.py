@@ -2,7 +2,7 @@
 
 Gradio serves a file under `allowed_paths` inline with its own type, so an exported report.html
 would open as a page in the app's origin, where its scripts could drive the API as the viewer.
-Here only pictures stay inline; every other file (HTML, zip, CSV, safetensors) comes as a download
+Here only pictures (Gradio's SVG icons among them) stay inline; every other file (HTML, zip, CSV, safetensors) comes as a download
 (`application/octet-stream`, `Content-Disposition: attachment`), and every file gets
 `Content-Security-Policy: sandbox`, so even a page opened from it runs nothing in the app's origin.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
 
-INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})  # no SVG: it can hold script
+# Shown in place. An SVG can hold script, which never runs in an <img>; opened as a page of its own,
+# the sandbox below keeps it inert (and Gradio's own icons are SVGs served by this route).
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml"})
 FILE_ROUTES = ("/file=", "/file/")  # Gradio's file route and its deprecated form
 
 
