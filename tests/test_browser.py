@@ -677,8 +677,8 @@ def test_every_tab_at_work_fits_the_window(browser, app, width):
             fill_tab(page, name, run_id)
             wide = page.evaluate("document.documentElement.scrollWidth")
             assert wide <= width, f"the {name} tab is {wide} px wide in a {width} px window"
-            broken = page.evaluate("() => [...document.images].filter(i => i.offsetParent !== null && i.complete"
-                                   " && i.naturalWidth === 0).map(i => i.src)")
+            broken = page.evaluate("() => [...document.images].filter(i => i.getAttribute('src') && i.complete"
+                                   " && i.offsetParent !== null && i.naturalWidth === 0).map(i => i.src)")
             assert not broken, f"the {name} tab shows broken pictures: {broken}"
             shot(page, f"{width}px-" + re.sub(r"[^a-z]+", "-", name.lower()).strip("-"))
         assert not page.errors, page.errors
