@@ -110,14 +110,12 @@ def port_in_use(host: str, port: int) -> bool:
 
 def ready_data_dir(path: str) -> tuple[Path | None, str]:
     """The data directory, created and checked writable: (path, "") or (None, why not)."""
+    from safecb.io import unwritable_reason
+
     data_dir = Path(path).expanduser().resolve()
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".write-check"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        return None, f"--data-dir {path}: cannot create or write there ({exc.strerror or exc})"
+    reason = unwritable_reason(data_dir)
+    if reason:
+        return None, f"--data-dir {path}: cannot create or write there ({reason})"
     return data_dir, ""
 
 

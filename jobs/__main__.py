@@ -17,23 +17,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from db import Store  # noqa: E402
+from safecb.cli import whole_number_at_least  # noqa: E402
+from safecb.io import unwritable_reason  # noqa: E402
 from safecb.paths import TOY_MODEL_DIR  # noqa: E402
 
 from .runner import JobRunner, RunnerConfig, default_oracle  # noqa: E402
 
 USAGE = "usage: python -m jobs worker [options]   (add --help for its options)"
 MAX_LEASE_S = 86_400.0  # one day: a longer lease would leave a dead worker's job "running" for days
-
-
-def thread_count(text: str) -> int:
-    """argparse type of --threads: 0 (torch's default) or more."""
-    try:
-        threads = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if threads < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (torch's default) or more, got {threads}")
-    return threads
 
 
 def lease_seconds(text: str) -> float:
@@ -48,27 +39,15 @@ def lease_seconds(text: str) -> float:
     return seconds
 
 
-def runs_dir_problem(runs_dir: Path) -> str:
-    """Why run directories cannot be written under `runs_dir` ("" when they can); creates it."""
-    try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        probe = runs_dir / f".write-check-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        return f"--runs-dir {runs_dir}: cannot create or write there ({exc.strerror or exc})"
-    return ""
-
-
 def setup_problem(runner: JobRunner) -> str:
     """Why this worker could run no job ("" when it can): its runs directory, oracle and model are
     checked, and the oracle and model loaded, before it claims anything (a misconfigured worker on
     a shared queue would otherwise take other workers' jobs and fail each one)."""
     from safecb.models.backend import ModelLoadError
 
-    problem = runs_dir_problem(runner.config.runs_root)
-    if problem:
-        return problem
+    reason = unwritable_reason(runner.config.runs_root)
+    if reason:
+        return f"--runs-dir {runner.config.runs_root}: cannot create or write there ({reason})"
     try:
         runner.oracle  # loads it (None with --no-oracle)
     except (ValueError, OSError, ImportError) as exc:
@@ -89,7 +68,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="model directory (Hugging Face layout)")
     parser.add_argument("--runs-dir", default="artifacts/runs", help="where run directories are written")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--threads", type=thread_count, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=whole_number_at_least(0, " (torch's default)"), default=0,
+                        help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's evaluation figures")
     parser.add_argument("--oracle", default=None,
                         help="evaluation-only oracle: 'toy', 'nudenet', 'open_nsfw', 'real' (both) or a toy-oracle "

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .paths import ORACLE_DIR, TOY_MODEL_DIR
 
@@ -325,15 +326,23 @@ def _bench_speed(args) -> int:
     return _print_and_save(format_table(report), report, args.json)
 
 
-def thread_count(text: str) -> int:
-    """argparse type of --threads: a whole number of CPU threads, at least 1 (torch refuses fewer)."""
-    try:
-        threads = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if threads < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {threads}")
-    return threads
+def whole_number_at_least(least: int, what_least_means: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number, `least` or more; the refusal names `least` (and what it
+    means, e.g. " (torch's default)")."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be {least}{what_least_means} or more, got {number}")
+        return number
+
+    return parse
+
+
+thread_count = whole_number_at_least(1)  # argparse type of --threads: torch refuses fewer than 1
 
 
 def build_parser() -> argparse.ArgumentParser:

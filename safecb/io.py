@@ -61,3 +61,17 @@ def save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] |
 def save_png(path: str | Path, image) -> Path:
     """A PIL image as PNG (the format is given, since the temporary name does not end in .png)."""
     return write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def unwritable_reason(folder: str | Path) -> str:
+    """Create `folder` if needed and check that files can be written in it: "" when they can,
+    else the system's reason (e.g. "Permission denied")."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return ""

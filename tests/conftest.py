@@ -2,6 +2,7 @@
 
 import getpass
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the app and CLI run (safecb/__main__.py)
 import torch  # noqa: E402
 from sqlalchemy import create_engine, text
+
+from db import Store  # noqa: E402
 
 PG_URL = "postgresql+psycopg://{user}@127.0.0.1:5432/test"
 PHOTO = Path(__file__).parent / "data" / "astronaut_256.png"  # public domain, see tests/data/README.md
@@ -53,3 +56,26 @@ def pg_admin():
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request, tmp_path):
+    """A function that opens a Store on this test's own database; call it again to 'restart'."""
+    if request.param == "sqlite":
+        url, kwargs = f"sqlite:///{tmp_path}/store/safecb.db", {}
+    else:
+        url, admin = request.getfixturevalue("pg_admin")
+        kwargs = {"schema": f"safecb_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"}
+    opened = []
+
+    def open_():
+        store = Store.open(url, **kwargs)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+    if request.param == "postgresql":
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{kwargs["schema"]}" CASCADE'))

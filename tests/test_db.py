@@ -4,10 +4,8 @@ PostgreSQL is expected at 127.0.0.1:5432, database `test`, trust auth. Without i
 except under CI=true, where they fail.
 """
 
-import os
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -19,29 +17,6 @@ from db.models import Label
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture(params=["sqlite", "postgresql"])
-def open_store(request, tmp_path):
-    """A function that opens a Store on this test's own database; call it again to 'restart'."""
-    if request.param == "sqlite":
-        url, kwargs = f"sqlite:///{tmp_path}/store/safecb.db", {}
-    else:
-        url, admin = request.getfixturevalue("pg_admin")
-        kwargs = {"schema": f"safecb_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"}
-    opened = []
-
-    def open_():
-        store = Store.open(url, **kwargs)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
-    if request.param == "postgresql":
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{kwargs["schema"]}" CASCADE'))
-
-
 @pytest.fixture
 def store(open_store):
     return open_store()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import sqlite3
 import threading
@@ -222,21 +221,10 @@ def test_two_simultaneous_imports_of_one_file_make_one_run(services, tmp_path, m
 
 
 # ---------------------------------------------------------------- the store's part
-@pytest.fixture(params=["sqlite", "postgresql"])
-def bare_store(request, tmp_path):
-    """A store of its own on SQLite, and on the local PostgreSQL (in a schema of its own) when it runs."""
-    if request.param == "sqlite":
-        store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-        yield store
-        store.close()
-        return
-    url, admin = request.getfixturevalue("pg_admin")
-    schema = f"safecb_import_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    store = Store.open(url, schema=schema)
-    yield store
-    store.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+@pytest.fixture
+def bare_store(open_store):
+    """A store of its own on SQLite, and on the local PostgreSQL (in a schema of its own)."""
+    return open_store()
 
 
 def test_simultaneous_records_of_one_content_make_one_run(bare_store):

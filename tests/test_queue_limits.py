@@ -4,10 +4,8 @@ nothing kept of a refused run."""
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
-from sqlalchemy import text
 
 from db import QueueFull, QueueLimits, Store
 from jobs.runner import resume_run, submit_run
@@ -19,20 +17,9 @@ from safecb.paths import TOY_MODEL_DIR
 LIMITS = QueueLimits(per_client_queued=2, total_queued=3)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        store = Store.open(f"sqlite:///{tmp_path / 'queue.db'}")
-        yield store
-        store.close()
-        return
-    url, admin = request.getfixturevalue("pg_admin")
-    schema = f"safecb_queue_{uuid.uuid4().hex[:12]}"
-    store = Store.open(url, schema=schema)
-    yield store
-    store.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+@pytest.fixture
+def store(open_store):
+    return open_store()
 
 
 def small_prompts():

@@ -202,18 +202,6 @@ def content_hash(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def check_model_range(services: Services, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse values that are finite in the file's dtype but not once cast to the dtypes the model
-    uses them in (float32 on the CPU, the model's own on the device), e.g. 1e300 in a float64 file."""
-    targets = {torch.float32, getattr(services.backend.model, "dtype", torch.float32)}
-    for name, value in sorted(tensors.items()):
-        for dtype in sorted(targets, key=str):
-            if value.dtype != dtype and not bool(torch.isfinite(value.to(dtype)).all()):
-                largest = float(value.abs().max())
-                raise InputError(f"codebook '{name}' holds values too large for {str(dtype).removeprefix('torch.')} "
-                                 f"(largest magnitude {largest:.3g}): this model would read them as infinite.")
-
-
 def file_fingerprint(path: Path) -> str | None:
     """The model fingerprint in a safetensors file's metadata, or None when it carries none."""
     from safetensors import safe_open
@@ -230,10 +218,9 @@ def read_upload(services: Services, path: Path) -> dict[str, torch.Tensor]:
     if path.stat().st_size > MAX_IMPORT_BYTES:
         raise InputError(f"{path.name} is larger than {MAX_IMPORT_BYTES >> 20} MB.")
     try:
-        tensors = services.backend.read_codebook_file(path)  # names, shape, floating, finite, fingerprint
+        tensors = services.backend.read_codebook_file(path)  # names, shape, floating, finite as read, fingerprint
     except ValueError as exc:  # CodebookError
         raise InputError(str(exc).replace(str(path), path.name)) from None
-    check_model_range(services, tensors)
     return tensors
 
 

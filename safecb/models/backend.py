@@ -583,6 +583,11 @@ class JanusBackend:
             )
         if not torch.isfinite(value).all():
             raise CodebookError(f"codebook '{name}' contains NaN or infinite values")
+        for dtype in sorted({torch.float32, target.dtype} - {value.dtype}, key=str):  # how it is read
+            if not torch.isfinite(value.to(dtype)).all():
+                raise CodebookError(f"codebook '{name}' holds values too large for "
+                                    f"{str(dtype).removeprefix('torch.')} (largest magnitude "
+                                    f"{float(value.abs().max()):.3g}): this model would read them as infinite.")
 
     @torch.no_grad()
     def set_codebooks(self, values: dict[str, torch.Tensor]) -> None:
