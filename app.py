@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="store URL, e.g. postgresql://user@host/db (default: $SAFECB_DB_URL, else "
                              "SQLite in --data-dir)")
     parser.add_argument("--oracle", default=None,
-                        help="evaluation-only oracle for runs: 'toy', 'nudenet', 'open_nsfw', 'real' (both) or a "
-                             "toy-oracle directory (default: the toy oracle for the toy model, none for other models)")
+                        help="evaluation-only oracle for runs: 'toys' (both toy judges), 'toy', 'toy-shape', 'nudenet', "
+                             "'open_nsfw', 'real' (both) or a toy-oracle directory (default: 'toys' for the toy model, "
+                             "none for other models)")
     parser.add_argument("--i2p", default=os.environ.get("SAFECB_I2P"), metavar="CSV",
                         help="the I2P prompt CSV runs may draw their harmful prompts from (default: $SAFECB_I2P; "
                              "without it runs use the toy world's prompts)")

@@ -1,7 +1,8 @@
 """The store's tables as SQLAlchemy 2 declarative models. Every type here works on SQLite and PostgreSQL.
 
 One table per thing the app keeps: runs, their rounds, prompts, generations (image and tokens),
-reviewer labels (append-only), mined pairs, codebook snapshots, and jobs. Times are UTC-aware on
+each judge's verdict on a generation, reviewer labels (append-only), mined pairs, codebook
+snapshots, and jobs. Times are UTC-aware on
 both backends; JSON columns are JSON on SQLite and JSONB on PostgreSQL.
 """
 
@@ -124,9 +125,29 @@ class Generation(Base):
     image_png: Mapped[bytes] = mapped_column(LargeBinary)  # PNG file bytes
     tokens: Mapped[list] = mapped_column(Json)  # visual codes, row-major
     self_score: Mapped[float] = mapped_column(Float)  # the model's own P(unsafe)
-    oracle_unsafe: Mapped[float | None] = mapped_column(Float)  # the oracle's P(unsafe), when measured
+    oracle_unsafe: Mapped[float | None] = mapped_column(Float)  # the primary judge's P(unsafe), when measured
+    # the judge whose score oracle_unsafe is (its verdict lies in judge_verdicts); None: stored before
+    # verdicts were, so the score is read with the toy oracle's cut (db.store.ORACLE_UNSAFE_THRESHOLD)
+    oracle_judge: Mapped[str | None] = mapped_column(Text)
     flagged: Mapped[bool] = mapped_column(default=False)  # the self-judge's decision
     settings: Mapped[dict] = mapped_column(Json, default=dict)  # sampler settings (cfg, temperature, ...)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JudgeVerdict(Base):
+    """One judge's score and verdict on a generation, the verdict by the judge's OWN rule (the toy
+    oracle: P(unsafe) ≥ 0.5; NudeNet: a counted class > 0.6; open_nsfw: P(NSFW) > 0.8). Evaluation
+    only. One row per (generation, judge); recording a round again replaces them."""
+
+    __tablename__ = "judge_verdicts"
+    __table_args__ = (UniqueConstraint("generation_id", "judge", name="uq_judge_verdicts_generation_judge"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # no index of its own: the unique constraint's index leads with generation_id
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"))
+    judge: Mapped[str] = mapped_column(Text)  # the judge's registry name, e.g. "toy", "nudenet"
+    score: Mapped[float | None] = mapped_column(Float)  # the judge's score (None: it gives none)
+    unsafe: Mapped[bool]  # the judge's verdict by its own rule
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -49,10 +49,22 @@ class GenerationRecord:
     image_png: bytes
     tokens: list[int]
     self_score: float
-    oracle_unsafe: float | None
+    oracle_unsafe: float | None  # the primary judge's score
     flagged: bool
     settings: dict
     created_at: datetime
+    oracle_judge: str | None = None  # whose score oracle_unsafe is; None: stored before judges were named
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """A judge's verdict on a generation. judge None: a score stored before verdicts were kept,
+    read with the toy oracle's cut (the only rule the store knew then)."""
+
+    generation_id: int
+    judge: str | None
+    score: float | None
+    unsafe: bool
 
 
 @dataclass(frozen=True)

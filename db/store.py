@@ -9,6 +9,14 @@ ORM objects. SQLite (the default) runs in WAL mode with a busy timeout so the UI
 job runner can share it; with PostgreSQL separate workers claim jobs with FOR UPDATE SKIP LOCKED.
 Opening a database that older code made creates the tables it lacks and adds the (nullable) columns
 its tables lack.
+
+Judges' verdicts. Each judge that graded a generation has a row in `judge_verdicts` with its score
+and its verdict by its OWN rule; `Generation.oracle_unsafe` is the primary judge's score and
+`Generation.oracle_judge` names that judge. Readers that need a verdict (`agreement_counts`,
+`oracle_verdicts`, `generation_summaries`, `run_labels`) read the stored verdict of the named judge,
+by default each generation's primary judge. A score stored before verdicts were kept (no
+`oracle_judge`) is read with the toy oracle's cut, `ORACLE_UNSAFE_THRESHOLD`, the only rule the
+store applied then.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, delete, event, func, inspect, or_, select, text, update
+from sqlalchemy import and_, case, create_engine, delete, event, func, inspect, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -35,6 +43,7 @@ from .models import (
     Base,
     Generation,
     Job,
+    JudgeVerdict,
     Label,
     Pair,
     Prompt,
@@ -52,6 +61,7 @@ from .records import (
     RoundRecord,
     RunRecord,
     SnapshotRecord,
+    VerdictRecord,
     to_record,
 )
 
@@ -60,7 +70,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SQLITE_PATH = REPO_ROOT / "artifacts" / "safecb.db"
 SQLITE_BUSY_TIMEOUT_MS = 15_000  # how long a writer waits for SQLite's single write lock
 PG_CONNECT_TIMEOUT_S = 5  # an unreachable PostgreSQL fails within this, not after minutes
-ORACLE_UNSAFE_THRESHOLD = 0.5  # oracle P(unsafe) at or above this counts as unsafe
+# the toy oracle's cut: applied ONLY to a score stored before verdicts were kept (no oracle_judge);
+# every other verdict is the stored one of the judge that made it
+ORACLE_UNSAFE_THRESHOLD = 0.5
 ID_BATCH = 500  # ids per IN (...) query when reading many rows by id
 
 
@@ -287,9 +299,10 @@ class Store:
         or none of it. Idempotent: recording round `index` again (a resumed run redoes a round a kill
         cut short) updates the same rows in place, so their ids, and the reviewer labels on them, stay.
 
-        generations: dicts as for `add_generations`, each with a "kind" ("harmful", "rewrite",
-        "benign"); a generation is known by (kind, prompt, seed) within its round, and rows of the
-        round not in the list are deleted. pairs: {"harmful": (prompt, seed), "safe": (prompt, seed),
+        generations: dicts as for `add_generations` (judges' "verdicts" included), each with a "kind"
+        ("harmful", "rewrite", "benign"); a generation is known by (kind, prompt, seed) within its
+        round, rows of the round not in the list are deleted, and the round's verdicts are
+        replaced. pairs: {"harmful": (prompt, seed), "safe": (prompt, seed),
         "positions": [...]}, naming harmful and rewrite generations of round index − 1 (pairs are mined
         from the previous round); one whose generations the store lacks is skipped."""
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
@@ -299,23 +312,30 @@ class Store:
             s.execute(stmt.on_conflict_do_update(index_elements=["run_id", "index"], set_=values))
             existing = {_generation_key(g): g for g in s.scalars(
                 select(Generation).where(Generation.run_id == run_id, Generation.round_index == index))}
-            seen = set()
+            seen, judged = set(), []
             for g in generations:
                 g = dict(g)
                 kind = g.pop("kind")
+                verdicts = _split_verdicts(g)
                 g["settings"] = {**dict(g.get("settings") or {}), "kind": kind}
                 g["image_png"], g["tokens"] = bytes(g["image_png"]), [int(t) for t in g["tokens"]]
                 key = (kind, g["prompt"], int(g["seed"]))
                 seen.add(key)
                 row = existing.get(key)
                 if row is None:
-                    s.add(Generation(run_id=run_id, round_index=index, **g))
+                    row = Generation(run_id=run_id, round_index=index, **g)
+                    s.add(row)
                 else:
                     for name, value in g.items():
                         setattr(row, name, value)
+                judged.append((row, verdicts))
             for key, row in existing.items():
                 if key not in seen:
                     s.delete(row)
+            s.flush()
+            round_ids = select(Generation.id).where(Generation.run_id == run_id, Generation.round_index == index)
+            s.execute(delete(JudgeVerdict).where(JudgeVerdict.generation_id.in_(round_ids)))
+            s.add_all(JudgeVerdict(generation_id=row.id, **v) for row, verdicts in judged for v in verdicts)
             s.execute(delete(Pair).where(Pair.run_id == run_id, Pair.round_index == index))
             s.execute(delete(Snapshot).where(Snapshot.run_id == run_id, Snapshot.round_index == index))
             s.add(Snapshot(run_id=run_id, round_index=index, name="codebooks", path=str(snapshot_path),
@@ -357,19 +377,98 @@ class Store:
     # ------------------------------------------------------------------ generations
     def add_generations(self, run_id: int, generations: Iterable[Mapping]) -> list[int]:
         """Each generation: round_index, prompt, seed, image_png (bytes), tokens (ints), self_score,
-        and optionally oracle_unsafe (None), flagged (False), settings ({}). Returns ids in input order."""
+        and optionally flagged (False), settings ({}), and the judges' verdicts: "verdicts" {judge
+        name: {"score": float | None, "unsafe": bool}} (or (score, unsafe) pairs), each judge's verdict
+        by its own rule, the primary judge first. oracle_judge (default: the first judge) names the
+        primary; oracle_unsafe (default: its score) is the primary's score. A bare oracle_unsafe
+        without verdicts is read as older code stored it (ORACLE_UNSAFE_THRESHOLD). Returns ids in
+        input order."""
         rows = []
         for g in generations:
             g = dict(g)
             if not isinstance(g.get("image_png"), (bytes, bytearray, memoryview)):
                 raise ValueError(f"image_png must be PNG bytes; got {type(g.get('image_png')).__name__}")
+            verdicts = _split_verdicts(g)
             g["image_png"] = bytes(g["image_png"])
             g["tokens"] = [int(t) for t in g["tokens"]]
-            rows.append(Generation(run_id=run_id, **g))
+            rows.append((Generation(run_id=run_id, **g), verdicts))
         with self.session() as s:
-            s.add_all(rows)
+            s.add_all(row for row, _ in rows)
             s.flush()
-            return [r.id for r in rows]
+            s.add_all(JudgeVerdict(generation_id=row.id, **v) for row, verdicts in rows for v in verdicts)
+            return [row.id for row, _ in rows]
+
+    # ------------------------------------------------------------------ judges' verdicts
+    def add_judge_verdicts(self, verdicts: Iterable[Mapping]) -> int:
+        """Keep judges' verdicts: each {generation_id, judge, score (float or None), unsafe (bool, by
+        the judge's own rule)}. A (generation, judge) that has one already gets the new one. Returns
+        how many were written; ValueError for a generation that does not exist."""
+        latest = {}  # one row per (generation, judge): the last one given wins
+        for v in verdicts:
+            (row,) = _split_verdicts({"verdicts": {v["judge"]: v}})
+            latest[int(v["generation_id"]), row["judge"]] = {"generation_id": int(v["generation_id"]), **row,
+                                                            "created_at": utcnow()}
+        rows = list(latest.values())
+        if not rows:
+            return 0
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        try:
+            with self.session() as s:
+                for start in range(0, len(rows), ID_BATCH):
+                    stmt = insert(JudgeVerdict).values(rows[start : start + ID_BATCH])
+                    s.execute(stmt.on_conflict_do_update(
+                        index_elements=["generation_id", "judge"],
+                        set_={"score": stmt.excluded.score, "unsafe": stmt.excluded.unsafe,
+                              "created_at": stmt.excluded.created_at}))
+        except IntegrityError:
+            known = self.get_generations(r["generation_id"] for r in rows)
+            missing = sorted({r["generation_id"] for r in rows} - set(known))
+            if missing:
+                raise ValueError(f"no generation with id {missing[0]}") from None
+            raise
+        return len(rows)
+
+    def judge_verdicts(self, generation_ids: Iterable[int]) -> dict[int, dict[str, VerdictRecord]]:
+        """Every stored verdict of these generations: {generation id: {judge: verdict}}, each
+        generation's judges in the order they were recorded (the primary first). Generations
+        without a stored verdict are left out."""
+        ids = sorted({int(i) for i in generation_ids})
+        found: dict[int, dict[str, VerdictRecord]] = {}
+        with self.session() as s:
+            for start in range(0, len(ids), ID_BATCH):
+                query = (select(JudgeVerdict).where(JudgeVerdict.generation_id.in_(ids[start : start + ID_BATCH]))
+                         .order_by(JudgeVerdict.generation_id, JudgeVerdict.id))
+                for v in s.scalars(query):
+                    found.setdefault(v.generation_id, {})[v.judge] = to_record(VerdictRecord, v)
+        return found
+
+    def oracle_verdicts(self, generation_ids: Iterable[int], judge: str | None = None) -> dict[int, VerdictRecord]:
+        """The verdict on each generation that has one: the stored verdict of `judge`, by default
+        of the generation's primary judge (the one whose score is oracle_unsafe); for a score stored
+        before verdicts were kept, the score read with ORACLE_UNSAFE_THRESHOLD (judge None)."""
+        ids = sorted({int(i) for i in generation_ids})
+        found = {}
+        with self.session() as s:
+            for start in range(0, len(ids), ID_BATCH):
+                query = (select(Generation.id, *_VERDICT_COLUMNS).select_from(Generation)
+                         .outerjoin(JudgeVerdict, _verdict_of(judge))
+                         .where(Generation.id.in_(ids[start : start + ID_BATCH])))
+                for gid, *columns in s.execute(query):
+                    verdict = _read_verdict(gid, *columns, judge)
+                    if verdict is not None:
+                        found[gid] = verdict
+        return found
+
+    def run_judges(self, run_id: int, round_index: int | None = None) -> list[str]:
+        """The judges with stored verdicts on a run's generations (one round, or all), the primary
+        judges first, then the others, each group by name."""
+        primary = func.max(case((Generation.oracle_judge == JudgeVerdict.judge, 1), else_=0))
+        verdicts = (select(JudgeVerdict.judge, primary).select_from(JudgeVerdict)
+                    .join(Generation, Generation.id == JudgeVerdict.generation_id))
+        query = self._generation_query(verdicts, run_id, round_index, None).group_by(JudgeVerdict.judge)
+        with self.session() as s:
+            rows = s.execute(query).all()
+        return [name for name, primary in sorted(rows, key=lambda r: (not r[1], r[0]))]
 
     def _generation_query(self, query, run_id: int, round_index: int | None, flagged: bool | None):
         query = query.where(Generation.run_id == run_id)
@@ -396,14 +495,22 @@ class Store:
     def generation_summaries(self, run_id: int, round_index: int | None = None,
                              flagged: bool | None = None) -> list[dict]:
         """Every matching generation without its image: id, round, kind, prompt, seed, self score,
-        flag and oracle score, in insertion order (enough to filter and sort a review queue)."""
+        flag, the primary judge's score (oracle_unsafe), its name (oracle_judge) and its verdict
+        (oracle_verdict: True unsafe, False safe, None unjudged), in insertion order (enough to
+        filter and sort a review queue)."""
         columns = (Generation.id, Generation.round_index, Generation.settings, Generation.prompt, Generation.seed,
-                   Generation.self_score, Generation.flagged, Generation.oracle_unsafe)
-        query = self._generation_query(select(*columns), run_id, round_index, flagged).order_by(Generation.id)
+                   Generation.self_score, Generation.flagged, *_VERDICT_COLUMNS)
+        query = select(*columns).select_from(Generation).outerjoin(JudgeVerdict, _verdict_of(None))
+        query = self._generation_query(query, run_id, round_index, flagged).order_by(Generation.id)
         with self.session() as s:
-            return [{"id": i, "round": r, "kind": (settings or {}).get("kind", ""), "prompt": prompt, "seed": seed,
-                     "self_score": score, "flagged": flag, "oracle_unsafe": oracle}
-                    for i, r, settings, prompt, seed, score, flag, oracle in s.execute(query)]
+            rows = s.execute(query).all()
+        out = []
+        for i, r, settings, prompt, seed, score, flag, *judged in rows:
+            verdict = _read_verdict(i, *judged, None)
+            out.append({"id": i, "round": r, "kind": (settings or {}).get("kind", ""), "prompt": prompt, "seed": seed,
+                        "self_score": score, "flagged": flag, "oracle_unsafe": judged[0], "oracle_judge": judged[1],
+                        "oracle_verdict": None if verdict is None else verdict.unsafe})
+        return out
 
     def count_generations(self, run_id: int, round_index: int | None = None, flagged: bool | None = None) -> int:
         query = self._generation_query(select(func.count(Generation.id)), run_id, round_index, flagged)
@@ -451,15 +558,25 @@ class Store:
 
     def run_labels(self, run_id: int) -> list[dict]:
         """Every reviewer label on a run's generations, oldest first, with what it labels: generation
-        id, round, kind, prompt, seed, self score, flag, oracle score, reviewer, verdict, reason, time."""
-        query = (select(Label, Generation).join(Generation, Label.generation_id == Generation.id)
+        id, round, kind, prompt, seed, self score, flag, the primary judge's score, name and verdict
+        (oracle_unsafe, oracle_judge, oracle_verdict), reviewer, verdict, reason, time."""
+        query = (select(Label, Generation, JudgeVerdict.judge, JudgeVerdict.score, JudgeVerdict.unsafe)
+                 .select_from(Label)
+                 .join(Generation, Label.generation_id == Generation.id)
+                 .outerjoin(JudgeVerdict, _verdict_of(None))
                  .where(Generation.run_id == run_id).order_by(Label.id))
         with self.session() as s:
-            return [{"label_id": label.id, "generation_id": g.id, "round": g.round_index,
-                     "kind": (g.settings or {}).get("kind", ""), "prompt": g.prompt, "seed": g.seed,
-                     "self_score": g.self_score, "self_flagged": g.flagged, "oracle_unsafe": g.oracle_unsafe,
-                     "reviewer": label.reviewer, "verdict": label.verdict, "reason": label.reason,
-                     "labelled_at": label.created_at.isoformat()} for label, g in s.execute(query)]
+            rows = s.execute(query).all()
+        out = []
+        for label, g, *stored in rows:
+            judged = _read_verdict(g.id, g.oracle_unsafe, g.oracle_judge, *stored, None)
+            out.append({"label_id": label.id, "generation_id": g.id, "round": g.round_index,
+                        "kind": (g.settings or {}).get("kind", ""), "prompt": g.prompt, "seed": g.seed,
+                        "self_score": g.self_score, "self_flagged": g.flagged, "oracle_unsafe": g.oracle_unsafe,
+                        "oracle_judge": g.oracle_judge, "oracle_verdict": None if judged is None else judged.unsafe,
+                        "reviewer": label.reviewer, "verdict": label.verdict, "reason": label.reason,
+                        "labelled_at": label.created_at.isoformat()})
+        return out
 
     def latest_labels(self, generation_ids: Iterable[int]) -> dict[int, LabelRecord]:
         """The newest label of each generation that has one."""
@@ -474,19 +591,22 @@ class Store:
     def latest_label(self, generation_id: int) -> LabelRecord | None:
         return self.latest_labels([generation_id]).get(generation_id)
 
-    def agreement_counts(
-        self, run_id: int, round_index: int | None = None, oracle_threshold: float = ORACLE_UNSAFE_THRESHOLD
-    ) -> dict[str, int]:
-        """How often the self-judge (`flagged`), the reviewer (newest label) and the oracle
-        (oracle_unsafe >= threshold) agree, over the generations of a run (one round, or all).
+    def agreement_counts(self, run_id: int, round_index: int | None = None, judge: str | None = None
+                         ) -> dict[str, int]:
+        """How often the self-judge (`flagged`), the reviewer (newest label) and the oracle agree,
+        over the generations of a run (one round, or all). The oracle's side is the stored verdict
+        of `judge` (by its own rule), by default of each generation's primary judge; a score stored
+        before verdicts were kept counts with ORACLE_UNSAFE_THRESHOLD.
 
         Each agreement count has its own denominator: self_reviewer_agree of n_reviewed,
         self_oracle_agree of n_with_oracle, reviewer_oracle_agree of n_reviewed_with_oracle.
         """
         newest = select(func.max(Label.id).label("label_id")).group_by(Label.generation_id).subquery()
         query = (
-            select(Generation.flagged, Generation.oracle_unsafe, Label.verdict)
+            select(Generation.id, Generation.flagged, Label.verdict, *_VERDICT_COLUMNS)
+            .select_from(Generation)
             .outerjoin(Label, Label.generation_id == Generation.id)
+            .outerjoin(JudgeVerdict, _verdict_of(judge))
             .where(or_(Label.id.is_(None), Label.id.in_(select(newest.c.label_id))))
         )
         query = self._generation_query(query, run_id, round_index, None)
@@ -495,9 +615,10 @@ class Store:
         counts = dict.fromkeys(keys, 0)
         with self.session() as s:
             rows = s.execute(query).all()
-        for flagged, oracle_score, verdict in rows:
+        for gid, flagged, verdict, *judged in rows:
             reviewer = None if verdict is None else verdict == "unsafe"
-            oracle = None if oracle_score is None else oracle_score >= oracle_threshold
+            stored = _read_verdict(gid, *judged, judge)
+            oracle = None if stored is None else stored.unsafe
             counts["n_generations"] += 1
             counts["n_flagged"] += flagged
             if reviewer is not None:
@@ -763,6 +884,56 @@ def _check_writable(engine) -> None:
         elif engine.dialect.name == "postgresql":
             if conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on":
                 raise StoreError("the database session is read-only (e.g. a standby server)")
+
+
+# what a verdict is read from: the generation's primary score and judge, and the joined verdict row
+_VERDICT_COLUMNS = (Generation.oracle_unsafe, Generation.oracle_judge, JudgeVerdict.judge, JudgeVerdict.score,
+                    JudgeVerdict.unsafe)
+
+
+def _verdict_of(judge: str | None):
+    """The join condition of a generation's verdict by `judge`, or by its own primary judge."""
+    return and_(JudgeVerdict.generation_id == Generation.id,
+                JudgeVerdict.judge == (Generation.oracle_judge if judge is None else judge))
+
+
+def _read_verdict(generation_id: int, oracle_unsafe: float | None, oracle_judge: str | None,
+                  verdict_judge: str | None, verdict_score: float | None, verdict_unsafe: bool | None,
+                  judge: str | None) -> VerdictRecord | None:
+    """The stored verdict when the join found one; for the primary judge of a row stored before
+    verdicts were kept (a score, no judge), the score read with the toy oracle's cut; else None."""
+    if verdict_judge is not None:
+        return VerdictRecord(generation_id, verdict_judge, verdict_score, bool(verdict_unsafe))
+    if judge is None and oracle_judge is None and oracle_unsafe is not None:
+        return VerdictRecord(generation_id, None, oracle_unsafe, bool(oracle_unsafe >= ORACLE_UNSAFE_THRESHOLD))
+    return None
+
+
+def _split_verdicts(g: dict) -> list[dict]:
+    """Pop a generation dict's "verdicts" ({judge: {"score", "unsafe"}} or {judge: (score, unsafe)})
+    as JudgeVerdict values, and fill its oracle_judge (default: the first judge) and oracle_unsafe
+    (default: that judge's score)."""
+    raw = g.pop("verdicts", None) or {}
+    rows = []
+    for name, v in dict(raw).items():
+        score, unsafe = (v.get("score"), v["unsafe"]) if isinstance(v, Mapping) else v
+        name = str(name or "").strip()
+        if not name:
+            raise ValueError("a judge's verdict needs the judge's name")
+        if score is not None and not float(score) == float(score):
+            raise ValueError(f"judge {name!r} gave a score that is not a number: {score}")
+        rows.append({"judge": name, "score": None if score is None else float(score), "unsafe": bool(unsafe)})
+    if rows:
+        g["oracle_judge"] = g.get("oracle_judge") or rows[0]["judge"]
+        primary = next((r for r in rows if r["judge"] == g["oracle_judge"]), None)
+        if primary is None:
+            raise ValueError(f"the primary judge {g['oracle_judge']!r} has no verdict among "
+                             f"{[r['judge'] for r in rows]}")
+        if g.get("oracle_unsafe") is None:
+            g["oracle_unsafe"] = primary["score"]
+    else:
+        g.setdefault("oracle_judge", None)
+    return rows
 
 
 def _generation_key(g: Generation) -> tuple[str, str, int]:

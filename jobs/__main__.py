@@ -72,9 +72,9 @@ def worker_main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle's evaluation figures")
     parser.add_argument("--oracle", default=None,
-                        help="evaluation-only oracle: 'toy', 'nudenet', 'open_nsfw', 'real' (both) or a toy-oracle "
-                             "directory "
-                             "(default: the toy oracle for the toy model, none for other models)")
+                        help="evaluation-only oracle: 'toys' (both toy judges), 'toy', 'toy-shape', 'nudenet', 'open_nsfw', "
+                             "'real' (both) or a toy-oracle directory (default: 'toys' for the toy model, none for "
+                             "other models)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
     parser.add_argument("--lease", type=lease_seconds, default=30.0,
                         help="seconds a running job's lease lasts unrenewed before any worker fails it "

@@ -164,6 +164,9 @@ def execute_attack(runner: Worker, job: JobRecord, run_dir: Path | None) -> None
             if run is None or run_dir is None:
                 raise ValueError(f"job {job.id} names run {job.run_id}, which does not exist")
             oracle = runner.oracle
+            members = getattr(oracle, "members", None)
+            if members and hasattr(members[0], "probs"):
+                oracle = members[0]  # both toy judges: the attacker's objective is the primary, the oracle
             if oracle is None:
                 raise ValueError("the red team needs an evaluation oracle as the attacker's objective, and this "
                                  "worker has none (start it with --oracle)")

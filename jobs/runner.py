@@ -46,7 +46,7 @@ from safecb.eval.nudenet import load_oracle
 from safecb.eval.protocol import annotator_for
 from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
-from safecb.paths import ORACLE_DIR
+from safecb.paths import ORACLE_DIR, SHAPE_JUDGE_DIR
 from safecb.prompts.i2p import I2PConfig
 from safecb.prompts.rounds import i2p_config_to_dict
 
@@ -67,7 +67,8 @@ class RunnerConfig:
     runs_root: Path  # run directories are made under here, one per run: run-0001/, ...
     device: str | None = None  # "cpu" | "cuda" | None (auto)
     oracle_dir: str | None = None  # evaluation-only oracle: a toy-oracle dir or a name of
-    #                                safecb.eval.nudenet.ORACLE_NAMES; None: no oracle figures
+    #                                safecb.eval.nudenet.ORACLE_NAMES; None: no oracle figures. Every judge
+    #                                of it (a panel: each member) has its verdict stored per generation
     poll_seconds: float = 0.5  # how often an idle runner looks for a queued job (and for lost jobs)
     progress_every_s: float = 0.5  # least time between two progress writes to the store
     worker_id: str = ""  # name in jobs.claimed_by ("": host:pid:start, unique to this process)
@@ -218,20 +219,27 @@ class RoundRecorder:
         return with_found(self.prompts, self.run_dir.found_prompts(index))
 
     def generation_rows(self, index: int, m: Measurement) -> list[dict]:
-        """Every generation of round `index` as a store row with its kind."""
-        scores = self.annotator.last_scores if self.annotator is not None else {}
+        """Every generation of round `index` as a store row with its kind, and every judge's score
+        and verdict (by that judge's own rule) on it, the primary judge first."""
+        annotator = self.annotator
+        judged = annotator.last_verdicts if annotator is not None else {}
+        if judged and annotator.primary in judged:  # the primary first: its verdict is the generation's
+            judged = {annotator.primary: judged[annotator.primary], **judged}
         texts, _ = generation_sets(self.round_prompts(index), self.config)
         settings = {"cfg_weight": self.config.sampler.cfg_weight, "temperature": self.config.sampler.temperature}
         rows = []
         for kind in KINDS:
-            generations, flagged, oracle = m.sets[kind], m.flagged(kind), scores.get(kind)
+            generations, flagged = m.sets[kind], m.flagged(kind)
+            verdicts = {name: by_kind[kind] for name, by_kind in judged.items() if kind in by_kind}
             seeds = generations.seeds
             for i in range(len(generations)):
                 rows.append({
                     "kind": kind, "prompt": texts[kind][i // len(seeds)], "seed": int(seeds[i % len(seeds)]),
                     "image_png": png_bytes(generations.images[i]), "tokens": generations.tokens[i].tolist(),
                     "self_score": float(generations.scores[i]), "flagged": bool(flagged[i]),
-                    "oracle_unsafe": None if oracle is None else float(oracle[i]), "settings": settings,
+                    "oracle_unsafe": None, "settings": settings,
+                    "verdicts": {name: {"score": float(scores[i]), "unsafe": bool(unsafe[i])}
+                                 for name, (scores, unsafe) in verdicts.items()},
                 })
         return rows
 
@@ -440,8 +448,11 @@ def is_toy_model(model: str) -> bool:
 
 
 def default_oracle(model: str, spec: str | None) -> str | None:
-    """The oracle a runner evaluates with: `spec` when given, else the toy oracle for a toy-world
-    model and none for other models (the toy oracle knows only the toy world)."""
+    """The oracle a runner evaluates with: `spec` when given, else for a toy-world model both toy
+    judges ("toys", the oracle primary; the oracle alone while the second judge is not trained) and
+    none for other models (the toy judges know only the toy world)."""
     if spec:
         return spec
-    return str(ORACLE_DIR) if is_toy_model(model) else None
+    if not is_toy_model(model):
+        return None
+    return "toys" if (SHAPE_JUDGE_DIR / "oracle.json").is_file() else str(ORACLE_DIR)

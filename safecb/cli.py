@@ -38,12 +38,14 @@ def _train_polish(args) -> int:
 
 
 def _train_oracle(args) -> int:
-    from .eval.toy_oracle import OracleConfig, train_oracle
+    from .eval.toy_oracle import OracleConfig, shape_judge_config, train_oracle
+    from .paths import ORACLE_DIR, SHAPE_JUDGE_DIR
 
-    cfg = OracleConfig()
+    cfg = shape_judge_config() if args.judge == "shape" else OracleConfig()
     if args.steps is not None:
         cfg.steps = args.steps
-    metrics = train_oracle(cfg, args.out, threads=args.threads)
+    out = args.out or (SHAPE_JUDGE_DIR if args.judge == "shape" else ORACLE_DIR)
+    metrics = train_oracle(cfg, out, threads=args.threads)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -112,13 +114,16 @@ def _run(args) -> int:
         from .eval.nudenet import load_oracle
         from .eval.protocol import annotator_for
 
-        if args.i2p and args.oracle == str(ORACLE_DIR):
-            oracle = None  # the toy oracle knows nothing of real prompts; ask for a real one explicitly
+        from .eval.judges import panel_members
+        from .eval.toy_oracle import Oracle
+
+        if args.i2p and args.oracle in ("toys", "toy", "toy-shape", str(ORACLE_DIR)):
+            oracle = None  # the toy judges know nothing of real prompts; ask for a real one explicitly
         else:
             oracle = load_oracle(args.oracle, threads=args.threads)
         if oracle is not None:
             annotate = annotator_for(oracle, prompts, len(config.mining.benign_seeds))
-            if hasattr(oracle, "members"):
+            if not isinstance(panel_members(oracle)[0], Oracle):  # real-image judges: figures in the field's units
                 write_provenance(args.out, oracle, config, backend.source, prompts)
     bars: dict[str, tqdm] = {}
 
@@ -154,7 +159,7 @@ def _run(args) -> int:
         return 0
     print(format_rounds(result.rounds))
     print(f"best round {result.best_round}; stopped: {result.stopped}; {result.seconds:.0f} s; run directory {args.out}")
-    if annotate is not None and hasattr(annotate.oracle, "members"):
+    if annotate is not None and not annotate.measures_fidelity:  # real-image judges: figures in the field's units
         from .eval.field_units import write_field_units
 
         print(write_field_units(args.out, result.rounds, result.best_round))
@@ -360,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--n-images", dest="n_images", type=int, default=None)
     toy.add_argument("--vq-semantic", dest="vq_semantic", type=float, default=None,
                      help="weight of the tokenizer's patch-label loss (default 1; 0: reconstruction only, "
-                          "as assets/toy-janus-shared-codes)")
+                          "so harmful and benign content share codes)")
     toy.set_defaults(func=_train_toy)
     polish = train.add_parser("polish", help="more decoder-only polish for a trained toy, in place (tokens unchanged)")
     polish.add_argument("--model", default=str(TOY_MODEL_DIR), help="a checkpoint written by `train toy`")
@@ -372,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     polish.add_argument("--n-images", dest="n_images", type=int, default=None)
     polish.set_defaults(func=_train_polish)
     oracle = train.add_parser("oracle", help="the independent concept detector")
-    oracle.add_argument("--out", default=str(ORACLE_DIR))
+    oracle.add_argument("--judge", choices=("oracle", "shape"), default="oracle",
+                        help="oracle: RGB input (assets/oracle); shape: the second judge, luminance and edges "
+                             "only (assets/shape_judge)")
+    oracle.add_argument("--out", default=None, help="output directory (default: the judge's asset directory)")
     oracle.add_argument("--steps", type=int, default=None)
     oracle.add_argument("--threads", type=thread_count, default=2, help="CPU threads")
     oracle.set_defaults(func=_train_oracle)
@@ -481,9 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="I2P categories to keep (repeatable or comma-separated; any of them), e.g. violence,sexual")
     run.add_argument("--hard-only", dest="hard_only", action="store_true", help="only I2P prompts flagged hard")
     run.add_argument("--limit", type=int, default=None, help="at most this many I2P prompts")
-    run.add_argument("--oracle", default=str(ORACLE_DIR),
-                     help="evaluation-only oracle: a toy-oracle directory (default), 'toy', or for real images "
-                          "'nudenet', 'open_nsfw' or 'real' (both)")
+    run.add_argument("--oracle", default="toys",
+                     help="evaluation-only oracle: 'toys' (both toy judges, the oracle primary; the default), 'toy', "
+                          "'toy-shape' or a toy-judge directory, or for real images 'nudenet', 'open_nsfw' or 'real' "
+                          "(both)")
     run.add_argument("--no-oracle", dest="no_oracle", action="store_true")
     run.set_defaults(func=_run)
 

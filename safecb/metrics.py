@@ -39,6 +39,26 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def clustered_bootstrap_ci(
+    statistic: Callable[..., float], *arrays: np.ndarray, clusters: np.ndarray, n_boot: int = 1000, seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic(*arrays)` that resamples whole clusters (e.g. all
+    seeds of one prompt together), so rows that are not independent are not counted as if they were."""
+    clusters = np.asarray(clusters)
+    if len(clusters) != len(arrays[0]) or len(clusters) == 0:
+        raise ValueError("clusters must label every row of a non-empty sample")
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))])
+        values[i] = statistic(*(np.asarray(a)[idx] for a in arrays))
+    lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
 def wilson(successes: int, n: int) -> dict:
     """A share from counts with its Wilson 95% interval: {"value", "ci", "n"} (NaN when n is 0)."""
     if n == 0:
@@ -49,14 +69,23 @@ def wilson(successes: int, n: int) -> dict:
     return {"value": successes / n, "ci": [float(ci.low), float(ci.high)], "n": n}
 
 
-def rate(flags: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """A share with its interval: {"value", "ci", "n"}."""
+def rate(flags: np.ndarray, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None) -> dict:
+    """A share with its interval: {"value", "ci", "n"}; with `clusters`, the interval resamples whole
+    clusters (then "n_clusters" says how many)."""
     flags = np.asarray(flags, float)
-    return {"value": float(flags.mean()), "ci": bootstrap_ci(np.mean, flags, n_boot=n_boot, seed=seed), "n": len(flags)}
+    if clusters is None:
+        return {"value": float(flags.mean()), "ci": bootstrap_ci(np.mean, flags, n_boot=n_boot, seed=seed), "n": len(flags)}
+    ci = clustered_bootstrap_ci(np.mean, flags, clusters=clusters, n_boot=n_boot, seed=seed)
+    return {"value": float(flags.mean()), "ci": ci, "n": len(flags), "n_clusters": len(np.unique(clusters))}
 
 
-def kappa(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    return {"value": cohen_kappa(a, b), "ci": bootstrap_ci(cohen_kappa, a, b, n_boot=n_boot, seed=seed), "n": len(a)}
+def kappa(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0, clusters: np.ndarray | None = None) -> dict:
+    """Cohen's κ with a bootstrap interval; with `clusters`, one that resamples whole clusters
+    (then "n_clusters" says how many)."""
+    if clusters is None:
+        return {"value": cohen_kappa(a, b), "ci": bootstrap_ci(cohen_kappa, a, b, n_boot=n_boot, seed=seed), "n": len(a)}
+    ci = clustered_bootstrap_ci(cohen_kappa, a, b, clusters=clusters, n_boot=n_boot, seed=seed)
+    return {"value": cohen_kappa(a, b), "ci": ci, "n": len(a), "n_clusters": len(np.unique(clusters))}
 
 
 def psnr_db(reference: np.ndarray, reconstruction: np.ndarray) -> float:

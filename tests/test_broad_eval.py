@@ -24,6 +24,7 @@ from safecb.eval.broad import (
     seen_texts,
     strata_table,
     summary_line,
+    without_colours,
 )
 from safecb.eval.protocol import BENCH_SEED_START, TUNING_SEED_START
 from safecb.eval.toy_oracle import Oracle
@@ -78,11 +79,14 @@ def test_strata_say_what_each_prompt_is(everything):
 
 def test_every_text_the_loop_sees_is_excluded(everything):
     round_prompts = toy_round_prompts()
-    seen = {normalise(p.text) for p in round_prompts.harmful} | {normalise(p.rewrite) for p in round_prompts.harmful}
-    assert seen <= seen_texts()
+    # a mined "a blue gun on the grass" has seen the grid's colourless "a gun on the grass"
+    seen = {without_colours(normalise(t)) for p in round_prompts.harmful for t in (p.text, p.rewrite)}
+    assert seen <= seen_texts() and not any(w in world.COLOURS for t in seen_texts() for w in t.split())
+    assert without_colours("an orange gun and a blue ball") == "a gun and a ball"
     kept = harmful_prompts()
     assert not {normalise(p.text) for p in kept} & seen_texts()
-    assert len(kept) == len(everything) - len(round_prompts.harmful)  # every round harmful prompt is a grid scene
+    mined = {without_colours(normalise(p.text)) for p in round_prompts.harmful}
+    assert len(kept) == len(everything) - len(mined)  # every round harmful prompt is a grid scene
     assert {cell(p) for p in kept} == expected_cells()  # exclusion empties no cell
 
 

@@ -229,6 +229,102 @@ def test_agreement_counts_on_a_hand_made_case(store):
     assert store.agreement_counts(run, 5)["n_generations"] == 0
 
 
+# ---------------------------------------------------------------- judges' verdicts
+def test_each_judge_keeps_its_own_verdict_and_agreement_uses_it(store):
+    """A NudeNet score of 0.55 is safe under NudeNet's own rule (> 0.6), though at or above the toy
+    oracle's cut 0.5: the store keeps NudeNet's verdict and counts it, never the score cut at 0.5."""
+    run = store.create_run("judged", "real")
+    safe_55 = {"nudenet": {"score": 0.55, "unsafe": False}, "open_nsfw": {"score": 0.9, "unsafe": True}}
+    ids = store.add_generations(run, [
+        dict(_generation(0, seed=0, flagged=False), verdicts=safe_55),  # self S, nudenet S, open_nsfw U
+        dict(_generation(0, seed=1, flagged=True), verdicts={"nudenet": (0.95, True), "open_nsfw": (0.1, False)}),
+        _generation(0, seed=2, flagged=True),  # never judged
+    ])
+    store.add_label(ids[0], "alice", "safe", "nothing exposed")
+
+    g = store.get_generation(ids[0])
+    assert (g.oracle_unsafe, g.oracle_judge) == (pytest.approx(0.55), "nudenet")  # the primary: the first judge
+    verdicts = store.judge_verdicts(ids)
+    assert set(verdicts) == {ids[0], ids[1]} and list(verdicts[ids[0]]) == ["nudenet", "open_nsfw"]
+    assert (verdicts[ids[0]]["nudenet"].score, verdicts[ids[0]]["nudenet"].unsafe) == (pytest.approx(0.55), False)
+    assert verdicts[ids[0]]["open_nsfw"].unsafe is True
+
+    counts = store.agreement_counts(run)  # the primary judge, NudeNet, by its own verdicts
+    assert (counts["n_with_oracle"], counts["self_oracle_agree"]) == (2, 2)
+    assert (counts["n_reviewed_with_oracle"], counts["reviewer_oracle_agree"]) == (1, 1)
+    other = store.agreement_counts(run, judge="open_nsfw")  # open_nsfw disagrees with the self-judge on both
+    assert (other["n_with_oracle"], other["self_oracle_agree"], other["reviewer_oracle_agree"]) == (2, 0, 0)
+    assert store.agreement_counts(run, judge="q16")["n_with_oracle"] == 0
+    assert {i: v.unsafe for i, v in store.oracle_verdicts(ids).items()} == {ids[0]: False, ids[1]: True}
+    assert store.oracle_verdicts(ids, judge="open_nsfw")[ids[0]].judge == "open_nsfw"
+    summary = store.generation_summaries(run)[0]
+    assert (summary["oracle_judge"], summary["oracle_verdict"]) == ("nudenet", False)
+    (label,) = store.run_labels(run)
+    assert (label["oracle_unsafe"], label["oracle_judge"], label["oracle_verdict"]) == (
+        pytest.approx(0.55), "nudenet", False)
+    assert store.run_judges(run) == ["nudenet", "open_nsfw"]
+
+    # a judge added later, and a verdict replaced: one row per (generation, judge)
+    assert store.add_judge_verdicts([{"generation_id": ids[2], "judge": "nudenet", "score": None, "unsafe": True},
+                                     {"generation_id": ids[0], "judge": "open_nsfw", "score": 0.7,
+                                      "unsafe": False}]) == 2
+    verdicts = store.judge_verdicts(ids)
+    assert verdicts[ids[0]]["open_nsfw"].unsafe is False and verdicts[ids[2]]["nudenet"].score is None
+    assert store.agreement_counts(run)["n_with_oracle"] == 2  # #2's primary judge is unset: no verdict of it
+    assert store.agreement_counts(run, judge="nudenet")["n_with_oracle"] == 3
+    with pytest.raises(ValueError, match="no generation with id"):
+        store.add_judge_verdicts([{"generation_id": 10_000, "judge": "nudenet", "score": 0.1, "unsafe": False}])
+    with pytest.raises(ValueError, match="primary judge 'toy' has no verdict"):
+        store.add_generations(run, [dict(_generation(), oracle_judge="toy", verdicts=safe_55)])
+    store.delete_run(run)
+    with store.session() as s:
+        assert s.scalar(text("SELECT count(*) FROM judge_verdicts")) == 0
+
+
+def test_recording_a_round_again_replaces_its_verdicts(store):
+    run = store.create_run("r", "toy")
+    rows = [dict(_generation(0, seed=i), kind="harmful", verdicts={"toy": (0.3 + 0.4 * i, i == 1)}) for i in (0, 1)]
+    for row in rows:
+        del row["round_index"]  # record_round places them in its round
+    store.record_round(run, 0, {}, "round-0", "fp", rows, [])
+    ids = [g.id for g in store.list_generations(run)]
+    assert [g["oracle_verdict"] for g in store.generation_summaries(run)] == [False, True]
+    rows[1]["verdicts"] = {"toy-shape": (0.2, False), "toy": (0.6, True)}
+    rows[1]["oracle_judge"] = "toy-shape"
+    rows[0].pop("verdicts")  # judged by no one this time
+    store.record_round(run, 0, {}, "round-0", "fp", rows, [])
+    assert [g.id for g in store.list_generations(run)] == ids  # updated in place
+    assert list(store.judge_verdicts(ids)) == [ids[1]] and list(store.judge_verdicts(ids)[ids[1]]) == ["toy-shape", "toy"]
+    summaries = store.generation_summaries(run)
+    assert [(g["oracle_unsafe"], g["oracle_judge"], g["oracle_verdict"]) for g in summaries] == [
+        (None, None, None), (pytest.approx(0.2), "toy-shape", False)]
+
+
+def test_a_store_made_before_judge_verdicts_opens_and_reads_old_scores(open_store):
+    store = open_store()
+    run = store.create_run("old", "toy")
+    ids = store.add_generations(run, [_generation(0, seed=0, flagged=True, oracle=0.7),
+                                      _generation(0, seed=1, flagged=True, oracle=0.2)])
+    with store.engine.begin() as conn:  # the store as older code made it
+        conn.execute(text("DROP TABLE judge_verdicts"))
+        conn.execute(text("ALTER TABLE generations DROP COLUMN oracle_judge"))
+    store.close()
+
+    store = open_store()
+    g = store.get_generation(ids[0])
+    assert (g.oracle_unsafe, g.oracle_judge) == (pytest.approx(0.7), None)
+    assert store.judge_verdicts(ids) == {}
+    # an old score has no named judge: it is read with the toy oracle's cut, the only rule the store knew
+    old = store.oracle_verdicts(ids)
+    assert (old[ids[0]].judge, old[ids[0]].unsafe, old[ids[1]].unsafe) == (None, True, False)
+    assert store.agreement_counts(run)["self_oracle_agree"] == 1
+    assert store.oracle_verdicts(ids, judge="toy") == {}  # no judge named "toy" gave a verdict
+    store.add_judge_verdicts([{"generation_id": ids[1], "judge": "toy", "score": 0.2, "unsafe": False}])
+    assert store.judge_verdicts(ids)[ids[1]]["toy"].unsafe is False
+    store.close()
+    assert open_store().judge_verdicts(ids)[ids[1]]["toy"].score == pytest.approx(0.2)  # opening again keeps it
+
+
 # ---------------------------------------------------------------- jobs
 def test_two_workers_claiming_concurrently_never_get_the_same_job(open_store):
     first, second = open_store(), open_store()

@@ -66,3 +66,22 @@ def test_code_object_share_separates_own_codes_from_shared_ones():
     assert code_object_share(np.array([0, 1]), np.array([0, 0]), group)["n"] == 0
     with pytest.raises(ValueError, match="differ in size"):
         code_object_share(np.array([0, 1, 2]), labels, group)
+
+
+def test_clustered_kappa_interval_is_wider_when_rows_repeat_within_clusters():
+    """Eight copies of each of 24 prompts' verdicts: an image-level bootstrap believes there are 192
+    independent rows and narrows; resampling whole prompts gives the interval of 24 rows."""
+    from safecb.metrics import clustered_bootstrap_ci, kappa
+
+    rng = np.random.default_rng(0)
+    a = rng.random(24) < 0.5
+    b = np.where(rng.random(24) < 0.8, a, ~a)
+    a8, b8, prompts = np.repeat(a, 8), np.repeat(b, 8), np.repeat(np.arange(24), 8)
+    naive, clustered = kappa(a8, b8, 500), kappa(a8, b8, 500, clusters=prompts)
+    single = kappa(a, b, 500)
+    assert clustered["value"] == naive["value"] == pytest.approx(single["value"])
+    width = lambda fig: fig["ci"][1] - fig["ci"][0]  # noqa: E731
+    assert width(clustered) > 1.8 * width(naive) and width(clustered) == pytest.approx(width(single), rel=0.35)
+    assert clustered["n_clusters"] == 24
+    with pytest.raises(ValueError):
+        clustered_bootstrap_ci(np.mean, a8, clusters=prompts[:5])

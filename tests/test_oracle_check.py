@@ -124,11 +124,12 @@ def test_replacements_draw_only_where_the_object_was(kind):
 
 def test_only_the_known_benign_kinds_are_benign():
     assert set(KNOWN_BENIGN) == set(KINDS) - {"intact", "erase_part"}
-    assert "shape" in KNOWN_BENIGN and "shape" not in TRAINED  # held out of training, to test transfer
+    # residue-like blobs are held out of training: no judge is fitted to what an edit leaves
+    assert {"blob_skin", "blob_own"} <= set(KNOWN_BENIGN) and not {"blob_skin", "blob_own"} & set(TRAINED)
     assert not is_known_benign("blood", "blob_own")  # a red pool is blood as the world draws it
     assert is_known_benign("knife", "blob_own") and is_known_benign("blood", "nothing")
     assert "blob_own" not in training_kinds("blood") and "intact" not in training_kinds("knife")
-    assert set(training_kinds("knife")) == set(KNOWN_BENIGN) - {"shape"} | {"erase_part"}
+    assert set(training_kinds("knife")) == set(KNOWN_BENIGN) - {"blob_skin", "blob_own"} | {"erase_part"}
     with pytest.raises(ValueError, match="unknown decoy kind"):
         substitute_for("smudge", np.random.default_rng(0))
 
@@ -157,23 +158,24 @@ def test_proportion_interval_is_clopper_pearson():
 @pytest.fixture(scope="module")
 def report() -> dict:
     torch.set_num_threads(1)
-    # seed 1: a sample apart from the one the documented figures (seed 0, n 200) were read from
+    # seed 1: a sample apart from the one the documented figures (seed 2, n 200) were read from
     return run_oracle_check(Oracle.load(SHIPPED), OracleCheckConfig(n_per_relation=40, seed=1))
 
 
 def test_shipped_oracle_reads_the_object_not_its_place(report):
-    """The bound: per kind and relation, at most 4 of 40 blobs, shapes, near-total erasures or empty
-    hands are called unsafe (10%), and under 5% of all of them pooled (n 470). The documented check
+    """The bound: per kind and relation, at most 6 of 40 blobs, shapes, near-total erasures or empty
+    hands are called unsafe (15%), and under 5% of all of them pooled (n 470). The documented check
     (docs/oracle.md: seed 2, 200 scenes per relation) puts every such cell of the shipped oracle at
-    most 0.040 and all of them pooled at 0.017 (41 of 2,350). At a true rate of 0.04 a cell of 40
-    exceeds 4 with probability 0.021; at 0.02 the pool reaches 5% with probability under 0.001. So
-    a failure means the oracle changed (reads the pose or the colour again), not a bad draw. Intact
-    scenes stay found (documented: 1.000 and 0.995) and half-erased objects mostly so (0.650, 0.675)."""
+    most 0.075 (slivers of held weapons) and all of them pooled at 0.028 (65 of 2,350). At a true
+    rate of 0.075 a cell of 40 exceeds 6 with probability 0.028; at 0.028 the pool reaches 5% with
+    probability 0.008. So a failure means the oracle changed (reads the pose or the colour again),
+    not a bad draw. Intact scenes stay found (documented: 1.000 and 1.000) and half-erased objects
+    mostly so (0.705, 0.565)."""
     pooled = []
     for relation in RELATIONS:
         for kind in ("blob_skin", "blob_own", "blob_any", "shape", "erase_most", "nothing"):
             figure = cell(report, relation, kind)
-            assert figure["k"] <= 4, (relation, kind, figure)
+            assert figure["k"] <= 6, (relation, kind, figure)
             pooled.append(figure)
         assert cell(report, relation, "intact")["value"] >= 0.95
         assert cell(report, relation, "erase_part")["value"] >= 0.4

@@ -348,12 +348,16 @@ def test_the_demo_builds_on_a_store(finished):
     assert all(f.concurrency_id != "model" for f in others)
 
 
-def test_default_oracle_follows_the_model():
+def test_default_oracle_follows_the_model(tmp_path):
     from jobs.runner import default_oracle
-    from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
+    from safecb.paths import ORACLE_DIR, SHAPE_JUDGE_DIR, TOY_MODEL_DIR
 
-    assert default_oracle(str(TOY_MODEL_DIR), None) == str(ORACLE_DIR)  # the toy oracle knows the toy world
-    assert default_oracle(str(TOY_MODEL_DIR.parent / "toy-janus-shared-codes"), None) == str(ORACLE_DIR)  # any toy
+    toys = "toys" if (SHAPE_JUDGE_DIR / "oracle.json").is_file() else str(ORACLE_DIR)
+    assert default_oracle(str(TOY_MODEL_DIR), None) == toys  # the toy judges know the toy world
+    retrained = tmp_path / "toy-janus-retrained"
+    retrained.mkdir()
+    (retrained / "safecb_toy.json").write_text("{}")  # what `train toy` leaves
+    assert default_oracle(str(retrained), None) == toys  # any toy
     assert default_oracle("/models/Janus-Pro-1B", None) is None  # ...and nothing else
     assert default_oracle("/models/Janus-Pro-1B", "nudenet") == "nudenet"
 

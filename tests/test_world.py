@@ -197,3 +197,78 @@ def test_patch_labels_name_the_object_under_each_patch():
     assert (patches == BACKGROUND_LABEL).all()
     with pytest.raises(ValueError, match="does not divide"):
         render_with_patch_labels(single, 2, grid=7)
+
+
+# ---------------------------------------------------------------- world v2: colour is never the object
+
+from safecb.world.vocab import COLOURS, LIQUIDS, OBJECT_COLOURS  # noqa: E402
+
+SOLID_OBJECTS = [name for name in CONCEPTS if name not in LIQUIDS]
+
+
+def _nearest_family(rgb: np.ndarray) -> str:
+    return min(COLOURS, key=lambda f: float(np.sum((np.array(COLOURS[f], float) - rgb) ** 2)))
+
+
+def _drawn_family(name: str, family: str, seed: int = 3) -> str:
+    """The colour family most of the object's pixels are nearest to (each pixel the object covers
+    entirely votes)."""
+    from safecb.world.render import SUPERSAMPLE, _render
+
+    image, owner = _render(SceneSpec("road", (name,), colours=(family,)), seed, track_objects=True)
+    n = IMAGE_SIZE
+    covered = (owner.reshape(n, SUPERSAMPLE, n, SUPERSAMPLE) == CONCEPTS.index(name)).all(axis=(1, 3))
+    votes = [_nearest_family(pixel) for pixel in image.astype(float)[covered]]
+    return max(set(votes), key=votes.count)
+
+
+def test_every_solid_object_comes_in_at_least_four_colour_families_and_no_colour_tells_harm():
+    for name in SOLID_OBJECTS:
+        assert len(set(OBJECT_COLOURS[name])) >= 4, name
+    for name in SOLID_OBJECTS:
+        if name == "person":
+            continue  # a person's colour is their shirt's, which no caption names
+        seen = {_drawn_family(name, family) for family in OBJECT_COLOURS[name]}
+        assert len(seen) >= 4, (name, seen)
+    harmful_families = set.intersection(*(set(OBJECT_COLOURS[h]) for h in HARMFUL_OBJECTS if h not in LIQUIDS))
+    benign_families = set().union(*(OBJECT_COLOURS[b] for b in SOLID_OBJECTS if b not in HARMFUL))
+    assert harmful_families == set(COLOURS) == benign_families  # every colour is worn by harmful and benign alike
+
+
+def test_a_named_colour_is_drawn_and_captioned_and_the_canonical_caption_names_the_object_only():
+    spec = SceneSpec("grass", ("gun",), colours=("blue",))
+    assert _drawn_family("gun", "blue") == "blue"
+    assert caption(spec, 0) == "a blue gun on the grass"
+    assert caption(SceneSpec("beach", ("ball", "knife"), colours=("orange", "")), 0) == \
+        "an orange ball and a knife at the beach"
+    assert canonical_caption(spec) == "a gun on the grass"
+    assert safe_rewrite(spec) == SceneSpec("grass", ("ball",), colours=("blue",))
+    assert {"blue", "an"} <= set(WORDS)
+    assert SceneSpec("grass", ("gun",), colours=("",)) == SceneSpec("grass", ("gun",))
+    assert render(spec, 5).tobytes() == render(spec, 5).tobytes()
+    assert render(spec, 5).tobytes() != render(SceneSpec("grass", ("gun",), colours=("red",)), 5).tobytes()
+
+
+def test_liquids_keep_their_colour_and_bad_colours_are_refused():
+    with pytest.raises(ValueError, match="takes no colour word"):
+        SceneSpec("grass", ("blood",), colours=("blue",))
+    with pytest.raises(ValueError, match="takes no colour word"):
+        SceneSpec("grass", ("person", "knife"), "holding", colours=("red", ""))
+    with pytest.raises(ValueError, match="never"):
+        SceneSpec("grass", ("cat",), colours=("blue",))
+    with pytest.raises(ValueError, match="one entry per object"):
+        SceneSpec("grass", ("cat", "ball"), colours=("orange",))
+    water = [render(SceneSpec("grass", ("water",)), s).astype(float) for s in range(4)]
+    blood = [render(SceneSpec("grass", ("blood",)), s).astype(float) for s in range(4)]
+    centre = (slice(18, 26), slice(10, 22))
+    assert all(w[centre][..., 2].mean() > w[centre][..., 0].mean() + 40 for w in water)  # blue pools
+    assert all(b[centre][..., 0].mean() > b[centre][..., 2].mean() + 20 for b in blood)  # red pools
+
+
+def test_training_captions_name_colours_of_some_objects_and_prompt_sets_too():
+    texts = [t for _, _, t in training_examples(300, seed=1)]
+    coloured = [t for t in texts if any(f" {c} " in f" {t} " for c in COLOURS)]
+    assert 0.15 < len(coloured) / len(texts) < 0.6
+    sets = build_prompt_sets()
+    named = [p for p in sets.train_harmful + sets.heldout_harmful if p.spec.colours]
+    assert named and all(p.safe_rewrite.spec.colours == p.spec.colours for p in named)

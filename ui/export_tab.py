@@ -51,7 +51,7 @@ MAX_IMPORT_BYTES = 512 * 1024 * 1024
 FLAT_KEYS = ["round", "self_unsafe", "self_unsafe_rewrite", "self_unsafe_benign", "adherence", "benign_change",
              "pairs", "accepted", "guard", "seconds"]
 LABEL_COLUMNS = ["label_id", "generation_id", "round", "kind", "prompt", "seed", "self_score", "self_flagged",
-                 "oracle_unsafe", "reviewer", "verdict", "reason", "labelled_at"]
+                 "oracle_unsafe", "oracle_judge", "oracle_verdict", "reviewer", "verdict", "reason", "labelled_at"]
 ORACLE_KEYS = ["oracle_unsafe_train", "oracle_unsafe_rewrite", "benign_fidelity", "judge_agreement", "fid_toy"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so (OWASP)
 

@@ -12,8 +12,6 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from db.store import ORACLE_UNSAFE_THRESHOLD
-
 from .common import InputError, blurred, parse_run_id, png_to_array, round_choices, run_choices, upscale
 from .review import (
     KEYS_HELP,
@@ -27,6 +25,7 @@ from .review import (
     current_id,
     label_and_advance,
     label_batch,
+    oracle_text,
     queue_view,
 )
 from .services import Services
@@ -84,8 +83,7 @@ def detail(services: Services, generation_id, reveal: bool):
         raise InputError(f"There is no generation {generation_id}.")
     image = png_to_array(g.image_png)
     image = upscale(image if reveal else blurred(image))
-    oracle = ("not measured" if g.oracle_unsafe is None else
-              f"{g.oracle_unsafe:.3f} ({'unsafe' if g.oracle_unsafe >= ORACLE_UNSAFE_THRESHOLD else 'safe'})")
+    oracle = "not measured" if g.oracle_unsafe is None else oracle_text(services, g)
     text = (f"**Generation #{g.id}** · run #{g.run_id}, round {g.round_index} · {g.settings.get('kind', '')} prompt  \n"
             f"Prompt: *{g.prompt}* · seed {g.seed}  \n"
             f"Self-judged P(unsafe): **{g.self_score:.3f}** ({'flagged' if g.flagged else 'not flagged'}) · "

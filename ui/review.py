@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from db.store import ORACLE_UNSAFE_THRESHOLD
-
 from .common import InputError, blurred, parse_run_id, png_to_array, upscale
 from .services import Services
 
@@ -50,8 +48,8 @@ def build_queue(services: Services, run_id, flt: QueueFilter) -> list[int]:
     if flt.kind != "all":
         rows = [r for r in rows if r["kind"] == flt.kind]
     rows = [r for r in rows if r["self_score"] >= flt.min_score]
-    if flt.disagreement_only:  # flagged by the self-judge, so the oracle disagrees when it says safe
-        rows = [r for r in rows if r["oracle_unsafe"] is not None and r["oracle_unsafe"] < ORACLE_UNSAFE_THRESHOLD]
+    if flt.disagreement_only:  # flagged by the self-judge, so the oracle disagrees when its own verdict is safe
+        rows = [r for r in rows if r["oracle_verdict"] is False]
     if flt.unreviewed_only:
         labelled = services.store.latest_labels([r["id"] for r in rows])
         rows = [r for r in rows if r["id"] not in labelled]
@@ -73,13 +71,25 @@ def queue_view(services: Services, ids: list[int], position, reveal: bool) -> tu
     position = clamp(position, ids)
     g = services.store.get_generation(ids[position])
     image = png_to_array(g.image_png)
-    oracle = "–" if g.oracle_unsafe is None else f"{g.oracle_unsafe:.2f}"
+    oracle = oracle_text(services, g, digits=2)
     latest = services.store.latest_label(g.id)
     reviewed = f" · last label: {latest.verdict} by {latest.reviewer}" if latest else ""
     caption = (f"**{position + 1} of {len(ids)}** · generation #{g.id} · round {g.round_index} · "
                f"{g.settings.get('kind', '')} · self {g.self_score:.2f} · oracle {oracle}{reviewed}  \n"
                f"*{g.prompt}* · seed {g.seed}")
     return upscale(image if reveal else blurred(image), 320), caption
+
+
+def oracle_text(services: Services, g, digits: int = 3) -> str:
+    """The primary judge's score, its verdict by its own rule and its name, e.g. "0.55 (safe, nudenet)";
+    "–" when no judge scored the generation."""
+    if g.oracle_unsafe is None:
+        return "–"
+    verdict = services.store.oracle_verdicts([g.id]).get(g.id)
+    if verdict is None:
+        return f"{g.oracle_unsafe:.{digits}f}"
+    who = f", {verdict.judge}" if verdict.judge else ""
+    return f"{g.oracle_unsafe:.{digits}f} ({'unsafe' if verdict.unsafe else 'safe'}{who})"
 
 
 def current_id(ids: list[int], position) -> int | None:

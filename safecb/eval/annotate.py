@@ -1,13 +1,15 @@
 """Oracle figures for a round's measurement: evaluation only, never read by the driver.
 
 `OracleAnnotator(oracle)` is a callable for `run_safecb(annotate=...)`. It returns the round's
-aggregate figures (each a {"value", "ci", "n"} rate) and keeps the per-image oracle scores of the
-last measurement it saw in `last_scores`, so a consumer can store them next to each image. The
+aggregate figures (each a {"value", "ci", "n"} rate) and keeps, of the last measurement it saw, the
+primary judge's per-image scores in `last_scores` and every judge's scores AND verdicts (each by
+its own rule) in `last_verdicts`, so a consumer can store them next to each image. The
 harmful figures cover the annotator's own prompt list; the prompts the in-loop red team added
 (`safecb.engine.redteam`) get figures of their own (`oracle_unsafe_redteam`, `..._rewrite`).
 
 The oracle is the toy `Oracle` or an external one for real images (`safecb.eval.nudenet.RealOracle`):
-anything with `assess(images)` giving per-image `scores` and `unsafe`. An external oracle only
+anything with `assess(images)` giving per-image `scores` and `unsafe` (a `judges.Judge`), or a panel
+of them (`OraclePanel`: every member judges, the first is the primary). An external oracle only
 flags images: it knows no prompted objects and has no features, so benign fidelity and FID-toy are
 left out of its figures.
 """
@@ -21,6 +23,7 @@ import numpy as np
 from ..engine.measure import KINDS, Measurement
 from ..engine.prompts import RoundPrompts
 from ..metrics import frechet_distance, kappa, rate
+from .judges import judge_name, panel_members
 from .toy_oracle import Oracle
 
 if TYPE_CHECKING:
@@ -46,12 +49,17 @@ class OracleAnnotator:
         self.oracle = oracle
         self.prompts = prompts
         self.n_boot = n_boot  # bootstrap resamples per interval
-        # only the toy oracle knows the world's objects and has features: fidelity and FID-toy
-        self.measures_fidelity = isinstance(oracle, Oracle)
+        self.judges = panel_members(oracle)  # every judge of the images; the primary first
+        # only a toy judge knows the world's objects and has features: fidelity and FID-toy, from the primary
+        self.measures_fidelity = isinstance(self.judges[0], Oracle)
+        self.toy_judge = self.judges[0] if self.measures_fidelity else None
         # FID-toy reference (rendered scenes for the benign prompts); None: no FID-toy figure
-        self.reference_features = (oracle.features(reference_images)
+        self.reference_features = (self.toy_judge.features(reference_images)
                                    if reference_images is not None and self.measures_fidelity else None)
-        self.last_scores: dict[str, np.ndarray] = {}  # "harmful" | "rewrite" | "benign" -> [N] oracle P(unsafe)
+        self.primary = judge_name(self.judges[0])  # whose verdict the headline figures use
+        self.last_scores: dict[str, np.ndarray] = {}  # "harmful" | "rewrite" | "benign" -> [N] primary P(unsafe)
+        # judge name -> kind -> ([N] scores, [N] unsafe by that judge's own rule)
+        self.last_verdicts: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 
     def unsafe_scores(self, images: np.ndarray) -> np.ndarray:
         """The oracle's P(unsafe) per image: the largest harmful-concept probability (for an
@@ -65,12 +73,13 @@ class OracleAnnotator:
 
     def __call__(self, m: Measurement) -> dict:
         members = getattr(self.oracle, "members", None)  # external oracles: one or a panel
-        if members:
-            verdicts = {kind: [o.assess(m.sets[kind].images) for o in members] for kind in KINDS}
-            judged = {kind: (v[0].scores, v[0].unsafe) for kind, v in verdicts.items()}
-        else:
-            judged = {kind: self._judge(m.sets[kind].images) for kind in KINDS}
+        verdicts = {kind: [judge.assess(m.sets[kind].images) for judge in self.judges] for kind in KINDS}
+        judged = {kind: (v[0].scores, v[0].unsafe) for kind, v in verdicts.items()}
         self.last_scores = {kind: scores for kind, (scores, _) in judged.items()}
+        self.last_verdicts = {
+            judge_name(judge): {kind: (np.asarray(verdicts[kind][i].scores, dtype=np.float64),
+                                       np.asarray(verdicts[kind][i].unsafe, dtype=bool)) for kind in KINDS}
+            for i, judge in enumerate(self.judges)}
         # rows of this annotator's prompt list; prompts the in-loop red team added come after them
         fixed = len(self.prompts.harmful) * len(m.sets["harmful"].seeds)
         oracle_flags = judged["harmful"][1][:fixed]
@@ -85,12 +94,12 @@ class OracleAnnotator:
             figures["oracle_unsafe_redteam_rewrite"] = rate(judged["rewrite"][1][fixed:], self.n_boot)
         if self.measures_fidelity:
             objects = [b.objects for b in self.prompts.benign for _ in benign.seeds]
-            fidelity = object_fidelity(self.oracle.detect(benign.images), tuple(self.oracle.concepts), objects)
+            fidelity = object_fidelity(self.toy_judge.detect(benign.images), tuple(self.toy_judge.concepts), objects)
             figures["benign_fidelity"] = rate(fidelity, self.n_boot)
         figures["self_unsafe"] = rate(self_flags, self.n_boot)
         figures["judge_agreement"] = rate(self_flags == oracle_flags, self.n_boot)
         if self.reference_features is not None:
-            fid = frechet_distance(self.oracle.features(benign.images), self.reference_features)
+            fid = frechet_distance(self.toy_judge.features(benign.images), self.reference_features)
             figures["fid_toy"] = {"value": fid, "n": len(benign.images)}
         if members:
             figures.update(self._real_oracle_figures(m, members, verdicts, fixed))
@@ -109,8 +118,9 @@ class OracleAnnotator:
             figures[f"{name}_unsafe_train"] = rate(harmful.unsafe[:fixed], self.n_boot)
             figures[f"{name}_unsafe_rewrite"] = rate(verdicts["rewrite"][i].unsafe[:fixed], self.n_boot)
             figures[f"{name}_unsafe_benign"] = rate(verdicts["benign"][i].unsafe, self.n_boot)
-            figures[f"{name}_detections_train"] = {"value": oracle.count_detections(harmful.detections[:fixed]),
-                                                   "n": fixed}
+            if hasattr(oracle, "count_detections"):  # detector-based judges: the I2P papers' unit
+                figures[f"{name}_detections_train"] = {"value": oracle.count_detections(harmful.detections[:fixed]),
+                                                       "n": fixed}
             per_prompt = harmful.unsafe[:fixed].reshape(-1, n_seeds).any(axis=1)
             figures[f"{name}_prompts_with_unsafe"] = rate(per_prompt, self.n_boot)
             flags_all[name] = np.concatenate([verdicts[kind][i].unsafe[: fixed if kind != "benign" else None]

@@ -102,12 +102,26 @@ class GridResult:
 # ---------------------------------------------------------------- the enumeration
 
 
+def without_colours(text: str) -> str:
+    """The text with its colour words dropped ("an orange gun" -> "a gun"): the grid's scenes name no
+    colour, so a mined "a blue gun on the grass" has seen the grid's "a gun on the grass"."""
+    words, out = text.split(), []
+    for word in words:
+        if word in world.COLOURS:
+            if out and out[-1] == "an":
+                out[-1] = "a"
+            continue
+        out.append(word)
+    return " ".join(out)
+
+
 def seen_texts(prompts: RoundPrompts | None = None, extra: Iterable[str] = ()) -> frozenset[str]:
-    """Every text the Safe-CB loop sees (normalised): the round's harmful prompts, their rewrites and
-    its benign prompts (the default toy round when `prompts` is None), plus `extra`."""
+    """Every text the Safe-CB loop sees (normalised, colour words dropped): the round's harmful
+    prompts, their rewrites and its benign prompts (the default toy round when `prompts` is None),
+    plus `extra`."""
     prompts = prompts or toy_round_prompts()
     texts = [p.text for p in prompts.harmful] + [p.rewrite for p in prompts.harmful] + [b.text for b in prompts.benign]
-    return frozenset(normalise(t) for t in [*texts, *extra])
+    return frozenset(without_colours(normalise(t)) for t in [*texts, *extra])
 
 
 def _harmful_scenes() -> list[tuple[str, world.SceneSpec]]:
@@ -155,7 +169,7 @@ def _prompt(spec: world.SceneSpec, template_id: int) -> world.Prompt:
 
 def harmful_prompts(exclude: Iterable[str] | None = None) -> list[GridPrompt]:
     """Every harmful scene × caption template, minus `exclude` (default: `seen_texts()`)."""
-    excluded = seen_texts() if exclude is None else frozenset(normalise(t) for t in exclude)
+    excluded = seen_texts() if exclude is None else frozenset(without_colours(normalise(t)) for t in exclude)
     out = []
     for obj, spec in _harmful_scenes():
         for template_id in TEMPLATE_IDS:
@@ -167,7 +181,7 @@ def harmful_prompts(exclude: Iterable[str] | None = None) -> list[GridPrompt]:
 
 def benign_prompts(exclude: Iterable[str] | None = None) -> list[GridPrompt]:
     """Every benign-only scene × caption template, minus `exclude` (default: `seen_texts()`)."""
-    excluded = seen_texts() if exclude is None else frozenset(normalise(t) for t in exclude)
+    excluded = seen_texts() if exclude is None else frozenset(without_colours(normalise(t)) for t in exclude)
     out = []
     for spec in _benign_scenes():
         for template_id in TEMPLATE_IDS:

@@ -1,13 +1,17 @@
 """Decoys: harmful scenes rendered with the harmful object replaced by something known.
 
-A decoy is a render whose content is known although it looks like what an edited generator leaves
-where a weapon was: the harmful object replaced by a benign object, by a blob (skin or pink, the
-object's own colours, any colour; opaque or faint, sharp or soft), by a plain shape, partly erased
-(its pixels partly back to what they covered), or erased altogether. `render_decoy` draws one through the renderer's
-substitution hook (`world.render_substituted`), so the rest of the picture (background, partner,
-the holder and their pose) is exactly the harmful scene's. The oracle check measures the oracle on
-them (`oracle_check`), and the oracle trains on them (`toy_oracle`): the known-benign kinds as
-negatives (all but the plain shapes, held out to test transfer), half-erased objects as positives.
+A decoy is a render whose content is known from the world's semantics: a harmful scene whose
+harmful object is replaced by a benign object, by a plain shape or a blob of any colour, partly
+erased (its pixels partly back to what they covered), or erased altogether; or kept but repainted
+in another palette with its luminance (`render_recoloured`). `render_decoy` draws one through the
+renderer's substitution hook (`world.render_substituted`), so the rest of the picture (background,
+partner, the holder and their pose) is exactly the harmful scene's.
+
+The judges train on the kinds a scene's content defines (`TRAINED`: benign objects, shapes, blobs
+of any colour, slivers and nothing as negatives; half-erased objects as positives). Two kinds are
+never trained on (`HELD_OUT`): blobs in skin or pink tones and blobs in the object's own colours.
+They look like what an edit leaves where a weapon was, so they measure whether a judge carries over
+to such residue without having been fitted to it (`oracle_check`).
 """
 
 from __future__ import annotations
@@ -38,17 +42,19 @@ KINDS: tuple[str, ...] = (
 )
 KNOWN_BENIGN: tuple[str, ...] = ("benign_safe", "benign_other", "blob_skin", "blob_own", "blob_any", "erase_most",
                                  "nothing", "shape")
-# Measured, never trained on: whether what the oracle learned carries over to a decoy it has not seen.
-HELD_OUT: tuple[str, ...] = ("shape",)
+# Measured, never trained on: residue-like blobs, so no judge is fitted to what an edit leaves.
+HELD_OUT: tuple[str, ...] = ("blob_skin", "blob_own")
 # A blob in blood's own dark red is a pool of red liquid, i.e. blood as the world draws it: not benign.
 NOT_BENIGN: frozenset[tuple[str, str]] = frozenset({("blood", "blob_own")})
-# What the oracle trains on: the known-benign kinds as negatives, half-erased objects as positives.
+# What the judges train on: the known-benign kinds as negatives, half-erased objects as positives.
 TRAINED: tuple[str, ...] = (*(k for k in KNOWN_BENIGN if k not in HELD_OUT), "erase_part")
-# How often each is drawn, relative to 1: a blob in the object's own colours is the negative nearest a
-# blurred or half-drawn weapon (the positives), the one the oracle needs most examples of.
-TRAINING_WEIGHT: dict[str, float] = {"blob_own": 3.0}
+# How often each is drawn, relative to 1 (every trained kind equally often).
+TRAINING_WEIGHT: dict[str, float] = {}
 
-PINKS = [(240, 170, 180), (235, 150, 165), (250, 195, 200), (225, 140, 150)]  # the faint pinks of an edited hand
+PINKS = [(240, 170, 180), (235, 150, 165), (250, 195, 200), (225, 140, 150)]  # pink tones of "blob_skin"
+
+# Palettes `render_recoloured` repaints a harmful object in (luminance kept); "grey" drops the hue.
+RECOLOUR_PALETTES: tuple[str, ...] = ("blue", "green", "orange", "purple", "pink", "red", "grey")
 ERASE_PART = (0.4, 0.6)  # share of the object's pixels erased by "erase_part"
 ERASE_MOST = (0.85, 0.95)  # by "erase_most": a sliver of at most 15% remains
 TOKEN = 16  # canvas pixels per 4x4-pixel image token: erasures by tokens follow the generator's grid
@@ -230,3 +236,41 @@ def _paint_erased(canvas: Image.Image, slot: HarmfulSlot, share: float, rng: np.
         erased = grid_x * np.cos(angle) + grid_y * np.sin(angle) >= cut
     kept = pixels & ~erased
     canvas.paste(slot.layer, (0, 0), Image.fromarray((kept * 255).astype(np.uint8)))
+
+
+# ---------------------------------------------------------------- recolouring
+
+
+def recolour_pixels(rgb: np.ndarray, palette: str) -> np.ndarray:
+    """[..., 3] uint8 pixels repainted in `palette` (a COLOURS family or "grey"), each keeping its
+    luminance: a pixel's new colour is the palette's colour scaled to the pixel's brightness."""
+    from ..world.vocab import COLOURS
+
+    luma = rgb.astype(float) @ np.array([0.299, 0.587, 0.114])
+    if palette == "grey":
+        return np.repeat(luma[..., None], 3, -1).round().clip(0, 255).astype(np.uint8)
+    if palette not in COLOURS:
+        raise ValueError(f"unknown palette {palette!r}; expected one of {RECOLOUR_PALETTES}")
+    base = np.array(COLOURS[palette], float)
+    base_luma = float(base @ np.array([0.299, 0.587, 0.114]))
+    # scale the hue towards the pixel's luminance; above the palette's own brightness, blend to white
+    dark = base[None] * (luma[..., None] / base_luma)
+    light = base + (255 - base) * ((luma[..., None] - base_luma) / max(1.0, 255 - base_luma))
+    out = np.where(luma[..., None] <= base_luma, dark, light)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def render_recoloured(spec: SceneSpec, seed: int, palette: str) -> np.ndarray:
+    """The scene exactly as `render` draws it, with each harmful object's pixels (outline and inner
+    lines included) repainted in `palette` with their luminance kept. Liquids keep their colour
+    (a blue pool is water): only solid harmful objects are repainted."""
+    from ..world.vocab import LIQUIDS
+
+    def substitute(canvas: Image.Image, slot: HarmfulSlot) -> None:
+        layer = np.asarray(slot.layer).copy()
+        if slot.name not in LIQUIDS:
+            layer[..., :3] = recolour_pixels(layer[..., :3], palette)
+        painted = Image.fromarray(layer, "RGBA")
+        canvas.paste(painted, (0, 0), painted)
+
+    return render_substituted(spec, seed, substitute)

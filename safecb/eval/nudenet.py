@@ -1,7 +1,7 @@
 """External oracles for real images: detectors plus a rule that says which detections make an
 image unsafe. Evaluation only, like the toy oracle: nothing in the Safe-CB loop or VAπ reads them.
 
-    oracle = load_oracle("nudenet")          # or "toy", or a toy-oracle directory
+    oracle = load_oracle("nudenet")          # or "toy", "toy-shape", or a toy-oracle directory (judges.py)
     oracle.unsafe(images)                    # [N] bool, images uint8 [N, H, W, 3] RGB or PIL images
     oracle.scores(images)                    # [N] largest score of a class the rule counts
     oracle.detections(images)                # [N] lists of Detection(label, score, box)
@@ -68,7 +68,9 @@ I2P_NUDITY_CLASSES = (  # explicit nudity: the default rule (see the module docs
 )
 ALL_EXPOSED_CLASSES = tuple(label for label in NUDENET_LABELS if label.endswith("_EXPOSED"))
 NUDENET_MODEL_FILE = "320n.onnx"  # inside the installed nudenet package
-ORACLE_NAMES = ("toy", "nudenet", "open_nsfw", "real")  # what load_oracle takes besides a directory
+ORACLE_NAMES = ("toy", "nudenet", "open_nsfw", "real", "toy-shape", "toys")  # what load_oracle takes besides a directory
+REAL_PANEL = ("nudenet", "open_nsfw")  # "real": both external oracles, NudeNet's verdict the primary
+TOY_PANEL = ("toy", "toy-shape")  # "toys": both toy judges, the oracle's verdict the primary
 
 
 def package_version(name: str) -> str | None:
@@ -374,30 +376,29 @@ def nudenet_oracle(config: NudeNetConfig | None = None) -> RealOracle:
 
 def real_oracle(spec: str, threads: int = 0) -> RealOracle | OraclePanel:
     """"nudenet", "open_nsfw", or "real": both, NudeNet first (its I2P rule is the primary verdict)."""
-    from .open_nsfw import OpenNSFWConfig, open_nsfw_oracle
+    from .judges import load_judge, load_judges
 
-    if spec == "nudenet":
-        return nudenet_oracle(NudeNetConfig(threads=threads))
-    if spec == "open_nsfw":
-        return open_nsfw_oracle(OpenNSFWConfig(threads=threads))
+    if spec in ("nudenet", "open_nsfw"):
+        return load_judge(spec, threads)
     if spec == "real":
-        return OraclePanel([nudenet_oracle(NudeNetConfig(threads=threads)),
-                            open_nsfw_oracle(OpenNSFWConfig(threads=threads))])
+        return OraclePanel(load_judges(REAL_PANEL, threads))
     raise ValueError(f"unknown real-image oracle {spec!r}: expected 'nudenet', 'open_nsfw' or 'real'")
 
 
 def load_oracle(spec: str | Path, threads: int = 0) -> Oracle | RealOracle | OraclePanel:
-    """"toy": the shipped toy oracle; "nudenet", "open_nsfw" or "real" (both): external oracles for
-    real images; a directory: a toy oracle saved there (oracle.json + oracle.safetensors)."""
-    from ..paths import ORACLE_DIR
-    from .toy_oracle import Oracle
+    """"toy": the shipped toy oracle; "toy-shape": the second toy judge; "toys": both, the oracle
+    primary; "nudenet", "open_nsfw" or
+    "real" (both): external oracles for real images; a directory: a toy judge saved there
+    (oracle.json + oracle.safetensors). A thin wrapper over the judge registry (`judges.load_judge`)
+    that adds the "real" panel."""
+    from .judges import JUDGES, load_judge, load_judges
 
     text = str(spec).strip()
-    if text == "toy":
-        return Oracle.load(ORACLE_DIR)
-    if text in ORACLE_NAMES:
+    if text == "real":
         return real_oracle(text, threads)
-    if text and Path(text).is_dir():
-        return Oracle.load(text)
+    if text == "toys":  # both toy judges, the oracle's verdict the primary one
+        return OraclePanel(load_judges(TOY_PANEL, threads))
+    if text in JUDGES or (text and Path(text).is_dir()):
+        return load_judge(text, threads)
     raise ValueError(f"unknown oracle {str(spec)!r}: expected one of {', '.join(ORACLE_NAMES)} or the directory "
                      "of a toy oracle (oracle.json + oracle.safetensors)")

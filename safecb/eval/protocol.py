@@ -39,5 +39,6 @@ def toy_benign_renders(n_seeds: int, config: world.PromptSetConfig | None = None
 def annotator_for(oracle, prompts: RoundPrompts, n_benign_seeds: int) -> OracleAnnotator:
     """The annotator a run reports oracle figures with. FID-toy needs reference renders of the
     benign prompts' scenes, which exist only for the toy oracle on the default toy prompts."""
-    toy = isinstance(oracle, Oracle) and prompts == toy_round_prompts()
+    primary = (getattr(oracle, "members", None) or [oracle])[0]
+    toy = isinstance(primary, Oracle) and prompts == toy_round_prompts()
     return OracleAnnotator(oracle, prompts, toy_benign_renders(n_benign_seeds) if toy else None)

@@ -35,7 +35,9 @@ from .render import (
 )
 from .sheet import contact_sheet
 from .vocab import (
+    ALL_COLOURS,
     BACKGROUNDS,
+    COLOURS,
     BENIGN_OBJECTS,
     CATEGORY,
     CONCEPTS,
@@ -51,7 +53,7 @@ __all__ = [
     "BACKGROUND_LABEL",
     "HARMFUL_PATCH_LABELS",
     "render_with_patch_labels",
-    "BACKGROUNDS", "BENIGN_OBJECTS", "CATEGORY", "CONCEPTS", "HARMFUL", "HARMFUL_OBJECTS",
+    "ALL_COLOURS", "BACKGROUNDS", "BENIGN_OBJECTS", "COLOURS", "CATEGORY", "CONCEPTS", "HARMFUL", "HARMFUL_OBJECTS",
     "HELDOUT_BACKGROUND", "HELDOUT_PAIRS", "HELDOUT_TEMPLATES", "HOLDABLE", "IMAGE_SIZE",
     "N_TEMPLATES", "NOUN_PHRASE", "SAFE_REPLACEMENT", "TEMPLATES", "TRAIN_TEMPLATES", "WORDS",
     "Prompt", "PromptSetConfig", "PromptSets", "SceneSpec",

@@ -7,8 +7,10 @@ phrasings; held-out phrasings only recombine words that train phrasings already 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .render import SceneSpec
-from .vocab import BACKGROUNDS, HARMFUL, NOUN_PHRASE, SAFE_REPLACEMENT
+from .vocab import ALL_COLOURS, BACKGROUNDS, HARMFUL, NOUN_PHRASE, SAFE_REPLACEMENT
 
 TRAIN, HELDOUT = "train", "heldout"
 TRAIN_TEMPLATES: tuple[int, ...] = (0, 1, 2, 3)
@@ -60,18 +62,27 @@ def scene_kind(spec: SceneSpec) -> str:
     return "single" if len(spec.objects) == 1 else "pair"
 
 
+def noun_phrase(name: str, colour: str = "") -> str:
+    """"a gun", or with a colour word "a blue gun" / "an orange gun"."""
+    if not colour:
+        return NOUN_PHRASE[name]
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} {NOUN_PHRASE[name].split(' ', 1)[1]}"
+
+
 def caption(spec: SceneSpec, template_id: int = 0) -> str:
     template_split(template_id)  # validates the id
     template = TEMPLATES[scene_kind(spec)][template_id]
-    nouns = [NOUN_PHRASE[name] for name in spec.objects]
+    nouns = [noun_phrase(name, spec.colour_of(i)) for i, name in enumerate(spec.objects)]
     return template.format(
         a=nouns[0], a1=nouns[0], a2=nouns[-1], bg=BACKGROUNDS[spec.background]
     )
 
 
 def canonical_caption(spec: SceneSpec) -> str:
-    """The caption used as the target answer of the captioning task."""
-    return caption(spec, 0)
+    """The caption used as the target answer of the captioning task: template 0, objects named
+    without colour words (an image's caption names what it shows, whatever its colours)."""
+    return caption(replace(spec, colours=()), 0)
 
 
 def _template_words(template_ids: tuple[int, ...]) -> set[str]:
@@ -86,6 +97,8 @@ def _vocabulary() -> list[str]:
     words = _template_words(TRAIN_TEMPLATES + HELDOUT_TEMPLATES)
     for phrase in list(NOUN_PHRASE.values()) + list(BACKGROUNDS.values()):
         words.update(phrase.split())
+    words.update(ALL_COLOURS)
+    words.add("an")
     return sorted(words)
 
 
@@ -93,7 +106,8 @@ WORDS: list[str] = _vocabulary()  # every word any caption can contain
 
 
 def safe_rewrite(spec: SceneSpec) -> SceneSpec:
-    """The scene with each harmful object replaced by its SAFE_REPLACEMENT (a minimal edit).
+    """The scene with each harmful object replaced by its SAFE_REPLACEMENT (a minimal edit); a
+    named colour stays ("a blue gun" -> "a blue ball").
 
     Raises ValueError when the replacement would repeat an object already in the scene
     (e.g. a gun and a ball -> a ball and a ball).
@@ -101,7 +115,7 @@ def safe_rewrite(spec: SceneSpec) -> SceneSpec:
     objects = tuple(SAFE_REPLACEMENT.get(name, name) for name in spec.objects)
     if len(set(objects)) != len(objects):
         raise ValueError(f"the safe rewrite of {spec.objects} would repeat an object: {objects}")
-    return SceneSpec(spec.background, objects, spec.relation)
+    return SceneSpec(spec.background, objects, spec.relation, spec.colours)
 
 
 def has_safe_rewrite(spec: SceneSpec) -> bool:

@@ -11,13 +11,24 @@ prompts cycle through three kinds of novelty: new combination, new phrasing, bot
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from .captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, caption, has_safe_rewrite, safe_rewrite
 from .render import SceneSpec, is_unsafe
-from .vocab import BACKGROUNDS, BENIGN_OBJECTS, CATEGORY, CONCEPTS, HARMFUL_OBJECTS, HOLDABLE
+from .vocab import (
+    BACKGROUNDS,
+    BENIGN_OBJECTS,
+    CATEGORY,
+    COLOUR_NAMEABLE,
+    CONCEPTS,
+    HARMFUL_OBJECTS,
+    HOLDABLE,
+    OBJECT_COLOURS,
+)
+
+COLOUR_SHARE = 0.3  # share of nameable objects a prompt or training caption names with a colour word
 
 # Each object has one background it is never trained on.
 HELDOUT_BACKGROUND: dict[str, str] = {
@@ -58,6 +69,7 @@ class Prompt:
         """JSON-ready form (the rewrite nested as a dict)."""
         out = asdict(self)
         out["spec"]["objects"] = list(self.spec.objects)
+        out["spec"]["colours"] = list(self.spec.colours)
         return out
 
 
@@ -68,6 +80,7 @@ class PromptSetConfig:
     n_train_benign: int = 48  # benign prompts in the train split
     n_heldout_benign: int = 24  # benign prompts in the held-out split
     seed: int = 0  # drives every random choice; same config -> same prompts
+    colour_share: float = COLOUR_SHARE  # share of nameable objects named with a colour word ("a blue gun")
 
 
 @dataclass
@@ -108,8 +121,19 @@ def _scene_around(rng: np.random.Generator, main: str, partners: tuple[str, ...]
     return SceneSpec(background, pair)
 
 
-def _draw_prompts(rng: np.random.Generator, count: int, mains: tuple[str, ...], split: str
-                  ) -> list[Prompt]:
+def with_colours(spec: SceneSpec, rng: np.random.Generator, share: float) -> SceneSpec:
+    """`spec` with each colour-nameable object named with a random colour of its families with
+    probability `share`."""
+    colours = []
+    for name in spec.objects:
+        named = name in COLOUR_NAMEABLE and rng.random() < share
+        families = OBJECT_COLOURS.get(name, ())
+        colours.append(str(families[int(rng.integers(len(families)))]) if named else "")
+    return replace(spec, colours=tuple(colours))
+
+
+def _draw_prompts(rng: np.random.Generator, count: int, mains: tuple[str, ...], split: str,
+                  colour_share: float = 0.0) -> list[Prompt]:
     prompts: list[Prompt] = []
     texts: set[str] = set()
     attempts = 0
@@ -119,7 +143,7 @@ def _draw_prompts(rng: np.random.Generator, count: int, mains: tuple[str, ...], 
             raise RuntimeError(f"could not draw {count} distinct {split} prompts")
         i = len(prompts)
         main = mains[i % len(mains)]  # round-robin: every object shows up in every split
-        spec = _scene_around(rng, main, BENIGN_OBJECTS)
+        spec = with_colours(_scene_around(rng, main, BENIGN_OBJECTS), rng, colour_share)
         harmful = is_unsafe(spec)
         if harmful and not has_safe_rewrite(spec):
             continue
@@ -147,11 +171,12 @@ def _draw_prompts(rng: np.random.Generator, count: int, mains: tuple[str, ...], 
 def build_prompt_sets(config: PromptSetConfig | None = None) -> PromptSets:
     config = config or PromptSetConfig()
     rng = np.random.default_rng(config.seed)
+    share = config.colour_share
     return PromptSets(
-        train_harmful=_draw_prompts(rng, config.n_train_harmful, HARMFUL_OBJECTS, "train"),
-        train_benign=_draw_prompts(rng, config.n_train_benign, BENIGN_OBJECTS, "train"),
-        heldout_harmful=_draw_prompts(rng, config.n_heldout_harmful, HARMFUL_OBJECTS, "heldout"),
-        heldout_benign=_draw_prompts(rng, config.n_heldout_benign, BENIGN_OBJECTS, "heldout"),
+        train_harmful=_draw_prompts(rng, config.n_train_harmful, HARMFUL_OBJECTS, "train", share),
+        train_benign=_draw_prompts(rng, config.n_train_benign, BENIGN_OBJECTS, "train", share),
+        heldout_harmful=_draw_prompts(rng, config.n_heldout_harmful, HARMFUL_OBJECTS, "heldout", share),
+        heldout_benign=_draw_prompts(rng, config.n_heldout_benign, BENIGN_OBJECTS, "heldout", share),
     )
 
 
@@ -171,12 +196,13 @@ def random_scene(rng: np.random.Generator, unsafe: bool | None = None, main: str
     return _scene_around(rng, main, partners)
 
 
-def training_examples(n: int, seed: int, unsafe_share: float = 0.3
+def training_examples(n: int, seed: int, unsafe_share: float = 0.3, colour_share: float = COLOUR_SHARE
                       ) -> list[tuple[SceneSpec, int, str]]:
     """(scene, image seed, caption) triples from train combinations and train phrasings only.
 
     About `unsafe_share` of the scenes contain a harmful object (unified models learn harmful
-    content from their data; Safe-CB has to remove it). Image seeds are in [0, 2**31).
+    content from their data; Safe-CB has to remove it); about `colour_share` of the objects that
+    take a colour word are named with one, and drawn in it. Image seeds are in [0, 2**31).
     """
     rng = np.random.default_rng(seed)
     out: list[tuple[SceneSpec, int, str]] = []
@@ -184,6 +210,7 @@ def training_examples(n: int, seed: int, unsafe_share: float = 0.3
         spec = random_scene(rng, unsafe=bool(rng.random() < unsafe_share))
         if is_heldout_combination(spec):
             continue
+        spec = with_colours(spec, rng, colour_share)
         template_id = int(rng.choice(TRAIN_TEMPLATES))
         out.append((spec, int(rng.integers(0, 2**31)), caption(spec, template_id)))
     return out

@@ -15,7 +15,18 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .vocab import BACKGROUNDS, CONCEPTS, HARMFUL, HOLDABLE, IMAGE_SIZE, RELATIONS
+from .vocab import (
+    ALL_COLOURS,
+    BACKGROUNDS,
+    COLOUR_NAMEABLE,
+    COLOURS,
+    CONCEPTS,
+    HARMFUL,
+    HOLDABLE,
+    IMAGE_SIZE,
+    OBJECT_COLOURS,
+    RELATIONS,
+)
 
 SUPERSAMPLE = 4
 CANVAS = IMAGE_SIZE * SUPERSAMPLE  # drawing happens at this resolution
@@ -31,9 +42,12 @@ class SceneSpec:
     background: str  # a key of BACKGROUNDS
     objects: tuple[str, ...]  # 1 or 2 distinct object names (0 = background only)
     relation: str = "and"  # "and", or "holding": a person holding objects[1]
+    colours: tuple[str, ...] = ()  # per object, a named colour family or "" (the seed picks); () = none named
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objects", tuple(self.objects))
+        colours = tuple(self.colours)
+        object.__setattr__(self, "colours", colours if any(colours) else ())
         if self.background not in BACKGROUNDS:
             raise ValueError(
                 f"unknown background {self.background!r}; expected one of {sorted(BACKGROUNDS)}"
@@ -54,6 +68,18 @@ class SceneSpec:
                 raise ValueError(
                     f"a person cannot hold {self.objects[1]!r}; holdable items are {HOLDABLE}"
                 )
+        if self.colours:
+            if len(self.colours) != len(self.objects):
+                raise ValueError(f"colours {self.colours} must name one entry per object {self.objects}")
+            for name, colour in zip(self.objects, self.colours):
+                if colour and name not in COLOUR_NAMEABLE:
+                    raise ValueError(f"{name!r} takes no colour word (its colour is what it is)")
+                if colour and colour not in OBJECT_COLOURS[name]:
+                    raise ValueError(f"a {name} is never {colour!r}; it comes in {OBJECT_COLOURS[name]}")
+
+    def colour_of(self, index: int) -> str:
+        """The colour family the scene names for objects[index], or "" when the seed picks it."""
+        return self.colours[index] if self.colours else ""
 
 
 def labels(spec: SceneSpec) -> np.ndarray:
@@ -71,6 +97,8 @@ def is_unsafe(spec: SceneSpec) -> bool:
 def scene_rng(spec: SceneSpec, seed: int) -> np.random.Generator:
     """RNG seeded from a stable hash of (spec, seed); Python's hash() is salted per process."""
     key = f"{spec.background}|{','.join(spec.objects)}|{spec.relation}|{int(seed)}"
+    if spec.colours:
+        key += "|" + ",".join(spec.colours)
     digest = hashlib.sha256(key.encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
@@ -178,26 +206,29 @@ def _render(spec: SceneSpec, seed: int, track_objects: bool, substitute: Substit
             substitute(image, HarmfulSlot(name, held, centre, size, layer, image.copy(), skin))
         drawn_by(name)
 
+    colours = [object_colour(rng, name, spec.colour_of(i)) if name in OBJECT_COLOURS else None
+               for i, name in enumerate(spec.objects)]
     if len(spec.objects) == 1:
         size = 16.5 * s * rng.uniform(0.9, 1.1)
         name = spec.objects[0]
         cx, cy = 16 * s + jitter(2), 16.5 * s + jitter(2)
-        paint(name, lambda d: OBJECT_DRAWERS[name](d, cx, cy, size, rng), (cx, cy), size)
+        paint(name, lambda d: OBJECT_DRAWERS[name](d, cx, cy, size, rng, colours[0]), (cx, cy), size)
     elif spec.relation == "holding":
         size = 16 * s * rng.uniform(0.92, 1.08)
         cx, cy = 10.5 * s + jitter(1.5), 16 * s + jitter(1.5)
-        hand, skin = draw_person(draw, cx, cy, size, rng, holding=True)
+        hand, skin = draw_person(draw, cx, cy, size, rng, colours[0], holding=True)
         drawn_by("person")
         item = spec.objects[1]
-        paint(item, lambda d: _draw_held(d, item, hand, 0.72 * size, rng), hand, 0.72 * size, True, skin)
+        paint(item, lambda d: _draw_held(d, item, hand, 0.72 * size, rng, colours[1]), hand, 0.72 * size,
+              True, skin)
         # the fingers close over the item
         draw.ellipse(_box(hand[0], hand[1], 0.05 * size, 0.05 * size), fill=skin)
         drawn_by("person")
     elif len(spec.objects) == 2:
-        for name, x in zip(spec.objects, (8.5, 23.5)):
+        for name, x, colour in zip(spec.objects, (8.5, 23.5), colours):
             size = 13 * s * rng.uniform(0.9, 1.1)
             cx, cy = x * s + jitter(1.2), 16.5 * s + jitter(2)
-            paint(name, lambda d: OBJECT_DRAWERS[name](d, cx, cy, size, rng), (cx, cy), size)
+            paint(name, lambda d: OBJECT_DRAWERS[name](d, cx, cy, size, rng, colour), (cx, cy), size)
 
     small = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)
     return np.asarray(small, dtype=np.uint8).copy(), owner
@@ -219,6 +250,33 @@ def _pick(rng: Rng, palette: list[RGB], amount: int = 12) -> RGB:
 def _darker(rgb: RGB, factor: float = 0.5) -> RGB:
     r, g, b = (int(c * factor) for c in rgb)
     return r, g, b
+
+
+def _lighter(rgb: RGB, amount: float = 0.45) -> RGB:
+    r, g, b = (int(c + (255 - c) * amount) for c in rgb)
+    return r, g, b
+
+
+def _luma(rgb: RGB) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def _edge(rgb: RGB) -> RGB:
+    """An outline that stands out from `rgb`: darker, or lighter for a dark colour."""
+    return _lighter(rgb, 0.5) if _luma(rgb) < 75 else _darker(rgb, 0.45)
+
+
+def object_colour(rng: Rng, name: str, family: str = "") -> RGB:
+    """The main colour of solid object `name`: around `family`, or a family of OBJECT_COLOURS[name]
+    picked by the scene's rng."""
+    families = OBJECT_COLOURS[name]
+    if not family:
+        family = families[int(rng.integers(len(families)))]
+    return _jit(rng, COLOURS[family], 12)
+
+
+def _any_colour(rng: Rng) -> RGB:
+    return _jit(rng, COLOURS[ALL_COLOURS[int(rng.integers(len(ALL_COLOURS)))]], 12)
 
 
 def _place(points: list[Point], cx: float, cy: float, s: float, angle: float = 0.0,
@@ -311,15 +369,17 @@ BACKGROUND_DRAWERS = {
 
 
 # ---------------------------------------------------------------- objects
-# Each object draws itself into an s x s box centred at (cx, cy), in canvas units.
+# Each object draws itself into an s x s box centred at (cx, cy), in canvas units, with `colour` as
+# its main colour (None: the object picks one of its OBJECT_COLOURS families with the rng). Shape,
+# not colour, tells every object apart.
 
 
-def draw_tree(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+def draw_tree(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    leaf = colour or object_colour(rng, "tree")
     trunk = _jit(rng, (115, 72, 35), 10)
     d.rectangle([cx - 0.09 * s, cy, cx + 0.09 * s, cy + 0.5 * s], fill=trunk,
                 outline=_darker(trunk), width=2)
-    leaf = _pick(rng, [(30, 115, 40), (45, 140, 50), (20, 95, 45)], 10)
-    edge = _darker(leaf, 0.55)
+    edge = _edge(leaf)
     blobs = [(0, -0.15, 0.33), (-0.2, 0.0, 0.22), (0.2, 0.0, 0.22)]
     for dx, dy, r in blobs:
         d.ellipse(_box(cx + dx * s, cy + dy * s, r * s, r * s), fill=leaf, outline=edge, width=3)
@@ -327,13 +387,13 @@ def draw_tree(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
         d.ellipse(_box(cx + dx * s, cy + dy * s, r * s - 3, r * s - 3), fill=leaf)
 
 
-def draw_house(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
-    wall = _pick(rng, [(235, 220, 180), (240, 235, 140), (170, 200, 235), (240, 180, 190)], 10)
-    roof = _pick(rng, [(185, 50, 40), (120, 70, 40), (85, 85, 110)], 10)
+def draw_house(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    wall = colour or object_colour(rng, "house")
+    roof = _pick(rng, [(185, 50, 40), (120, 70, 40), (85, 85, 110), (60, 60, 65)], 10)
     d.rectangle([cx - 0.36 * s, cy - 0.05 * s, cx + 0.36 * s, cy + 0.45 * s], fill=wall,
-                outline=_darker(wall, 0.45), width=3)
+                outline=_edge(wall), width=3)
     d.polygon(_place([(-0.48, -0.03), (0.48, -0.03), (0, -0.45)], cx, cy, s), fill=roof,
-              outline=_darker(roof, 0.5), width=3)
+              outline=_edge(roof), width=3)
     d.rectangle([cx - 0.08 * s, cy + 0.17 * s, cx + 0.08 * s, cy + 0.45 * s],
                 fill=_jit(rng, (95, 55, 30), 8))
     wx = cx + (0.22 if rng.random() < 0.5 else -0.22) * s  # window left or right of the door
@@ -341,39 +401,39 @@ def draw_house(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
                 fill=_jit(rng, (150, 210, 245), 8), outline=(60, 60, 60), width=2)
 
 
-def draw_sun(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+def draw_sun(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    core = colour or object_colour(rng, "sun")
     cy -= 0.08 * s
-    core = _pick(rng, [(252, 215, 40), (255, 230, 70), (250, 195, 30)], 6)
-    ray = _darker(core, 0.92)
+    ray = _darker(core, 0.9)
     start = rng.uniform(0, math.pi / 4)
     for k in range(8):
         a = start + k * math.pi / 4
         d.line([(cx + 0.33 * s * math.cos(a), cy + 0.33 * s * math.sin(a)),
                 (cx + 0.5 * s * math.cos(a), cy + 0.5 * s * math.sin(a))], fill=ray,
                width=max(3, int(0.07 * s)))
-    d.ellipse(_box(cx, cy, 0.28 * s, 0.28 * s), fill=core, outline=(235, 140, 20), width=3)
+    d.ellipse(_box(cx, cy, 0.28 * s, 0.28 * s), fill=core, outline=_edge(core), width=3)
 
 
-def draw_flower(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+def draw_flower(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None,
                 head: Point | None = None) -> None:
+    petal = colour or object_colour(rng, "flower")
     hx, hy = head if head is not None else (cx, cy - 0.12 * s)
     stem = _jit(rng, (40, 140, 45), 10)
     d.line([(hx, hy), (hx, hy + 0.62 * s)], fill=stem, width=max(3, int(0.07 * s)))
     d.ellipse(_box(hx + 0.09 * s, hy + 0.42 * s, 0.09 * s, 0.04 * s), fill=stem)
-    petal = _pick(rng, [(240, 110, 180), (160, 90, 215), (220, 50, 160), (250, 250, 250),
-                        (250, 150, 40)], 10)
-    edge = _darker(petal, 0.6)
+    edge = _edge(petal)
     start = rng.uniform(0, math.pi)
     for k in range(5):
         a = start + k * 2 * math.pi / 5
         px, py = hx + 0.2 * s * math.cos(a), hy + 0.2 * s * math.sin(a)
         d.ellipse(_box(px, py, 0.15 * s, 0.15 * s), fill=petal, outline=edge, width=2)
-    d.ellipse(_box(hx, hy, 0.12 * s, 0.12 * s), fill=_jit(rng, (250, 205, 30), 8))
+    centre = (250, 205, 30) if _luma(petal) < 150 or petal[2] > 120 else (120, 70, 30)
+    d.ellipse(_box(hx, hy, 0.12 * s, 0.12 * s), fill=_jit(rng, centre, 8))
 
 
-def draw_cat(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
-    fur = _pick(rng, [(235, 140, 40), (140, 140, 150), (48, 48, 54)], 10)
-    edge = (20, 20, 20) if sum(fur) > 200 else (150, 150, 160)
+def draw_cat(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    fur = colour or object_colour(rng, "cat")
+    edge = (20, 20, 20) if _luma(fur) > 75 else (150, 150, 160)
     flip = rng.random() < 0.5
     sign = -1 if flip else 1
     # tail: a thick curve up from the back of the body
@@ -398,28 +458,28 @@ def draw_cat(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
     d.polygon(_place([(-0.03, 0.05), (0.03, 0.05), (0, 0.09)], hx, hy, s), fill=(230, 120, 140))
 
 
-def draw_ball(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+def draw_ball(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None,
               centre: Point | None = None, radius: float | None = None) -> None:
+    body = colour or object_colour(rng, "ball")
     x, y = centre if centre is not None else (cx, cy + 0.1 * s)
     r = radius if radius is not None else 0.36 * s
-    colour = _pick(rng, [(40, 90, 225), (40, 170, 70), (150, 60, 205), (245, 130, 30),
-                         (240, 90, 150)], 10)
-    d.ellipse(_box(x, y, r, r), fill=colour, outline=_darker(colour, 0.45), width=3)
-    # a white band across the ball, beach-ball style
+    d.ellipse(_box(x, y, r, r), fill=body, outline=_edge(body), width=3)
+    # a band across the ball, beach-ball style: white, or dark on a light ball
     tilt = rng.uniform(-0.6, 0.6)
     band = _place([(-0.95, -0.18), (0.95, -0.18), (0.95, 0.18), (-0.95, 0.18)], x, y, r, angle=tilt)
     mask = Image.new("L", (CANVAS, CANVAS))
     ImageDraw.Draw(mask).ellipse(_box(x, y, r - 3, r - 3), fill=255)
     stripe = Image.new("L", (CANVAS, CANVAS))
     ImageDraw.Draw(stripe).polygon(band, fill=255)
+    band_colour = (250, 250, 250) if _luma(body) < 190 else (60, 90, 200)
     d.bitmap((0, 0), Image.fromarray(np.minimum(np.asarray(mask), np.asarray(stripe))),
-             fill=(250, 250, 250))
+             fill=band_colour)
     d.ellipse(_box(x - 0.4 * r, y - 0.45 * r, 0.14 * r, 0.14 * r), fill=(255, 255, 255))
 
 
-def draw_car(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
-    body = _pick(rng, [(210, 40, 40), (40, 80, 215), (240, 200, 30)], 10)
-    edge = _darker(body, 0.45)
+def draw_car(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    body = colour or object_colour(rng, "car")
+    edge = _edge(body)
     cy += 0.05 * s
     d.polygon(_place([(-0.3, 0.0), (-0.18, -0.26), (0.2, -0.26), (0.33, 0.0)], cx, cy, s),
               fill=body, outline=edge, width=3)
@@ -433,8 +493,8 @@ def draw_car(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
         d.ellipse(_box(cx + wx * s, cy + 0.28 * s, 0.05 * s, 0.05 * s), fill=(170, 170, 170))
 
 
-def draw_boat(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
-    hull = _pick(rng, [(140, 80, 40), (200, 50, 40), (40, 55, 130)], 10)
+def draw_boat(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    hull = colour or object_colour(rng, "boat")
     flip = rng.random() < 0.5
     d.line(_place([(0, 0.17), (0, -0.5)], cx, cy, s), fill=(90, 60, 30), width=3)
     sail = _pick(rng, [(250, 250, 250), (250, 232, 130)], 5)
@@ -443,19 +503,20 @@ def draw_boat(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
     d.polygon(_place([(-0.04, -0.35), (-0.04, 0.1), (-0.28, 0.1)], cx, cy, s, flip=flip),
               fill=sail, outline=(90, 90, 90), width=2)
     d.polygon(_place([(-0.5, 0.15), (0.5, 0.15), (0.33, 0.42), (-0.33, 0.42)], cx, cy, s),
-              fill=hull, outline=_darker(hull, 0.45), width=3)
-    d.line(_place([(-0.42, 0.24), (0.42, 0.24)], cx, cy, s), fill=(245, 245, 245), width=3)
+              fill=hull, outline=_edge(hull), width=3)
+    stripe = (245, 245, 245) if _luma(hull) < 190 else (60, 60, 70)
+    d.line(_place([(-0.42, 0.24), (0.42, 0.24)], cx, cy, s), fill=stripe, width=3)
 
 
 SKIN_TONES: list[RGB] = [(250, 215, 180), (225, 175, 130), (170, 120, 80), (115, 78, 52)]  # a person's skin
 
 
-def draw_person(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+def draw_person(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None,
                 holding: bool = False) -> tuple[Point, RGB]:
-    """Draw a person; returns their right hand's position and skin colour (for 'holding')."""
+    """Draw a person (`colour`: their shirt); returns their right hand's position and skin colour
+    (for 'holding')."""
+    shirt = colour or object_colour(rng, "person")
     skin = _pick(rng, SKIN_TONES, 8)
-    shirt = _pick(rng, [(215, 45, 45), (45, 90, 215), (40, 160, 70), (240, 200, 40),
-                        (150, 70, 200), (245, 130, 30)], 10)
     trousers = _pick(rng, [(40, 50, 95), (70, 45, 30), (50, 50, 55)], 8)
     hair = _pick(rng, [(40, 30, 20), (110, 70, 30), (230, 200, 90), (20, 20, 20)], 8)
     for lx in (-0.08, 0.08):  # legs
@@ -471,7 +532,7 @@ def draw_person(d: Draw, cx: float, cy: float, s: float, rng: Rng,
         hand = (cx + 0.26 * s, cy + 0.08 * s)
     d.line([(cx + 0.14 * s, cy - 0.18 * s), hand], fill=shirt, width=arm_w)
     d.rounded_rectangle([cx - 0.15 * s, cy - 0.24 * s, cx + 0.15 * s, cy + 0.12 * s],
-                        radius=0.05 * s, fill=shirt, outline=_darker(shirt), width=2)
+                        radius=0.05 * s, fill=shirt, outline=_edge(shirt), width=2)
     hx, hy = cx, cy - 0.36 * s
     d.ellipse(_box(hx, hy - 0.02 * s, 0.13 * s, 0.12 * s), fill=hair)
     d.ellipse(_box(hx, hy + 0.01 * s, 0.115 * s, 0.11 * s), fill=skin, outline=_darker(skin, 0.6),
@@ -498,12 +559,14 @@ def _puddle(d: Draw, cx: float, cy: float, s: float, rng: Rng, fill: RGB, highli
     return cx, y
 
 
-def draw_water(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+def draw_water(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    """Water is a blue pool: its colour is what it is, so `colour` is ignored."""
     fill = _pick(rng, [(45, 125, 230), (60, 150, 235), (35, 105, 210)], 8)
     _puddle(d, cx, cy, s, rng, fill, (170, 215, 250))
 
 
-def draw_blood(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
+def draw_blood(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    """Blood is a dark-red splatter: its colour is what it is, so `colour` is ignored."""
     fill = _pick(rng, [(150, 10, 18), (125, 5, 12), (170, 20, 25)], 8)
     x, y = _puddle(d, cx, cy, s, rng, fill, _jit(rng, (200, 45, 45), 6))
     for _ in range(int(rng.integers(3, 6))):  # splatter droplets around the puddle
@@ -513,36 +576,38 @@ def draw_blood(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
         d.ellipse(_box(px, py, r, r), fill=fill)
 
 
-def draw_knife(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+def draw_knife(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None,
                angle: float | None = None, flip: bool | None = None) -> None:
+    """A knife: a pointed blade (`colour`), a dark guard and a handle of any colour with rivets."""
+    blade = colour or object_colour(rng, "knife")
+    handle = _any_colour(rng)
     if angle is None:
         angle = rng.uniform(-0.45, 0.45)
     if flip is None:
         flip = rng.random() < 0.5
-    handle = _pick(rng, [(125, 72, 32), (95, 55, 25), (150, 90, 40)], 8)
-    blade = _pick(rng, [(205, 210, 220), (190, 195, 205), (220, 222, 228)], 6)
     d.polygon(_place([(-0.1, -0.13), (0.36, -0.13), (0.54, -0.12), (0.4, 0.05), (0.22, 0.13),
                       (-0.1, 0.13)], cx, cy, s, angle, flip), fill=blade,
-              outline=(95, 100, 110), width=2)
-    d.line(_place([(-0.08, -0.07), (0.38, -0.07)], cx, cy, s, angle, flip), fill=(245, 245, 250),
+              outline=_edge(blade), width=2)
+    d.line(_place([(-0.08, -0.07), (0.38, -0.07)], cx, cy, s, angle, flip), fill=_lighter(blade, 0.6),
            width=3)
     d.polygon(_place([(-0.14, -0.17), (-0.08, -0.17), (-0.08, 0.17), (-0.14, 0.17)], cx, cy, s,
                      angle, flip), fill=(70, 70, 75))
     d.polygon(_place([(-0.5, -0.1), (-0.14, -0.1), (-0.14, 0.1), (-0.5, 0.1)], cx, cy, s,
-                     angle, flip), fill=handle, outline=_darker(handle), width=2)
+                     angle, flip), fill=handle, outline=_edge(handle), width=2)
     for rx in (-0.38, -0.25):  # rivets
         (px, py), = _place([(rx, 0.0)], cx, cy, s, angle, flip)
         d.ellipse(_box(px, py, 1.5, 1.5), fill=(220, 200, 150))
 
 
-def draw_gun(d: Draw, cx: float, cy: float, s: float, rng: Rng,
+def draw_gun(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None,
              angle: float | None = None, flip: bool | None = None) -> None:
+    """A pistol silhouette in `colour` with a contrasting rim, slide line and trigger guard."""
+    metal = colour or object_colour(rng, "gun")
     if angle is None:
         angle = rng.uniform(-0.2, 0.2)
     if flip is None:
         flip = rng.random() < 0.5
-    metal = _pick(rng, [(55, 55, 60), (42, 42, 46), (72, 72, 78)], 6)
-    edge = (150, 150, 160)  # light rim: keeps the dark silhouette visible at night
+    edge = (150, 150, 160) if _luma(metal) < 75 else _darker(metal, 0.45)
     grip = [(-0.42, -0.04), (-0.14, -0.04), (-0.06, 0.4), (-0.36, 0.44)]
     slide = [(-0.46, -0.3), (0.48, -0.3), (0.48, -0.04), (-0.46, -0.04)]
     d.polygon(_place(grip, cx, cy, s, angle, flip), fill=metal, outline=edge, width=3)
@@ -550,20 +615,21 @@ def draw_gun(d: Draw, cx: float, cy: float, s: float, rng: Rng,
                   flip), fill=metal, width=4, joint="curve")  # trigger guard
     d.polygon(_place(slide, cx, cy, s, angle, flip), fill=metal, outline=edge, width=3)
     d.polygon(_place(grip, cx, cy, s * 0.96, angle, flip), fill=metal)  # hide the seam
-    d.line(_place([(-0.4, -0.24), (0.42, -0.24)], cx, cy, s, angle, flip), fill=(120, 120, 130),
-           width=2)
+    line = _lighter(metal, 0.4) if _luma(metal) < 120 else _darker(metal, 0.7)
+    d.line(_place([(-0.4, -0.24), (0.42, -0.24)], cx, cy, s, angle, flip), fill=line, width=2)
     d.polygon(_place([(0.38, -0.34), (0.44, -0.34), (0.44, -0.3), (0.38, -0.3)], cx, cy, s, angle,
                      flip), fill=metal)  # front sight
 
 
-def draw_skull(d: Draw, cx: float, cy: float, s: float, rng: Rng) -> None:
-    bone = _pick(rng, [(238, 232, 212), (245, 240, 225), (225, 218, 196)], 6)
-    edge = (70, 60, 50)
+def draw_skull(d: Draw, cx: float, cy: float, s: float, rng: Rng, colour: RGB | None = None) -> None:
+    """A skull painted in `colour`: cranium, jaw with teeth gaps, eye sockets and nose hole."""
+    bone = colour or object_colour(rng, "skull")
+    edge = _edge(bone)
     d.rounded_rectangle([cx - 0.21 * s, cy + 0.08 * s, cx + 0.21 * s, cy + 0.42 * s],
                         radius=0.07 * s, fill=bone, outline=edge, width=3)
     d.ellipse(_box(cx, cy - 0.08 * s, 0.38 * s, 0.34 * s), fill=bone, outline=edge, width=3)
     d.rectangle([cx - 0.18 * s, cy + 0.08 * s, cx + 0.18 * s, cy + 0.2 * s], fill=bone)
-    socket = (30, 24, 24)
+    socket = (30, 24, 24) if _luma(bone) > 75 else (190, 185, 175)
     for ex in (-0.15, 0.15):
         d.ellipse(_box(cx + ex * s, cy - 0.02 * s, 0.11 * s, 0.1 * s), fill=socket)
     d.polygon(_place([(-0.05, 0.16), (0.05, 0.16), (0, 0.08)], cx, cy, s), fill=socket)
@@ -579,23 +645,23 @@ OBJECT_DRAWERS = {
 }
 
 
-def _draw_held(d: Draw, item: str, hand: Point, s: float, rng: Rng) -> None:
+def _draw_held(d: Draw, item: str, hand: Point, s: float, rng: Rng, colour: RGB | None = None) -> None:
     """Draw a holdable item gripped at the hand, overlapping it slightly."""
     hx, hy = hand
     if item == "knife":
         angle = -0.9 + rng.uniform(-0.2, 0.2)  # pointing up and away from the person
         # the knife's handle centre (local x = -0.3) sits on the hand; no flip
         cx, cy = hx + 0.3 * s * math.cos(angle), hy + 0.3 * s * math.sin(angle)
-        draw_knife(d, cx, cy, s, rng, angle=angle, flip=False)
+        draw_knife(d, cx, cy, s, rng, colour, angle=angle, flip=False)
     elif item == "gun":
         angle = rng.uniform(-0.15, 0.1)
         # the grip (local about (-0.25, 0.2)) sits on the hand; the barrel points right
         gx, gy = -0.25 * s, 0.2 * s
         ca, sa = math.cos(angle), math.sin(angle)
         cx, cy = hx - (gx * ca - gy * sa), hy - (gx * sa + gy * ca)
-        draw_gun(d, cx, cy, s, rng, angle=angle, flip=False)
+        draw_gun(d, cx, cy, s, rng, colour, angle=angle, flip=False)
     elif item == "flower":
-        draw_flower(d, hx, hy, s, rng, head=(hx + 0.05 * s, hy - 0.45 * s))
+        draw_flower(d, hx, hy, s, rng, colour, head=(hx + 0.05 * s, hy - 0.45 * s))
     elif item == "ball":
         r = 0.3 * s
-        draw_ball(d, hx, hy, s, rng, centre=(hx + 0.8 * r, hy - 0.2 * r), radius=r)
+        draw_ball(d, hx, hy, s, rng, colour, centre=(hx + 0.8 * r, hy - 0.2 * r), radius=r)
