@@ -278,7 +278,8 @@ def test_bench_vapi_quick_writes_every_key(tmp_path, capsys):
     assert isinstance(report["fid_toy_gain_null"], float)  # the noise check: the unedited model at other seeds
     for key in ("fid_toy_before", "fidelity_after_cfg", "reward_after", "fid_toy_gain", "fid_toy_gain_null"):
         lo, hi = report["intervals"][key]["ci"]
-        assert lo <= report[key] <= hi and report["intervals"][key]["n"] > 0  # the interval holds its estimate
+        # the interval holds its estimate (to float rounding: a bootstrap of identical values may end 1 ulp off)
+        assert lo - 1e-12 <= report[key] <= hi + 1e-12 and report["intervals"][key]["n"] > 0
     # the floors: other renders of the same scenes sit closer to the reference than their tokenizer
     # reconstructions (at --quick sizes FID's small-sample bias can put either above the model's drawings)
     assert 0 <= report["fid_toy_renders_floor"] < report["fid_toy_tokenizer_floor"]

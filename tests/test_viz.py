@@ -143,7 +143,8 @@ def studio(tmp_path_factory):
     config = SafeCBConfig(target="generator")
     config.mining.seeds, config.mining.benign_seeds = [0, 1, 2], [0, 1]
     config.fine_tune.steps, config.fine_tune.decoder_steps, config.fine_tune.check_every = 20, 20, 5
-    config.stop.epsilon, config.stop.patience, config.stop.max_rounds = -0.0, 5, 2  # always two rounds
+    config.stop.epsilon, config.stop.patience, config.stop.max_rounds = -0.0, 5, 2  # always two rounds...
+    config.stop.max_adherence_drop = config.stop.max_benign_change = 1.0  # ...whatever the quality guard says
     run_id, job_id = submit_run(store, str(TOY_MODEL_DIR), config,
                                 from_world(sets.train_harmful[:3], sets.train_benign[:2]))
     runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), root / "runs", "cpu", str(ORACLE_DIR)))
