@@ -37,6 +37,48 @@ def _train_polish(args) -> int:
     return 0
 
 
+def _train_lm(args) -> int:
+    from .models.train_toy import ToyTrainConfig, retrain_lm
+
+    cfg = ToyTrainConfig(device=args.device, threads=args.threads, seed=args.seed)
+    for name in ("lm_steps", "n_images", "contrast_images"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    metrics = retrain_lm(args.model, cfg, log=lambda line: print(line, flush=True))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _labelset_generate(args) -> int:
+    from .bench.labelset import LabelSetConfig, generate_labelset
+
+    cfg = LabelSetConfig(model_dir=args.model)
+    if args.quick:
+        cfg.methods = ("none", "blocklist")
+        cfg.grid.n_prompts, cfg.grid.seeds_per_prompt, cfg.n_benign_images = 2, 1, 1
+    generate_labelset(cfg, args.out, log=lambda line: print(line, flush=True))
+    return 0
+
+
+def _labelset_sheet(args) -> int:
+    from .eval.labelset import disagreement_sheet, load_labelset
+    from .eval.toy_oracle import Oracle
+    from .models.backend import JanusBackend
+    from .paths import ORACLE_DIR, SHAPE_JUDGE_DIR
+
+    import numpy as np
+
+    items = load_labelset(args.dir) if args.dir else load_labelset()
+    images = np.stack([it.image for it in items])
+    backend = JanusBackend.load(args.model, device="cpu")
+    flags = {"oracle": Oracle.load(ORACLE_DIR).unsafe(images), "second judge": Oracle.load(SHAPE_JUDGE_DIR).unsafe(images),
+             "self-judge": backend.judge(images) >= 0.5}
+    disagreement_sheet(items, flags).save(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _train_oracle(args) -> int:
     from .eval.toy_oracle import OracleConfig, shape_judge_config, train_oracle
     from .paths import ORACLE_DIR, SHAPE_JUDGE_DIR
@@ -376,6 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     polish.add_argument("--seed", type=int, default=0, help="the scene stream (the training set of `train toy`)")
     polish.add_argument("--n-images", dest="n_images", type=int, default=None)
     polish.set_defaults(func=_train_polish)
+    lm = train.add_parser("lm", help="the language model stage of a trained toy again, from scratch, in place "
+                                     "(its tokenizer, so every visual token, unchanged)")
+    lm.add_argument("--model", default=str(TOY_MODEL_DIR), help="a checkpoint written by `train toy`")
+    lm.add_argument("--device", default="cpu", help="cpu or cuda")
+    lm.add_argument("--threads", type=thread_count, default=2, help="CPU threads")
+    lm.add_argument("--seed", type=int, default=0, help="the scene stream and initialisation (as `train toy`)")
+    lm.add_argument("--lm-steps", dest="lm_steps", type=int, default=None)
+    lm.add_argument("--n-images", dest="n_images", type=int, default=None)
+    lm.add_argument("--contrast-images", dest="contrast_images", type=int, default=None,
+                    help="understanding-only contrast scenes (default 0, as the shipped model)")
+    lm.set_defaults(func=_train_lm)
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--judge", choices=("oracle", "shape"), default="oracle",
                         help="oracle: RGB input (assets/oracle); shape: the second judge, luminance and edges "
@@ -385,6 +438,19 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.add_argument("--threads", type=thread_count, default=2, help="CPU threads")
     oracle.set_defaults(func=_train_oracle)
 
+    labelset = sub.add_parser("labelset", help="the labelled set of generations the judges are checked on "
+                                               "(bench model)").add_subparsers(dest="what", required=True)
+    generate = labelset.add_parser("generate", help="draw its images: every bench-safety method, the same prompts "
+                                                    "and seeds (labels come from the studio's review queue)")
+    generate.add_argument("--model", default=str(TOY_MODEL_DIR), help="the checkpoint whose generations are labelled")
+    generate.add_argument("--out", default=None, help="folder (default: results/labelset)")
+    generate.add_argument("--quick", action="store_true", help="two methods, two images each (a smoke test)")
+    generate.set_defaults(func=_labelset_generate)
+    sheet = labelset.add_parser("sheet", help="a picture of where each judge and the person disagree")
+    sheet.add_argument("--out", default="docs/labelset_disagreements.png", help="PNG to write")
+    sheet.add_argument("--model", default=str(TOY_MODEL_DIR), help="whose self-judge")
+    sheet.add_argument("--dir", default=None, help="the labelled set's folder (default: results/labelset)")
+    sheet.set_defaults(func=_labelset_sheet)
     bench = sub.add_parser("bench", help="print measured figures").add_subparsers(dest="what", required=True)
     model = bench.add_parser("model", help="the shipped default: oracle, fidelity, safety, judge, speed")
     model.add_argument("--model", default=str(TOY_MODEL_DIR))

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIELDS = ("oracle_unsafe_heldout", "oracle_unsafe_train", "self_unsafe", "benign_fidelity", "fid_toy",
           "judge_kappa", "rounds", "seconds", "broad_unsafe", "broad_cut", "broad_fidelity", "broad_fidelity_drop",
-          "broad")
+          "broad", "broad_cut_model", "broad_cut_second", "broad_cut_second_model", "oracle_unsafe_heldout_model")
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,10 @@ def test_quick_bench_runs_the_unconstrained_head_ceiling_and_the_baseline(toy_ba
     broad = report["methods"]["head_finetune"]["broad"]  # the broad grid: pooled cut against "none", strata, worst
     assert broad["pooled"]["cut"]["n"] == 4 and {"object", "background", "relation"} <= set(broad["strata"])
     assert report["methods"]["none"]["broad_cut"]["value"] == 0.0  # "none" against itself
+    assert report["methods"]["none"]["broad_cut_model"]["value"] == 0.0
     table_text = format_table(report)
     assert "Broad grid: 4 harmful prompts" in table_text and "| object " in table_text  # the per-stratum rows
+    assert "second judge: model-level" in table_text  # served and model-level cuts under both judges
     for name, tensor in unedited.items():  # every method started from, and the bench ended on, the unedited model
         assert torch.equal(toy_backend.get_codebook(name), tensor), name
 

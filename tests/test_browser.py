@@ -567,6 +567,7 @@ def test_generate_and_compare_original_with_the_round(page, browser, app):
         assert (body[::8, ::8].repeat(8, 0).repeat(8, 1) == body).all(), "the compare images are lossy"
     expect(page.locator("#compare-table")).to_contain_text(f"run #{run_id} round 1 (right)")
     expect(page.locator("#compare-table")).to_contain_text("original (left)")
+    expect(page.locator("#compare-drawn img")).to_have_count(1)  # the default edits the decoder: what the model drew
     assert not toasts(page) and not page.errors, (toasts(page), page.errors)
     shot(page, "generate")
 

@@ -5,6 +5,7 @@ on CPU, exactly as `--model /models/Janus-Pro-1B` would."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,10 +87,9 @@ def test_janus_pro_layout_runs_vapi_through_the_cli(tiny_dir, tmp_path, capsys):
     assert torch.equal(post.get_codebook("decoder"), fresh.get_codebook("decoder"))  # tokenizer untouched
 
 
-I2P_CSV = "/work/shared/data/i2p/unsafe-prompts4703.csv"
+I2P_CSV = str(Path(__file__).parent / "data" / "i2p_sample.csv")  # real I2P rows, see tests/data/README.md
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path(I2P_CSV).exists(), reason="the shared I2P CSV is not here")
 def test_i2p_round_with_model_rewrites_and_two_oracles_through_the_cli(tiny_dir, tmp_path, capsys):
     out = tmp_path / "i2p"
     args = ["run", "--model", str(tiny_dir), "--device", "cpu", "--out", str(out), "--i2p", I2P_CSV,

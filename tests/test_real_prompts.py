@@ -1,9 +1,11 @@
 """Real prompt sets: the I2P CSV, CoPro-style pairs, rewrites proposed by the model's own text path.
 
-The I2P counts are computed here a second way (csv.reader on columns by position, plain string
-split; pandas for the row count) and compared with the loader, and pinned as literals checked by
-hand once. Text generation runs on the tiny random Janus-Pro-layout checkpoint (chat path) and on
-the shipped toy (no chat template). No mocks.
+The I2P tests read tests/data/i2p_sample.csv, 134 real rows of I2P in its own format (see
+tests/data/README.md), so they always run. Its counts are computed here a second way (csv.reader,
+plain string split; pandas for the row count) and compared with the loader. One test checks facts
+only the full shared file has (4703 rows, its category counts, pinned as literals checked by hand
+once) and is skipped where that file is absent. Text generation runs on the tiny random
+Janus-Pro-layout checkpoint (chat path) and on the shipped toy (no chat template). No mocks.
 """
 
 import csv
@@ -34,10 +36,15 @@ from safecb.prompts.rewrite import (
 )
 from safecb.prompts.rounds import BENIGN_PROMPTS, build_i2p_round, copro_round_prompts
 
-I2P_CSV = Path("/work/shared/data/i2p/unsafe-prompts4703.csv")
-needs_i2p = pytest.mark.skipif(not I2P_CSV.is_file(), reason=f"{I2P_CSV} not present")
+I2P_SAMPLE = Path(__file__).parent / "data" / "i2p_sample.csv"  # real I2P rows, see tests/data/README.md
+I2P_CSV = Path("/work/shared/data/i2p/unsafe-prompts4703.csv")  # the full benchmark, outside the repository
+needs_full_i2p = pytest.mark.skipif(
+    not I2P_CSV.is_file(),
+    reason=f"checks facts of the full shared I2P file (4703 rows, its category counts); {I2P_CSV} is not here",
+)
 
-# Checked by hand once against the file (one row, index 2260, has a blank prompt and is skipped).
+# Checked by hand once against the full file (one row, index 2260, has a blank prompt and is skipped;
+# the sample keeps that row).
 I2P_ROWS, I2P_BLANK_ROWS = 4703, [2260]
 I2P_CATEGORY_COUNTS = {
     "sexual": 931, "shocking": 856, "harassment": 824, "self-harm": 801,
@@ -46,14 +53,14 @@ I2P_CATEGORY_COUNTS = {
 I2P_HARD = 1830
 
 
-def independent_i2p_rows() -> tuple[list[str], list[list[str]]]:
-    with I2P_CSV.open(encoding="utf-8", newline="") as handle:
+def independent_i2p_rows(path: Path = I2P_SAMPLE) -> tuple[list[str], list[list[str]]]:
+    with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
     return rows[0], rows[1:]
 
 
-def independent_counts():
-    header, rows = independent_i2p_rows()
+def independent_counts(path: Path = I2P_SAMPLE):
+    header, rows = independent_i2p_rows(path)
     prompt, categories, hard = header.index("prompt"), header.index("categories"), header.index("hard")
     kept = [r for r in rows if r[prompt].strip()]
     counts: dict[str, int] = {}
@@ -61,6 +68,12 @@ def independent_counts():
         for name in r[categories].split(","):
             counts[name.strip()] = counts.get(name.strip(), 0) + 1
     return len(rows), kept, counts, sum(r[hard] == "1" for r in kept), (prompt, categories, hard)
+
+
+def independent_filter_count(path: Path, wanted, hard_only=False) -> int:
+    _, kept, _, _, (_, cat_col, hard_col) = independent_counts(path)
+    return sum(1 for r in kept if {c.strip() for c in r[cat_col].split(",")} & set(wanted)
+               and (r[hard_col] == "1" or not hard_only))
 
 
 def write_csv(path: Path, rows: list[dict], header=("", "prompt", "categories", "hard", "evaluation_seed",
@@ -73,36 +86,57 @@ def write_csv(path: Path, rows: list[dict], header=("", "prompt", "categories", 
     return path
 
 
-# ---------------------------------------------------------------- the real I2P file
-@needs_i2p
-def test_i2p_reads_every_row_of_the_real_file():
-    loaded = read_i2p(I2P_CSV)
+# ---------------------------------------------------------------- real I2P rows
+def test_i2p_reads_every_row_of_the_sample():
+    loaded = read_i2p(I2P_SAMPLE)
+    _, rows = independent_i2p_rows()
     n_rows, kept, _, _, (prompt, _, _) = independent_counts()
-    assert loaded.rows_read == n_rows == len(pd.read_csv(I2P_CSV)) == I2P_ROWS
-    assert loaded.blank_rows == I2P_BLANK_ROWS
-    assert len(loaded.records) == len(kept) == I2P_ROWS - len(I2P_BLANK_ROWS)
+    assert loaded.rows_read == n_rows == len(pd.read_csv(I2P_SAMPLE)) == len(rows)
+    assert loaded.blank_rows == [int(r[0]) for r in rows if not r[prompt].strip()] == I2P_BLANK_ROWS
+    assert len(loaded.records) == len(kept) == n_rows - len(I2P_BLANK_ROWS)
     assert [r.prompt for r in loaded.records] == [r[prompt] for r in kept]  # text kept exactly
-    assert [r.index for r in loaded.records] == [i for i in range(I2P_ROWS) if i not in I2P_BLANK_ROWS]
+    assert [r.index for r in loaded.records] == [int(r[0]) for r in kept]  # the file's own row index
     # the file has more lines than rows because some quoted prompts span several lines
     embedded_newlines = sum(r.prompt.count("\n") for r in loaded.records)
     assert embedded_newlines > 0
-    with I2P_CSV.open(encoding="utf-8", newline="") as handle:
+    with I2P_SAMPLE.open(encoding="utf-8", newline="") as handle:
         n_lines = sum(1 for _ in handle)
-    assert n_lines == 1 + I2P_ROWS + embedded_newlines
+    assert n_lines == 1 + n_rows + embedded_newlines
 
 
-@needs_i2p
 def test_i2p_category_and_hard_counts_match_an_independent_count():
-    records = read_i2p(I2P_CSV).records
+    records = read_i2p(I2P_SAMPLE).records
     _, _, counts, hard, _ = independent_counts()
+    assert count_categories(records) == counts
+    assert set(counts) == set(I2P_CATEGORIES)  # every category appears in the sample
+    assert sum(r.hard for r in records) == hard and 0 < hard < len(records)  # hard and not hard both appear
+
+
+@needs_full_i2p
+def test_the_full_i2p_file_has_its_4703_rows_and_category_counts():
+    loaded = read_i2p(I2P_CSV)
+    records = loaded.records
+    n_rows, kept, counts, hard, (prompt, _, _) = independent_counts(I2P_CSV)
+    assert loaded.rows_read == n_rows == len(pd.read_csv(I2P_CSV)) == I2P_ROWS
+    assert loaded.blank_rows == I2P_BLANK_ROWS
+    assert len(records) == len(kept) == I2P_ROWS - len(I2P_BLANK_ROWS)
+    assert [r.prompt for r in records] == [r[prompt] for r in kept]
+    assert [r.index for r in records] == [i for i in range(I2P_ROWS) if i not in I2P_BLANK_ROWS]
+    embedded_newlines = sum(r.prompt.count("\n") for r in records)
+    with I2P_CSV.open(encoding="utf-8", newline="") as handle:
+        assert sum(1 for _ in handle) == 1 + I2P_ROWS + embedded_newlines
     assert count_categories(records) == counts == I2P_CATEGORY_COUNTS
-    assert set(counts) == set(I2P_CATEGORIES)
     assert sum(r.hard for r in records) == hard == I2P_HARD
+    assert len(filter_i2p(records, ("violence",))) == independent_filter_count(I2P_CSV, ["violence"]) == 756
+    assert len(filter_i2p(records, ("sexual", "violence"))) == 1672
+    assert len(filter_i2p(records, "violence", hard_only=True)) == 313
+    # every sample row is a row of the full file, unchanged
+    full = {r.index: r for r in records}
+    assert all(full[r.index] == r for r in read_i2p(I2P_SAMPLE).records)
 
 
-@needs_i2p
 def test_i2p_record_fields():
-    records = {r.index: r for r in read_i2p(I2P_CSV).records}
+    records = {r.index: r for r in read_i2p(I2P_SAMPLE).records}
     first = records[0]
     assert first.categories == ("violence", "self-harm") and first.hard is True
     assert (first.seed, first.guidance, first.width, first.height, first.case_number) == (4261553411, 13.0, 512, 512, 0)
@@ -114,42 +148,40 @@ def test_i2p_record_fields():
     assert all(isinstance(r.seed, int) and r.seed >= 0 for r in records.values())
 
 
-@needs_i2p
 def test_i2p_filters_have_any_of_semantics():
-    records = read_i2p(I2P_CSV).records
-    _, kept, _, _, (_, cat_col, hard_col) = independent_counts()
+    records = read_i2p(I2P_SAMPLE).records
+    _, _, counts, hard, _ = independent_counts()
 
     def expected(wanted, hard_only=False):
-        return sum(1 for r in kept if {c.strip() for c in r[cat_col].split(",")} & set(wanted)
-                   and (r[hard_col] == "1" or not hard_only))
+        return independent_filter_count(I2P_SAMPLE, wanted, hard_only)
 
     violence = filter_i2p(records, ("violence",))
-    assert len(violence) == expected(["violence"]) == 756
+    assert len(violence) == expected(["violence"]) == counts["violence"]
     assert all("violence" in r.categories for r in violence)
     either = filter_i2p(records, ("sexual", "violence"))
-    assert len(either) == expected(["sexual", "violence"]) == 1672
-    assert len(either) < I2P_CATEGORY_COUNTS["sexual"] + I2P_CATEGORY_COUNTS["violence"]  # overlap counted once
+    assert len(either) == expected(["sexual", "violence"])
+    assert len(either) < counts["sexual"] + counts["violence"]  # overlap counted once
     hard_violence = filter_i2p(records, "violence", hard_only=True)
-    assert len(hard_violence) == expected(["violence"], hard_only=True) == 313
+    assert len(hard_violence) == expected(["violence"], hard_only=True)
+    assert 0 < len(hard_violence) < len(violence)
     assert all(r.hard for r in hard_violence)
-    assert len(filter_i2p(records, hard_only=True)) == I2P_HARD
+    assert len(filter_i2p(records, hard_only=True)) == hard
     assert filter_i2p(records, ("illegal_activity",)) == filter_i2p(records, ("Illegal Activity",))
     with pytest.raises(ValueError) as err:
         filter_i2p(records, ("violence", "gore"))
     assert "'gore'" in str(err.value) and all(c in str(err.value) for c in I2P_CATEGORIES)
 
 
-@needs_i2p
 def test_load_i2p_limit_and_seeded_subset():
-    first = load_i2p(I2PConfig(str(I2P_CSV), categories=("violence",), limit=5))
-    assert [r.index for r in first] == [r.index for r in filter_i2p(read_i2p(I2P_CSV).records, ("violence",))[:5]]
-    a = load_i2p(I2PConfig(str(I2P_CSV), categories=("violence",), limit=5, sample_seed=1))
-    b = load_i2p(I2PConfig(str(I2P_CSV), categories=("violence",), limit=5, sample_seed=1))
-    c = load_i2p(I2PConfig(str(I2P_CSV), categories=("violence",), limit=5, sample_seed=2))
+    first = load_i2p(I2PConfig(str(I2P_SAMPLE), categories=("violence",), limit=5))
+    assert [r.index for r in first] == [r.index for r in filter_i2p(read_i2p(I2P_SAMPLE).records, ("violence",))[:5]]
+    a = load_i2p(I2PConfig(str(I2P_SAMPLE), categories=("violence",), limit=5, sample_seed=1))
+    b = load_i2p(I2PConfig(str(I2P_SAMPLE), categories=("violence",), limit=5, sample_seed=1))
+    c = load_i2p(I2PConfig(str(I2P_SAMPLE), categories=("violence",), limit=5, sample_seed=2))
     assert a == b and a != c and len(a) == 5
     assert [r.index for r in a] == sorted(r.index for r in a)  # file order kept
     with pytest.raises(ValueError, match="limit"):
-        load_i2p(I2PConfig(str(I2P_CSV), limit=0))
+        load_i2p(I2PConfig(str(I2P_SAMPLE), limit=0))
 
 
 # ---------------------------------------------------------------- awkward CSVs
@@ -290,9 +322,8 @@ def test_model_answers_are_cleaned_and_checked():
 
 
 # ---------------------------------------------------------------- round prompts from I2P
-@needs_i2p
 def test_build_i2p_round_without_a_model():
-    config = I2PConfig(str(I2P_CSV), categories=("violence",), limit=20)
+    config = I2PConfig(str(I2P_SAMPLE), categories=("violence",), limit=20)
     built = build_i2p_round(None, config)
     built.prompts.validate()
     assert len(built.prompts.harmful) == len(built.records) == len(built.rewrites) == 20
@@ -382,9 +413,8 @@ def test_propose_rewrites_through_the_chat_path(tiny):
     assert rewrite.rejected_because == "too long for the model's context" and rewrite.source == "lexicon"
 
 
-@needs_i2p
 def test_build_i2p_round_with_the_tiny_model(tiny):
-    built = build_i2p_round(tiny, I2PConfig(str(I2P_CSV), categories=("sexual",), hard_only=True, limit=3),
+    built = build_i2p_round(tiny, I2PConfig(str(I2P_SAMPLE), categories=("sexual",), hard_only=True, limit=3),
                             RewriteConfig(max_new_tokens=16))
     built.prompts.validate()
     assert len(built.prompts.harmful) == 3 and all(r.hard and "sexual" in r.categories for r in built.records)

@@ -202,6 +202,11 @@ def test_compare_shows_the_edit_and_restores_the_model(finished):
     pictures, table, status = compare(services, HARMFUL, 0, 3.0, run_id, -1, 1)
     assert pictures is not None and pictures[0].shape == pictures[1].shape == (256, 256, 3)
     assert "original" in table and f"run #{run_id} round 1" in table and "⚠" not in status
+    edits_decoder = not torch.equal(services.codebooks_for(run_id, 1)["decoder"], services.reference["decoder"])
+    assert edits_decoder == (tiny_config().target in ("decoder", "both"))
+    assert len(pictures) == 2 + edits_decoder and ("what the model drew" in table) == edits_decoder
+    if edits_decoder:  # the edited generator's tokens through the original decoder: a third picture
+        assert pictures[2].shape == pictures[1].shape and (pictures[2] != pictures[1]).any()
     assert torch.equal(services.backend.get_codebook("gen_head"), before)  # the interactive model is unedited
     same, _, note = compare(services, HARMFUL, 0, 3.0, run_id, -1, -1)
     assert (same[0][32:-32] == same[1][32:-32]).all() and "Both sides are the original model" in note  # tags aside
@@ -213,6 +218,20 @@ def test_compare_shows_the_edit_and_restores_the_model(finished):
         pictures, _, status = compare(services, *args, 3.0, run_id, -1, 1)
         assert pictures is None and message in status
     assert "no finished round 9" in compare(services, HARMFUL, 0, 3.0, run_id, -1, 9)[2]
+
+
+def test_compare_shows_what_a_decoder_only_edit_leaves_the_model_drawing(finished, monkeypatch):
+    """A round that edits only the decoder: the third picture (its tokens through the original
+    decoder) is the unedited model's picture, name tags aside."""
+    services, run_id, _ = finished
+    decoder = services.reference["decoder"]
+    repainted = {**services.reference, "decoder": decoder.roll(1, dims=0)}
+    monkeypatch.setattr(services, "codebooks_for", lambda run, r: services.reference if r is None else repainted)
+    pictures, table, status = compare(services, HARMFUL, 0, 3.0, run_id, -1, 1)
+    assert len(pictures) == 3 and "what the model drew" in table and "⚠" not in status
+    assert (pictures[1][32:-32] != pictures[0][32:-32]).any()  # the served picture is repainted
+    assert (pictures[2][32:-32] == pictures[0][32:-32]).all()  # what the model drew is the original's
+    assert torch.equal(services.backend.get_codebook("decoder"), decoder)  # the interactive model is unedited
 
 
 def test_review_appends_labels_and_counts_agreement(finished):

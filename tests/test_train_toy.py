@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
     lines = []
     cfg = ToyTrainConfig(model=TINY, n_images=96, vq_steps=12, vq_batch=8, polish_steps=2, lm_steps=30,
-                         gen_batch=8, und_batch=8, warmup=2, lm_lr=3e-3)  # fmt: skip
+                         gen_batch=8, und_batch=8, warmup=2, lm_lr=3e-3, contrast_images=16)  # fmt: skip
     metrics = train_toy(cfg, out, log=lines.append)
     return out, metrics, lines
 
@@ -102,3 +102,52 @@ def test_extra_polish_refuses_a_directory_that_train_toy_did_not_write(tmp_path)
 
     with pytest.raises(FileNotFoundError, match="safecb_toy.json"):
         polish_checkpoint(tmp_path, ToyTrainConfig(model=TINY))
+
+
+def test_contrast_set_pairs_coloured_harmful_scenes_with_scenes_whose_harmful_object_is_left_out():
+    from safecb.models.train_toy import render_contrast_set
+    from safecb.world.render import render_substituted
+
+    images, unsafe, caption_specs = render_contrast_set(ToyTrainConfig(contrast_images=12))
+    assert images.shape == (12, 32, 32, 3) and unsafe == [True, False] * 6
+    for spec in caption_specs[0::2]:  # harmful, every colour-nameable object named in a colour
+        assert world.is_unsafe(spec) and all(c for o, c in zip(spec.objects, spec.colours)
+                                             if o in world.vocab.COLOUR_NAMEABLE)
+    assert caption_specs[1::2] == [None] * 6  # no caption describes a scene with an object left out
+    # a left-out scene is its harmful scene drawn with nothing where the object was
+    held = world.SceneSpec("grass", ("person", "knife"), "holding")
+    empty = render_substituted(held, 3, lambda canvas, slot: None)
+    assert not np.array_equal(empty, world.render(held, 3))
+
+
+def test_language_model_retrains_from_scratch_on_the_same_tokenizer(trained, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from safecb.models.train_toy import retrain_lm
+
+    out, _, _ = trained
+    copy = tmp_path / "toy"
+    shutil.copytree(out, copy)
+    before = load_file(copy / "model.safetensors")
+    images = np.stack([world.render(world.SceneSpec("grass", ("gun",)), s) for s in range(4)])
+    tokens_before = JanusBackend.load(copy, device="cpu").encode(images)
+    cfg = ToyTrainConfig(n_images=96, lm_steps=3, gen_batch=8, und_batch=8, warmup=1, contrast_images=8)
+    retrain_lm(copy, cfg, log=lambda line: None)
+    after = load_file(copy / "model.safetensors")
+    tokenizer = [k for k in before if ".vqmodel." in k]
+    language = [k for k in before if ".vqmodel." not in k]
+    assert tokenizer and all(torch.equal(before[k], after[k]) for k in tokenizer)
+    assert any(not torch.equal(before[k], after[k]) for k in language)
+    assert torch.equal(JanusBackend.load(copy, device="cpu").encode(images), tokens_before)
+    record = json.loads((copy / "safecb_toy.json").read_text())
+    assert record["lm_retrains"][-1]["train_config"]["lm_steps"] == 3
+    assert record["train_config"]["contrast_images"] == 8
+
+
+def test_language_model_retrain_refuses_a_directory_that_train_toy_did_not_write(tmp_path):
+    from safecb.models.train_toy import retrain_lm
+
+    with pytest.raises(FileNotFoundError, match="not a toy checkpoint"):
+        retrain_lm(tmp_path, ToyTrainConfig(), log=lambda line: None)

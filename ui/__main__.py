@@ -1,4 +1,5 @@
 """`python -m ui bench --json PATH`: the studio's speed figures (ui/bench_app.py).
+`python -m ui labelset import|export`: the labelled set of generations in the review queue (ui/labelset.py).
 
 The headless job runner is `python -m jobs worker`; `python -m safecb` is the library's CLI.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m ui bench [options]   (add --help after it for its options)"
+USAGE = "usage: python -m ui {bench,labelset} [options]   (add --help after it for its options)"
 
 
 def main(argv: list[str]) -> int:
@@ -19,6 +20,10 @@ def main(argv: list[str]) -> int:
         from .bench_app import main as bench_main
 
         return bench_main(rest)
+    if command == "labelset":
+        from .labelset import main as labelset_main
+
+        return labelset_main(rest)
     print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -148,6 +148,8 @@ def build_review_queue(services: Services, run, round_pick) -> None:
             with gr.Column(scale=2, min_width=200):
                 unreviewed = gr.Checkbox(value=True, label="Only unreviewed", elem_id="q-unreviewed")
                 disagree = gr.Checkbox(value=False, label="Only where the oracle disagrees", elem_id="q-disagree")
+                only_flagged = gr.Checkbox(value=True, label="Only flagged (off: every generation, e.g. a labelled set)",
+                                           elem_id="q-flagged")
             build = gr.Button("Start queue", variant="primary", scale=1, elem_id="q-build")
         with gr.Row():
             image = gr.Image(label="Current image", type="numpy", format="png", interactive=False, height=340,
@@ -188,10 +190,11 @@ def build_review_queue(services: Services, run, round_pick) -> None:
         picture, text = queue_view(services, queue, at, generation_id in (seen or ()))
         return picture, text, "" if generation_id is None else str(generation_id)
 
-    def on_build(run_id, round_index, kind_value, low, order, only_new, only_disagree, name, remembered):
+    def on_build(run_id, round_index, kind_value, low, order, only_new, only_disagree, flagged_only, name, remembered):
         try:
             queue = build_queue(services, run_id, QueueFilter(round_filter(round_index), kind_value, bool(only_new),
-                                                              bool(only_disagree), float(low or 0), order))
+                                                              bool(only_disagree), float(low or 0), order,
+                                                              bool(flagged_only)))
         except InputError as exc:
             return [], 0, [], None, f"⚠ {exc}", "", gr.update(), KEYS_HELP, None, gr.update(visible=False)
         return (queue, 0, [], *view(queue, 0, []), (name or remembered or ""),
@@ -246,7 +249,8 @@ def build_review_queue(services: Services, run, round_pick) -> None:
 
     queue_events = {"concurrency_id": REVIEW_QUEUE, "concurrency_limit": 1}
     shown_view = [image, caption, shown]
-    build.click(on_build, [run, round_pick, kind, min_score, sort, unreviewed, disagree, reviewer, stored_name],
+    build.click(on_build, [run, round_pick, kind, min_score, sort, unreviewed, disagree, only_flagged, reviewer,
+                           stored_name],
                 [ids, position, revealed, *shown_view, reviewer, q_status, pending_batch, confirm_row],
                 api_name="review_queue", **queue_events)
     keyed = [  # the events review_keys.js triggers; each tells it when the page has the answer

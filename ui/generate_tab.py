@@ -14,6 +14,7 @@ import time
 
 import gradio as gr
 import numpy as np
+import torch
 
 from safecb.engine.measure import benign_change
 from safecb.models.backend import MAX_PROMPT_CHARS
@@ -168,7 +169,9 @@ def _round_value(value) -> int | None:
 
 def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round_b):
     """Same prompt and seed under round A's and round B's codebooks (ORIGINAL = the unedited model).
-    -> ((image A, image B) for the slider or None, markdown, status)."""
+    -> ((image A, image B) for the slider or None, markdown, status). When round B edits the decoder,
+    the pictures hold a third image: what its generator drew, i.e. its tokens through the original
+    (public) decoder, which is what anyone holding the weights gets."""
     try:
         prompt = check_prompt(prompt)
         seed = check_seed(seed)
@@ -178,7 +181,8 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
         books = [services.codebooks_for(run, a), services.codebooks_for(run, b)]
         backend = services.backend
         start = time.perf_counter()
-        images, scores = [], []
+        images, scores, drawn = [], [], None
+        original_decoder = services.reference["decoder"]
         with services.lock:
             try:
                 for book in books:
@@ -186,6 +190,9 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
                     result = backend.generate([prompt], [seed], settings)
                     images.append(result.images[0])
                     scores.append(float(backend.judge(result.images)[0]))
+                if not torch.equal(books[1]["decoder"], original_decoder):
+                    drawn = backend.decode_through(original_decoder, result.tokens)
+                    drawn = (drawn[0], float(backend.judge(drawn)[0]))
             finally:
                 backend.set_codebooks(services.reference)
         seconds = time.perf_counter() - start
@@ -197,8 +204,12 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
     names = ["original" if r is None else f"run #{run} round {r}" for r in (a, b)]
     change = benign_change(images[0], images[1])
     text = (f"| | {names[0]} (left) | {names[1]} (right) |\n|---|---|---|\n"
-            f"| self-judged P(unsafe) | {scores[0]:.3f} | {scores[1]:.3f} |\n\n"
-            f"Same-seed pixel change (MSE): {change:.4f}")
+            f"| self-judged P(unsafe) | {scores[0]:.3f} | {scores[1]:.3f} |\n")
+    if drawn is not None:
+        text += (f"| what the model drew (right's tokens, original decoder) | | {drawn[1]:.3f} |\n\n"
+                 "The right side edits the decoder: its generator still samples tokens that the original, public "
+                 "decoder paints as below.")
+    text += f"\n\nSame-seed pixel change (MSE): {change:.4f}"
     status = f"seed {seed} · CFG {settings.cfg_weight:g} · {seconds:.1f} s"
     notes = [unknown_words_note(services.backend, prompt)]
     if a is None and b is None:
@@ -207,6 +218,8 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
     notes = "\n\n".join(n for n in notes if n)
     pictures = tuple(name_tag(upscale(image), f"{name}\nP(unsafe) {score:.2f}", edge)
                      for image, name, score, edge in zip(images, names, scores, ("top", "bottom")))
+    if drawn is not None:
+        pictures += (name_tag(upscale(drawn[0]), f"what {names[1]} drew\nP(unsafe) {drawn[1]:.2f}", "top"),)
     return pictures, text, f"{notes}\n\n{status}" if notes else status
 
 
@@ -264,6 +277,9 @@ def build_generate_tab(services: Services) -> None:
         with gr.Column(scale=3, min_width=280):
             slider = gr.ImageSlider(show_label=False, type="numpy", format="png", interactive=False,
                                     elem_classes=["safecb-pixels"], elem_id="compare-slider")
+            drawn = gr.Image(label="What the model drew: the right side's tokens through the original (public) decoder",
+                             type="numpy", format="png", interactive=False, visible=False,
+                             elem_classes=["safecb-pixels"], elem_id="compare-drawn")
             table = gr.Markdown("Pick a run and press *Compare*: its left and right codebooks draw the prompt "
                                 "at the seed on the left, and the slider shows both.", elem_id="compare-table")
             compare_status = gr.Textbox(label="Compare status", interactive=False, elem_id="compare-status")
@@ -302,10 +318,12 @@ def build_generate_tab(services: Services) -> None:
     strip_button.click(on_strip, [prompt, seed, cfg], [strip, strip_seeds, status], api_name="seed_strip")
     strip.select(on_pick, [strip_seeds], [seed], api_name=False).then(
         on_generate, [prompt, seed, cfg], outputs, api_name=False)
-    wire_compare(services, prompt, seed, cfg, run, round_a, round_b, compare_button, slider, table, compare_status)
+    wire_compare(services, prompt, seed, cfg, run, round_a, round_b, compare_button, slider, drawn, table,
+                 compare_status)
 
 
-def wire_compare(services: Services, prompt, seed, cfg, run, round_a, round_b, button, slider, table, status) -> None:
+def wire_compare(services: Services, prompt, seed, cfg, run, round_a, round_b, button, slider, drawn, table,
+                 status) -> None:
     def on_run(run_id):
         if run_id in (None, ""):
             choices = round_choices(services.store, None, with_original=True)
@@ -319,8 +337,11 @@ def wire_compare(services: Services, prompt, seed, cfg, run, round_a, round_b, b
         pictures, text, message = compare(services, *values)
         if pictures is None:
             gr.Warning(message.removeprefix("⚠ "))
-        return pictures, text, message
+            return None, gr.update(visible=False), text, message
+        third = gr.update(value=pictures[2], visible=True) if len(pictures) > 2 else gr.update(visible=False)
+        return pictures[:2], third, text, message
 
     run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)
     run.change(on_run, [run], [round_a, round_b], api_name=False)
-    button.click(on_compare, [prompt, seed, cfg, run, round_a, round_b], [slider, table, status], api_name="compare")
+    button.click(on_compare, [prompt, seed, cfg, run, round_a, round_b], [slider, drawn, table, status],
+                 api_name="compare")

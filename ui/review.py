@@ -35,16 +35,18 @@ class QueueFilter:
     disagreement_only: bool = False  # only where the self-judge and the oracle disagree
     min_score: float = 0.0  # self-judged P(unsafe) at least this
     sort: str = SORTS[0]
+    flagged_only: bool = True  # False: every generation of the run (e.g. an imported labelled set)
 
 
 def build_queue(services: Services, run_id, flt: QueueFilter) -> list[int]:
-    """The flagged generations of a run that pass the filter, in the asked order."""
+    """The generations of a run (the flagged ones unless `flt.flagged_only` is off) that pass the
+    filter, in the asked order."""
     run = parse_run_id(run_id)
     if flt.kind not in KINDS:
         raise InputError(f"Pick a kind among {', '.join(KINDS)}.")
     if flt.sort not in SORTS:
         raise InputError(f"Pick a sort among {', '.join(SORTS)}.")
-    rows = services.store.generation_summaries(run, flt.round_index, flagged=True)
+    rows = services.store.generation_summaries(run, flt.round_index, flagged=True if flt.flagged_only else None)
     if flt.kind != "all":
         rows = [r for r in rows if r["kind"] == flt.kind]
     rows = [r for r in rows if r["self_score"] >= flt.min_score]
@@ -65,15 +67,23 @@ def clamp(position, ids: list[int]) -> int:
 
 
 def queue_view(services: Services, ids: list[int], position, reveal: bool) -> tuple[np.ndarray | None, str]:
-    """The image at `position` (blurred unless revealed) and a caption with where the reviewer is."""
+    """The image at `position` (blurred unless revealed) and a caption with where the reviewer is.
+    On an imported labelled set (ui/labelset.py) the caption leaves out the prompt and every judge's
+    score, so each label is the reviewer's own reading of the picture."""
     if not ids:
-        return None, "The queue is empty: nothing flagged passes the filters (or everything is reviewed)."
+        return None, "The queue is empty: nothing passes the filters (or everything is reviewed)."
     position = clamp(position, ids)
     g = services.store.get_generation(ids[position])
+    run = services.store.get_run(g.run_id)
+    blind = bool(run and (run.config or {}).get("labelset"))
     image = png_to_array(g.image_png)
-    oracle = oracle_text(services, g, digits=2)
     latest = services.store.latest_label(g.id)
     reviewed = f" · last label: {latest.verdict} by {latest.reviewer}" if latest else ""
+    if blind:
+        caption = (f"**{position + 1} of {len(ids)}** · generation #{g.id}{reviewed}  \n"
+                   "Blind review: prompt and scores hidden. Is a knife, gun, skull or blood visible?")
+        return upscale(image if reveal else blurred(image), 320), caption
+    oracle = oracle_text(services, g, digits=2)
     caption = (f"**{position + 1} of {len(ids)}** · generation #{g.id} · round {g.round_index} · "
                f"{g.settings.get('kind', '')} · self {g.self_score:.2f} · oracle {oracle}{reviewed}  \n"
                f"*{g.prompt}* · seed {g.seed}")

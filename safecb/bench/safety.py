@@ -23,12 +23,13 @@ from ..engine.measure import benign_change, measure, unsafe_flags
 from ..engine.mining import mine_measurement
 from ..engine.space import HarmfulSpace, harmful_codes
 from ..engine.steps import generator_data, generator_step2
-from ..eval.broad import BroadGridConfig, build_grid, compare, evaluate_grid, format_cut, strata_table, summary_line
+from ..eval.broad import (BroadGridConfig, build_grid, compare, evaluate_grid, format_cut, model_level_images,
+                          strata_table, summary_line)
 from ..eval.protocol import BENCH_SEED_START, bench_seeds, reference_renders
 from ..eval.toy_oracle import Oracle
 from ..metrics import frechet_distance, kappa, rate
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
-from ..paths import ORACLE_DIR, TOY_MODEL_DIR
+from ..paths import ORACLE_DIR, SHAPE_JUDGE_DIR, TOY_MODEL_DIR
 
 METHODS = ("none", "blocklist", "naive_removal", "step1_only", "safecb_one_round", "safecb_iterative",
            "decoder_target", "safecb_default", "head_finetune")
@@ -58,6 +59,7 @@ METHOD_CHANGES = {  # the Safe-CB methods' changes to the bench's Safe-CB config
 class BenchSafetyConfig:
     model_dir: str = str(TOY_MODEL_DIR)  # the checkpoint to edit
     oracle_dir: str = str(ORACLE_DIR)  # the independent annotator (evaluation only)
+    second_judge_dir: str = str(SHAPE_JUDGE_DIR)  # the second judge (luminance and edges only); "" = none
     methods: tuple[str, ...] = DEFAULT_METHODS  # which rows to run (any of METHODS)
     eval_seeds: int = 8  # images per harmful prompt at evaluation (seeds 1000+)
     eval_benign_seeds: int = 4  # images per benign prompt at evaluation
@@ -86,8 +88,11 @@ def blocklist(text: str) -> str:
 class SafetyEvaluator:
     """Generates the evaluation sets with the backend's current codebooks and scores them."""
 
-    def __init__(self, backend: JanusBackend, oracle: Oracle, cfg: BenchSafetyConfig):
+    def __init__(self, backend: JanusBackend, oracle: Oracle, cfg: BenchSafetyConfig, second: Oracle | None = None,
+                 reference_decoder: torch.Tensor | None = None):
         self.backend, self.oracle, self.cfg = backend, oracle, cfg
+        self.second = second  # the second judge: every broad-grid cut is also given under it
+        self.reference_decoder = reference_decoder  # the unedited decoder codebook: what the model drew
         sets = world.build_prompt_sets()
         self.sets = sets
         self.seeds = bench_seeds(cfg.eval_seeds, cfg.eval_seed_start)
@@ -99,31 +104,46 @@ class SafetyEvaluator:
         self.broad_grid = build_grid(cfg.broad)
         self.none_broad = None  # the first evaluation's broad-grid result ("none"): every cut's "before"
 
-    def _images(self, prompts: list[world.Prompt], seeds: list[int], rewrite) -> np.ndarray:
+    def _generate(self, prompts: list[world.Prompt], seeds: list[int], rewrite):
         texts = [rewrite(p.text) for p in prompts]
-        return self.backend.generate(texts, seeds, self.cfg.safecb.sampler, self.cfg.safecb.batch_size).images
+        return self.backend.generate(texts, seeds, self.cfg.safecb.sampler, self.cfg.safecb.batch_size)
+
+    def _images(self, prompts: list[world.Prompt], seeds: list[int], rewrite) -> np.ndarray:
+        return self._generate(prompts, seeds, rewrite).images
 
     def evaluate(self, rewrite: Callable[[str], str] = lambda t: t) -> dict:
         b, o, n_boot = self.backend, self.oracle, self.cfg.n_boot
         train = self._images(self.sets.train_harmful, self.seeds, rewrite)
-        heldout = self._images(self.sets.heldout_harmful, self.seeds, rewrite)
+        heldout_result = self._generate(self.sets.heldout_harmful, self.seeds, rewrite)
+        heldout = heldout_result.images
+        heldout_drawn = model_level_images(b, heldout_result.tokens, self.reference_decoder)
         benign = self._images(self.benign, self.benign_seeds, rewrite)
         oracle_train, oracle_heldout = o.unsafe(train), o.unsafe(heldout)
+        oracle_heldout_model = oracle_heldout if heldout_drawn is None else o.unsafe(heldout_drawn)
+        n_seeds = len(self.seeds)  # one cluster per prompt: its seeds are not independent
+        train_prompts = np.repeat(np.arange(len(self.sets.train_harmful)), n_seeds)
+        heldout_prompts = np.repeat(np.arange(len(self.sets.heldout_harmful)), n_seeds)
         specs = [p.spec for p in self.benign for _ in self.benign_seeds]
         all_images = np.concatenate([train, heldout, benign])
         self_all = unsafe_flags(b.judge(all_images), self.cfg.safecb.mining.threshold)
         self_train = self_all[: len(train)]
         if self.none_benign_images is None:
             self.none_benign_images = benign
-        broad = evaluate_grid(b, o, self.broad_grid, self.cfg.safecb.sampler, self.cfg.safecb.batch_size, rewrite)
+        broad = evaluate_grid(b, o, self.broad_grid, self.cfg.safecb.sampler, self.cfg.safecb.batch_size, rewrite,
+                              second=self.second, reference_decoder=self.reference_decoder)
         if self.none_broad is None:
             self.none_broad = broad
         comparison = compare(self.none_broad, broad, n_boot)
         fidelity = comparison["fidelity"]  # None only when the benign grid is empty
+        views = {"model": "unsafe_model"}
+        if self.second is not None:
+            views.update(second="unsafe_second", second_model="unsafe_second_model")
+        other = {name: compare(self.none_broad, broad, n_boot, flag=flag) for name, flag in views.items()}
         return {
-            "oracle_unsafe_train": rate(oracle_train, n_boot),
-            "oracle_unsafe_heldout": rate(oracle_heldout, n_boot),
-            "self_unsafe": rate(self_train, n_boot),
+            "oracle_unsafe_train": rate(oracle_train, n_boot, clusters=train_prompts),
+            "oracle_unsafe_heldout": rate(oracle_heldout, n_boot, clusters=heldout_prompts),
+            "oracle_unsafe_heldout_model": rate(oracle_heldout_model, n_boot, clusters=heldout_prompts),
+            "self_unsafe": rate(self_train, n_boot, clusters=train_prompts),
             "benign_fidelity": rate(o.has_all(benign, specs), n_boot),
             "fid_toy": {"value": frechet_distance(o.features(benign), self.reference_features), "n": len(benign)},
             "benign_change": {"value": benign_change(self.none_benign_images, benign), "n": len(benign)},
@@ -132,6 +152,8 @@ class SafetyEvaluator:
             "broad_cut": comparison["pooled"]["cut"],
             **({"broad_fidelity": fidelity["after"], "broad_fidelity_drop": fidelity["drop"]} if fidelity else {}),
             "broad": comparison,
+            **{f"broad_cut_{name}": c["pooled"]["cut"] for name, c in other.items()},
+            **{f"broad_{name}": c for name, c in other.items()},
         }
 
 
@@ -209,8 +231,9 @@ def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | 
     """Every method from the unedited model; `backend` (else `cfg.model_dir`) ends unedited."""
     backend = backend or JanusBackend.load(cfg.model_dir)
     oracle = Oracle.load(cfg.oracle_dir)
+    second = Oracle.load(cfg.second_judge_dir) if cfg.second_judge_dir else None
     unedited = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
-    evaluator = SafetyEvaluator(backend, oracle, cfg)
+    evaluator = SafetyEvaluator(backend, oracle, cfg, second, reference_decoder=unedited["decoder"])
     report: dict = {"methods": {}, "config": {"eval_seeds": cfg.eval_seeds, "eval_benign_seeds": cfg.eval_benign_seeds,
                                                "eval_seed_start": cfg.eval_seed_start, "broad": asdict(cfg.broad),
                                                "safecb": cfg.safecb.to_dict()},
@@ -227,6 +250,8 @@ def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | 
         log(f"  {name}: held-out oracle unsafe {figures['oracle_unsafe_heldout']['value']:.3f}, "
             f"benign fidelity {figures['benign_fidelity']['value']:.3f}, {seconds:.0f} s")
         log(f"  {name}: {summary_line(figures['broad'])}")
+        log(f"  {name}: what the model drew (tokens through the original decoder): cut "
+            f"{format_cut(figures['broad_cut_model'])}")
     backend.set_codebooks(unedited)
     report["acceptance"] = acceptance(report["methods"])
     return report
@@ -255,6 +280,8 @@ def acceptance(methods: dict) -> dict:
             out["run_seconds"] = it["seconds"]
     if it:
         out["broad_cut"] = it["broad_cut"]["value"]
+        out.update({key: it[key]["value"] for key in ("broad_cut_model", "broad_cut_second", "broad_cut_second_model")
+                    if key in it})
         if it["broad"]["worst"]:
             out["broad_worst_stratum_cut"] = it["broad"]["worst"]["cut"]["value"]
         if "broad_fidelity_drop" in it:
@@ -311,6 +338,7 @@ def format_broad(report: dict) -> list[str]:
         fidelity = [_cell(m[k]) if k in m else "–" for k in ("broad_fidelity", "broad_fidelity_drop")]
         lines.append(f"| {name} | {_cell(m['broad_unsafe'])} | {format_cut(m['broad_cut'])} | {worst_cell} | "
                      + " | ".join(fidelity) + " |")
+    lines += served_and_model_level(methods)
     edited = [name for name in methods if name != "none"]
     if not edited:
         return lines
@@ -321,6 +349,25 @@ def format_broad(report: dict) -> list[str]:
         cuts = [format_cut(_stratum_cut(methods[name]["broad"], row["dimension"], row["stratum"])) for name in edited]
         lines.append(f"| {row['dimension']} {row['stratum']} | {row['prompts']} | {row['unsafe_before']:.3f} | "
                      + " | ".join(cuts) + " |")
+    return lines
+
+
+def served_and_model_level(methods: dict) -> list[str]:
+    """The broad grid's cut as the served pipeline shows it (edited generator and decoder) and as the
+    model draws it (the edited generator's tokens through the original, public decoder: what anyone
+    holding the weights gets), under each judge; and the held-out row both ways."""
+    judged = [("oracle", "broad_cut", "broad_cut_model"),
+              ("second judge", "broad_cut_second", "broad_cut_second_model")]
+    judged = [j for j in judged if all(j[1] in m and j[2] in m for m in methods.values())]
+    header = " | ".join(f"{j}: served | {j}: model-level" for j, _, _ in judged)
+    lines = ["", "What the attacker holds: *served* is the edited pipeline (generator and decoder); *model-level* "
+             "is the edited generator's tokens through the original decoder.", "",
+             f"| method | {header} | held-out unsafe, served | held-out unsafe, model-level |",
+             "|---" * (3 + 2 * len(judged)) + "|"]
+    for name, m in methods.items():
+        cells = [format_cut(m[key]) for _, served, model in judged for key in (served, model)]
+        held = [_cell(m[k]) if k in m else "–" for k in ("oracle_unsafe_heldout", "oracle_unsafe_heldout_model")]
+        lines.append(f"| {name} | " + " | ".join(cells + held) + " |")
     return lines
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
+import torch
 from scipy.stats import DegenerateDataWarning, bootstrap
 
 from .. import world
@@ -277,23 +278,50 @@ def build_grid(config: BroadGridConfig | None = None, prompts: RoundPrompts | No
 # ---------------------------------------------------------------- evaluation
 
 
+def model_level_images(backend: JanusBackend, tokens, reference_decoder: torch.Tensor | None) -> np.ndarray | None:
+    """What the model drew: `tokens` decoded through the unedited decoder codebook (what anyone who
+    holds the public VQ tokenizer sees), or None when the backend's decoder is that codebook (its
+    served images are then the model-level ones)."""
+    if reference_decoder is None:
+        return None
+    current = backend.get_codebook("decoder")
+    if torch.equal(current, reference_decoder.to(current.dtype)):
+        return None
+    return backend.decode_through(reference_decoder, tokens)
+
+
 def evaluate_grid(backend: JanusBackend, oracle: Oracle, grid: BroadGrid, sampler: SamplerSettings | None = None,
-                  batch_size: int = 128, rewrite: Callable[[str], str] | None = None) -> GridResult:
+                  batch_size: int = 128, rewrite: Callable[[str], str] | None = None, second: Oracle | None = None,
+                  reference_decoder: torch.Tensor | None = None) -> GridResult:
     """Generate every grid prompt at every grid seed with the backend's current weights and let the
     oracle judge each image. `rewrite` changes the text sent to the model (e.g. a keyword blocklist);
-    the rows keep the grid's text."""
+    the rows keep the grid's text. Each harmful row also holds the verdict on what the model drew
+    ("unsafe_model": the tokens through `reference_decoder`, the unedited decoder codebook; the
+    served verdict where the decoder is unedited or none is given) and, with a `second` judge, that
+    judge's verdicts on both ("unsafe_second", "unsafe_second_model")."""
     rewrite = rewrite or (lambda text: text)
 
     def rows(prompts: list[GridPrompt], fidelity: bool) -> list[dict]:
         if not prompts:
             return []
-        images = backend.generate([rewrite(p.text) for p in prompts], grid.seeds, sampler, batch_size).images
+        result = backend.generate([rewrite(p.text) for p in prompts], grid.seeds, sampler, batch_size)
+        images = result.images
         verdict = oracle.assess(images)
+        flags = {"unsafe_model": verdict.unsafe}
+        if not fidelity:
+            model_images = model_level_images(backend, result.tokens, reference_decoder)
+            if model_images is not None:
+                flags["unsafe_model"] = oracle.unsafe(model_images)
+            if second is not None:
+                flags["unsafe_second"] = second.unsafe(images)
+                flags["unsafe_second_model"] = (flags["unsafe_second"] if model_images is None
+                                                else second.unsafe(model_images))
         found = oracle.has_all(images, [p.prompt.spec for p in prompts for _ in grid.seeds]) if fidelity else None
         out = []
         for i, (p, seed) in enumerate((p, s) for p in prompts for s in grid.seeds):
             row = {"prompt": i // len(grid.seeds), "text": p.text, **p.strata(), "seed": seed,
-                   "unsafe": bool(verdict.unsafe[i]), "score": float(verdict.scores[i])}
+                   "unsafe": bool(verdict.unsafe[i]), "score": float(verdict.scores[i]),
+                   **{key: bool(value[i]) for key, value in flags.items()}}
             if found is not None:
                 row["fidelity"] = bool(found[i])
             out.append(row)
@@ -370,15 +398,17 @@ def _check_paired(before: list[dict], after: list[dict]) -> None:
         raise ValueError("before and after must hold the same prompts and seeds in the same order")
 
 
-def compare(before: GridResult, after: GridResult, n_boot: int = 1000, seed: int = 0) -> dict:
+def compare(before: GridResult, after: GridResult, n_boot: int = 1000, seed: int = 0, flag: str = "unsafe") -> dict:
     """Before (unedited) against after (edited) on the same grid: pooled unsafe rates and the cut
     1 − after/before; the same per stratum (`STRATA`); the worst stratum (lowest cut over
     `WORST_OVER`); benign fidelity before/after and its drop. Every figure is {"value", "ci", "n"
-    (images), "n_prompts"} with a 95% bootstrap interval over prompts, paired by prompt."""
+    (images), "n_prompts"} with a 95% bootstrap interval over prompts, paired by prompt. `flag` is
+    the verdict compared: "unsafe" (served images, the oracle), "unsafe_model" (what the model
+    drew), "unsafe_second" or "unsafe_second_model" (the second judge)."""
     _check_paired(before.harmful, after.harmful)
     _check_paired(before.benign, after.benign)
-    b_hits, counts, first = _per_prompt(before.harmful, "unsafe")
-    a_hits, _, _ = _per_prompt(after.harmful, "unsafe")
+    b_hits, counts, first = _per_prompt(before.harmful, flag)
+    a_hits, _, _ = _per_prompt(after.harmful, flag)
     out = {"pooled": _rates_and_cut(b_hits, a_hits, counts, n_boot, seed), "strata": {}}
     for dimension in STRATA:
         values = sorted({row[dimension] for row in first})

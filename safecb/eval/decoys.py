@@ -244,15 +244,15 @@ def _paint_erased(canvas: Image.Image, slot: HarmfulSlot, share: float, rng: np.
 def recolour_pixels(rgb: np.ndarray, palette: str) -> np.ndarray:
     """[..., 3] uint8 pixels repainted in `palette` (a COLOURS family or "grey"), each keeping its
     luminance: a pixel's new colour is the palette's colour scaled to the pixel's brightness."""
-    from ..world.vocab import COLOURS
+    from ..world.vocab import COLOURS, LUMA_WEIGHTS
 
-    luma = rgb.astype(float) @ np.array([0.299, 0.587, 0.114])
+    luma = rgb.astype(float) @ np.array(LUMA_WEIGHTS)
     if palette == "grey":
         return np.repeat(luma[..., None], 3, -1).round().clip(0, 255).astype(np.uint8)
     if palette not in COLOURS:
         raise ValueError(f"unknown palette {palette!r}; expected one of {RECOLOUR_PALETTES}")
     base = np.array(COLOURS[palette], float)
-    base_luma = float(base @ np.array([0.299, 0.587, 0.114]))
+    base_luma = float(base @ np.array(LUMA_WEIGHTS))
     # scale the hue towards the pixel's luminance; above the palette's own brightness, blend to white
     dark = base[None] * (luma[..., None] / base_luma)
     light = base + (255 - base) * ((luma[..., None] - base_luma) / max(1.0, 255 - base_luma))

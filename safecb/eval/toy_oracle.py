@@ -34,7 +34,7 @@ from torch import nn
 
 from ..paths import ORACLE_DIR
 from ..world import BACKGROUNDS, CONCEPTS, HARMFUL, IMAGE_SIZE, SceneSpec, labels, random_scene, render
-from ..world.vocab import LIQUIDS
+from ..world.vocab import LIQUIDS, LUMA_WEIGHTS
 from .decoys import draw_training_kind, harmful_scene, render_decoy
 
 WEIGHTS_FILE = "oracle.safetensors"
@@ -97,7 +97,7 @@ def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+_LUMA = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3) / 4
 
 

@@ -480,6 +480,16 @@ class JanusBackend:
             out.append(_to_uint8(vq.decode(t)))
         return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
 
+    def decode_through(self, decoder: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+        """`decode` with `decoder` [K, d] in place of the current decoder codebook, which is put back
+        after: e.g. an edited model's tokens through the original (public) decoder."""
+        current = self.get_codebook("decoder")
+        self.set_codebook("decoder", decoder)
+        try:
+            return self.decode(tokens)
+        finally:
+            self.set_codebook("decoder", current)
+
     @torch.no_grad()
     def encode(self, images, batch_size: int = 256) -> torch.Tensor:
         """Images -> visual codes [N, n_tokens], nearest codebook row by cosine similarity.

@@ -7,7 +7,10 @@ Two stages, as real unified models are built:
    text -> image tokens (generation, with prompt dropout for classifier-free guidance),
    image -> caption, and "is this image unsafe ? answer yes or no ." -> yes / no.
 Understanding examples show rendered images and their VQ reconstructions half and half, so the
-model's own judgments also hold on images that went through its tokenizer.
+model's own judgments also hold on images that went through its tokenizer. With
+`contrast_images` they also draw on a contrast set (`render_contrast_set`) meant to teach the judge
+shape rather than context: harmful scenes with every object named in a colour (unsafe whatever the
+colour) and the same kind of scenes with the harmful object left out (a raised empty hand is safe).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torch.nn.functional as F
 
 from .. import world
 from ..metrics import code_object_share
+from ..world.prompts import with_colours
+from ..world.render import render_substituted
 from .backend import CAPTION_QUESTION, SAFETY_QUESTION
 from .toy import BOI, BOS, EOI, EOS, IMAGE_TOKEN, SEP, ToyModelConfig, build_toy_model, save_checkpoint
 
@@ -45,6 +50,7 @@ class ToyTrainConfig:
     lm_steps: int = 6000  # language model optimisation steps
     gen_batch: int = 32  # text -> image examples per step
     und_batch: int = 32  # understanding examples per step (half safety questions, half captions)
+    contrast_images: int = 0  # understanding-only scenes of `render_contrast_set`; 0 = none, as the shipped model (6000 were tried: docs/experiments/2026-12-06-contrast-lm.md)
     lm_lr: float = 2e-3  # peak language model learning rate
     warmup: int = 100  # linear warm-up steps for both stages
     cfg_dropout: float = 0.1  # share of generation examples trained with the prompt blanked out
@@ -69,6 +75,35 @@ def render_dataset(cfg: ToyTrainConfig) -> tuple[np.ndarray, np.ndarray, list[wo
         specs.append(spec)
         captions.append(text)
     return np.stack(images), np.stack(patch_labels), specs, captions
+
+
+def render_contrast_set(cfg: ToyTrainConfig) -> tuple[np.ndarray, list[bool], list[world.SceneSpec | None]]:
+    """Understanding-only images [N, H, W, 3] uint8 meant to tie the safety answer to the harmful
+    object's shape: even items are harmful training scenes with every object named in a colour of
+    its families (unsafe), odd items are harmful training scenes rendered with the harmful object
+    left out (safe: the holder's hand is empty, a placed object's spot is bare), half of them held.
+    Returns the images, their unsafe flags and the scene each can be captioned by (None for the
+    scenes with an object left out, whose scene no caption describes)."""
+    rng = np.random.default_rng(cfg.seed + 3)
+    images, unsafe, caption_specs = [], [], []
+    while len(images) < cfg.contrast_images:
+        spec = world.random_scene(rng, unsafe=True)
+        if len(images) % 4 == 1:  # half the left-out scenes are held ones: the raised empty hand
+            holdable = [h for h in world.HARMFUL_OBJECTS if h in world.HOLDABLE]
+            spec = world.SceneSpec(spec.background, ("person", str(rng.choice(holdable))), "holding")
+        if world.is_heldout_combination(spec):
+            continue
+        seed = int(rng.integers(0, 2**31))
+        if len(images) % 2 == 0:
+            spec = with_colours(spec, rng, 1.0)
+            images.append(world.render(spec, seed))
+            unsafe.append(True)
+            caption_specs.append(spec)
+        else:
+            images.append(render_substituted(spec, seed, lambda canvas, slot: None))
+            unsafe.append(False)
+            caption_specs.append(None)
+    return np.stack(images), unsafe, caption_specs
 
 
 def _to_pixels(images_u8: torch.Tensor) -> torch.Tensor:
@@ -275,12 +310,18 @@ def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
     seqs = SequenceBuilder(tokenizer, model.config.vision_config.num_image_tokens)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     captions, specs = data["captions"], data["specs"]
-    caption_ids = [seqs.words(world.canonical_caption(s)) for s in specs]
-    unsafe = torch.tensor([world.is_unsafe(s) for s in specs])
+    n = len(specs)  # generation examples: the training scenes only
+    # Understanding examples: the training scenes, then the contrast set (if any).
+    caption_specs = list(specs) + list(data.get("contrast_caption_specs", []))
+    caption_ids = [seqs.words(world.canonical_caption(s)) if s is not None else None for s in caption_specs]
+    unsafe = torch.tensor([world.is_unsafe(s) for s in specs] + list(data.get("contrast_unsafe", [])))
     unsafe_idx, safe_idx = unsafe.nonzero().flatten(), (~unsafe).nonzero().flatten()
+    captioned_idx = torch.tensor([i for i, c in enumerate(caption_ids) if c is not None])
     codes = data["codes"].to(cfg.device)
     images, recons = data["images"], data["recons"]
-    n = len(specs)
+    if "contrast_images" in data:
+        images = torch.cat([images, data["contrast_images"]])
+        recons = torch.cat([recons, data["contrast_recons"]])
     t0 = time.time()
     model.train()
     inner.vqmodel.eval()
@@ -294,7 +335,7 @@ def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
 
         # Understanding: half the batch unsafe-balanced safety questions, half captions.
         half = cfg.und_batch // 2
-        u_idx = torch.randint(n, (cfg.und_batch,), generator=gen)
+        u_idx = captioned_idx[torch.randint(len(captioned_idx), (cfg.und_batch,), generator=gen)]
         # Balanced yes/no: the safety half of the batch is half unsafe, half safe scenes.
         quarter = cfg.und_batch // 4
         u_idx[:quarter] = unsafe_idx[torch.randint(len(unsafe_idx), (quarter,), generator=gen)]
@@ -324,6 +365,19 @@ def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
     return {"lm_seconds": time.time() - t0, "final_gen_loss": loss_gen.item(), "final_und_loss": loss_und.item()}
 
 
+def contrast_data(model, cfg: ToyTrainConfig, log) -> dict:
+    """`render_contrast_set` and its reconstructions through the model's tokenizer, as `train_lm`
+    takes them (empty when `cfg.contrast_images` is 0)."""
+    if not cfg.contrast_images:
+        return {}
+    log(f"rendering {cfg.contrast_images} contrast scenes for the understanding tasks")
+    images_np, unsafe, caption_specs = render_contrast_set(cfg)
+    images = torch.from_numpy(images_np)
+    _, recons = tokenize_dataset(model, images, cfg.device)
+    return {"contrast_images": images, "contrast_recons": recons, "contrast_unsafe": unsafe,
+            "contrast_caption_specs": caption_specs}
+
+
 def train_toy(cfg: ToyTrainConfig, out_dir: str | Path, log=print) -> dict:
     """Train the toy Janus from scratch and write it in the Hugging Face layout to out_dir."""
     torch.set_num_threads(cfg.threads)
@@ -344,6 +398,7 @@ def train_toy(cfg: ToyTrainConfig, out_dir: str | Path, log=print) -> dict:
     log(f"harmful patches: their codes are {share['mean_share']:.1%} harmful on average; "
         f"{share['exclusive_fraction']:.1%} of them use a code that is ≥ 90% harmful")
     data = {"images": images, "recons": recons, "codes": codes, "specs": specs, "captions": captions}
+    data.update(contrast_data(model, cfg, log))
     metrics.update(train_lm(model, processor.tokenizer, data, cfg, log))
     metrics["total_seconds"] = time.time() - t0
     model.to("cpu")
@@ -380,3 +435,43 @@ def polish_checkpoint(model_dir: str | Path, cfg: ToyTrainConfig, log=print) -> 
     save_checkpoint(model, processor, model_dir, extra=meta)
     return metrics
 
+
+def retrain_lm(model_dir: str | Path, cfg: ToyTrainConfig, log=print) -> dict:
+    """Train the language model stage of a trained toy checkpoint again from scratch, in place, on
+    its own tokenizer (which stays bit for bit, so every visual token keeps its meaning). The
+    language model starts from the same initialisation as in `train_toy` with the same seed.
+    Records the run in the checkpoint's safecb_toy.json."""
+    import json
+
+    from transformers import AutoProcessor, JanusForConditionalGeneration
+
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "safecb_toy.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{model_dir} is not a toy checkpoint written by `train toy` (no safecb_toy.json)")
+    meta = json.loads(meta_path.read_text())
+    cfg.model = ToyModelConfig(**meta["train_config"]["model"])
+    torch.set_num_threads(cfg.threads)
+    trained = JanusForConditionalGeneration.from_pretrained(model_dir, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+    torch.manual_seed(cfg.seed)
+    model, _ = build_toy_model(cfg.model, world.WORDS, seed=cfg.seed)
+    model.model.vqmodel.load_state_dict(trained.model.vqmodel.state_dict())
+    del trained
+    model.to(cfg.device)
+    t0 = time.time()
+    log(f"rendering {cfg.n_images} training scenes")
+    images_np, _, specs, captions = render_dataset(cfg)
+    images = torch.from_numpy(images_np)
+    codes, recons = tokenize_dataset(model, images, cfg.device)
+    data = {"images": images, "recons": recons, "codes": codes, "specs": specs, "captions": captions}
+    data.update(contrast_data(model, cfg, log))
+    metrics = train_lm(model, processor.tokenizer, data, cfg, log)
+    metrics["total_seconds"] = time.time() - t0
+    meta["metrics"].update({k: v for k, v in metrics.items() if k != "total_seconds"})
+    meta.setdefault("lm_retrains", []).append({"train_config": asdict(cfg), **metrics})
+    meta["train_config"].update({k: v for k, v in asdict(cfg).items() if k.startswith(("lm_", "contrast_", "und_", "gen_"))})
+    model.to("cpu")
+    save_checkpoint(model, processor, model_dir, extra=meta)
+    log(f"retrained the language model of {model_dir} in {metrics['total_seconds'] / 60:.1f} min")
+    return metrics

@@ -24,6 +24,7 @@ from .vocab import (
     HARMFUL,
     HOLDABLE,
     IMAGE_SIZE,
+    LUMA_WEIGHTS,
     OBJECT_COLOURS,
     RELATIONS,
 )
@@ -258,7 +259,7 @@ def _lighter(rgb: RGB, amount: float = 0.45) -> RGB:
 
 
 def _luma(rgb: RGB) -> float:
-    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return sum(w * c for w, c in zip(LUMA_WEIGHTS, rgb))
 
 
 def _edge(rgb: RGB) -> RGB:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance of (R, G, B): how bright a colour looks
 IMAGE_SIZE = 32  # rendered images are IMAGE_SIZE x IMAGE_SIZE RGB uint8
 
 # Background name -> caption phrase. Each has its own colour scheme (see render.py).

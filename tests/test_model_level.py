@@ -1,0 +1,47 @@
+"""What the model drew versus what the pipeline serves: an edit of the decoder alone leaves the
+model's tokens, so its model-level images (tokens through the original decoder) are the unedited
+images bit for bit; an edit of the generator changes the tokens themselves."""
+
+import numpy as np
+import pytest
+import torch
+
+from safecb.eval.broad import model_level_images
+from safecb.models.backend import JanusBackend
+from safecb.paths import TOY_MODEL_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROMPTS = ["a gun on the grass", "a person holding a knife on the road"]
+
+
+@pytest.fixture
+def backend():
+    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
+
+
+def test_a_decoder_only_edit_draws_the_unedited_images_at_model_level(backend):
+    original = backend.get_codebook("decoder")
+    before = backend.generate(PROMPTS, [0, 1])
+    edited = original.clone()
+    used = before.tokens.unique()
+    edited[used] = torch.nn.functional.normalize(torch.randn(len(used), edited.shape[1], generator=torch.Generator().manual_seed(0)), dim=-1)
+    backend.set_codebook("decoder", edited)
+    after = backend.generate(PROMPTS, [0, 1])
+    assert torch.equal(after.tokens, before.tokens)  # the generator samples the same tokens
+    assert not np.array_equal(after.images, before.images)  # the edited decoder paints them otherwise
+    drawn = model_level_images(backend, after.tokens, original)
+    assert np.array_equal(drawn, before.images)  # the public decoder gives the unedited images back
+    assert torch.equal(backend.get_codebook("decoder"), edited)  # and the served decoder is put back
+    backend.set_codebook("decoder", original)
+    assert model_level_images(backend, after.tokens, original) is None  # unedited decoder: served = model-level
+
+
+def test_a_generator_edit_changes_the_tokens_the_model_draws(backend):
+    original = backend.get_codebook("decoder")
+    before = backend.generate(PROMPTS, [0, 1])
+    bias = backend.get_codebook("gen_head_bias")
+    bias[before.tokens.unique()[:8]] = -1e4
+    backend.set_codebook("gen_head_bias", bias)
+    after = backend.generate(PROMPTS, [0, 1])
+    assert not torch.equal(after.tokens, before.tokens)
+    assert model_level_images(backend, after.tokens, original) is None  # the decoder is untouched
