@@ -2,10 +2,12 @@
 Face layout that the backend loads and runs, and its losses go down."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from safecb import world
 from safecb.models.backend import JanusBackend
@@ -71,19 +73,19 @@ def test_semantic_tokenizer_loss_trains_and_needs_labels():
     assert len(label_loss) == 2 and label_loss[-1] < label_loss[0]  # logged at steps 1 and 101
 
 
+def copy_of_trained(trained, tmp_path, shown: str):
+    """A copy of the trained checkpoint to change in place: (its folder, its weights, four renders of
+    `shown` on the grass, their tokens)."""
+    copy = tmp_path / "toy"
+    shutil.copytree(trained[0], copy)
+    images = np.stack([world.render(world.SceneSpec("grass", (shown,)), s) for s in range(4)])
+    return copy, load_file(copy / "model.safetensors"), images, JanusBackend.load(copy, device="cpu").encode(images)
+
+
 def test_extra_polish_sharpens_the_decoder_in_place_and_keeps_every_token(trained, tmp_path):
-    import shutil
-
-    from safetensors.torch import load_file
-
     from safecb.models.train_toy import polish_checkpoint
 
-    out, _, _ = trained
-    copy = tmp_path / "toy"
-    shutil.copytree(out, copy)
-    before = load_file(copy / "model.safetensors")
-    images = np.stack([world.render(world.SceneSpec("grass", ("cat",)), s) for s in range(4)])
-    tokens_before = JanusBackend.load(copy, device="cpu").encode(images)
+    copy, before, images, tokens_before = copy_of_trained(trained, tmp_path, "cat")
     cfg = ToyTrainConfig(model=TINY, n_images=96, vq_batch=8, polish_steps=3, warmup=1)
     metrics = polish_checkpoint(copy, cfg, log=lambda line: None)
     after = load_file(copy / "model.safetensors")
@@ -121,18 +123,9 @@ def test_contrast_set_pairs_coloured_harmful_scenes_with_scenes_whose_harmful_ob
 
 
 def test_language_model_retrains_from_scratch_on_the_same_tokenizer(trained, tmp_path):
-    import shutil
-
-    from safetensors.torch import load_file
-
     from safecb.models.train_toy import retrain_lm
 
-    out, _, _ = trained
-    copy = tmp_path / "toy"
-    shutil.copytree(out, copy)
-    before = load_file(copy / "model.safetensors")
-    images = np.stack([world.render(world.SceneSpec("grass", ("gun",)), s) for s in range(4)])
-    tokens_before = JanusBackend.load(copy, device="cpu").encode(images)
+    copy, before, images, tokens_before = copy_of_trained(trained, tmp_path, "gun")
     cfg = ToyTrainConfig(n_images=96, lm_steps=3, gen_batch=8, und_batch=8, warmup=1, contrast_images=8)
     retrain_lm(copy, cfg, log=lambda line: None)
     after = load_file(copy / "model.safetensors")

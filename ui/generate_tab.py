@@ -14,9 +14,9 @@ import time
 
 import gradio as gr
 import numpy as np
-import torch
 
 from safecb.engine.measure import benign_change
+from safecb.eval.broad import model_level_images
 from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.sampler import SamplerSettings
 from safecb.world import build_prompt_sets
@@ -190,8 +190,8 @@ def compare(services: Services, prompt, seed, cfg_weight, run_id, round_a, round
                     result = backend.generate([prompt], [seed], settings)
                     images.append(result.images[0])
                     scores.append(float(backend.judge(result.images)[0]))
-                if not torch.equal(books[1]["decoder"], original_decoder):
-                    drawn = backend.decode_through(original_decoder, result.tokens)
+                drawn = model_level_images(backend, result.tokens, original_decoder)  # right side's codebooks are set
+                if drawn is not None:
                     drawn = (drawn[0], float(backend.judge(drawn)[0]))
             finally:
                 backend.set_codebooks(services.reference)
