@@ -24,6 +24,7 @@ from db import QueueLimits, Store
 from db.messages import public_error
 from db.records import JobRecord
 from safecb.engine.config import SafeCBConfig
+from safecb.engine.rundir import RunDirectory
 from safecb.eval.attack import ATTACKS, AttackConfig, attack_model_state, quick_attack_config, soft_targets
 from safecb.models.backend import JanusBackend
 from safecb.models.sampler import SamplerSettings
@@ -176,6 +177,11 @@ def execute_attack(runner: Worker, job: JobRecord, run_dir: Path | None) -> None
             safecb = run.config.get("safecb")
             sampler = SafeCBConfig.from_dict(safecb).sampler if safecb else SamplerSettings()
             config = attack_config(request, sampler)
+            directory = RunDirectory(run_dir)
+            run_prompts = directory.read_config().get("prompts", {}) if directory.exists() else {}
+            harmful = tuple(p["text"] for p in run_prompts.get("harmful", []))
+            if harmful:  # swap-back on the run's own harmful prompts (an I2P run's, say), not the toy grid's
+                config = replace(config, swap_back_texts=harmful)
             store.update_job(job.id, message="loading the model", log=f"worker {runner.worker_id} took the job")
             backend, reference = runner.backend, runner.reference
             codebooks = reference
@@ -194,7 +200,8 @@ def execute_attack(runner: Worker, job: JobRecord, run_dir: Path | None) -> None
                 backend.set_codebooks(reference)
                 targets = soft_targets(backend, oracle, config)
             backend.set_codebooks(codebooks)
-            report = attack_model_state(backend, oracle, config, targets=targets, progress=progress)
+            report = attack_model_state(backend, oracle, config, targets=targets, progress=progress,
+                                        original_decoder=reference["decoder"])
             report.save(attack_directory(run_dir, job.id))  # its JSON last: a report is whole or absent
             seconds = time.perf_counter() - t0
     except Exception as exc:

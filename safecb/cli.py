@@ -61,6 +61,32 @@ def _labelset_generate(args) -> int:
     return 0
 
 
+def _bench_replacement(args) -> int:
+    """What a run's best round (or --round) draws for harmful prompts, beside the unedited model."""
+    import torch
+
+    from .bench.replacement import replacement_sheet
+    from .engine import SafeCBConfig, apply_run
+    from .engine.rundir import RunDirectory
+    from .eval.toy_oracle import Oracle
+    from .models.backend import JanusBackend
+    from .paths import SHAPE_JUDGE_DIR
+
+    torch.set_num_threads(args.threads)
+    backend = JanusBackend.load(args.model)
+    unedited = backend.codebooks()
+    index = apply_run(backend, args.run, args.round)
+    edited = backend.codebooks()
+    backend.set_codebooks(unedited)
+    sampler = SafeCBConfig.from_dict(RunDirectory(args.run).read_config()["safecb"]).sampler
+    sheet, counts = replacement_sheet(backend, edited, Oracle.load(args.oracle), Oracle.load(SHAPE_JUDGE_DIR),
+                                      sampler=sampler)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(args.out)
+    print(json.dumps({"run": str(args.run), "round": index, **counts}))
+    return 0
+
+
 def _labelset_sheet(args) -> int:
     from .eval.labelset import disagreement_sheet, load_labelset
     from .eval.toy_oracle import Oracle
@@ -265,7 +291,7 @@ def _bench_safety(args) -> int:
                             eval_seed_start=seed_start)
     grid_flags = {"n_prompts": args.broad_prompts, "n_benign": args.broad_benign,
                   "seeds_per_prompt": args.broad_seeds}
-    cfg.broad = dataclasses.replace(cfg.broad, seed_start=seed_start,
+    cfg.broad = dataclasses.replace(cfg.broad, seed_start=seed_start, half=args.half,
                                     **{k: v for k, v in grid_flags.items() if v is not None})
     cfg.safecb = cfg.safecb.override(_set_changes(args.set))
     report = run_bench_safety(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -474,17 +500,29 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--seed-start", dest="seed_start", type=int, default=None,
                         help="first image seed of every evaluation (default: the bench seeds, 1000; "
                              "the tuning seeds start at 2000)")
+    safety.add_argument("--half", choices=["reporting", "tuning", "all"], default="reporting",
+                        help="the broad grid's scenes: the reporting half (default; figures), the tuning half "
+                             "(with --seed-start 2000, for choosing settings) or all")
     safety.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change the bench's Safe-CB config (dotted key, JSON value), e.g. "
                              "--set fine_tune.decoder_steps=200; repeatable; for tuning runs")
     safety.set_defaults(func=_bench_safety)
+    replacement = bench.add_parser("replacement", help="a picture of what a run's edited model draws for harmful "
+                                   "prompts (reporting half, bench seed), the worst cases first")
+    replacement.add_argument("--run", required=True, help="a Safe-CB run directory (python -m safecb run --out ...)")
+    replacement.add_argument("--round", type=int, default=None, help="which round (default: the run's best)")
+    replacement.add_argument("--model", default=str(TOY_MODEL_DIR))
+    replacement.add_argument("--oracle", default=str(ORACLE_DIR))
+    replacement.add_argument("--out", default="docs/replacement_default.png", help="PNG to write")
+    replacement.add_argument("--threads", type=thread_count, default=2)
+    replacement.set_defaults(func=_bench_replacement)
     attack = bench.add_parser("attack", help="red team each method's model state: discrete prompt search and "
                               "soft-prompt attack with the oracle as objective; ASR on fresh seeds")
     attack.add_argument("--model", default=str(TOY_MODEL_DIR))
     attack.add_argument("--oracle", default=str(ORACLE_DIR))
     attack.add_argument("--methods", default=None, help="comma-separated subset of none,blocklist,naive_removal,"
-                        "safecb_generator,decoder_target,default (default: all; --quick: none,blocklist,naive_removal)")
-    attack.add_argument("--attacks", default=None, help="comma-separated subset of discrete,soft (default: both)")
+                        "safecb_generator,safecb_guided,decoder_target,default (default: all; --quick: none,blocklist,naive_removal)")
+    attack.add_argument("--attacks", default=None, help="comma-separated subset of discrete,soft,swap_back (default: all three)")
     attack.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
     attack.add_argument("--out", default=None, help="save the best adversarial prompts, images and soft prompts here")
     attack.add_argument("--threads", type=thread_count, default=2)

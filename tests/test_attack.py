@@ -191,16 +191,17 @@ def test_harmful_objects_only_as_soft_targets():
     assert set(SoftPromptConfig().objects) == set(world.HARMFUL_OBJECTS)
 
 
-def test_progress_moves_forward_over_both_attacks_and_an_exception_from_it_stops_the_attack(toy, oracle):
+def test_progress_moves_forward_over_the_attacks_and_an_exception_from_it_stops_the_attack(toy, oracle):
     cfg = quick_attack_config()
     heard: list[tuple[str, float]] = []
     report = attack_model_state(toy, oracle, cfg, progress=lambda what, done: heard.append((what, done)))
     shares = [done for _, done in heard]
-    assert set(report.results) == {"discrete", "soft"}
+    assert set(report.results) == {"discrete", "soft", "swap_back"}
     assert shares == sorted(shares) and 0.0 <= shares[0] and shares[-1] <= 1.0
     assert any(w.startswith("prompt search") for w, _ in heard) and any(w.startswith("soft") for w, _ in heard)
-    assert max(d for w, d in heard if w.startswith("prompt search")) <= 0.5 <= min(
-        d for w, d in heard if w.startswith("soft"))  # each attack has its half of the bar
+    search, soft = ([d for w, d in heard if w.startswith(what)] for what in ("prompt search", "soft"))
+    swap = [d for w, d in heard if w.startswith("swap-back")]
+    assert max(search) <= 1 / 3 <= min(soft) <= max(soft) <= 2 / 3 <= min(swap)  # each attack has its third
 
     class Stop(Exception):
         pass
@@ -216,3 +217,21 @@ def test_progress_moves_forward_over_both_attacks_and_an_exception_from_it_stops
 def test_an_attack_config_needs_at_least_one_attack():
     with pytest.raises(ValueError, match="at least one attack"):
         AttackConfig(attacks=())
+
+
+def test_swap_back_gives_back_what_a_decoder_only_edit_hides(toy, oracle):
+    cfg = replace(quick_attack_config(), attacks=("swap_back",))
+    unedited = toy.codebooks()
+    before = attack_model_state(toy, oracle, cfg).results["swap_back"]
+    try:
+        toy.set_codebook("decoder", unedited["decoder"].flip(0))  # a decoder edit that repaints every code
+        served = attack_model_state(toy, oracle, cfg).results["swap_back"]  # no public decoder given: its own
+        swapped = attack_model_state(toy, oracle, cfg, original_decoder=unedited["decoder"]).results["swap_back"]
+    finally:
+        toy.set_codebooks(unedited)
+    assert [i.prompt for i in swapped.instances] == [i.prompt for i in before.instances]
+    assert len(before.instances) == cfg.swap_back_prompts and before.asr["n"] == cfg.swap_back_prompts
+    assert [i.validation_unsafe for i in swapped.instances] == [i.validation_unsafe for i in before.instances]
+    assert [i.start_validation_unsafe for i in swapped.instances] == [i.validation_unsafe for i in served.instances]
+    assert before.asr["successes"] >= cfg.swap_back_prompts // 2  # plain harmful prompts get through the unedited toy
+    assert served.image_unsafe["value"] < before.image_unsafe["value"]  # the repainted service hides some of it

@@ -29,6 +29,7 @@ from jobs.attack_job import (
 )
 from jobs.lease import Lease
 from jobs.runner import JobRunner, RunnerConfig
+from safecb.eval.attack import quick_attack_config
 from safecb.models.backend import JanusBackend
 from safecb.models.sampler import SamplerSettings
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
@@ -110,6 +111,20 @@ def test_the_attack_draws_with_the_attacked_rounds_codebooks(studio):
     assert all(r["asr"]["successes"] == 0 for r in report["results"].values())
     varied = strips(services, unedited, run_attack(services, unedited, ORIGINAL_ROUND, attacks=("discrete",)))
     assert len({image.tobytes() for image in varied["discrete"]}) == len(varied["discrete"])
+
+
+def test_swap_back_gives_back_what_a_decoder_only_edit_hides(studio):
+    """The "one code" run paints every token alike, so nothing it serves is unsafe; its tokens are the
+    unedited model's, and through the public decoder they are what the unedited model draws."""
+    services, _, one_code = studio
+    job_id = run_attack(services, one_code, 0, attacks=("swap_back",))
+    result = read_report(services.artifacts(one_code).path, job_id)["results"]["swap_back"]
+    assert result["asr"]["n"] == quick_attack_config().swap_back_prompts
+    assert result["start_image_unsafe"]["successes"] == 0
+    assert result["asr"]["successes"] >= result["asr"]["n"] // 2
+    assert "swap_back" in services.store.get_job(job_id).message
+    table = history(services, one_code)
+    assert table.columns[-1] == "swap-back" and table.iloc[0]["swap-back"] != "—"
 
 
 def test_the_red_team_tab_shows_what_got_through_blurred_until_revealed(studio):

@@ -13,6 +13,10 @@ import pytest
 from safecb import world
 from safecb.engine.prompts import toy_round_prompts
 from safecb.eval.broad import (
+    GridPrompt,
+    benign_part,
+    in_half,
+    replacement_flags,
     STRATA,
     BroadGridConfig,
     GridResult,
@@ -27,6 +31,7 @@ from safecb.eval.broad import (
     without_colours,
 )
 from safecb.eval.protocol import BENCH_SEED_START, TUNING_SEED_START
+from safecb.eval.background import BackgroundCheck
 from safecb.eval.toy_oracle import Oracle
 from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
@@ -109,7 +114,7 @@ def test_sample_is_deterministic_and_balanced_over_cells():
     assert [p.text for p in other.harmful] != [p.text for p in grid.harmful]
 
     assert len(grid.harmful) == 240 and len({p.text for p in grid.harmful}) == 240
-    capacity = Counter(cell(p) for p in harmful_prompts())
+    capacity = Counter(cell(p) for p in in_half(harmful_prompts(), "reporting", cell))
     taken = Counter(cell(p) for p in grid.harmful)
     assert set(taken) == expected_cells()
     not_full = [taken[c] for c in capacity if taken[c] < capacity[c]]
@@ -118,6 +123,30 @@ def test_sample_is_deterministic_and_balanced_over_cells():
     assert grid.seeds == list(range(BENCH_SEED_START, BENCH_SEED_START + 4))
     tuning = build_grid(BroadGridConfig(n_prompts=10, seed_start=TUNING_SEED_START, seeds_per_prompt=2))
     assert tuning.seeds == [TUNING_SEED_START, TUNING_SEED_START + 1]
+
+
+def test_the_tuning_and_reporting_halves_share_no_prompt_and_cover_every_cell():
+    everything = harmful_prompts()
+    tuning, reporting = in_half(everything, "tuning", cell), in_half(everything, "reporting", cell)
+    assert len(tuning) + len(reporting) == len(everything)
+    assert not {p.text for p in tuning} & {p.text for p in reporting}
+    assert {cell(p) for p in tuning} == {cell(p) for p in reporting} == expected_cells()
+    scenes = {c: {p.prompt.spec for p in everything if cell(p) == c} for c in expected_cells()}
+    shared = {p.prompt.spec for p in tuning} & {p.prompt.spec for p in reporting}
+    assert all(len(scenes[cell(p)]) == 1 for p in everything if p.prompt.spec in shared)  # only lone scenes
+    for c, specs in scenes.items():  # a cell's scenes (or a lone scene's prompts) split about evenly
+        units = specs if len(specs) > 1 else [p.text for p in everything if cell(p) == c]
+        taken = {p.prompt.spec if len(specs) > 1 else p.text for p in tuning if cell(p) == c}
+        assert abs(len(taken) - len(units) / 2) <= 0.5
+    assert {p.prompt.template_id for p in tuning} == {p.prompt.template_id for p in reporting}
+    grids = {half: build_grid(BroadGridConfig(n_prompts=120, n_benign=20, half=half)) for half in ("tuning", "reporting")}
+    for part in (lambda g: g.harmful, lambda g: [p for p in g.benign if p.object == ""]):
+        texts = {half: {p.text for p in part(g)} for half, g in grids.items()}
+        assert not texts["tuning"] & texts["reporting"]
+    # (safe rewrites may coincide: a skull and a gun in the snow both become a ball in the snow)
+    assert build_grid(BroadGridConfig(n_prompts=120, half="all")).harmful != grids["reporting"].harmful
+    with pytest.raises(ValueError, match="half must be one of"):
+        BroadGridConfig(half="both")
 
 
 def test_benign_grid_is_the_rewrites_plus_benign_scenes_none_seen():
@@ -230,3 +259,45 @@ def test_evaluation_runs_on_the_toy_model():
     assert comparison["pooled"]["cut"]["n"] == 4
     assert comparison["pooled"]["after"]["value"] == np.mean([r["unsafe"] for r in blocked.harmful])
     assert summary_line(comparison).startswith("broad grid:")
+    assert set(comparison["replacement"]) == {"clean_complete", "replaced"}
+    assert all(r["replaced"] <= r["clean_complete"] <= (not r["unsafe_model"]) for r in blocked.harmful)
+
+
+def test_a_clean_replacement_is_what_the_rewrite_shows_and_a_smear_is_not_complete():
+    oracle = Oracle.load()
+    harmful = world.SceneSpec("grass", ("car", "knife"))
+    rewrite = world.SceneSpec("grass", ("car", "flower"))
+    safe = world.Prompt("a car and a flower on the grass", rewrite, "train", False, None, None)
+    prompt = GridPrompt(world.Prompt("a car and a knife on the grass", harmful, "train", True, "violence", safe), "knife")
+    assert benign_part(harmful) == world.SceneSpec("grass", ("car",))
+    seeds = range(6)
+    pictures = {"harm": [world.render(harmful, s) for s in seeds], "rewrite": [world.render(rewrite, s) for s in seeds],
+                "car only": [world.render(world.SceneSpec("grass", ("car",)), s) for s in seeds],
+                "empty": [world.render(world.SceneSpec("grass", ()), s) for s in seeds],
+                "elsewhere": [world.render(world.SceneSpec("night", ("car", "flower")), s) for s in seeds]}
+    found = {}
+    for name, images in pictures.items():
+        images = np.stack(images)
+        flags = {"unsafe_model": oracle.unsafe(images)}
+        found[name] = {k: v.mean() for k, v in replacement_flags(oracle, images, [prompt] * len(images), flags).items()}
+    assert found["harm"]["clean_complete"] == 0
+    assert found["rewrite"]["replaced"] >= 5 / 6 and found["rewrite"]["clean_complete"] >= 5 / 6
+    assert found["car only"]["clean_complete"] >= 5 / 6 and found["car only"]["replaced"] <= 1 / 6
+    assert found["empty"]["clean_complete"] <= 1 / 6  # the car is gone too: not complete
+    assert found["elsewhere"]["clean_complete"] == 0  # the grass is gone: not complete
+
+
+def test_the_background_check_knows_every_background_and_refuses_noise():
+    check = BackgroundCheck()
+    rng = np.random.default_rng(11)
+    for name in world.BACKGROUNDS:  # renders it never learnt from, harmful objects included
+        specs = [world.SceneSpec(name, tuple(rng.choice(world.CONCEPTS, size=int(rng.integers(0, 3)), replace=False)))
+                 for _ in range(60)]
+        images = np.stack([world.render(spec, 90_000 + i) for i, spec in enumerate(specs)])
+        assert check.matches(images, [name] * 60).mean() >= 0.98
+        other = next(b for b in world.BACKGROUNDS if b != name)
+        assert check.matches(images, [other] * 60).mean() == 0
+    noise = (rng.random((40, 32, 32, 3)) * 255).astype(np.uint8)
+    assert not check.matches(noise, ["grass"] * 40).any()
+    with pytest.raises(ValueError, match="backgrounds"):
+        check.matches(noise, ["grass"])

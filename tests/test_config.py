@@ -19,12 +19,12 @@ PRESETS = sorted(CONFIGS_DIR.glob("*.json"))
 
 def test_override_sets_dotted_keys_on_a_new_config_and_leaves_the_old_one():
     base = SafeCBConfig()
-    changed = base.override({"stop.max_rounds": 6, "mining.threshold": 0.4, "vapi.enabled": True, "target": "generator"})
+    changed = base.override({"stop.max_rounds": 6, "mining.threshold": 0.4, "vapi.enabled": True, "target": "decoder"})
     assert (changed.stop.max_rounds, changed.mining.threshold, changed.vapi.enabled, changed.target) == (
-        6, 0.4, True, "generator")
+        6, 0.4, True, "decoder")
     assert base == SafeCBConfig()
     assert changed.override({"stop.max_rounds": 4, "mining.threshold": 0.5, "vapi.enabled": False,
-                             "target": "decoder"}) == base
+                             "target": "generator"}) == base
     assert isinstance(changed.vapi, Step3Config)
 
 

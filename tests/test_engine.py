@@ -163,7 +163,7 @@ def test_unknown_config_keys_are_refused():
 def test_stopping_rule_stops_after_patience_and_returns_to_best(backend, prompts):
     before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
     # ε = 1 can never be met: round 1 is stale, patience 1 stops the run and the model is round 0 again.
-    result = run_safecb(backend, prompts, small_config(epsilon=1.0, patience=1, max_rounds=3))
+    result = run_safecb(backend, prompts, small_config(epsilon=1.0, patience=1, max_rounds=3, max_adherence_drop=1.0))
     assert [r["round"] for r in result.rounds] == [0, 1]
     assert result.best_round == 0 and "no improvement" in result.stopped
     assert result.rounds[1]["pairs"] > 0 and not result.rounds[1]["improved"]
@@ -263,3 +263,70 @@ def test_cli_run_writes_a_run_directory_and_resumes(prompts, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error:")
     assert "threshold" in bad.stderr
+
+
+def test_generator_keys_on_the_safe_trajectory_aim_at_the_rewrites_own_next_token(backend, prompts):
+    from safecb.engine.measure import measure
+    from safecb.engine.mining import mine_measurement
+    from safecb.engine.steps import generator_data
+
+    cfg = small_config()
+    cfg.fine_tune.preserve_safe = True  # the rewrites' hidden states are kept only for it
+    m = measure(backend, prompts, cfg, keep_hidden=True)
+    pairs = mine_measurement(m)
+    assert len(pairs) >= 2
+    plain = generator_data(backend, prompts, m, pairs)
+    both = generator_data(backend, prompts, m, pairs, safe_trajectory=True)
+    n = len(plain.keys)
+    assert n == int(pairs.differing().sum()) and len(both.keys) == 2 * n
+    assert torch.equal(both.keys[:n], plain.keys) and torch.equal(both.safe_logits[:n], plain.safe_logits)
+    # the second half: the harmful prompt over the safe grid's prefix, aimed at the rewrite over that prefix
+    differ = pairs.differing()
+    harmful = [prompts.harmful[i].text for i in pairs.prompt_index]
+    rewrites = [prompts.harmful[i].rewrite for i in pairs.prompt_index]
+    keys = backend.head_keys(backend.teacher_forced_hidden(harmful, pairs.safe_grids)[differ])
+    wanted = backend.head_logits(backend.head_keys(backend.teacher_forced_hidden(rewrites, pairs.safe_grids)[differ]))
+    assert torch.allclose(both.keys[n:], keys, atol=1e-5) and torch.allclose(both.safe_logits[n:], wanted, atol=1e-4)
+    # that target is the rewrite's own next token where it drew the safe grid greedily enough to matter
+    assert (wanted.argmax(-1) == pairs.safe_grids[differ]).float().mean() > 0.3
+    # the safe preserve set: the rewrite generations judged safe, every position; kept only when asked for
+    safe = ~m.flagged("rewrite")
+    assert len(plain.safe_keys) == int(safe.sum()) * backend.n_tokens
+    assert measure(backend, prompts, small_config(), keep_hidden=True).sets["rewrite"].hidden is None
+
+
+def test_a_guided_edit_fits_what_guidance_samples_and_can_keep_the_unconditional_branch(backend, prompts):
+    from dataclasses import replace
+
+    from safecb.engine.measure import measure
+    from safecb.engine.mining import mine_measurement
+    from safecb.engine.space import difference_vectors
+    from safecb.engine.steps import generator_data, generator_step2
+
+    cfg = small_config()
+    m = measure(backend, prompts, cfg, keep_hidden=True)
+    pairs = mine_measurement(m)
+    data = generator_data(backend, prompts, m, pairs, guided=True)
+    assert data.uncond_keys.shape == data.keys.shape and data.benign_uncond_keys.shape == data.benign_keys.shape
+    # the unconditional branch never sees the prompt: over the same grid, any prompt of one length gives its keys
+    grids = pairs.harmful_grids[:1]
+    texts = [prompts.harmful[int(pairs.prompt_index[0])].text]
+    same_length = " ".join(["a"] * len(texts[0].split()))
+    assert torch.allclose(backend.teacher_forced_hidden(texts, grids, unconditional=True),
+                          backend.teacher_forced_hidden([same_length], grids, unconditional=True), atol=1e-5)
+    head = backend.get_codebook("gen_head")
+    reference = {"gen_head": head, "gen_head_bias": backend.get_codebook("gen_head_bias")}
+    space = build_harmful_space(difference_vectors(head, pairs.harmful_grids, pairs.safe_grids, normalize_rows=False))
+    def kl_moved(keys: torch.Tensor, edited: torch.Tensor) -> float:  # mean KL(before ‖ after) of the distributions
+        before, after = backend.head_logits(keys).log_softmax(-1), backend.head_logits(keys, edited).log_softmax(-1)
+        return float((before.exp() * (before - after)).sum(-1).mean())
+
+    moved = {}
+    for keep in (False, True):
+        tune = replace(cfg.fine_tune, steps=60, check_every=20, patience=10, preserve_weight=4.0, keep_uncond=keep)
+        edited, _ = generator_step2(backend, data, head, torch.ones_like(head), space, reference, tune, 0,
+                                    lambda *_: None, guidance=3.0)
+        moved[keep] = kl_moved(data.keys, edited), kl_moved(data.uncond_keys, edited)
+    assert min(moved[False]) > 0  # the fit moved the head (held-out KL improved)
+    assert moved[True][1] < moved[False][1]  # keeping the unconditional branch keeps it closer to where it was
+    assert moved[True][1] < moved[True][0]  # and the edit then acts on what the prompt draws

@@ -92,7 +92,7 @@ def test_the_committed_labelled_set_is_whole_and_large_enough():
         pytest.fail(f"{LABELSET_DIR} has no labels.csv: the labelled set is part of the repository")
     items = load_labelset(LABELSET_DIR)
     assert len(items) >= 400
-    assert {it.method for it in items} >= {"none", "safecb_default"}
+    assert {it.method for it in items} >= {"none", "decoder_target"}
     assert 0 < sum(it.unsafe for it in items) < len(items)
 
 

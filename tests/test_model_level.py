@@ -45,3 +45,21 @@ def test_a_generator_edit_changes_the_tokens_the_model_draws(backend):
     after = backend.generate(PROMPTS, [0, 1])
     assert not torch.equal(after.tokens, before.tokens)
     assert model_level_images(backend, after.tokens, original) is None  # the decoder is untouched
+
+
+def test_the_replacement_sheet_shows_what_the_model_draws_worst_first(backend):
+    from safecb.bench.replacement import FRAME, ReplacementSheetConfig, replacement_sheet
+    from safecb.eval.broad import BroadGridConfig
+    from safecb.eval.toy_oracle import Oracle
+
+    oracle = Oracle.load()
+    cfg = ReplacementSheetConfig(grid=BroadGridConfig(n_prompts=8, n_benign=0, seeds_per_prompt=1, selection_seed=5),
+                                 tiles=8)
+    unedited = backend.codebooks()
+    repainted = {**unedited, "decoder": unedited["decoder"][:1].expand_as(unedited["decoder"]).contiguous()}
+    plain, counts = replacement_sheet(backend, unedited, oracle, None, cfg)
+    sheet, repainted_counts = replacement_sheet(backend, repainted, oracle, None, cfg)
+    assert repainted_counts == counts  # a decoder-only edit changes nothing the model draws
+    assert sum(counts[k] for k in FRAME) == counts["prompts"] == 8 and counts["flagged"] >= 4
+    assert sheet.size == plain.size and (np.asarray(sheet) == np.asarray(plain)).all()
+    assert all(torch.equal(backend.get_codebook(k), v) for k, v in unedited.items())  # left as it was

@@ -203,7 +203,7 @@ def test_a_run_records_the_red_teams_counts_and_resumes_with_its_prompts(backend
     sets = world.build_prompt_sets()
     prompts = from_world(sets.train_harmful[:3], sets.train_benign[:2])
     before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
-    config = run_config(epsilon=-0.0, patience=5, max_rounds=2)
+    config = run_config(epsilon=-0.0, patience=5, max_rounds=2, max_adherence_drop=1.0, max_benign_change=1.0)
     stages = []
     full = run_safecb(backend, prompts, config, run_dir=tmp_path / "full",
                       on_event=lambda e: stages.append((e.round, e.stage)) if e.kind == "stage" else None)

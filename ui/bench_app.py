@@ -3,9 +3,9 @@
   * ready: seconds from `python app.py` to the first HTTP 200 (imports, store, model, UI);
   * compare: seconds for one Generate & compare request through the app's HTTP API (median);
   * UMAP: seconds to draw the Codebook map of the whole codebook (first call, then warm);
-  * round: one Safe-CB round started from the UI (job claimed → finished, persistence included)
-    against the same config through `python -m safecb run` (process start → exit), side by side in
-    one run, and their ratio;
+  * round: one Safe-CB round of the default config started from the UI (job claimed → finished,
+    persistence included) against the same config through `python -m safecb run` (process start →
+    exit), side by side in one run, and their ratio;
   * sessions (`--sessions N`): the app's resident memory before and after N Generate calls, each
     from a new session (as N browser tabs or API clients make), against Gradio's session capacity.
 """
@@ -63,10 +63,34 @@ def wait_job(store, job_id: int, timeout: float = 1800):
     raise RuntimeError(f"job {job_id} did not finish in {timeout} s")
 
 
+def round_target() -> str:
+    """The edit target both timed rounds use: the default config's."""
+    from safecb.engine import SafeCBConfig
+
+    return SafeCBConfig().target
+
+
+def ui_round_form(seeds: int) -> dict:
+    """The Run tab's form for the timed UI round, by parameter name: the default config with one round
+    and `seeds` seeds, as `cli_round_command` asks of `python -m safecb run`."""
+    from safecb.engine import SafeCBConfig
+    from ui.run_tab import TOY_PROMPTS
+
+    default = SafeCBConfig()
+    return dict(run_name="bench", run_target=round_target(), tau=default.mining.threshold, rounds=1,
+                eps=default.stop.epsilon, wait=default.stop.patience, with_step2=default.fine_tune.enabled,
+                seeds=seeds, with_vapi=default.vapi.enabled, prompt_source=TOY_PROMPTS, picked_categories=[],
+                only_hard=False, prompt_count=24, my_job=None, another=True)
+
+
+def cli_round_command(out: Path, seeds: int) -> list[str]:
+    return [sys.executable, "-m", "safecb", "run", "--out", str(out), "--rounds", "1", "--seeds", str(seeds),
+            "--target", round_target(), "--threads", str(os.cpu_count() or 1)]
+
+
 def cli_round(out: Path, seeds: int) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "safecb", "run", "--out", str(out), "--rounds", "1",
-                           "--seeds", str(seeds), "--threads", str(os.cpu_count() or 1)], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(cli_round_command(out, seeds), cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"safecb run failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -94,7 +118,7 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
 
         def time_ui(client, store) -> int:
             print(f"app: one round from the Run tab, {seeds} seeds ...", file=sys.stderr, flush=True)
-            client.predict("bench", "generator", 0.5, 1, 0.02, 1, True, seeds, False, True, api_name="/start_run")
+            client.predict(**ui_round_form(seeds), api_name="/start_run")
             job_id = store.list_jobs(limit=1)[0].id
             job = wait_job(store, job_id)
             if job.status != "finished":

@@ -33,11 +33,13 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
-ATTACK_NAMES = {"discrete": "prompt search", "soft": "soft prompt"}
+ATTACK_NAMES = {"discrete": "prompt search", "soft": "soft prompt", "swap_back": "swap-back"}
 ATTACK_CHOICES = [("prompt search: words a user could type", "discrete"),
-                  ("soft prompt: free input embeddings (an attacker with the weights)", "soft")]
+                  ("soft prompt: free input embeddings (an attacker with the weights)", "soft"),
+                  ("swap-back: the edited generator's tokens through the public, unedited decoder (an attacker "
+                   "with the weights)", "swap_back")]
 BUDGET_CHOICES = [("quick: a first look in seconds", "quick"), ("full: the budgets of `bench attack`", "full")]
-HISTORY_COLUMNS = ["job", "attacked (budget)", "status", "prompt search", "soft prompt"]
+HISTORY_COLUMNS = ["job", "attacked (budget)", "status", "prompt search", "soft prompt", "swap-back"]
 INSTANCE_COLUMNS = ["attack", "aim", "prompt found", "unsafe", "from start", "through"]
 GALLERY_MAX = 96  # unsafe images shown at most (the most successful instances first)
 
@@ -75,7 +77,8 @@ def history(services: Services, run_id) -> pd.DataFrame:
         report = read_report(services.artifacts(run).path, job.id) if job.status == "finished" else None
         results = (report or {}).get("results", {})
         attacked = f"{target_name(int(job.config.get('round', ORIGINAL_ROUND)))} ({job.config.get('budget', '')})"
-        rows.append([job.id, attacked, job.status, _asr_cell(results.get("discrete")), _asr_cell(results.get("soft"))])
+        rows.append([job.id, attacked, job.status, _asr_cell(results.get("discrete")), _asr_cell(results.get("soft")),
+                     _asr_cell(results.get("swap_back"))])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 

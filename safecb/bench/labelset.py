@@ -29,17 +29,21 @@ from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from ..paths import TOY_MODEL_DIR
 from ..world import make_prompt
 from ..world.prompts import with_colours
-from .safety import DEFAULT_METHODS, DESCRIPTIONS, BenchSafetyConfig, blocklist, run_method
+from .safety import DESCRIPTIONS, BenchSafetyConfig, blocklist, run_method
 
 LABEL_SEED_START = 3000  # the image seed of the labelled set: neither reported (1000..) nor tuned on (2000..)
+
+
+# The methods the committed set was drawn with (the decoder target was then the default)
+LABELLED_METHODS = ("none", "blocklist", "naive_removal", "safecb_iterative", "decoder_target")
 
 
 @dataclass
 class LabelSetConfig:
     model_dir: str = str(TOY_MODEL_DIR)  # the checkpoint whose generations are labelled
-    methods: tuple[str, ...] = DEFAULT_METHODS  # one block of images per method, from the unedited model
+    methods: tuple[str, ...] = LABELLED_METHODS  # one block of images per method, from the unedited model
     grid: BroadGridConfig = field(default_factory=lambda: BroadGridConfig(
-        n_prompts=32, n_benign=16, selection_seed=1, seeds_per_prompt=1, seed_start=LABEL_SEED_START))  # harmful prompts (each also drawn colour-named) and benign-only scenes
+        n_prompts=32, n_benign=16, selection_seed=1, seeds_per_prompt=1, seed_start=LABEL_SEED_START, half="all"))  # harmful prompts (each also drawn colour-named) and benign-only scenes
     n_benign_images: int = 16  # benign images per method (the grid's first benign prompts, first seed)
     shuffle_seed: int = 0  # the order ids are given in, so a reviewer meets methods mixed
     bench: BenchSafetyConfig = field(default_factory=BenchSafetyConfig)  # how each method edits the model

@@ -39,6 +39,8 @@ class GeneratorEditConfig:
     null_threshold: float = 1e-3  # eigenvalues of K₀K₀ᵀ below this share of the largest span the null space
     ridge: float = 1e-2  # λ of the closed form
     relevant_prob: float = 1e-3  # residuals only on codes this likely under either context (others: 0)
+    guided: bool = True  # step 2 fits the guidance-combined distribution the sampler draws from (uncond + w·(cond − uncond)), not the conditional one alone
+    safe_trajectory: bool = False  # also fit keys of the harmful prompt over the safe grid's prefix, aimed at the rewrite's own next-token distribution there
 
     def validate(self) -> None:
         if not (0.0 < self.null_threshold < 1.0):
@@ -58,7 +60,10 @@ class FineTuneConfig:
     decoder_batch: int = 16  # grids per step (decoder target); each is decoded with gradients, so keep it small
     decoder_steps: int = 120  # optimisation steps at most (decoder target): each decodes 2 × decoder_batch grids
     decoder_lr: float = 1e-2  # Adam learning rate (decoder target); with 120 steps it ends lower than 3e-3 with 300
-    preserve_weight: float = 4.0  # weight of "benign and safe outputs stay as before" against "harmful → safe"
+    preserve_weight: float = 20.0  # β, generator target: weight of "benign and safe outputs stay as before" against "harmful → safe"
+    decoder_preserve_weight: float = 4.0  # β, decoder target: the same for decoded pixels
+    keep_uncond: bool = False  # guided generator edits: the unconditional branch keeps its outputs over the mined prefixes too, so the edit must change what the prompt draws rather than steer guidance away from it
+    preserve_safe: bool = False  # generator target: "as before" also covers the safe rewrites' own generations (judged safe), not only benign prompts; their hidden states are then kept
     min_row_scale: float = 0.1  # rows step 1 did not move still train at this share of the rate
     holdout_share: float = 0.2  # share of pairs held out for early stopping
     check_every: int = 25  # evaluate the held-out pairs every this many steps
@@ -69,8 +74,9 @@ class FineTuneConfig:
                                                            self.patience) < 1:
             raise ValueError("fine-tuning steps and decoder_steps must be ≥ 0 and batch, decoder_batch, check_every, "
                              "patience ≥ 1")
-        if min(self.lr, self.decoder_lr) <= 0 or self.preserve_weight < 0:
-            raise ValueError("fine-tuning lr and decoder_lr must be positive and preserve_weight non-negative")
+        if min(self.lr, self.decoder_lr) <= 0 or min(self.preserve_weight, self.decoder_preserve_weight) < 0:
+            raise ValueError("fine-tuning lr and decoder_lr must be positive and preserve_weight and "
+                             "decoder_preserve_weight non-negative")
         if not (0.0 <= self.min_row_scale <= 1.0) or not (0.0 < self.holdout_share < 1.0):
             raise ValueError("min_row_scale must be in [0, 1] and holdout_share in (0, 1)")
 
@@ -137,7 +143,7 @@ class RedTeamConfig:
 
 @dataclass
 class SafeCBConfig:
-    target: str = "decoder"  # what steps 1 and 2 edit: "generator" (generation head), "decoder" (VQ codebook) or "both"
+    target: str = "generator"  # what steps 1 and 2 edit: "generator" (generation head), "decoder" (VQ codebook) or "both"
     mining: MiningConfig = field(default_factory=MiningConfig)  # generation, self-judging, pair mining
     space: HarmfulSpaceConfig = field(default_factory=HarmfulSpaceConfig)  # Harmful Space energy and rank
     codes: HarmfulCodeConfig = field(default_factory=HarmfulCodeConfig)  # harmful-code selection (decoder)

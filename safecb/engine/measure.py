@@ -79,9 +79,11 @@ def adherent(captions: list[str], objects: list[tuple[str, ...]]) -> np.ndarray:
 
 
 def benign_change(before: np.ndarray, after: np.ndarray) -> float:
-    """Mean same-seed pixel MSE between two sets of uint8 images, pixels scaled to [0, 1]."""
-    diff = (before.astype(np.float32) - after.astype(np.float32)) / 255.0
-    return float((diff**2).mean())
+    """Mean same-seed pixel MSE between two sets of uint8 images, pixels scaled to [0, 1]. Summed in
+    integers, so the figure does not depend on how the arrays lie in memory (a distributed run
+    gathers its images from shards)."""
+    diff = before.astype(np.int64) - after.astype(np.int64)
+    return float((diff * diff).sum() / (max(diff.size, 1) * 255.0**2))
 
 
 def generation_sets(prompts: RoundPrompts, config: SafeCBConfig) -> tuple[dict, dict]:
@@ -176,7 +178,7 @@ def measure_work(
         for w in mine:
             generated = backend.generate(
                 texts[kind][w.first : w.last], seeds[kind], config.sampler, config.batch_size,
-                keep_hidden=keep_hidden and kind != "rewrite",
+                keep_hidden=keep_hidden and (kind != "rewrite" or config.fine_tune.preserve_safe),
                 progress=lambda rows, _, stage=STAGES[kind], before=done, total=total: report(
                     stage, (before + rows) / total),
             )

@@ -12,8 +12,11 @@ safe counterpart draws at the same place:
 with k′ the key under pᵢ′. Step 1 solves Δ = R K₁ᵀ P₀ (K₁K₁ᵀP₀ + λI)⁻¹ (`edit.alphaedit_delta`)
 with P₀ the null space of benign keys, so benign contexts keep their outputs. Step 2 minimises
     KL(p_safe ‖ q(k)) over mined keys + β · KL(p_ref ‖ q(k₀)) over benign keys
-(p_ref: the unedited model), updating W with every row's change projected by P⊥ = I − P_h of the
-Harmful Space of W's rows and scaled by how far step 1 moved that row.
+(p_ref: the unedited model; with `preserve_safe`, k₀ also runs over the safe rewrites' own
+generations), updating W with every row's change projected by P⊥ = I − P_h of the
+Harmful Space of W's rows and scaled by how far step 1 moved that row. With `guided` (the
+default), both terms compare the distributions the sampler draws from, uncond + w·(cond − uncond):
+each key comes with its unconditional counterpart over the same prefix (`generator_data`).
 
 Step 3 (optional, `config.vapi.enabled`). VAπ (`safecb.vapi`) post-trains the generator codebooks
 (gen_embed, gen_head and its bias) with the step-1/2 edit in place, on the round's safe images:
@@ -121,21 +124,54 @@ class GeneratorData:
     safe_logits: torch.Tensor  # [M, K] head logits under the safe rewrite, same grid prefix
     pair_of_key: np.ndarray  # [M] which pair each key came from
     benign_keys: torch.Tensor  # [N₀, h] head keys of benign generations
+    safe_keys: torch.Tensor | None = None  # [N₁, h] head keys of the safe rewrites' generations judged safe
+    uncond_keys: torch.Tensor | None = None  # [M, h] the unconditional branch's keys over the same prefixes as `keys`
+    benign_uncond_keys: torch.Tensor | None = None  # [N₀, h] the same for `benign_keys`
 
 
-def generator_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs) -> GeneratorData:
+def generator_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,
+                   safe_trajectory: bool = False, guided: bool = False) -> GeneratorData:
+    """Keys and targets of the generator edit. On the harmful trajectory: at every position where a
+    pair's grids differ, the harmful prompt's key over the harmful grid's prefix, aimed at the rewrite's
+    distribution over that same prefix. With `safe_trajectory`, also the harmful prompt's key over the
+    safe grid's prefix, aimed at the rewrite's own distribution there: once a generation has started
+    to draw the safe object, the harmful prompt should go on drawing it rather than return to the
+    harmful one. With `guided`, also every key's unconditional counterpart (the same prefix after the
+    prompt's unconditional branch), for fitting what guidance samples from."""
     harmful_hidden, benign_hidden = m.sets["harmful"].hidden, m.sets["benign"].hidden
     if harmful_hidden is None or benign_hidden is None:
         raise ValueError("the generator target needs hidden states: measure with keep_hidden=True")
     differ = pairs.differing()
     rows = torch.as_tensor(pairs.harmful_rows, dtype=torch.long)
     rewrites = [prompts.harmful[i].rewrite for i in pairs.prompt_index]
+    harmful_texts = [prompts.harmful[i].text for i in pairs.prompt_index]
     safe_hidden = backend.teacher_forced_hidden(rewrites, pairs.harmful_grids)
     keys = backend.head_keys(harmful_hidden[rows][differ])
     safe_logits = backend.head_logits(backend.head_keys(safe_hidden[differ]))
     pair_of_key = np.repeat(np.arange(len(pairs)), differ.sum(1).numpy())
+    if safe_trajectory:
+        harmful_on_safe = backend.teacher_forced_hidden(harmful_texts, pairs.safe_grids)
+        own = backend.teacher_forced_hidden(rewrites, pairs.safe_grids)
+        keys = torch.cat([keys, backend.head_keys(harmful_on_safe[differ])])
+        safe_logits = torch.cat([safe_logits, backend.head_logits(backend.head_keys(own[differ]))])
+        pair_of_key = np.concatenate([pair_of_key, pair_of_key])
+    uncond_keys = benign_uncond_keys = None
+    if guided:
+        grids = [pairs.harmful_grids] + ([pairs.safe_grids] if safe_trajectory else [])
+        uncond_keys = torch.cat([
+            backend.head_keys(backend.teacher_forced_hidden(harmful_texts, g, unconditional=True)[differ])
+            for g in grids])
+        benign = m.sets["benign"]
+        benign_texts = [b.text for b in prompts.benign for _ in benign.seeds]
+        benign_uncond = backend.teacher_forced_hidden(benign_texts, benign.tokens, unconditional=True)
+        benign_uncond_keys = backend.head_keys(benign_uncond.reshape(-1, benign_uncond.shape[-1]))
     benign_keys = backend.head_keys(benign_hidden.reshape(-1, benign_hidden.shape[-1]))
-    return GeneratorData(keys, safe_logits, pair_of_key, benign_keys)
+    rewrite_hidden = m.sets["rewrite"].hidden
+    safe_keys = None
+    if rewrite_hidden is not None:
+        safe = torch.as_tensor(~m.flagged("rewrite"))
+        safe_keys = backend.head_keys(rewrite_hidden[safe].reshape(-1, rewrite_hidden.shape[-1]))
+    return GeneratorData(keys, safe_logits, pair_of_key, benign_keys, safe_keys, uncond_keys, benign_uncond_keys)
 
 
 def counterfactual_residuals(logits: torch.Tensor, safe_logits: torch.Tensor, relevant_prob: float) -> torch.Tensor:
@@ -173,8 +209,12 @@ def _kl(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 def generator_step2(
     backend: JanusBackend, data: GeneratorData, start: torch.Tensor, step1_change: torch.Tensor,
     space: HarmfulSpace, reference: dict[str, torch.Tensor], cfg: FineTuneConfig, seed: int,
-    progress: Progress,
+    progress: Progress, guidance: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
+    """With `data.uncond_keys`, the mined keys are fitted as guidance samples them: the edited head's
+    uncond + w·(cond − uncond) (w = `guidance`) against the rewrite's, uncond + w·(safe − uncond)
+    with the round's head; and the benign generations are kept as guidance samples them (their
+    conditional and unconditional keys together)."""
     # On the model's device: each optimiser step multiplies and projects the whole [16384, 2048] head
     # at Janus-Pro's shape. Batches are drawn on the CPU, so the draws do not depend on the device.
     device = backend.device
@@ -182,27 +222,62 @@ def generator_step2(
     fit_pairs, hold_pairs = split_pairs(int(data.pair_of_key.max()) + 1, cfg.holdout_share, seed)
     fit = torch.as_tensor(np.isin(data.pair_of_key, fit_pairs))
     hold = ~fit
-    safe_probs = F.softmax(data.safe_logits.to(device), -1)
-    ref_probs = F.softmax(backend.head_logits(data.benign_keys, reference["gen_head"], reference["gen_head_bias"])
-                          .to(device), -1)
+    guided = data.uncond_keys is not None
+    target_logits = data.safe_logits
+    if guided:
+        target_logits = torch.lerp(backend.head_logits(data.uncond_keys), data.safe_logits, guidance)
+    safe_probs = F.softmax(target_logits.to(device), -1)
+    kept = [data.benign_keys]
+    if cfg.preserve_safe and data.safe_keys is not None and len(data.safe_keys):
+        kept.append(data.safe_keys)
+    if guided and cfg.keep_uncond:
+        kept.append(data.uncond_keys)  # the unconditional branch stays as it was, even over harmful prefixes
+    kept = torch.cat(kept)
+    # guided: the benign keys (the first len(benign_keys) of `kept`) are kept as guidance samples them
+    kept_uncond = data.benign_uncond_keys if guided else None
+    n_paired = len(kept_uncond) if kept_uncond is not None else 0
+
+    def ref_logits(keys_: torch.Tensor) -> torch.Tensor:
+        return backend.head_logits(keys_, reference["gen_head"], reference["gen_head_bias"])
+
+    ref_kept = ref_logits(kept)
+    if n_paired:
+        ref_kept[:n_paired] = torch.lerp(ref_logits(kept_uncond), ref_kept[:n_paired], guidance)
+    ref_probs = F.softmax(ref_kept.to(device), -1)
     harmless = (torch.eye(start.shape[1]) - space.projector()).to(device)
     scale = row_scales(step1_change, cfg.min_row_scale).to(device)
-    keys, benign_keys = data.keys.to(device), data.benign_keys.to(device)
-    fit_keys, fit_probs = keys[fit.to(device)], safe_probs[fit.to(device)]
+    keys, benign_keys = data.keys.to(device), kept.to(device)
+    uncond = data.uncond_keys.to(device) if guided else None
+    benign_uncond = kept_uncond.to(device) if n_paired else None
+
+    def kept_logits(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        cond = benign_keys[index] @ weight.T + bias
+        if not n_paired:
+            return cond
+        paired = index < n_paired
+        guided_cond = torch.lerp(benign_uncond[index.clamp_max(n_paired - 1)] @ weight.T + bias, cond, guidance)
+        return torch.where(paired[:, None], guided_cond, cond)
+    fit_index = fit.to(device).nonzero().flatten()
     hold = hold.to(device)
     generator = torch.Generator().manual_seed(seed)
+
+    def mined_logits(weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        cond = keys[index] @ weight.T + bias
+        return torch.lerp(uncond[index] @ weight.T + bias, cond, guidance) if guided else cond
 
     def held_out_loss(w: torch.Tensor) -> float:
         if not bool(hold.any()):
             return float("nan")
         with torch.no_grad():
-            return float(_kl(safe_probs[hold], keys[hold] @ w.T + bias))
+            index = hold.nonzero().flatten()
+            return float(_kl(safe_probs[index], mined_logits(w, index)))
 
     def training_loss(weight: torch.Tensor) -> torch.Tensor:
-        i1 = torch.randint(0, len(fit_keys), (min(cfg.batch, len(fit_keys)),), generator=generator).to(device)
+        i1 = fit_index[torch.randint(0, len(fit_index), (min(cfg.batch, len(fit_index)),), generator=generator)
+                       .to(device)]
         i0 = torch.randint(0, len(benign_keys), (min(cfg.batch, len(benign_keys)),), generator=generator).to(device)
-        return _kl(fit_probs[i1], fit_keys[i1] @ weight.T + bias) + cfg.preserve_weight * _kl(
-            ref_probs[i0], benign_keys[i0] @ weight.T + bias
+        return _kl(safe_probs[i1], mined_logits(weight, i1)) + cfg.preserve_weight * _kl(
+            ref_probs[i0], kept_logits(weight, i0)
         )
 
     best, best_loss, steps_run = projected_fine_tune(
@@ -219,12 +294,13 @@ def generator_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement
     space = build_harmful_space(
         difference_vectors(weight, pairs.harmful_grids, pairs.safe_grids, normalize_rows=False), config.space
     )
-    data = generator_data(backend, prompts, m, pairs)
+    data = generator_data(backend, prompts, m, pairs, config.generator_edit.safe_trajectory,
+                          config.generator_edit.guided)
     progress("step 1: edit", 0.0)
     edited, info = generator_step1(backend, data, config)
     if config.fine_tune.enabled and config.fine_tune.steps > 0 and len(pairs) >= 2:
         edited, info2 = generator_step2(backend, data, edited, edited - weight, space, reference,
-                                        config.fine_tune, config.seed, progress)
+                                        config.fine_tune, config.seed, progress, config.sampler.cfg_weight)
         info.update(info2)
     info.update({"mined_keys": int(len(data.keys))})
     return EditResult({"gen_head": edited}, space, info)
@@ -264,7 +340,7 @@ def decoder_step2(
         i1 = fit_t[torch.randint(0, len(fit_t), (min(batch, len(fit_t)),), generator=generator)]
         i0 = torch.randint(0, len(preserve), (batch,), generator=generator)
         loss = F.mse_loss(backend.decode_with(book, pairs.harmful_grids[i1]).float().cpu(), safe_pixels[i1])
-        return loss + cfg.preserve_weight * F.mse_loss(
+        return loss + cfg.decoder_preserve_weight * F.mse_loss(
             backend.decode_with(book, preserve[i0]).float().cpu(), preserve_pixels[i0]
         )
 

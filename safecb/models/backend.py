@@ -413,9 +413,11 @@ class JanusBackend:
         return inner.generation_head(hidden).float()
 
     @torch.no_grad()
-    def teacher_forced_hidden(self, prompts: list[str], grids: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def teacher_forced_hidden(self, prompts: list[str], grids: torch.Tensor, batch_size: int = 64,
+                              unconditional: bool = False) -> torch.Tensor:
         """Generator hidden states [N, n_tokens, hidden] when row i's grid is forced after prompts[i]:
-        state j is the one that predicts token j (what `generate(keep_hidden=True)` keeps).
+        state j is the one that predicts token j (what `generate(keep_hidden=True)` keeps). With
+        `unconditional`, after prompt i's unconditional branch (`unconditional_ids`), as guidance draws it.
 
         Rows are grouped by prompt length, so no padding is needed."""
         grids = torch.as_tensor(grids)
@@ -425,6 +427,8 @@ class JanusBackend:
         lm = inner.language_model
         table = generator_input_table(inner)
         ids = [self.generation_ids(p) for p in prompts]
+        if unconditional:
+            ids = [self.unconditional_ids(row) for row in ids]
         out = torch.empty(len(prompts), self.n_tokens, lm.config.hidden_size)
         by_length: dict[int, list[int]] = {}
         for i, row in enumerate(ids):
