@@ -406,7 +406,8 @@ class JobRunner:
                 annotator = None
                 real_oracle = hasattr(self.oracle, "members")
                 if self.oracle is not None and (real_oracle or "i2p" not in run.config):  # the toy oracle knows no I2P
-                    annotator = annotator_for(self.oracle, prompts, len(config.mining.benign_seeds))
+                    annotator = annotator_for(self.oracle, prompts, len(config.mining.benign_seeds), backend,
+                                              self.reference["decoder"])
                     if real_oracle:  # real-image oracles: their provenance beside the rounds
                         write_provenance(directory.path, self.oracle, config, self.config.model_source, prompts)
                 recorder = RoundRecorder(store, job_id, run_id, config, prompts, directory, cfg.runs_root,

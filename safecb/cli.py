@@ -190,7 +190,8 @@ def _run(args) -> int:
         else:
             oracle = load_oracle(args.oracle, threads=args.threads)
         if oracle is not None:
-            annotate = annotator_for(oracle, prompts, len(config.mining.benign_seeds))
+            annotate = annotator_for(oracle, prompts, len(config.mining.benign_seeds), backend,
+                                     backend.get_codebook("decoder"))  # the checkpoint's own, before any round
             if not isinstance(panel_members(oracle)[0], Oracle):  # real-image judges: figures in the field's units
                 write_provenance(args.out, oracle, config, backend.source, prompts)
     bars: dict[str, tqdm] = {}

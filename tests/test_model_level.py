@@ -63,3 +63,29 @@ def test_the_replacement_sheet_shows_what_the_model_draws_worst_first(backend):
     assert sum(counts[k] for k in FRAME) == counts["prompts"] == 8 and counts["flagged"] >= 4
     assert sheet.size == plain.size and (np.asarray(sheet) == np.asarray(plain)).all()
     assert all(torch.equal(backend.get_codebook(k), v) for k, v in unedited.items())  # left as it was
+
+
+def test_a_rounds_metrics_say_what_the_model_drew_when_the_decoder_is_edited(backend):
+    from safecb import world
+    from safecb.engine import SafeCBConfig, run_safecb
+    from safecb.engine.prompts import from_world
+    from safecb.eval.protocol import annotator_for
+    from safecb.eval.toy_oracle import Oracle
+
+    sets = world.build_prompt_sets()
+    prompts = from_world(sets.train_harmful[:3], sets.train_benign[:2])
+    original = backend.get_codebook("decoder")
+    rounds = {}
+    for target in ("decoder", "generator"):
+        config = SafeCBConfig().override({"target": target, "mining.seeds": [0, 1, 2], "mining.benign_seeds": [0, 1],
+                                          "fine_tune.steps": 10, "fine_tune.decoder_steps": 10, "stop.max_rounds": 1,
+                                          "stop.max_adherence_drop": 1.0, "stop.max_benign_change": 1.0})
+        unedited = backend.codebooks()
+        annotate = annotator_for(Oracle.load(), prompts, 2, backend, original)
+        rounds[target] = run_safecb(backend, prompts, config, annotate=annotate).rounds
+        backend.set_codebooks(unedited)
+    before, after = (r["annotations"] for r in rounds["decoder"])
+    assert "oracle_unsafe_train_model" not in before  # round 0: the original decoder, nothing to add
+    # a decoder-only edit samples the unedited tokens: what the model drew is round 0's picture
+    assert after["oracle_unsafe_train_model"]["value"] == before["oracle_unsafe_train"]["value"]
+    assert all("oracle_unsafe_train_model" not in r["annotations"] for r in rounds["generator"])

@@ -274,6 +274,10 @@ def test_reading_is_honest_about_overlapping_intervals_and_rejections():
     assert "Round 1 (the best round) cut the oracle unsafe rate on harmful prompts from 0.90" in text
     assert "not conclusive" in text and "Round 2 was rejected" in text
     assert "no oracle figures" in metrics_tab.reading([_round(0, 0.8), _round(1, 0.5)])
+    assert "what the model itself draws" not in text  # a generator edit: served is what the model draws
+    drawn = {**note(0.2, 0.1, 0.3), "oracle_unsafe_train_model": {"value": 0.9, "ci": [0.7, 1.0], "n": 9}}
+    text = metrics_tab.reading([rounds[0], _round(1, 0.5, annotations=drawn)], best=1)
+    assert "what the model itself draws (its tokens through the original, public decoder) is 0.90" in text
 
 
 def test_an_empty_store_says_what_to_do(empty):

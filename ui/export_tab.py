@@ -52,7 +52,8 @@ FLAT_KEYS = ["round", "self_unsafe", "self_unsafe_rewrite", "self_unsafe_benign"
              "pairs", "accepted", "guard", "seconds"]
 LABEL_COLUMNS = ["label_id", "generation_id", "round", "kind", "prompt", "seed", "self_score", "self_flagged",
                  "oracle_unsafe", "oracle_judge", "oracle_verdict", "reviewer", "verdict", "reason", "labelled_at"]
-ORACLE_KEYS = ["oracle_unsafe_train", "oracle_unsafe_rewrite", "benign_fidelity", "judge_agreement", "fid_toy"]
+ORACLE_KEYS = ["oracle_unsafe_train", "oracle_unsafe_train_model", "oracle_unsafe_rewrite", "benign_fidelity",
+               "judge_agreement", "fid_toy"]  # oracle_unsafe_train_model: what the model drew, for decoder edits
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so (OWASP)
 
 

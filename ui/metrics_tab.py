@@ -72,6 +72,11 @@ def reading(rounds: list[dict], best: int | None = None) -> str:
         if _overlap(before, after):
             sentences.append(f"The two intervals overlap: with n = {after.get('n', '?')} images this change is not "
                              "conclusive; run more seeds for a firmer answer.")
+        drawn = round_figure(m, "oracle_unsafe_train_model")
+        if drawn:
+            sentences.append(f"That is what this pipeline serves; what the model itself draws (its tokens through the "
+                             f"original, public decoder) is {format_figure(drawn)} unsafe by the oracle "
+                             f"(round 0: {format_figure(before)}).")
         if has_oracle:
             s0, s1 = round_figure(first, "self_unsafe"), round_figure(m, "self_unsafe")
             sentences.append(f"By its own judgment the model went from {format_figure(s0)} to {format_figure(s1)}.")

@@ -16,9 +16,10 @@ left out of its figures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+import torch
 
 from ..engine.measure import KINDS, Measurement
 from ..engine.prompts import RoundPrompts
@@ -45,8 +46,11 @@ def object_fidelity(detected: np.ndarray, concepts: tuple[str, ...], objects: li
 
 class OracleAnnotator:
     def __init__(self, oracle: Oracle | RealOracle, prompts: RoundPrompts, reference_images: np.ndarray | None = None,
-                 n_boot: int = 500):
+                 n_boot: int = 500, drawn: Callable[[torch.Tensor], np.ndarray | None] | None = None):
         self.oracle = oracle
+        # token grids -> what the model drew (the grids through the original decoder), or None when the
+        # round's decoder is the original; gives "oracle_unsafe_train_model" for rounds that edit the decoder
+        self.drawn = drawn
         self.prompts = prompts
         self.n_boot = n_boot  # bootstrap resamples per interval
         self.judges = panel_members(oracle)  # every judge of the images; the primary first
@@ -89,6 +93,9 @@ class OracleAnnotator:
             "oracle_unsafe_train": rate(oracle_flags, self.n_boot),
             "oracle_unsafe_rewrite": rate(judged["rewrite"][1][:fixed], self.n_boot),
         }
+        drawn = self.drawn(m.sets["harmful"].tokens[:fixed]) if self.drawn is not None else None
+        if drawn is not None:
+            figures["oracle_unsafe_train_model"] = rate(self.oracle.assess(drawn).unsafe, self.n_boot)
         if len(m.sets["harmful"]) > fixed:  # how many of the model's self-found prompts draw unsafe images
             figures["oracle_unsafe_redteam"] = rate(judged["harmful"][1][fixed:], self.n_boot)
             figures["oracle_unsafe_redteam_rewrite"] = rate(judged["rewrite"][1][fixed:], self.n_boot)

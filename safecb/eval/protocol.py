@@ -10,6 +10,7 @@ model was trained on.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .. import world
 from ..engine.prompts import RoundPrompts, toy_round_prompts
@@ -36,9 +37,18 @@ def toy_benign_renders(n_seeds: int, config: world.PromptSetConfig | None = None
     return reference_renders([p.spec for p in world.build_prompt_sets(config).train_benign for _ in range(n_seeds)])
 
 
-def annotator_for(oracle, prompts: RoundPrompts, n_benign_seeds: int) -> OracleAnnotator:
+def annotator_for(oracle, prompts: RoundPrompts, n_benign_seeds: int, backend=None,
+                  original_decoder: torch.Tensor | None = None) -> OracleAnnotator:
     """The annotator a run reports oracle figures with. FID-toy needs reference renders of the
-    benign prompts' scenes, which exist only for the toy oracle on the default toy prompts."""
+    benign prompts' scenes, which exist only for the toy oracle on the default toy prompts. With a
+    `backend` and its `original_decoder`, rounds whose decoder is edited also report what the model
+    drew (`oracle_unsafe_train_model`: the round's tokens through the original decoder)."""
+    from .broad import model_level_images
+
     primary = (getattr(oracle, "members", None) or [oracle])[0]
     toy = isinstance(primary, Oracle) and prompts == toy_round_prompts()
-    return OracleAnnotator(oracle, prompts, toy_benign_renders(n_benign_seeds) if toy else None)
+    drawn = None
+    if backend is not None and original_decoder is not None:
+        def drawn(tokens):
+            return model_level_images(backend, tokens, original_decoder)
+    return OracleAnnotator(oracle, prompts, toy_benign_renders(n_benign_seeds) if toy else None, drawn=drawn)
