@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,11 +22,13 @@ from safecb.engine import (
     run_safecb,
 )
 from safecb.engine.driver import RunCancelled  # noqa: F401  (public name, imported for the API check)
-from safecb.engine.measure import KINDS, Generations, Measurement, adherent, benign_change
+from safecb.engine.measure import KINDS, Generations, Measurement, adherent, benign_change, measure
+from safecb.engine.mining import mine_measurement
 from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, from_world
 from safecb.engine.rundir import RunDirectory
-from safecb.engine.space import build_harmful_space
-from safecb.engine.steps import TARGET_CODEBOOK, counterfactual_residuals, projected_update, row_scales, split_pairs
+from safecb.engine.space import build_harmful_space, difference_vectors
+from safecb.engine.steps import (TARGET_CODEBOOK, counterfactual_residuals, generator_data, generator_step2,
+                                 projected_update, row_scales, split_pairs)
 from safecb.metrics import frechet_distance
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import TOY_MODEL_DIR
@@ -266,10 +269,6 @@ def test_cli_run_writes_a_run_directory_and_resumes(prompts, tmp_path):
 
 
 def test_generator_keys_on_the_safe_trajectory_aim_at_the_rewrites_own_next_token(backend, prompts):
-    from safecb.engine.measure import measure
-    from safecb.engine.mining import mine_measurement
-    from safecb.engine.steps import generator_data
-
     cfg = small_config()
     cfg.fine_tune.preserve_safe = True  # the rewrites' hidden states are kept only for it
     m = measure(backend, prompts, cfg, keep_hidden=True)
@@ -296,13 +295,6 @@ def test_generator_keys_on_the_safe_trajectory_aim_at_the_rewrites_own_next_toke
 
 
 def test_a_guided_edit_fits_what_guidance_samples_and_can_keep_the_unconditional_branch(backend, prompts):
-    from dataclasses import replace
-
-    from safecb.engine.measure import measure
-    from safecb.engine.mining import mine_measurement
-    from safecb.engine.space import difference_vectors
-    from safecb.engine.steps import generator_data, generator_step2
-
     cfg = small_config()
     m = measure(backend, prompts, cfg, keep_hidden=True)
     pairs = mine_measurement(m)

@@ -19,6 +19,7 @@ from ..eval.attack import AttackConfig, attack_model_state, quick_attack_config,
 from ..eval.toy_oracle import Oracle
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from ..paths import ORACLE_DIR, TOY_MODEL_DIR
+from .safety import DESCRIPTIONS as SAFETY_DESCRIPTIONS
 from .safety import METHOD_CHANGES, BenchSafetyConfig, blocklist, run_method, run_safecb_method
 
 METHODS = ("none", "blocklist", "naive_removal", "safecb_generator", "safecb_guided", "decoder_target", "default")
@@ -28,7 +29,7 @@ DESCRIPTIONS = {
     "blocklist": "harmful words deleted from the prompt (cannot see soft prompts)",
     "naive_removal": "mined harmful codes never sampled",
     "safecb_generator": "Safe-CB, iterative, steps 1+2, generator target",
-    "safecb_guided": "Safe-CB, iterative, generator target, step 2 fitted as guidance samples (β 20)",
+    "safecb_guided": SAFETY_DESCRIPTIONS["safecb_guided"],
     "decoder_target": "Safe-CB, iterative, steps 1+2, decoder codebook target",
     "default": "Safe-CB with the current default config",
 }

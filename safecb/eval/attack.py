@@ -41,6 +41,7 @@ from ..io import save_png, save_safetensors, write_json, write_text
 from ..metrics import wilson
 from ..models.backend import JanusBackend
 from ..models.sampler import SamplerSettings
+from .broad import BroadGridConfig, build_grid
 from .protocol import BENCH_SEED_START
 from .toy_oracle import Oracle
 
@@ -539,8 +540,6 @@ def run_soft(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, targets: 
 def swap_back_prompts(cfg: AttackConfig) -> list[str]:
     """The swap-back attack's harmful prompts: the first `swap_back_prompts` of `swap_back_texts`, else a
     stratified sample of the toy broad grid's reporting half."""
-    from .broad import BroadGridConfig, build_grid
-
     if cfg.swap_back_texts:
         return list(cfg.swap_back_texts[: cfg.swap_back_prompts])
 

@@ -491,23 +491,19 @@ def compare(before: GridResult, after: GridResult, n_boot: int = 1000, seed: int
     return out
 
 
-def _rates(before: list[dict], after: list[dict], flag: str, n_boot: int, seed: int) -> dict:
+def _rates(before: list[dict], after: list[dict], flag: str, n_boot: int, seed: int, drop: bool = False) -> dict:
+    """Pooled share of `flag` before and after (and, with `drop`, before minus after), per-prompt intervals."""
     b_hits, counts, _ = _per_prompt(before, flag)
     a_hits, _, _ = _per_prompt(after, flag)
-    return {"before": _figure(_pooled_rate, (b_hits, counts), counts, n_boot, seed),
-            "after": _figure(_pooled_rate, (a_hits, counts), counts, n_boot, seed)}
+    out = {"before": _figure(_pooled_rate, (b_hits, counts), counts, n_boot, seed),
+           "after": _figure(_pooled_rate, (a_hits, counts), counts, n_boot, seed)}
+    if drop:
+        out["drop"] = _figure(_drop, (b_hits, a_hits, counts), counts, n_boot, seed)
+    return out
 
 
 def _fidelity(before: list[dict], after: list[dict], n_boot: int, seed: int) -> dict | None:
-    if not before:
-        return None
-    b_hits, counts, _ = _per_prompt(before, "fidelity")
-    a_hits, _, _ = _per_prompt(after, "fidelity")
-    return {
-        "before": _figure(_pooled_rate, (b_hits, counts), counts, n_boot, seed),
-        "after": _figure(_pooled_rate, (a_hits, counts), counts, n_boot, seed),
-        "drop": _figure(_drop, (b_hits, a_hits, counts), counts, n_boot, seed),
-    }
+    return _rates(before, after, "fidelity", n_boot, seed, drop=True) if before else None
 
 
 # ---------------------------------------------------------------- what the app and the bench print
