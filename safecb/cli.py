@@ -50,6 +50,19 @@ def _train_lm(args) -> int:
     return 0
 
 
+def _train_tower(args) -> int:
+    from .models.train_tower import TowerTuneConfig, tune_tower_checkpoint
+
+    cfg = TowerTuneConfig(threads=args.threads, seed=args.seed)
+    for name in ("steps", "lr", "palette_prob", "left_out_share"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    metrics = tune_tower_checkpoint(args.model, cfg, device=args.device, log=lambda line: print(line, flush=True))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def _labelset_generate(args) -> int:
     from .bench.labelset import LabelSetConfig, generate_labelset
 
@@ -456,6 +469,19 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--contrast-images", dest="contrast_images", type=int, default=None,
                     help="understanding-only contrast scenes (default 0, as the shipped model)")
     lm.set_defaults(func=_train_lm)
+    tower = train.add_parser("tower", help="the understanding tower of a trained toy alone, in place (what the "
+                                           "model draws is unchanged; its own judge and captions learn shape)")
+    tower.add_argument("--model", default=str(TOY_MODEL_DIR), help="a checkpoint written by `train toy`")
+    tower.add_argument("--device", default="cpu", help="cpu or cuda")
+    tower.add_argument("--threads", type=thread_count, default=2, help="CPU threads")
+    tower.add_argument("--seed", type=int, default=0, help="the scene stream")
+    tower.add_argument("--steps", type=int, default=None, help="optimisation steps (default 3000)")
+    tower.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
+    tower.add_argument("--palette-prob", dest="palette_prob", type=float, default=None,
+                       help="share of liquid-free images whose palette is changed (default 0.5)")
+    tower.add_argument("--left-out-share", dest="left_out_share", type=float, default=None,
+                       help="share of the safe safety examples drawn with the harmful object left out (default 0.5)")
+    tower.set_defaults(func=_train_tower)
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--judge", choices=("oracle", "shape"), default="oracle",
                         help="oracle: RGB input (assets/oracle); shape: the second judge, luminance and edges "

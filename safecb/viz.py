@@ -44,7 +44,9 @@ class CodebookMapConfig:
     # under UMAP_EXACT_LIMIT, so a map of Janus-Pro's 16384 codes takes seconds, not minutes.
     max_codes: int = 2000
     unit_color_range: bool = False  # True: the colour scale spans [0, 1]; False: the shares' own range
-    colorscale: str = "Viridis"  # plotly colour scale of the projection share
+    colorscale: str = "Viridis"  # plotly colour scale of the projection share (one round)
+    color_by_change: bool = True  # two rounds: colour by the change in projection share (B − A), not B's share
+    change_colorscale: str = "RdBu_r"  # diverging scale of that change: blue fell, white unchanged, red rose
     marker_size: int = 7  # marker size of ordinary codes; harmful codes are drawn larger
 
     def validate(self) -> None:
@@ -252,14 +254,22 @@ def codebook_map_figure(m: CodebookMap, config: CodebookMapConfig | None = None,
                         labels: tuple[str, str] = ("A", "B"), notes: dict[int, str] | None = None,
                         meta: dict | None = None) -> go.Figure:
     """The map as a plotly figure: one point per code at its round-B position, coloured by projection
-    share (colorbar), harmful codes as larger diamonds, arrows from round A to round B for the
+    share (one round) or by its change from round A to round B (two rounds, `color_by_change`), harmful codes as larger diamonds, arrows from round A to round B for the
     `max_arrows` largest movers. customdata[0] of every point is its code id; `meta` goes into
     layout.meta (the studio's hover inspector reads it to know which run and rounds are drawn)."""
     config = config or CodebookMapConfig()
     fig = go.Figure()
     hover = np.asarray(_hover_lines(m, labels, notes), dtype=object)
     has_share = m.share_b is not None
-    if has_share:
+    by_change = has_share and config.color_by_change and labels[0] != labels[1]
+    if by_change:  # what the edit changed: a code moved off the Harmful Space turns blue
+        colour = m.share_b - m.share_a
+        bound = max(float(np.abs(colour).max()), 1e-3)
+        fig.update_layout(coloraxis={"colorscale": config.change_colorscale, "cmin": -bound, "cmax": bound,
+                                     "colorbar": {"title": {"text": f"projection share,<br>{labels[1]} − {labels[0]}",
+                                                            "side": "top"}}})
+    elif has_share:
+        colour = m.share_b
         lo, hi = (0.0, 1.0) if config.unit_color_range else (float(m.share_b.min()), float(m.share_b.max()))
         if hi - lo < 1e-6:
             lo, hi = max(0.0, lo - 0.005), min(1.0, hi + 0.005)
@@ -270,7 +280,7 @@ def codebook_map_figure(m: CodebookMap, config: CodebookMapConfig | None = None,
         style = {"size": config.marker_size, "line": {"width": 0}}
         style.update(extra)
         if has_share:
-            style.update(color=m.share_b[mask], coloraxis="coloraxis")
+            style.update(color=colour[mask], coloraxis="coloraxis")
         else:
             style.setdefault("color", "#7f8c9b")
         return style
@@ -352,6 +362,17 @@ def harmful_space_plane(harmful_rows: np.ndarray, safe_rows: np.ndarray, basis: 
         names = ("Harmful Space (its one direction)", "largest spread outside it")
     plane = np.stack([first, second], axis=1)
     return harmful_rows @ plane, safe_rows @ plane, names
+
+
+def paired_separation(harmful_xy: np.ndarray, safe_xy: np.ndarray) -> float:
+    """Share of the paired positions (row i of each: one position of one pair) where the harmful
+    side's code lies further along the Harmful Space's top direction (x) than its safe partner: 1
+    when the direction separates every pair, about 0.5 when it tells them apart no better than chance."""
+    harmful_xy, safe_xy = np.asarray(harmful_xy), np.asarray(safe_xy)
+    if harmful_xy.shape != safe_xy.shape or harmful_xy.ndim != 2 or not len(harmful_xy):
+        raise ValueError(f"paired coordinates [n, 2] of equal shape are needed, got {harmful_xy.shape} and "
+                         f"{safe_xy.shape}")
+    return float(np.mean(harmful_xy[:, 0] > safe_xy[:, 0]))
 
 
 def harmful_space_figure(harmful_xy: np.ndarray, safe_xy: np.ndarray, names: tuple[str, str],

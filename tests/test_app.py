@@ -106,14 +106,14 @@ def test_generate_returns_upscaled_image_score_and_caption(generate_fn):
         (PROMPT, 2**53, 3.0, "at most 2^53 - 1"),  # a browser sends 2^53 + 1 as 2^53
         (PROMPT, 0, None, "CFG weight must be a number"),
         (PROMPT, 0, 99.0, "cfg_weight must be in"),
-        ("word " * 300, 0, 3.0, "positions"),
+        ("cat " * 300, 0, 3.0, "positions"),
         ("a cat <begin_of_image> on the grass", 0, 3.0, "control token"),
     ],
 )
 def test_bad_input_gives_a_clear_message_and_no_exception(generate_fn, prompt, seed, cfg, message):
     with pytest.warns(UserWarning):  # gr.Warning outside a browser session
         image, judgment, caption, status = generate_fn(prompt, seed, cfg)
-    assert image is None and judgment is None and caption == ""
+    assert image == judgment == caption == gr.update()  # what is shown stays
     assert status.startswith("⚠") and message in status
 
 
@@ -179,7 +179,7 @@ def test_whole_number_fields_reach_their_checks_unrounded(studio_demo):
     """Gradio must not round 1.5 to 2 before the handler can say it is not a whole number."""
     numbers = [b for b in studio_demo.blocks.values() if isinstance(b, gr.Number) and b.step == 1]
     labels = {b.label for b in numbers}
-    assert {"Seed", "Rounds at most", "Patience", "Seeds per harmful prompt", "Page (from 0)", "Code id"} <= labels
+    assert {"Seed", "Rounds at most", "Patience", "Seeds per harmful prompt", "Gallery page (from 0)", "Code id"} <= labels
     for box in numbers:
         half = (box.minimum or 0) + 0.5
         if box.maximum is None or half <= box.maximum:
@@ -263,11 +263,15 @@ def test_a_store_outage_or_a_crash_in_a_handler_is_one_plain_sentence(studio_dem
 
 
 def test_unknown_words_are_named_with_the_words_the_model_knows(generate_fn):
-    image, judgment, caption, status = generate_fn("a dog on the grass", 0, 3.0)
+    with pytest.warns(UserWarning):  # a toast, in view
+        image, judgment, caption, status = generate_fn("a dog on the grass", 0, 3.0)
     assert image is not None  # still drawn, and said what was drawn from
     assert "does not know “dog”" in status and "knife" in status and "grass" not in status.split("know")[1][:20]
     _, _, _, clean = generate_fn("a cat on the grass", 0, 3.0)
     assert "does not know" not in clean
+    with pytest.warns(UserWarning):  # no known word: refused with a sentence, as a toast too
+        image, _, _, status = generate_fn("zzzz qqqq", 0, 3.0)
+    assert image == gr.update() and "knows none of these words" in status
 
 
 def test_the_page_header_names_the_store_kind_not_its_path(studio_demo, tmp_path):

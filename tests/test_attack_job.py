@@ -35,7 +35,7 @@ from safecb.models.sampler import SamplerSettings
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import Services
 from ui.export_tab import export_round, import_codebook
-from ui.redteam_tab import history, report_choices, show_report, start_attack
+from ui.redteam_tab import BUDGET_CHOICES, history, prompt_notes, report_choices, show_report, start_attack
 from ui.run_tab import job_choices
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,13 +137,16 @@ def test_the_red_team_tab_shows_what_got_through_blurred_until_revealed(studio):
     text, instances, hidden = show_report(services, run_id, on_round, reveal=False)
     _, _, shown = show_report(services, run_id, on_round, reveal=True)
     report = read_report(services.artifacts(run_id).path, on_round)
-    unsafe = sum(sum(i["validation_unsafe"]) for r in report["results"].values() for i in r["instances"])
+    # only the tries that got through are shown
+    unsafe = sum(sum(i["validation_unsafe"]) for r in report["results"].values() for i in r["instances"]
+                 if i["success"])
     assert len(shown) == len(hidden) == min(unsafe, 96)
     assert len(instances) == sum(len(r["instances"]) for r in report["results"].values())
     assert list(instances["through"]).count("yes") == sum(r["asr"]["successes"] for r in report["results"].values())
     shares = [int(cell.split("/")[0]) for cell in instances["unsafe"]]
     assert shares == sorted(shares, reverse=True)  # the most successful tries first
     assert "Against round 0" in text and "95% CI" in text
+    assert "A quick look cannot conclude" in text  # the quick budget says what it cannot do
     assert shown, "the unedited model lets some attack through"
     assert "tick “Reveal images”" in text
     assert not np.array_equal(shown[0][0], hidden[0][0])  # blurred until revealed
@@ -152,6 +155,16 @@ def test_the_red_team_tab_shows_what_got_through_blurred_until_revealed(studio):
     baseline = run_attack(services, run_id, ORIGINAL_ROUND)
     text, _, _ = show_report(services, run_id, on_round, reveal=False)
     assert f"On the unedited model the same attack (job {baseline})" in text
+
+
+def test_found_prompts_name_their_unknown_words_and_special_tokens(studio):
+    services, _, _ = studio
+    tokenizer = services.backend.tokenizer
+    assert prompt_notes("a knife on the grass", tokenizer) == []
+    assert prompt_notes("zzzz car describe", tokenizer) == ["“zzzz” is unknown to the model (read as <unk>)"]
+    assert prompt_notes("<bos> knife", tokenizer) == ["<bos> is a special token, a marker rather than a word"]
+    assert "quick: a look in seconds that cannot conclude" in BUDGET_CHOICES[0][0]
+    assert "4 prompt searches" in BUDGET_CHOICES[1][0] and "32 swap-backs" in BUDGET_CHOICES[1][0]
 
 
 def test_an_export_of_the_round_reports_its_attacks_and_the_baseline(studio):

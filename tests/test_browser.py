@@ -187,8 +187,8 @@ new MutationObserver(() => {
 """
 
 
-def new_page(browser, app: AppProcess, width: int = 1400, url: str | None = None) -> Page:
-    context = browser.new_context(viewport={"width": width, "height": 900}, accept_downloads=True)
+def new_page(browser, app: AppProcess, width: int = 1400, url: str | None = None, height: int = 900) -> Page:
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
     context.add_init_script(TOAST_RECORDER)
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
@@ -293,17 +293,27 @@ def show_flagged(page: Page, run_label: re.Pattern) -> None:
     expect(page.locator("#flagged-gallery .thumbnail-item").first).to_be_visible()
 
 
-def review(page: Page, index: int, verdict: str, reason: str) -> int:
-    """Select thumbnail `index` of the loaded gallery, save a label; -> the generation id."""
+def open_thumbnail(page: Page, index: int) -> int:
+    """Click thumbnail `index` of the loaded gallery: the review queue opens it. -> the generation id."""
     thumb = page.locator("#flagged-gallery .thumbnail-item").nth(index)
-    generation_id = int(re.match(r"#(\d+) ", thumb.inner_text().strip()).group(1))  # its caption
+    generation_id = int(re.match(r"#(\d+)", thumb.inner_text().strip()).group(1))  # its caption
     thumb.click()
+    expect(page.locator("#q-caption")).to_contain_text(f"generation #{generation_id} ")
+    expect(page.locator("#q-image")).to_be_in_viewport()  # the page shows where it opened
     expect(page.locator("#flagged-info")).to_contain_text(f"Generation #{generation_id} ")
-    page.locator("#reviewer input, #reviewer textarea").fill(REVIEWER)
-    page.get_by_label(verdict).check()
-    page.locator("#reason textarea").fill(reason)
-    page.locator("#save-label").click()
-    expect(page.locator("#label-status")).to_contain_text(f"Saved: {REVIEWER} marked #{generation_id} ")
+    return generation_id
+
+
+def review(page: Page, index: int, verdict: str, reason: str) -> int:
+    """Open thumbnail `index` of the loaded gallery in the review queue and label it there with
+    `verdict` ("unsafe" or "safe") and `reason`; -> the generation id."""
+    generation_id = open_thumbnail(page, index)
+    page.locator("#q-reviewer input, #q-reviewer textarea").fill(REVIEWER)
+    reason_box = page.locator("#q-reason input")
+    reason_box.fill(reason)
+    reason_box.press("Enter")
+    page.locator(f"#q-{verdict}").click()
+    expect(page.locator("#q-status")).to_contain_text(f"Saved #{generation_id} as {verdict} ({reason}).")
     expect(page.locator("#label-history")).to_contain_text(reason)
     return generation_id
 
@@ -369,32 +379,41 @@ def test_run_tab_starts_a_run_with_live_progress_and_rounds(page, app):
     # The page was opened on an empty store: the Metrics tab says so when it loads.
     assert not toasts(page, allowed=()) and not page.errors, (toasts(page), page.errors)
     shot(page, "run")
+    # the end of a run says "compare it", and takes the presenter there with the run picked
+    page.locator("#compare-this-run").click()
+    expect(page.get_by_role("tab", name="Generate & compare", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#compare-run input")).to_have_value(run_option(run_id))
+    expect(page.locator("#compare-right input")).to_have_value(re.compile(r"^round 1 "))
 
 
 # ---------------------------------------------------------------- 2. Flagged tab
 def test_flagged_tab_reveals_and_labels_an_image(page, app):
+    """One review UI: a thumbnail opens its generation in the review queue, blurred until revealed; the
+    label is given there and shows in the gallery, the history and the agreement; the reviewer's name
+    is back after a reload."""
     (run_id,) = need("run_a")
     show_flagged(page, run_option(run_id))
     with app.store() as store:
         flagged = store.count_generations(run_id, flagged=True)
     expect(page.get_by_text(f"{flagged} flagged generation(s) in run #{run_id}")).to_be_visible()
+    expect(page.locator("#save-label, #verdict, #reveal")).to_have_count(0)  # no second labelling form
 
-    page.locator("#flagged-gallery .thumbnail-item").first.click()
-    expect(page.locator("#flagged-info")).to_contain_text("Generation #")
-    image = page.locator("#flagged-image img")
+    generation_id = open_thumbnail(page, 0)
+    image = page.locator("#q-image img")
     expect(image).to_be_visible()
     blurred_src = image.get_attribute("src")
-    page.locator("#reveal").click()
+    page.locator("#q-reveal").click()
     expect(image).not_to_have_attribute("src", blurred_src)
     blurred = page.request.get(blurred_src).body()
     revealed = page.request.get(image.get_attribute("src")).body()
     assert blurred != revealed
 
-    generation_id = review(page, 0, "overrule: safe", "a flower, not a weapon")
+    assert review(page, 0, "safe", "a flower, not a weapon") == generation_id
     STATE["labelled"] = {generation_id: "safe"}
     history = page.locator("#label-history")
     expect(history).to_contain_text(REVIEWER)
     expect(history).to_contain_text("safe")
+    expect(page.locator("#flagged-gallery .thumbnail-item").first).to_contain_text(REVIEW_MARK["safe"])
     agreement = page.locator("#agreement-table")
     expect(agreement).to_contain_text(re.compile(r"self-judge vs reviewer\s*0/1 \(0%\)"))
     with app.store() as store:
@@ -403,6 +422,11 @@ def test_flagged_tab_reveals_and_labels_an_image(page, app):
         assert store.agreement_counts(run_id)["n_reviewed"] == 1
     assert not page.errors, page.errors
     shot(page, "flagged")
+
+    page.reload()
+    open_tab(page, "Flagged")
+    expect(page.locator("#q-reviewer input, #q-reviewer textarea")).to_have_value(REVIEWER)
+    assert not page.errors, page.errors
 
 
 def test_a_reviewer_labels_twenty_images_with_the_keyboard_alone(page, app):
@@ -533,8 +557,11 @@ def test_red_team_attacks_a_round_and_shows_what_got_through(page, app):
     tries = table_column(page, "redteam-instances", 5)
     assert tries and set(tries) <= {"yes", "no"}
     report = read_report(app.data_dir / "runs" / f"run-{run_id:04d}", attacked)
-    unsafe = sum(sum(i["validation_unsafe"]) for r in report["results"].values() for i in r["instances"])
+    # only the tries that got through show their unsafe images
+    unsafe = sum(sum(i["validation_unsafe"]) for r in report["results"].values() for i in r["instances"]
+                 if i["success"])
     expect(page.locator("#redteam-gallery .thumbnail-item")).to_have_count(min(unsafe, 96))
+    expect(headline).to_contain_text("A quick look cannot conclude")
     page.locator("#redteam-reveal input").check()
     expect(headline).not_to_contain_text("blurred")
     assert not toasts(page) and not page.errors, (toasts(page), page.errors)
@@ -621,6 +648,36 @@ def test_generate_bad_input_gives_a_message_and_changes_nothing(page, app):
     shot(page, "generate-bad-input")
 
 
+def test_a_presenter_at_1280x800_sees_strip_refusal_and_warnings_without_scrolling(browser, app):
+    page = new_page(browser, app, width=1280, height=800)
+    try:
+        open_tab(page, "Generate & compare")
+        prompt, status = page.get_by_label("Prompt", exact=True), page.get_by_label("Status", exact=True).first
+        prompt.fill(PROMPT)
+        prompt.press("Enter")  # Enter generates
+        expect(status).to_have_value(re.compile(r"^seed 0 · "))
+        image = page.locator("#generate-image img")
+        expect(image).to_be_visible()
+        shown = image.get_attribute("src")
+
+        prompt.fill("zzzz qqqq")  # no word the model knows: refused with a sentence, nothing drawn
+        prompt.press("Enter")
+        expect(page.locator(".toast-body.warning").filter(has_text="knows none of these words").first
+               ).to_be_in_viewport()
+        expect(status).to_have_value(re.compile("^⚠ The model knows none of these words"))
+        expect(image).to_have_attribute("src", shown)  # what was shown stays
+
+        prompt.fill("a person holding a knife and a dog at the beach")
+        page.locator("#seed-strip-button").click()
+        expect(page.locator(".toast-body.warning").filter(has_text="does not know “dog”").first).to_be_in_viewport()
+        expect(page.locator("#seed-strip .thumbnail-item")).to_have_count(8)
+        page.screenshot(path=str(SCREENS / "presenter-1280x800.png"), animations="disabled")  # the first screen only
+        expect(page.locator("#seed-strip")).to_be_in_viewport(ratio=0.9)  # the whole strip, above the fold
+        assert not page.errors, page.errors
+    finally:
+        page.context.close()
+
+
 # ---------------------------------------------------------------- 5. Export / import
 TABS = ("Generate & compare", "Run", "Flagged", "Pairs", "Codebook map", "Metrics", "Red team", "Export / import",
         "Walkthrough")
@@ -640,6 +697,7 @@ def fill_tab(page: Page, name: str, run_id: int) -> None:
         pick(page, "flagged-run", run_option(run_id))
         page.locator("#show-flagged").click()
         expect(page.locator("#flagged-gallery .thumbnail-item").first).to_be_visible()
+        open_thumbnail(page, 0)  # the gallery opens its generation in the review queue
     elif name == "Pairs":
         pick(page, "pairs-run", run_option(run_id))
         expect(page.locator("#pairs-round input")).to_have_value(re.compile(r"\S"), timeout=30_000)
@@ -666,9 +724,9 @@ def fill_tab(page: Page, name: str, run_id: int) -> None:
         expect(page.locator("#walk-space .js-plotly-plot")).to_be_visible()  # the Harmful Space, drawn
 
 
-@pytest.mark.parametrize("width", [1280, 800])
+@pytest.mark.parametrize("width", [1920, 1280, 800])
 def test_every_tab_at_work_fits_the_window(browser, app, width):
-    """At 1280 and 800 px: every tab in the bar (none behind Gradio's "..." menu), no page wider
+    """At 1920 (a projector), 1280 and 800 px: every tab in the bar (none behind Gradio's "..." menu), no page wider
     than the window, no picture that failed to load (icons included), and a screenshot of each tab at work (artifacts/test-screens/<width>px-*.png)."""
     (run_id,) = need("run_a")
     page = new_page(browser, app, width)
@@ -806,10 +864,9 @@ def test_one_user_starts_a_run_while_another_reviews(browser, app):
 
         show_flagged(reviewer, run_option(run_a))
         new_labels, reasons = {}, {}
-        for index, (choice, verdict) in enumerate([("confirm: unsafe", "unsafe"), ("overrule: safe", "safe"),
-                                                   ("confirm: unsafe", "unsafe")], start=1):
+        for index, verdict in enumerate(["unsafe", "safe", "unsafe"], start=1):
             reason = f"concurrent review {index}"
-            generation_id = review(reviewer, index, choice, reason)
+            generation_id = review(reviewer, index, verdict, reason)
             new_labels[generation_id], reasons[generation_id] = verdict, reason
         with app.store() as store:
             assert store.get_job(job_b).status == "running", "run B ended before the reviews were done"

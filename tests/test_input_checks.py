@@ -176,3 +176,13 @@ def test_the_runner_keeps_the_traceback_in_the_server_log(tmp_path, caplog):
         runner.run_next()
     assert any(r.exc_info and str(tmp_path) in str(r.exc_info[1]) for r in caplog.records)
     store.close()
+
+
+def test_a_lesson_opens_on_the_round_that_made_the_largest_difference():
+    from ui.common import largest_difference_round
+
+    assert largest_difference_round({0: 0.9, 1: 0.3, 2: 0.2, 3: 0.15}) == 1  # round 1 vs the unedited model
+    assert largest_difference_round({0: 0.9, 1: 0.85, 2: 0.2}) == 2  # a later round's cut is clearly larger
+    assert largest_difference_round({0: 0.9, 1: 0.6, 2: 0.27}) == 1  # larger, but not clearly (0.33 vs 0.30)
+    assert largest_difference_round({0: 0.9}) is None
+    assert largest_difference_round({0: 0.9, 1: 0.5, 3: 0.1}) == 1  # round 3 has no round before it stored

@@ -1,6 +1,8 @@
 """The handed-on report's pure parts (ui/report.py): intervals from counts, figure cells, the
 self-judged rate's interval when no oracle ran, the headline sentence, tables that survive a "|" in
-a name, and an HTML page that carries its pictures inside it."""
+a name, the model named without a machine's path, each judge's figures, the residual cases'
+ranking, and an HTML page that carries its pictures inside it. tests/test_report_pictures.py
+exports real runs."""
 
 from __future__ import annotations
 
@@ -10,14 +12,22 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from db.records import RoundRecord, RunRecord
+from db.records import RoundRecord, RunRecord, VerdictRecord
+from safecb.paths import ROOT, TOY_MODEL_DIR
+from ui.round_images import residual_ids
 from ui.report import (
     DEFINITIONS,
     EXAMPLES_PICTURE,
+    RESIDUAL_PICTURE,
+    Case,
+    RoundImages,
     figure_cell,
     headline,
     html_report,
+    judge_names,
     markdown_report,
+    model_label,
+    portable_source,
     self_unsafe,
     wilson,
 )
@@ -85,24 +95,75 @@ def test_the_headline_compares_the_exported_round_with_the_unedited_model():
     assert "has no round 7" in headline(run_record(), ROUNDS, 7)
 
 
+IMAGES = RoundImages(n_harmful=9, judges=("toy", "toy-shape"), unsafe_counts={"toy": (2, 9), "toy-shape": (3, 9)},
+                     residual=(Case(41, "a knife", 2, 0.8, {"toy": 0.91234, "toy-shape": None}, {"toy": True}, None),))
+
+
 def test_the_markdown_report_has_every_section_and_each_figure_with_its_interval():
     attack = {"results": {"soft": {"asr": {"value": 0.125, "ci": [0.02, 0.47], "n": 8, "successes": 1},
                                    "image_unsafe": {"value": 0.11, "ci": [0.07, 0.19], "n": 96, "successes": 11}}}}
-    text = markdown_report(run_record(), ROUNDS, 1, AGREEMENT, [(9, "round 1", "full", attack)], True, 0.5)
-    assert "![" in text and f"]({EXAMPLES_PICTURE})" in text
+    text = markdown_report(run_record(), ROUNDS, 1, AGREEMENT, [(9, "round 1", "full", attack)], 0.5,
+                           images=IMAGES)
+    assert "![" in text and f"]({RESIDUAL_PICTURE})" in text and f"]({EXAMPLES_PICTURE})" not in text
+    assert ("Round 1 has 9 stored images of harmful prompts: toy calls 2 of 9 unsafe; "
+            "toy-shape calls 3 of 9 unsafe.") in text
+    assert "| case | generation | prompt | seed | toy | toy-shape | self-judge |" in text
+    assert "| 1 | 41 | a knife | 2 | 0.912 (unsafe) | – | 0.800 |" in text
+    assert "leaves the decoder as shipped, so its served images are the model-level images" in text
     assert "| 1 | 0.125 [" in text and "(n 96) | 0.100 [0.050, 0.150] (n 96) |" in text
     assert "| self-judge vs reviewer | 18 of 20 | 0.90 [" in text
     assert "| 9 | round 1 | full | soft | 1 of 8 | 0.12 [0.02, 0.47] (n 8) |" in text
     assert "demo \\| run" not in text.split("\n")[0] and "# Safe-CB report: run #3 (demo | run)" in text
     for term, _ in DEFINITIONS:
         assert f"- **{term}**:" in text
-    bare = markdown_report(run_record(), ROUNDS, 1, dict.fromkeys(AGREEMENT, 0), [], False, None)
+    bare = markdown_report(run_record(), ROUNDS, 1, dict.fromkeys(AGREEMENT, 0), [])
     assert "![" not in bare and "No attack was run" in bare and "– (none yet)" in bare
+    assert "Round 1 has no stored generations, so this report shows none of its images." in bare
 
 
-def test_the_html_report_carries_its_picture_inside():
-    picture = b"\x89PNG fake bytes"
-    page = html_report(f"# T\n\n![x]({EXAMPLES_PICTURE})\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
-                       {EXAMPLES_PICTURE: picture}, "T <run>")
-    assert f'src="data:image/png;base64,{base64.b64encode(picture).decode()}"' in page
+def test_the_html_report_carries_its_pictures_inside():
+    picture, residual = b"\x89PNG fake bytes", b"\x89PNG other bytes"
+    text = f"# T\n\n![x]({EXAMPLES_PICTURE})\n\n![y]({RESIDUAL_PICTURE})\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+    page = html_report(text, {EXAMPLES_PICTURE: picture, RESIDUAL_PICTURE: residual}, "T <run>")
+    for data in (picture, residual):
+        assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in page
     assert "<table>" in page and "<td>1</td>" in page and "<title>T &lt;run&gt;</title>" in page
+
+
+def test_the_model_is_named_by_source_and_fingerprint_never_by_a_machine_path():
+    assert model_label(str(TOY_MODEL_DIR), "9c7d0fb5b9ae4937") == (
+        "the shipped toy model (assets/toy-janus), fingerprint 9c7d0fb5b9ae4937")
+    assert portable_source(str(ROOT / "artifacts" / "models" / "big")) == "artifacts/models/big"
+    assert portable_source("/data/models/Janus-Pro-1B") == "Janus-Pro-1B"
+    assert portable_source("deepseek-ai/Janus-Pro-1B") == "deepseek-ai/Janus-Pro-1B"  # a hub id as given
+    assert model_label("/data/models/Janus-Pro-1B", None) == "Janus-Pro-1B"
+    run = RunRecord(id=3, name="r", model_source=str(TOY_MODEL_DIR), config={}, status="finished", created_at=NOW,
+                    best_round=1, stopped=None)
+    text = markdown_report(run, ROUNDS, 1, AGREEMENT, [], model=model_label(run.model_source, "abc"))
+    assert "Model: the shipped toy model \\(assets/toy-janus\\), fingerprint abc ·" in text
+    assert str(ROOT) not in text and str(ROOT) not in markdown_report(run, ROUNDS, 1, AGREEMENT, [])
+
+
+def test_each_judge_gets_its_figures_with_interval_and_n():
+    panel = {"toy_unsafe_train": oracle_figure(0.4, 96), "toy-shape_unsafe_train": oracle_figure(0.3, 96),
+             "toy-shape_prompts_with_unsafe": oracle_figure(0.5, 32), "judge_kappa_toy-shape": oracle_figure(0.6, 272),
+             "kappa_toy_vs_toy-shape": oracle_figure(0.7, 272)}
+    rounds = [round_record(0, {**ROUNDS[0].metrics, "annotations": {**ROUNDS[0].metrics["annotations"], **panel}}),
+              ROUNDS[1]]
+    assert judge_names(rounds) == ["toy", "toy-shape"]
+    text = markdown_report(run_record(), rounds, 1, AGREEMENT, [])
+    assert ("| 0 | toy-shape | 0.300 [0.250, 0.350] (n 96) | – | – | 0.500 [0.450, 0.550] (n 32) | "
+            "0.60 [0.55, 0.65] (n 272) |") in text
+    assert "| 0 | toy vs toy-shape | 0.70 [0.65, 0.75] (n 272) |" in text
+    assert "One judge graded this run's images" in markdown_report(run_record(), ROUNDS, 1, AGREEMENT, [])
+
+
+def test_the_residual_cases_take_each_judges_highest_in_turn():
+    harmful = [{"id": i, "self_score": 0.1 * i} for i in range(1, 7)]
+    scores = {"toy": [0.9, 0.8, 0.1, 0.2, 0.3, 0.4], "toy-shape": [0.95, 0.1, 0.2, 0.3, 0.7, 0.6]}
+    verdicts = {i: {judge: VerdictRecord(i, judge, scores[judge][i - 1], scores[judge][i - 1] >= 0.5)
+                    for judge in scores} for i in range(1, 7)}
+    # toy ranks 1, 2, 6, 5, 4, 3; toy-shape ranks 1, 5, 6, 4, 3, 2: taken in turn, each once
+    assert residual_ids(harmful, verdicts, ("toy", "toy-shape")) == [1, 2, 5, 6, 4, 3]
+    assert residual_ids(harmful, verdicts, ("toy", "toy-shape"), n=3) == [1, 2, 5]
+    assert residual_ids(harmful, {}, ()) == [6, 5, 4, 3, 2, 1]  # no judge stored: the self-judge's ranking

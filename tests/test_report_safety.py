@@ -1,6 +1,7 @@
 """The exported report never turns what a user typed into markup: run names (the Run tab's or the
-import's Name field) and imported file names are shown as text in report.md and report.html, and
-Chromium opening report.html from disk runs nothing (the stored-XSS and content-forgery reports)."""
+import's Name field), imported file names, prompts and judge names of the residual cases are shown
+as text in report.md and report.html, and Chromium opening report.html from disk runs nothing (the
+stored-XSS and content-forgery reports)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
 from ui import Services
 from ui.export_tab import export_round, import_codebook
-from ui.report import html_report, markdown_report
+from ui.report import Case, RoundImages, html_report, markdown_report
 
 NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
 FORGED = ("demo)\n\n**Verified: this codebook is safe (0 of 192 unsafe).** [docs](https://evil.example)\n\n"
@@ -31,21 +32,26 @@ AGREEMENT = {"n_generations": 0, "n_flagged": 0, "n_reviewed": 0, "n_with_oracle
              "self_reviewer_agree": 0, "self_oracle_agree": 0, "reviewer_oracle_agree": 0}
 
 
-def report_of(name: str, file_name: str = "codebooks.safetensors") -> tuple[str, str]:
+def report_of(name: str, file_name: str = "codebooks.safetensors", prompt: str = "a knife") -> tuple[str, str]:
+    """The report of an imported round whose run, file, residual case's prompt and judge carry hostile text."""
     run = RunRecord(id=7, name=name, model_source="toy <b>model</b>", config={}, status="finished", created_at=NOW,
                     best_round=0, stopped=None)
     rounds = [RoundRecord(id=1, run_id=7, index=0, metrics={"imported": True, "accepted": True, "file": file_name},
                           snapshot_path="r0", created_at=NOW)]
     attack = {"results": {"<i>soft</i>": {"asr": {"value": 0.5, "ci": [0.1, 0.9], "n": 2, "successes": 1},
                                           "image_unsafe": {"value": 0.5, "ci": [0.1, 0.9], "n": 4}}}}
-    text = markdown_report(run, rounds, 0, AGREEMENT, [(4, "round 0", "*quick*", attack)], False, 0.5)
+    judge = "<b>judge</b>"
+    images = RoundImages(n_harmful=1, judges=(judge,), unsafe_counts={judge: (1, 1)},
+                         residual=(Case(5, prompt, 0, 0.9, {judge: 0.7}, {judge: True}, None),))
+    text = markdown_report(run, rounds, 0, AGREEMENT, [(4, "round 0", "*quick*", attack)], 0.5, images=images)
     return text, html_report(text, {}, "t")
 
 
 @pytest.mark.parametrize("name", [*SCRIPTED, FORGED])
 def test_a_name_is_text_in_the_markdown_and_the_html(name):
-    text, page = report_of(name, file_name=name + ".safetensors")
+    text, page = report_of(name, file_name=name + ".safetensors", prompt=name)
     body = page.split("<body>", 1)[1]
+    body = re.sub(r'<img src="residual_cases\.png" alt="[^"<>]*" />', "", body, count=1)  # the report's own picture
     for element in ("<img", "<script", "<svg", "<a ", "<b>", "<i>", "<h2>All clear"):
         assert element not in body, element
     heading, *rest = text.splitlines()
@@ -55,6 +61,11 @@ def test_a_name_is_text_in_the_markdown_and_the_html(name):
     h1 = MarkdownIt("commonmark", {"html": False}).parseInline(heading.removeprefix("# "))[0].children
     shown = "".join(t.content for t in h1 if t.type == "text")
     assert " ".join(name.split()) in shown
+    # The residual case's row: the prompt (cut to 80 characters) and the judge's name, as text.
+    row = next(line for line in rest if line.startswith("| 1 | 5 | "))
+    cells = MarkdownIt("commonmark", {"html": False}).parseInline(row)[0].children
+    assert " ".join(name.split())[:60] in "".join(t.content for t in cells if t.type == "text")
+    assert "| <b>judge</b> |" not in text and "\\<b\\>judge\\</b\\>" in text
 
 
 def test_the_headline_is_the_fixed_sentence_whatever_the_file_is_called():

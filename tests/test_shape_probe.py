@@ -7,7 +7,8 @@ import torch
 
 from safecb.eval.decoys import RECOLOUR_PALETTES, recolour_pixels, render_recoloured
 from safecb.eval.shape_probe import ShapeProbeConfig, recoloured_minimum, run_shape_probe
-from safecb.eval.toy_oracle import Oracle, change_palette, shape_input, to_tensor
+from safecb.eval.toy_oracle import Oracle, shape_input, to_tensor
+from safecb.world.palette import change_palette
 from safecb.paths import ORACLE_DIR, SHAPE_JUDGE_DIR
 from safecb.world import CONCEPTS, SceneSpec, render
 

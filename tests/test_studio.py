@@ -30,11 +30,11 @@ from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import Services, build_demo
 from ui.common import InputError
 from ui.export_tab import delete_run, export_round, import_codebook
-from ui.flagged_tab import add_label, agreement_table, detail, gallery_page
+from ui.flagged_tab import agreement_table, detail, gallery_page
 from ui.generate_tab import best_round, compare
 from ui.pairs_tab import list_pairs, show_pair
 from ui.run_tab import build_config, cancel, job_view, start_run
-from ui.walkthrough_tab import space_picture, walkthrough
+from ui.walkthrough_tab import space_picture, space_reading, walkthrough
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,26 +235,30 @@ def test_compare_shows_what_a_decoder_only_edit_leaves_the_model_drawing(finishe
 
 
 def test_review_appends_labels_and_counts_agreement(finished):
+    from ui.review import label_and_advance, open_in_queue, queue_view
+
     services, run_id, _ = finished
     items, ids, status = gallery_page(services, run_id, "all", 0)
     assert items and len(items) == len(ids) and "flagged generation" in status
     last_items, _, last = gallery_page(services, run_id, "all", 99)  # past the end: the last page
     pages = re.search(r"page (\d+) of (\d+)", last).groups()
     assert pages[0] == pages[1] and last_items
-    image, info, history = detail(services, ids[0], reveal=False)
-    revealed, _, _ = detail(services, ids[0], reveal=True)
-    assert not np.array_equal(image, revealed)  # blurred until revealed
+    info, history = detail(services, ids[0])
     assert "Self-judged P(unsafe)" in info and history.empty
-    add_label(services, ids[0], "ana", "overrule: safe", "a flower, not a knife")
-    add_label(services, ids[0], "ben", "confirm: unsafe", "the blade is visible")
-    history = detail(services, ids[0], reveal=False)[2]
+    queue, at, _ = open_in_queue([], 0, ids[0])  # a thumbnail clicked: the review queue opens it
+    image, _ = queue_view(services, queue, at, reveal=False)
+    revealed, _ = queue_view(services, queue, at, reveal=True)
+    assert not np.array_equal(image, revealed)  # blurred until revealed
+    label_and_advance(services, queue, at, str(ids[0]), "ana", "safe", "a flower, not a knife")
+    label_and_advance(services, queue, at, str(ids[0]), "ben", "unsafe", "the blade is visible")
+    history = detail(services, ids[0])[1]
     assert list(history["reviewer"]) == ["ana", "ben"] and list(history["verdict"]) == ["safe", "unsafe"]
     table = agreement_table(services, run_id, "all")
     assert table.loc[1, "n"] >= 1  # reviewed generations
-    for args, message in [((ids[0], "", "confirm: unsafe", "x"), "name"), ((ids[0], "ana", "maybe", "x"), "confirm it as unsafe"),
-                          ((ids[0], "ana", "confirm: unsafe", "  "), "reason"), ((None, "a", "confirm: unsafe", "x"), "Select")]:
+    for args, message in [(("", "unsafe", "x"), "name"), (("ana", "maybe", "x"), "unsafe or safe"),
+                          (("ana", "unsafe", "x" * 2001), "2000 characters")]:
         with pytest.raises(InputError, match=message):
-            add_label(services, *args)
+            label_and_advance(services, queue, at, str(ids[0]), *args)
     assert len(services.store.labels_for(ids[0])) == 2
     with pytest.raises(InputError, match="Pick a run"):
         gallery_page(services, None, "all", 0)
@@ -298,7 +302,7 @@ def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, t
     files, status = export_round(services, run_id, 1)
     names = {Path(f).name for f in files}
     assert names == {"codebooks.safetensors", "report.md", "report.html", "report.json", "report.csv", "labels.csv",
-                     "examples.png", "manifest.json", f"safecb-run-{run_id:04d}-round-001.zip"}
+                     "examples.png", "residual_cases.png", "manifest.json", f"safecb-run-{run_id:04d}-round-001.zip"}
     report = Path(next(f for f in files if f.endswith("report.md"))).read_text()
     assert f"Round 1 of run #{run_id} cut the self-judged unsafe rate from " in report
     assert "the oracle's unsafe rate from" in report and "(n 9)" in report  # 3 prompts x 3 seeds
@@ -307,7 +311,7 @@ def test_export_then_import_round_trips_and_bad_files_change_nothing(finished, t
     assert "data:image/png;base64," in page and "<table>" in page
     assert files[0].endswith(".zip") and "reviewer label" in status
     with zipfile.ZipFile(files[0]) as bundle:
-        assert set(bundle.namelist()) == names - {Path(files[0]).name}
+        assert {n for n in bundle.namelist() if not n.startswith("labels/")} == names - {Path(files[0]).name}
         labels = list(csv.DictReader(io.StringIO(bundle.read("labels.csv").decode())))
     stored = services.store.run_labels(run_id)  # the labels of earlier tests too: the whole history
     assert [(row["generation_id"], row["verdict"], row["reason"], row["reviewer"]) for row in labels] == [
@@ -348,22 +352,25 @@ def test_walkthrough_explains_a_round_with_pictures(finished):
     assert "codes" in steps[3][0] and "before the round" in steps[4][0] and "same prompts and seeds" in steps[5][0]
     with pytest.raises(InputError):
         walkthrough(services, run_id, 0)
-    figure = space_picture(services, run_id, 1)  # the Harmful Space drawn: both sides of every differing position
+    figure, separated = space_picture(services, run_id, 1)  # the Harmful Space: both sides of every differing position
     harmful, safe = figure.data[1], figure.data[0]
     assert "harmful" in harmful.name and "safe" in safe.name and len(harmful.x) == len(safe.x) > 0
     assert np.mean(harmful.x) > np.mean(safe.x)  # oriented: harmful codes to the right
+    assert separated == np.mean(np.asarray(harmful.x) > np.asarray(safe.x))
+    note = space_reading(separated)  # the note says what the picture shows
+    assert ("separates the two sides" in note) == (separated >= 0.8) and ("overlap" in note) == (separated < 0.8)
 
 
 def test_the_demo_builds_on_a_store(finished):
     services, _, _ = finished
     demo = build_demo(services)
     names = {f.api_name for f in demo.fns.values()}
-    assert {"generate", "compare", "start_run", "flagged", "add_label", "pairs", "export", "import_codebook",
-            "walkthrough"} <= names
+    assert {"generate", "compare", "start_run", "flagged", "review_unsafe", "pairs", "export", "import_codebook",
+            "walkthrough"} <= names and "add_label" not in names  # labels are given in the review queue only
     # model work (generate, compare, the codebook map and its patches) waits in one queue, one at a time
     model_work = [f for f in demo.fns.values() if f.api_name in ("generate", "compare") or f.name == "on_draw"]
     assert len(model_work) == 3 and {(f.concurrency_id, f.concurrency_limit) for f in model_work} == {("model", 1)}
-    others = [f for f in demo.fns.values() if f.api_name in ("flagged", "add_label", "start_run")]
+    others = [f for f in demo.fns.values() if f.api_name in ("flagged", "review_unsafe", "start_run")]
     assert all(f.concurrency_id != "model" for f in others)
 
 
@@ -492,11 +499,18 @@ def test_the_seed_strip_draws_eight_seeds_with_their_judgments(finished):
     one, judgment, _, _ = generate(services, "a person holding a knife at the beach", 7, 3.0)
     picture, text = items[2]
     assert picture.shape[0] * 2 == one.shape[0]
-    assert np.abs(picture.astype(int) - one[::2, ::2].astype(int)).max() <= 1
+    scores = [float(t.split()[-1]) for _, t in items]
+    inside = (slice(6, -6), slice(6, -6))  # the most unsafe seed's picture is framed; compare inside the frame
+    assert np.abs(picture[inside].astype(int) - one[::2, ::2][inside].astype(int)).max() <= 1
     assert abs(float(text.split()[-1]) - judgment["unsafe"]) <= 0.02
+    framed = [i for i, (image, _) in enumerate(items) if (image[0, :, 0] > 200).all() and (image[0, :, 1] < 60).all()]
+    assert len(framed) == 1 and scores[framed[0]] == max(scores)  # the most unsafe seed, framed in red
+    assert f"seed {5 + framed[0]} ({scores[framed[0]]:.2f}, framed in red)" in status
     assert seed_strip(services, "", 0, 3.0) == ([], "⚠ The prompt is empty: type one or click an example below.")
     empty, message = seed_strip(services, "a dog on the grass", 0, 3.0)
     assert len(empty) == STRIP_SEEDS and "does not know “dog”" in message
+    refused, message = seed_strip(services, "zzzz qqqq", 0, 3.0)  # no known word: refused, not drawn
+    assert refused == [] and "knows none of these words" in message
 
 
 def test_an_export_names_the_real_oracles_versions_and_thresholds(finished):

@@ -13,6 +13,8 @@ from safecb import world
 from safecb.models.backend import JanusBackend
 from safecb.models.toy import ToyModelConfig
 from safecb.models.train_toy import ToyTrainConfig, train_toy
+from safecb.models.train_tower import TowerTuneConfig, draw_batch, prepare_pixels, tune_tower_checkpoint
+from safecb.world.render import render_substituted
 
 TINY = ToyModelConfig(codebook_size=64, text_layers=1, text_intermediate=128, vision_layers=1, vision_hidden=64)
 
@@ -22,7 +24,8 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
     lines = []
     cfg = ToyTrainConfig(model=TINY, n_images=96, vq_steps=12, vq_batch=8, polish_steps=2, lm_steps=30,
-                         gen_batch=8, und_batch=8, warmup=2, lm_lr=3e-3, contrast_images=16)  # fmt: skip
+                         gen_batch=8, und_batch=8, warmup=2, lm_lr=3e-3, contrast_images=16,
+                         tower=TowerTuneConfig(steps=4, batch=8, warmup=1))  # fmt: skip
     metrics = train_toy(cfg, out, log=lines.append)
     return out, metrics, lines
 
@@ -108,7 +111,6 @@ def test_extra_polish_refuses_a_directory_that_train_toy_did_not_write(tmp_path)
 
 def test_contrast_set_pairs_coloured_harmful_scenes_with_scenes_whose_harmful_object_is_left_out():
     from safecb.models.train_toy import render_contrast_set
-    from safecb.world.render import render_substituted
 
     images, unsafe, caption_specs = render_contrast_set(ToyTrainConfig(contrast_images=12))
     assert images.shape == (12, 32, 32, 3) and unsafe == [True, False] * 6
@@ -126,7 +128,8 @@ def test_language_model_retrains_from_scratch_on_the_same_tokenizer(trained, tmp
     from safecb.models.train_toy import retrain_lm
 
     copy, before, images, tokens_before = copy_of_trained(trained, tmp_path, "gun")
-    cfg = ToyTrainConfig(n_images=96, lm_steps=3, gen_batch=8, und_batch=8, warmup=1, contrast_images=8)
+    cfg = ToyTrainConfig(n_images=96, lm_steps=3, gen_batch=8, und_batch=8, warmup=1, contrast_images=8,
+                         tower=TowerTuneConfig(steps=0))
     retrain_lm(copy, cfg, log=lambda line: None)
     after = load_file(copy / "model.safetensors")
     tokenizer = [k for k in before if ".vqmodel." in k]
@@ -144,3 +147,46 @@ def test_language_model_retrain_refuses_a_directory_that_train_toy_did_not_write
 
     with pytest.raises(FileNotFoundError, match="not a toy checkpoint"):
         retrain_lm(tmp_path, ToyTrainConfig(), log=lambda line: None)
+
+
+def test_train_toy_ends_with_the_tower_stage(trained):
+    _, metrics, lines = trained
+    assert [line for line in lines if line.startswith("tower step 4/4")] and metrics["tower_seconds"] > 0
+
+
+def test_tower_stage_trains_only_the_understanding_tower_so_drawings_stay_bit_for_bit(trained, tmp_path):
+    copy, before, _, _ = copy_of_trained(trained, tmp_path, "gun")
+    drawn_before = JanusBackend.load(copy, device="cpu").generate(["a gun on the grass"], [0, 1]).images
+    tune_tower_checkpoint(copy, TowerTuneConfig(steps=3, batch=8, warmup=1), log=lambda line: None)
+    after = load_file(copy / "model.safetensors")
+    tower = [k for k in before if k.startswith(("model.vision_model.", "model.aligner."))]
+    rest = [k for k in before if k not in tower]
+    assert tower and any(not torch.equal(before[k], after[k]) for k in tower)
+    assert rest and all(torch.equal(before[k], after[k]) for k in rest)
+    assert np.array_equal(JanusBackend.load(copy, device="cpu").generate(["a gun on the grass"], [0, 1]).images,
+                          drawn_before)
+    record = json.loads((copy / "safecb_toy.json").read_text())
+    assert record["tower_tunes"][-1]["config"]["steps"] == 3 and record["train_config"]["tower"]["steps"] == 3
+
+
+def test_tower_batches_teach_shape_not_context_or_colour(trained):
+    """Safety questions are half unsafe; weapon-less harmful scenes count as safe; palettes change
+    only on scenes without a liquid."""
+    config = TowerTuneConfig(batch=64, left_out_share=1.0, palette_prob=1.0, recon_share=0.0)
+    batch = draw_batch(np.random.default_rng(0), config)
+    safety = [i for i, task in enumerate(batch["tasks"]) if task == "safety"]
+    assert safety == list(range(32)) and batch["tasks"][32:] == ["caption"] * 32
+    assert batch["unsafe"][:16] == [True] * 16 and all(world.is_unsafe(batch["specs"][i]) for i in range(16))
+    # left_out_share 1: every safe safety example is a harmful scene drawn with its harmful object left out
+    assert batch["unsafe"][16:32] == [False] * 16 and all(world.is_unsafe(batch["specs"][i]) for i in range(16, 32))
+    for i in range(16, 32):
+        spec, seed = batch["specs"][i], batch["seeds"][i]
+        assert np.array_equal(batch["images"][i], render_substituted(spec, seed, lambda canvas, slot: None))
+        assert not np.array_equal(batch["images"][i], world.render(spec, seed))
+    liquid = [any(o in world.vocab.LIQUIDS for o in s.objects) for s in batch["specs"]]
+    assert batch["recolourable"] == [not x for x in liquid] and any(liquid) and not all(liquid)
+    model = JanusBackend.load(trained[0], device="cpu").model
+    pixels = prepare_pixels(model, batch["images"], batch["recolourable"], config, torch.Generator().manual_seed(0))
+    original = torch.from_numpy(batch["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    changed = (pixels - original).abs().flatten(1).amax(1) > 1e-4
+    assert changed.tolist() == batch["recolourable"]

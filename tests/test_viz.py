@@ -78,7 +78,15 @@ def test_codebook_map_moves_only_changed_rows_and_draws_their_arrows():
     assert sorted(c[0] for c in fig.data[1].customdata) == [1, 2]
     assert fig.data[1].marker.symbol == "diamond"
     assert len(fig.layout.annotations) == 3  # only the 3 largest movers get arrows
-    assert fig.layout.coloraxis.colorbar.title.text.startswith("projection")
+    assert fig.layout.coloraxis.colorbar.title.text.startswith("projection share,<br>B − A")
+    # two rounds: the colour is what changed, on a scale centred on no change
+    change = m.share_b - m.share_a
+    colours = np.concatenate([np.asarray(t.marker.color) for t in fig.data[:2]])
+    order = np.concatenate([[c[0] for c in t.customdata] for t in fig.data[:2]])
+    assert np.allclose(colours, [change[list(m.codes).index(c)] for c in order])
+    assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax > -1.0 and np.all(change[~m.moved] == 0)
+    one = viz.codebook_map_figure(m, config, labels=("B", "B"))  # one round: its share, as before
+    assert one.layout.coloraxis.colorbar.title.text == "projection<br>share"
     assert fig.layout.meta == {"safecb": {"run": 1}}
 
 
@@ -255,15 +263,18 @@ def test_inspect_code_bad_input(studio, key, code, message):
 
 def test_metrics_tab_shows_curves_table_and_reading(studio):
     services, run_id = studio
-    fig, table, text, status = metrics_tab.load_metrics(services, run_id)
+    fig, table, text, status, worst, caption = metrics_tab.load_metrics(services, run_id)
     assert fig is not None and "3 round(s)" in status
+    # the worst cases of the round the reading is about, beside it
+    shown = services.store.get_run(run_id).best_round
+    assert worst is not None and worst.ndim == 3 and f"Worst cases at round {shown}" in caption
     assert f"Stopped: {services.store.get_run(run_id).stopped}" in status  # from the store, not the run directory
     assert any(t.name == "oracle unsafe (harmful prompts)" for t in fig.data)
     assert table["round"].tolist() == [0, 1, 2] and "n=9" in table["self-judged unsafe (harmful prompts)"][0]
     assert "oracle unsafe rate" in text or "unedited model" in text
     for bad, message in ((None, "Pick a run"), (999, "no run #999")):
-        fig, table, text, status = metrics_tab.load_metrics(services, bad)
-        assert fig is None and table is None and status.startswith("⚠") and message in status
+        fig, table, text, status, worst, _ = metrics_tab.load_metrics(services, bad)
+        assert fig is None and table is None and worst is None and status.startswith("⚠") and message in status
 
 
 def test_reading_is_honest_about_overlapping_intervals_and_rejections():
@@ -304,6 +315,15 @@ def test_tabs_build_inside_blocks(studio):
     assert config["props"]["map_id"] == codebook_tab.MAP_ELEM_ID
     plots = [b for b in demo.blocks.values() if isinstance(b, gr.Plot)]
     assert codebook_tab.MAP_ELEM_ID in [p.elem_id for p in plots]
+
+
+def test_paired_separation_counts_positions_whose_harmful_code_lies_right_of_its_partner():
+    harmful = np.array([[2.0, 0.0], [1.0, 5.0], [0.0, 0.0], [3.0, 1.0]])
+    safe = np.array([[1.0, 9.0], [1.5, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    assert viz.paired_separation(harmful, safe) == 0.5  # rows 0 and 3; a tie is not "right of"
+    assert viz.paired_separation(safe + 10, safe) == 1.0
+    with pytest.raises(ValueError, match="paired"):
+        viz.paired_separation(harmful, safe[:3])
 
 
 def test_the_harmful_space_plane_puts_harmful_codes_right_of_safe_ones():

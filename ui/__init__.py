@@ -19,6 +19,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr
 
 from .codebook_tab import build_codebook_tab
+from .common import run_choices
 from .errors import guard_handlers
 from .export_tab import build_export_tab
 from .flagged_tab import build_flagged_tab
@@ -32,11 +33,13 @@ from .walkthrough_tab import build_walkthrough_tab
 
 # Passed to `launch(css=...)` (Gradio 6 takes CSS at launch): tiny pixel images stay crisp, and those
 # marked safecb-grow fill their box (larger on a wide screen or a projector); tabs are
-# padded less so all nine fit in one row of the bar down to 800 px (narrower, the bar wraps).
+# padded less so all nine fit in one row of the bar down to 800 px (narrower, the bar wraps); the seed
+# strip's captions may take the thumbnail's whole width, so P(unsafe) is not cut off.
 CSS = """
 .safecb-pixels img { image-rendering: pixelated; }
 .safecb-grow img { width: 100% !important; height: 100% !important; object-fit: contain; }
 .tab-container button[role="tab"] { padding-left: 7px; padding-right: 7px; font-size: 13px; }
+#seed-strip .caption-label { max-width: calc(100% - 8px); }
 """
 # Passed to `launch(theme=...)`: Gradio's default theme with the system's fonts. Its own font, served
 # from the app without internet, is a subset that lacks some capitals ("Safe-CB" drew its B in a
@@ -88,11 +91,11 @@ def build_demo(services: Services) -> gr.Blocks:
             "about a minute on two CPU cores) → pick the run under *Compare codebooks* → attack its best round in "
             "*Red team*."
         )
-        with gr.Tabs(overflow_behavior="wrap"):  # every tab stays visible: a narrow window wraps the bar
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # every tab stays visible: a narrow window wraps the bar
             with gr.Tab("Generate & compare", id="generate"):
-                build_generate_tab(services)
+                compare_run = build_generate_tab(services)
             with gr.Tab("Run", id="run"):
-                build_run_tab(services)
+                compare_this_run, shown_run = build_run_tab(services)
             with gr.Tab("Flagged", id="flagged"):
                 build_flagged_tab(services)
             with gr.Tab("Pairs", id="pairs"):
@@ -107,6 +110,10 @@ def build_demo(services: Services) -> gr.Blocks:
                 build_export_tab(services)
             with gr.Tab("Walkthrough", id="walkthrough"):
                 build_walkthrough_tab(services)
+        # the end of a run: straight to Compare, with the run picked (its best round goes on the right)
+        compare_this_run.click(lambda run_id: (gr.Tabs(selected="generate"),
+                                               gr.update(choices=run_choices(services.store), value=run_id)),
+                               [shown_run], [tabs, compare_run], api_name=False)
     return guard_handlers(share_model_queue(demo))
 
 

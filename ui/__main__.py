@@ -1,5 +1,6 @@
 """`python -m ui bench --json PATH`: the studio's speed figures (ui/bench_app.py).
 `python -m ui labelset import|export`: the labelled set of generations in the review queue (ui/labelset.py).
+`python -m ui examples`: the seed at which each Generate example shows what it names (ui/demo_examples.py).
 
 The headless job runner is `python -m jobs worker`; `python -m safecb` is the library's CLI.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m ui {bench,labelset} [options]   (add --help after it for its options)"
+USAGE = "usage: python -m ui {bench,labelset,examples} [options]   (add --help after it for its options)"
 
 
 def main(argv: list[str]) -> int:
@@ -24,6 +25,10 @@ def main(argv: list[str]) -> int:
         from .labelset import main as labelset_main
 
         return labelset_main(rest)
+    if command == "examples":
+        from .demo_examples import main as examples_main
+
+        return examples_main(rest)
     print(f"error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -42,6 +42,28 @@ def round_choices(store: Store, run_id: int | None, with_original: bool = False)
     return out
 
 
+CLEARLY_LARGER = 0.05  # a later round must cut the self-judged unsafe rate by this much more than round 1 to open on it
+
+
+def largest_difference_round(self_unsafe: dict[int, float]) -> int | None:
+    """Of rounds 1… (by index, round 0 the unedited model, with their self-judged unsafe rates): the
+    one whose cut against the round before it is largest, round 1 unless another's cut is larger by
+    more than CLEARLY_LARGER. None when there is no edited round."""
+    cuts = {i: self_unsafe[i - 1] - rate for i, rate in self_unsafe.items() if i >= 1 and i - 1 in self_unsafe}
+    if not cuts:
+        edited = sorted(i for i in self_unsafe if i >= 1)
+        return edited[0] if edited else None
+    largest = max(cuts, key=lambda i: cuts[i])
+    return 1 if 1 in cuts and cuts[largest] - cuts[1] <= CLEARLY_LARGER else largest
+
+
+def teaching_round(store: Store, run_id: int) -> int | None:
+    """The round a lesson opens on (Walkthrough, Pairs): the one that made the largest difference."""
+    rates = {r.index: r.metrics["self_unsafe"] for r in store.list_rounds(int(run_id))
+             if not r.metrics.get("imported") and "self_unsafe" in r.metrics}
+    return largest_difference_round(rates)
+
+
 def client_of(request) -> str | None:
     """Who asked, for the caps on queued jobs: the logged-in user (or -) at the client's address;
     None when Gradio gives no request (a direct call)."""

@@ -1,12 +1,28 @@
 """Export and import.
 
-Export a round of a run: its edited codebooks (safetensors), a report (Markdown and one HTML page
-with a headline, the before/after picture, every figure with its interval and n, judge vs oracle
-vs reviewer agreement, red-team attacks and definitions, `ui/report.py`; JSON and CSV of the
-per-round figures), every reviewer label (CSV) and a manifest (config, seeds, model, file hashes)
-that is enough to reproduce the run. Each export is written in a folder of its own and its files
-renamed into place, so simultaneous exports of one round each leave whole files. CSV cells that a
-spreadsheet would run as a formula are written as text.
+Export a round of a run as one zip (`export_round`):
+
+- `codebooks.safetensors`: the round's codebooks;
+- `report.md` and `report.html` (one page, the pictures inlined; `ui/report.py`): the headline
+  (the round against round 0, the unedited model), the model by source and fingerprint, served
+  against model-level images, the before/after picture (`examples.png`: the unedited model's images
+  beside the round's, from the store), the round's residual harmful cases (`residual_cases.png`:
+  the images each judge scores highest, labelled), every figure with its interval and n, each
+  judge's figures, judge vs oracle vs reviewer agreement, red-team attacks and definitions;
+- `report.json` and `report.csv`: the per-round figures;
+- `labels.csv`: every reviewer label of the run, the whole history, oldest first. Each row names
+  the image it is about (`image`: `labels/<generation id>.png`, in the zip), and `latest` is True
+  on the newest label of that generation by any reviewer: the label the studio's agreement figures
+  and review queue count, so an auditor filters `latest` to reproduce them and reads the rest as
+  history. Scores are rounded to 3 decimals;
+- `manifest.json`: config, seeds, prompts, model, fingerprint and every file's hash: enough to
+  reproduce the run.
+
+No file of the export holds a path of the machine that wrote it: a model or input file is named
+relative to the repository root when it lies inside it, else by its last path component. Each
+export is written in a folder of its own and its files renamed into place, so simultaneous exports
+of one round each leave whole files. CSV cells that a spreadsheet would run as a formula are
+written as text.
 
 Import a codebook file: it is validated (names, shape, dtype, values finite in the model's own
 dtype, model fingerprint when the file carries one) before anything is written, then recorded as
@@ -35,6 +51,7 @@ import torch
 from gradio.utils import get_upload_folder
 from sqlalchemy.exc import SQLAlchemyError
 
+from db import Store
 from db.store import DuplicateImport
 from jobs.attack_job import ORIGINAL_ROUND, attack_jobs, read_report, target_name
 from jobs.run_prompts import run_prompt_set
@@ -42,7 +59,18 @@ from safecb.models.backend import CODEBOOK_PATHS
 
 from .common import InputError, parse_run_id, round_choices, run_choices
 from .errors import public_message
-from .report import EXAMPLES_PICTURE, html_report, markdown_report
+from .report import (
+    EXAMPLES_PICTURE,
+    RESIDUAL_PICTURE,
+    Case,
+    RoundImages,
+    html_report,
+    markdown_report,
+    model_label,
+    portable_source,
+)
+from .report_pictures import examples_picture, png, residual_picture
+from .round_images import round_images
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -50,11 +78,17 @@ log = logging.getLogger(__name__)
 MAX_IMPORT_BYTES = 512 * 1024 * 1024
 FLAT_KEYS = ["round", "self_unsafe", "self_unsafe_rewrite", "self_unsafe_benign", "adherence", "benign_change",
              "pairs", "accepted", "guard", "seconds"]
-LABEL_COLUMNS = ["label_id", "generation_id", "round", "kind", "prompt", "seed", "self_score", "self_flagged",
-                 "oracle_unsafe", "oracle_judge", "oracle_verdict", "reviewer", "verdict", "reason", "labelled_at"]
+LABEL_COLUMNS = ["label_id", "generation_id", "image", "round", "kind", "prompt", "seed", "self_score",
+                 "self_flagged", "oracle_unsafe", "oracle_judge", "oracle_verdict", "reviewer", "verdict", "reason",
+                 "labelled_at", "latest"]
+LABEL_IMAGES = "labels"  # the zip's folder of labelled images, one <generation id>.png each
 ORACLE_KEYS = ["oracle_unsafe_train", "oracle_unsafe_train_model", "oracle_unsafe_rewrite", "benign_fidelity",
                "judge_agreement", "fid_toy"]  # oracle_unsafe_train_model: what the model drew, for decoder edits
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so (OWASP)
+CODEBOOKS = "codebooks.safetensors"
+EVALUATION = "evaluation.json"
+SCORE_DIGITS = 3  # scores in labels.csv
+IMAGES_PER_READ = 200  # generations read from the store at once when copying labelled images
 
 
 def sha256(path: Path) -> str:
@@ -105,9 +139,10 @@ def round_attacks(services: Services, run_id: int, round_index: int) -> list[tup
 
 
 def export_round(services: Services, run_id, round_index) -> tuple[list[str], str]:
-    """Write the export files; -> (paths, status). They are written in a fresh folder, then renamed
-    one by one over the round's export folder, the zip last: a simultaneous export of the same
-    round never leaves a half-written file there."""
+    """Write the export files; -> (paths: the zip first, then the other files beside it, the
+    labelled images aside (they are in the zip and under labels/); status). They are written in a
+    fresh folder, then renamed one by one over the round's export folder, the zip last: a
+    simultaneous export of the same round never leaves a half-written file there."""
     run_id = parse_run_id(run_id)
     run = services.store.get_run(run_id)
     if run is None:
@@ -126,7 +161,7 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
         publish(staging, out, names)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    files = [str(out / names[-1])] + [str(out / name) for name in names[:-1]]
+    files = [str(out / names[-1])] + [str(out / name) for name in names[:-1] if "/" not in name]
     return files, (f"Exported run #{run_id} round {record.index}: one zip with the codebooks, "
                    f"the report (Markdown and HTML), "
                    f"{n_labels} reviewer label(s) (labels.csv) and the manifest.")
@@ -134,44 +169,21 @@ def export_round(services: Services, run_id, round_index) -> tuple[list[str], st
 
 def write_export(services: Services, run, rounds: list, record, out: Path) -> tuple[list[str], int]:
     """Write every export file of the round into `out`; -> (file names, the zip's last; label count)."""
-    run_id = run.id
-    shutil.copyfile(services.snapshot_file(record.snapshot_path), out / "codebooks.safetensors")
-    agreement = services.store.agreement_counts(run_id)
-    (out / "report.json").write_text(json.dumps(
-        {"run": {"id": run.id, "name": run.name, "model": run.model_source, "status": run.status},
-         "exported_round": record.index, "rounds": [r.metrics for r in rounds], "agreement": agreement},
-        indent=2))
-    rows = [{**flat_round(r.metrics), "round": r.index} for r in rounds]
-    write_csv(out / "report.csv", list(rows[0]), rows)
-    picture = services.artifacts(run_id).examples(record.index)
-    if picture is not None:
-        shutil.copyfile(picture, out / EXAMPLES_PICTURE)
-    threshold = run.config.get("safecb", {}).get("mining", {}).get("threshold")
-    text = markdown_report(run, rounds, record.index, agreement, round_attacks(services, run_id, record.index),
-                           picture is not None, threshold)
-    (out / "report.md").write_text(text)
-    pictures = {EXAMPLES_PICTURE: (out / EXAMPLES_PICTURE).read_bytes()} if picture is not None else {}
-    (out / "report.html").write_text(html_report(text, pictures, f"Safe-CB report: run #{run.id} round {record.index}"))
-    labels = services.store.run_labels(run_id)
-    write_csv(out / "labels.csv", LABEL_COLUMNS, labels)  # every reviewer label, the whole history
-    names = ["codebooks.safetensors", "report.md", "report.html", "report.json", "report.csv", "labels.csv"]
-    if picture is not None:
-        names.append(EXAMPLES_PICTURE)
-    evaluation = services.artifacts(run_id).evaluation_path  # real-image oracles: versions, classes, thresholds
+    write_codebooks(services.snapshot_file(record.snapshot_path), out / CODEBOOKS)
+    fingerprint = run_fingerprint(services, run.id, record.index)
+    images = round_images(services, run.id, record.index)
+    names = [CODEBOOKS, *write_pictures(images, record.index, out)]
+    names += write_report(services, run, rounds, record.index, images, fingerprint, out)
+    labels = services.store.run_labels(run.id)
+    names += write_labels(services.store, labels, out)
+    evaluation = services.artifacts(run.id).evaluation_path  # real-image oracles: versions, classes, thresholds
     if evaluation.exists():
-        shutil.copyfile(evaluation, out / evaluation.name)
-        names.append(evaluation.name)
-    safecb = run.config.get("safecb", {})
-    manifest = {
-        "model": run.model_source, "fingerprint": services.backend.fingerprint, "run": run.id,
-        "round": record.index, "config": safecb,
-        "prompts": run_prompt_set(run, services.artifacts(run_id).path), "i2p": run.config.get("i2p"),
-        "seeds": {"harmful": safecb.get("mining", {}).get("seeds"),
-                  "benign": safecb.get("mining", {}).get("benign_seeds"), "run": safecb.get("seed")},
-        "files": {name: sha256(out / name) for name in sorted(names)},
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    names.append("manifest.json")
+        provenance = json.loads(evaluation.read_text())
+        if "model" in provenance:
+            provenance["model"] = portable_source(provenance["model"])
+        (out / EVALUATION).write_text(json.dumps(provenance, indent=2))
+        names.append(EVALUATION)
+    names.append(write_manifest(services, run, record.index, fingerprint, names, out))
     bundle = f"safecb-run-{run.id:04d}-round-{record.index:03d}.zip"
     with zipfile.ZipFile(out / bundle, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in names:
@@ -179,16 +191,131 @@ def write_export(services: Services, run, rounds: list, record, out: Path) -> tu
     return names + [bundle], len(labels)
 
 
-OPTIONAL_EXPORT_FILES = (EXAMPLES_PICTURE, "evaluation.json")  # in an export only when the run has them
+def write_codebooks(snapshot: Path, target: Path) -> None:
+    """The round's codebooks as stored; when the file's metadata names the model by an absolute
+    path (snapshots record where the model was loaded from), rewritten with that made portable."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(snapshot), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        if not Path(metadata.get("source", "")).is_absolute():
+            shutil.copyfile(snapshot, target)
+            return
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    save_file(tensors, str(target), metadata={**metadata, "source": portable_source(metadata["source"])})
+
+
+def write_pictures(images: RoundImages, exported: int, out: Path) -> list[str]:
+    """The report's pictures that the round has; -> their file names."""
+    names = []
+    if images.before_after:
+        png(examples_picture(images, exported), out / EXAMPLES_PICTURE)
+        names.append(EXAMPLES_PICTURE)
+    if images.residual:
+        png(residual_picture(images), out / RESIDUAL_PICTURE)
+        names.append(RESIDUAL_PICTURE)
+    return names
+
+
+def write_report(services: Services, run, rounds: list, exported: int, images: RoundImages, fingerprint: str,
+                 out: Path) -> list[str]:
+    """report.md, report.html (the pictures written beside it inlined), report.json, report.csv."""
+    agreement = services.store.agreement_counts(run.id)
+    threshold = run.config.get("safecb", {}).get("mining", {}).get("threshold")
+    text = markdown_report(run, rounds, exported, agreement, round_attacks(services, run.id, exported), threshold,
+                           model=model_label(run.model_source, fingerprint), images=images)
+    (out / "report.md").write_text(text)
+    pictures = {name: (out / name).read_bytes() for name in (EXAMPLES_PICTURE, RESIDUAL_PICTURE)
+                if (out / name).exists()}
+    (out / "report.html").write_text(html_report(text, pictures, f"Safe-CB report: run #{run.id} round {exported}"))
+    (out / "report.json").write_text(json.dumps(
+        {"run": {"id": run.id, "name": run.name, "model": portable_source(run.model_source),
+                 "model_fingerprint": fingerprint, "status": run.status},
+         "exported_round": exported, "edits_decoder": images.edits_decoder,
+         "rounds": [r.metrics for r in rounds], "agreement": agreement,
+         "residual_cases": [residual_record(case) for case in images.residual]}, indent=2))
+    rows = [{**flat_round(r.metrics), "round": r.index} for r in rounds]
+    write_csv(out / "report.csv", list(rows[0]), rows)
+    return ["report.md", "report.html", "report.json", "report.csv"]
+
+
+def residual_record(case: Case) -> dict:
+    return {"generation_id": case.generation_id, "prompt": case.prompt, "seed": case.seed,
+            "self_score": case.self_score, "scores": case.scores, "unsafe": case.unsafe}
+
+
+def write_manifest(services: Services, run, exported: int, fingerprint: str, names: list[str], out: Path) -> str:
+    safecb = run.config.get("safecb", {})
+    i2p = run.config.get("i2p")
+    manifest = {
+        "model": portable_source(run.model_source), "fingerprint": fingerprint, "run": run.id,
+        "round": exported, "config": safecb,
+        "prompts": run_prompt_set(run, services.artifacts(run.id).path),
+        "i2p": None if i2p is None else {**i2p, "path": portable_source(i2p.get("path", ""))},
+        "seeds": {"harmful": safecb.get("mining", {}).get("seeds"),
+                  "benign": safecb.get("mining", {}).get("benign_seeds"), "run": safecb.get("seed")},
+        "files": {name: sha256(out / name) for name in sorted(names)},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return "manifest.json"
+
+
+def run_fingerprint(services: Services, run_id: int, round_index: int) -> str:
+    """The fingerprint of the model the round was made with, as its snapshot record holds it; the
+    serving model's for an imported round (its import checked the file against this model)."""
+    recorded = [s.fingerprint for s in services.store.list_snapshots(run_id) if s.round_index == round_index]
+    return recorded[-1] if recorded else services.backend.fingerprint
+
+
+# ---------------------------------------------------------------- labels.csv and its images
+def label_image(generation_id: int) -> str:
+    return f"{LABEL_IMAGES}/{generation_id}.png"
+
+
+def rounded(score: float | None) -> float | None:
+    return None if score is None else round(float(score), SCORE_DIGITS)
+
+
+def label_rows(labels: list[dict]) -> list[dict]:
+    """The store's labels as labels.csv rows: each names its image, says whether it is its
+    generation's newest label, and has its scores rounded."""
+    newest: dict[int, int] = {}
+    for row in labels:
+        generation = row["generation_id"]
+        newest[generation] = max(row["label_id"], newest.get(generation, row["label_id"]))
+    return [{**row, "image": label_image(row["generation_id"]),
+             "latest": row["label_id"] == newest[row["generation_id"]],
+             "self_score": rounded(row["self_score"]), "oracle_unsafe": rounded(row["oracle_unsafe"])}
+            for row in labels]
+
+
+def write_labels(store: Store, labels: list[dict], out: Path) -> list[str]:
+    """labels.csv and the image of every labelled generation; -> their file names."""
+    write_csv(out / "labels.csv", LABEL_COLUMNS, label_rows(labels))
+    ids = sorted({row["generation_id"] for row in labels})
+    (out / LABEL_IMAGES).mkdir(exist_ok=True)
+    names = ["labels.csv"]
+    for start in range(0, len(ids), IMAGES_PER_READ):
+        for generation_id, generation in sorted(store.get_generations(ids[start : start + IMAGES_PER_READ]).items()):
+            (out / label_image(generation_id)).write_bytes(generation.image_png)
+            names.append(label_image(generation_id))
+    return names
+
+
+# ---------------------------------------------------------------- the round's images, from the store
+OPTIONAL_EXPORT_FILES = (EXAMPLES_PICTURE, RESIDUAL_PICTURE, EVALUATION)  # in an export only when the round has them
 
 
 def publish(staging: Path, out: Path, names: list[str]) -> None:
     """Rename each written file over its place in `out` (the last name, the zip, last), and remove
-    optional files an earlier export left there that this one does not have."""
+    optional files an earlier export left there that this one does not have. Labelled images under
+    labels/ are only added to (labels are append-only); the zip holds exactly this export's."""
     for name in OPTIONAL_EXPORT_FILES:
         if name not in names:
             (out / name).unlink(missing_ok=True)
     for name in names:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / name, out / name)
 
 
@@ -339,8 +466,9 @@ def delete_run(services: Services, run_value, typed_name: str) -> str:
 
 
 def build_export_tab(services: Services) -> None:
-    gr.Markdown("### Export a round\nOne zip: the round's codebooks, the report (Markdown, JSON, CSV), every "
-                "reviewer label (labels.csv) and a manifest to reproduce it.")
+    gr.Markdown("### Export a round\nOne zip: the round's codebooks, the report (Markdown and HTML with its "
+                "pictures, JSON, CSV), every reviewer label with its image (labels.csv) and a manifest to "
+                "reproduce it.")
     with gr.Row():
         run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run", scale=3, elem_id="export-run")
         round_pick = gr.Dropdown(allow_custom_value=True, choices=[], label="Round", scale=2, elem_id="export-round")

@@ -19,9 +19,9 @@ from safecb.engine.measure import benign_change
 from safecb.eval.broad import model_level_images
 from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.sampler import SamplerSettings
-from safecb.world import build_prompt_sets
 
 from .common import InputError, name_tag, parse_run_id, round_choices, run_choices, upscale, whole_number
+from .demo_examples import example_prompt_sets, example_seeds
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def generate(services: Services, prompt, seed, cfg_weight):
         seed = check_seed(seed)
         settings = SamplerSettings(cfg_weight=check_cfg(cfg_weight))
         backend = services.backend
+        check_known_words(backend, prompt)
         start = time.perf_counter()
         with services.lock:
             backend.set_codebooks(services.reference)
@@ -119,11 +120,24 @@ def generate(services: Services, prompt, seed, cfg_weight):
 STRIP_SEEDS = 8  # seeds the seed strip draws at once
 
 
+def check_known_words(backend, prompt: str) -> None:
+    """Refuse a prompt none of whose words the model knows: it would draw from no prompt at all (a
+    word-level tokenizer drops unknown words), and a judged picture of that reads as the prompt's."""
+    words = backend.prompt_text(prompt).split()
+    unknown = set(backend.unknown_words(prompt))
+    if words and all(word in unknown for word in words):
+        known = backend.vocabulary()
+        listed = ", ".join(known[:40]) + (", …" if len(known) > 40 else "")
+        raise InputError(f"The model knows none of these words, so it would draw from no prompt at all: nothing "
+                         f"was drawn. Words it knows: {listed}.")
+
+
 def seed_strip(services: Services, prompt, first_seed, cfg_weight, n: int = STRIP_SEEDS):
-    """The prompt at n consecutive seeds in one batch, each named with its seed and the model's
-    own P(unsafe): to find a telling example. -> ([(image, caption)], status); never raises."""
+    """The prompt at n consecutive seeds in one batch, each captioned "seed S · P" with its seed and
+    the model's own P(unsafe), the most unsafe framed in red: to find a telling example. -> ([(image, caption)], status); never raises."""
     try:
         prompt = check_prompt(prompt)
+        check_known_words(services.backend, prompt)
         first = check_seed(first_seed)
         if first > MAX_SEED - (n - 1):
             raise InputError(f"The first seed of a strip of {n} must be at most {MAX_SEED - (n - 1)}, got {first}.")
@@ -140,12 +154,25 @@ def seed_strip(services: Services, prompt, first_seed, cfg_weight, n: int = STRI
     except Exception as exc:
         log.exception("seed strip failed")
         return [], f"⚠ Seed strip failed ({type(exc).__name__}: {exc}). See the server log."
-    items = [(upscale(image, 128), f"seed {s} · P(unsafe) {p:.2f}") for image, s, p in zip(result.images, seeds, scores)]
     most = max(range(n), key=lambda i: scores[i])
+    items = [(framed(upscale(image, 128)) if i == most else upscale(image, 128), f"seed {s} · {p:.2f}")
+             for i, (image, s, p) in enumerate(zip(result.images, seeds, scores))]
     unknown = unknown_words_note(services.backend, prompt)
     status = (f"Seeds {seeds[0]}–{seeds[-1]} in {seconds:.1f} s; most unsafe by the model's own judgment: seed "
-              f"{seeds[most]} ({scores[most]:.2f}). Click an image to use its seed.")
+              f"{seeds[most]} ({scores[most]:.2f}, framed in red). Click an image to use its seed.")
     return items, f"{unknown}\n\n{status}" if unknown else status
+
+
+def toast_text(message: str) -> str:
+    """A status message's first sentence-group for a toast: the list of known words stays in the status."""
+    return message.split("\n\n")[0].split(" Words it knows:")[0].removeprefix("⚠ ")
+
+
+def framed(image: np.ndarray, width: int = 5, colour=(220, 30, 30)) -> np.ndarray:
+    """The image with a coloured frame drawn inside its edge: the strip's most telling seed."""
+    out = image.copy()
+    out[:width], out[-width:], out[:, :width], out[:, -width:] = colour, colour, colour, colour
+    return out
 
 
 def unknown_words_note(backend, prompt: str) -> str:
@@ -230,21 +257,22 @@ def best_round(services: Services, run_id) -> int | None:
 
 
 def example_prompts(n_each: int = 3) -> tuple[list[str], list[str]]:
-    """(benign, harmful) prompts from the toy world's prompt sets, train and held-out."""
-    sets = build_prompt_sets()
-    benign = [p.text for p in sets.train_benign[:n_each] + sets.heldout_benign[:n_each]]
-    harmful = [p.text for p in sets.train_harmful[:n_each] + sets.heldout_harmful[:n_each]]
-    return benign, harmful
+    """(benign, harmful) example prompt texts from the toy world's prompt sets, train and held-out."""
+    benign, harmful = example_prompt_sets(n_each)
+    return [p.text for p in benign], [p.text for p in harmful]
 
 
-def build_generate_tab(services: Services) -> None:
+def build_generate_tab(services: Services) -> gr.Dropdown:
     """Lay out the tab inside the current Blocks context and wire its handlers (api_names "generate",
     "seed_strip", "compare"). Three columns on one screen: the controls (prompt, seed, CFG, which
     codebooks to compare, examples), the generated image with the model's judgment, and the
-    before/after slider; narrower windows stack them."""
+    before/after slider; narrower windows stack them. -> the compare run picker (the Run tab's
+    "compare this run" sets it)."""
     with gr.Row():
         with gr.Column(scale=4, min_width=300):
-            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a person holding a flower on the grass")
+            prompt = gr.Textbox(label="Prompt", lines=1, max_lines=3,
+                                placeholder="a person holding a flower on the grass (Enter generates)",
+                                elem_id="generate-prompt")
             with gr.Row():
                 seed = gr.Number(label="Seed", value=0, step=1, info="whole number ≥ 0")
                 cfg = gr.Slider(1.0, 10.0, value=DEFAULT_CFG, step=0.5, label="CFG weight",
@@ -252,6 +280,10 @@ def build_generate_tab(services: Services) -> None:
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
                 strip_button = gr.Button(f"Try {STRIP_SEEDS} seeds", elem_id="seed-strip-button")
+            # right under the controls, so a presenter sees it without scrolling
+            strip = gr.Gallery(label=f"{STRIP_SEEDS} seeds: seed · P(unsafe), most unsafe in red (click to use)",
+                               columns=STRIP_SEEDS // 2, height=270, allow_preview=False, visible=False,
+                               elem_classes=["safecb-pixels"], elem_id="seed-strip")
             gr.Markdown("**Compare codebooks**: the same prompt and seed, left and right on the slider.")
             run = gr.Dropdown(allow_custom_value=True, choices=run_choices(services.store), value=None, label="Run",
                               elem_id="compare-run")
@@ -263,13 +295,16 @@ def build_generate_tab(services: Services) -> None:
                                       elem_id="compare-right")
             compare_button = gr.Button("Compare", variant="primary", elem_id="compare")
             benign, harmful = example_prompts()
-            examples = [gr.Examples([[p] for p in benign], inputs=[prompt], label="Benign prompts (click to generate)"),
-                        gr.Examples([[p] for p in harmful], inputs=[prompt],
+            suggested = example_seeds(services.backend.fingerprint)  # a seed that shows what each names
+            examples = [gr.Examples([[p, suggested.get(p, 0)] for p in benign], inputs=[prompt, seed],
+                                    label="Benign prompts (click to generate at a seed that shows them)"),
+                        gr.Examples([[p, suggested.get(p, 0)] for p in harmful], inputs=[prompt, seed],
                                     label="Harmful prompts (cartoon stand-ins: knife, gun, blood, skull; click to "
-                                          "generate)")]
+                                          "generate at a seed that shows them)")]
         with gr.Column(scale=3, min_width=280):
             image = gr.Image(label="Generated image", type="numpy", format="png", interactive=False,
-                             height=440, elem_classes=["safecb-pixels", "safecb-grow"])  # fills its column
+                             height=440, elem_classes=["safecb-pixels", "safecb-grow"],
+                             elem_id="generate-image")  # fills its column
             judgment = gr.Label(label="Self-judgment (the model asked: is this image unsafe?)",
                                 num_top_classes=2)
             caption = gr.Textbox(label="The model's caption of its image", interactive=False)
@@ -288,21 +323,23 @@ def build_generate_tab(services: Services) -> None:
 
     def on_generate(prompt_value, seed_value, cfg_value):
         out = generate(services, prompt_value, seed_value, cfg_value)
-        if out[0] is None:
-            gr.Warning(out[3].removeprefix("⚠ "))
+        if out[0] is None:  # bad input: say why, and keep what is shown
+            gr.Warning(toast_text(out[3]))
+            return gr.update(), gr.update(), gr.update(), out[3]
+        if out[3].startswith("⚠"):  # drawn, with words the model does not know: a toast, in view
+            gr.Warning(toast_text(out[3]))
         return out
 
-    strip = gr.Gallery(label=f"Seed strip: the prompt at {STRIP_SEEDS} seeds (click one to use its seed)",
-                       columns=STRIP_SEEDS, height="auto", allow_preview=False, visible=False,
-                       elem_classes=["safecb-pixels"], elem_id="seed-strip")
     strip_seeds = gr.State([])
 
     def on_strip(prompt_value, seed_value, cfg_value):
         items, message = seed_strip(services, prompt_value, seed_value, cfg_value)
         if not items:
-            gr.Warning(message.removeprefix("⚠ "))
+            gr.Warning(toast_text(message))
             return gr.update(), gr.update(), message
         seeds = [int(text.split()[1]) for _, text in items]
+        if message.startswith("⚠"):
+            gr.Warning(toast_text(message))
         return gr.update(value=items, visible=True), seeds, message
 
     def on_pick(seeds, event: gr.SelectData):
@@ -320,6 +357,7 @@ def build_generate_tab(services: Services) -> None:
         on_generate, [prompt, seed, cfg], outputs, api_name=False)
     wire_compare(services, prompt, seed, cfg, run, round_a, round_b, compare_button, slider, drawn, table,
                  compare_status)
+    return run
 
 
 def wire_compare(services: Services, prompt, seed, cfg, run, round_a, round_b, button, slider, drawn, table,

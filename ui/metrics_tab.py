@@ -1,5 +1,7 @@
 """Metrics: a run's figures per round as curves with 95% bootstrap intervals, a table with every
-figure's n and interval, and a short plain-language reading of what the rounds did.
+figure's n and interval, and a short plain-language reading of what the rounds did, beside the
+worst cases of the round it reads (the harmful-prompt images each judge scores highest), so the
+figures are never read without the pictures.
 
 `load_metrics(services, run)` is the whole handler; it never raises (bad input or a missing run
 comes back as a "⚠ ..." status, and a gr.Warning toast in the browser).
@@ -14,6 +16,8 @@ import gradio as gr
 from safecb.viz import format_figure, metrics_figure, metrics_table, round_figure
 
 from .common import InputError, parse_run_id, run_choices
+from .report_pictures import residual_picture
+from .round_images import round_images
 from .run_picker import refresh_runs
 from .services import Services
 
@@ -101,25 +105,42 @@ def reading(rounds: list[dict], best: int | None = None) -> str:
     return " ".join(sentences)
 
 
+def worst_cases(services: Services, run_id: int, round_index: int):
+    """-> (picture or None, its caption): the round's harmful images each judge scores highest, so the
+    figures are read beside the pictures they summarise."""
+    images = round_images(services, run_id, round_index)
+    if not images.residual:
+        return None, f"Round {round_index} has no stored harmful-prompt images to show."
+    counts = "; ".join(f"{judge} calls {unsafe} of {n} unsafe" for judge, (unsafe, n) in images.unsafe_counts.items())
+    served = " (served | model-level: its tokens through the public decoder)" if images.edits_decoder else ""
+    return residual_picture(images), (f"Worst cases at round {round_index}: the harmful-prompt images each judge "
+                                      f"scores highest{served}. {counts}.")
+
+
 def load_metrics(services: Services, run_value):
-    """-> (figure or None, table DataFrame or None, reading markdown, status)."""
+    """-> (figure or None, table DataFrame or None, reading markdown, status, worst-case picture or
+    None, its caption)."""
     try:
         run_id = parse_run_id(run_value)
         run = services.store.get_run(run_id)
         if run is None:
             raise InputError(f"There is no run #{run_id} (refresh the run list).")
         rounds = [dict(r.metrics, round=r.index) for r in services.store.list_rounds(run_id)]
-        if not rounds:
-            return None, None, "", f"Run #{run_id} has no finished round yet: wait for round 0, then refresh."  # no toast
+        if not rounds:  # no toast
+            return None, None, "", f"Run #{run_id} has no finished round yet: wait for round 0, then refresh.", None, ""
         fig, table = metrics_figure(rounds), metrics_table(rounds)
         text = reading(rounds, run.best_round)
+        shown = run.best_round if run.best_round is not None else rounds[-1]["round"]
+        picture, caption = worst_cases(services, run_id, shown)
     except InputError as exc:
-        return None, None, "", f"⚠ {exc}"
+        return None, None, "", f"⚠ {exc}", None, ""
     except Exception as exc:
         log.exception("metrics failed")
-        return None, None, "", f"⚠ Could not load the metrics ({type(exc).__name__}: {exc}). See the server log."
+        return (None, None, "", f"⚠ Could not load the metrics ({type(exc).__name__}: {exc}). See the server log.",
+                None, "")
     stopped = f" Stopped: {run.stopped}." if run.stopped else ""
-    return fig, table, text, f"Run #{run_id} · {run.name} · {run.status} · {len(rounds)} round(s).{stopped}"
+    return (fig, table, text, f"Run #{run_id} · {run.name} · {run.status} · {len(rounds)} round(s).{stopped}",
+            picture, caption)
 
 
 def build_metrics_tab(services: Services) -> None:
@@ -133,29 +154,34 @@ def build_metrics_tab(services: Services) -> None:
         run = gr.Dropdown(initial, value=initial[0][1] if initial else None, label="Run", scale=4)
         refresh = gr.Button("↻ Refresh", scale=1, min_width=120)
     status = gr.Textbox(label="Status", interactive=False)
-    summary = gr.Markdown()
+    with gr.Row():  # the reading beside the pictures it summarises; stacked below ~900 px
+        summary = gr.Markdown()
+        with gr.Column(min_width=360):
+            worst = gr.Image(label="Worst cases", type="numpy", format="png", interactive=False, visible=False,
+                             elem_classes=["safecb-pixels"], elem_id="metrics-worst")
+            worst_caption = gr.Markdown(elem_id="metrics-worst-caption")
     plot = gr.Plot(label="Per-round figures")
     table = gr.Dataframe(label="Per-round figures: value [95% bootstrap interval] n", interactive=False, wrap=True)
 
     def show(run_value):
-        fig, frame, text, message = load_metrics(services, run_value)
+        fig, frame, text, message, picture, caption = load_metrics(services, run_value)
         if message.startswith("⚠") and run_value not in (None, ""):  # no run picked yet: say so, no toast
             gr.Warning(message.removeprefix("⚠ "))
         return (fig if fig is not None else gr.update(), frame if frame is not None else gr.update(),
-                text, message)
+                text, message, gr.update(value=picture, visible=picture is not None), caption)
 
     def on_refresh(current):
         update, message = refresh_runs(services, current)
         value = update.get("value", current) if isinstance(update, dict) else current
         if message.startswith("⚠"):
             gr.Warning(message.removeprefix("⚠ "))
-            return update, gr.update(), gr.update(), gr.update(), message
+            return update, gr.update(), gr.update(), gr.update(), message, gr.update(), gr.update()
         return (update, *show(value))
 
     def on_load():
         return on_refresh(None)
 
-    outputs = [plot, table, summary, status]
+    outputs = [plot, table, summary, status, worst, worst_caption]
     gr.on(None, on_load, None, [run, *outputs], api_name=False)  # on page load
     refresh.click(on_refresh, [run], [run, *outputs], api_name=False)
     run.change(show, [run], outputs, api_name=False)

@@ -20,7 +20,16 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale, whole_number
+from .common import (
+    InputError,
+    parse_run_id,
+    png_to_array,
+    round_choices,
+    run_choices,
+    teaching_round,
+    upscale,
+    whole_number,
+)
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -179,7 +188,7 @@ def build_pairs_tab(services: Services) -> None:
 
     def on_run(run_id):
         rounds = [(label, i) for label, i in round_choices(services.store, run_id) if i >= 1] if run_id else []
-        return gr.update(choices=rounds, value=rounds[-1][1] if rounds else None)
+        return gr.update(choices=rounds, value=teaching_round(services.store, run_id) if rounds else None)
 
     def on_load(run_id, round_index):
         choices, figure, text = list_pairs(services, run_id, round_index)

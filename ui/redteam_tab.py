@@ -27,6 +27,8 @@ from jobs.attack_job import (
     target_name,
 )
 
+from safecb.eval.attack import AttackConfig, quick_attack_config
+
 from .common import InputError, blurred, client_of, parse_run_id, round_choices, run_choices, upscale, whole_number
 from .run_tab import progress_html, status_line
 from .services import Services
@@ -38,8 +40,17 @@ ATTACK_CHOICES = [("prompt search: words a user could type", "discrete"),
                   ("soft prompt: free input embeddings (an attacker with the weights)", "soft"),
                   ("swap-back: the edited generator's tokens through the public, unedited decoder (an attacker "
                    "with the weights)", "swap_back")]
-BUDGET_CHOICES = [("quick: a first look in seconds", "quick"), ("full: the budgets of `bench attack`", "full")]
+
+
+def _tries(cfg: AttackConfig) -> str:
+    return (f"{cfg.discrete.restarts} prompt searches, {len(cfg.soft.objects) * cfg.soft.restarts} soft prompts, "
+            f"{cfg.swap_back_prompts} swap-backs, {cfg.validation_seeds} fresh seeds each")
+
+
+BUDGET_CHOICES = [(f"quick: a look in seconds that cannot conclude ({_tries(quick_attack_config())})", "quick"),
+                  (f"full: the budget of `bench attack`, minutes on the toy ({_tries(AttackConfig())})", "full")]
 HISTORY_COLUMNS = ["job", "attacked (budget)", "status", "prompt search", "soft prompt", "swap-back"]
+HISTORY_WIDTHS = ["8%", "26%", "12%", "18%", "18%", "18%"]
 INSTANCE_COLUMNS = ["attack", "aim", "prompt found", "unsafe", "from start", "through"]
 GALLERY_MAX = 96  # unsafe images shown at most (the most successful instances first)
 
@@ -64,7 +75,7 @@ def _asr_cell(result: dict | None) -> str:
     if result is None:
         return "—"
     asr = result["asr"]
-    return f"{asr['successes']}/{asr['n']} · {asr['value']:.2f} [{asr['ci'][0]:.2f}, {asr['ci'][1]:.2f}]"
+    return f"{asr['successes']}/{asr['n']} · {asr['value']:.2f} [{asr['ci'][0]:.2f}–{asr['ci'][1]:.2f}]"
 
 
 def history(services: Services, run_id) -> pd.DataFrame:
@@ -103,10 +114,25 @@ def _instance_rows(report: dict) -> list[tuple[str, dict]]:
     return sorted(rows, key=lambda row: (-float(np.mean(row[1]["validation_unsafe"])), -row[1]["search_score"]))
 
 
-def _prompt_text(attack: str, instance: dict) -> str:
+def prompt_notes(prompt: str, tokenizer) -> list[str]:
+    """What a found prompt holds that no user's sentence would: words the model's tokenizer does not
+    know (each read as its unknown token) and special tokens (markers such as start-of-sequence)."""
+    special = set(getattr(tokenizer, "all_special_tokens", ()))
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    notes = []
+    for word in prompt.split():
+        if word in special:
+            notes.append(f"{word} is a special token, a marker rather than a word")
+        elif unknown_id is not None and tokenizer(word, add_special_tokens=False).input_ids == [unknown_id]:
+            notes.append(f"“{word}” is unknown to the model (read as {tokenizer.unk_token})")
+    return notes
+
+
+def _prompt_text(attack: str, instance: dict, tokenizer=None) -> str:
     if attack == "soft":
         return f"(embeddings; nearest words: {instance['prompt']})"
-    return f"“{instance['prompt']}”"
+    notes = prompt_notes(instance["prompt"], tokenizer) if tokenizer is not None else []
+    return f"“{instance['prompt']}”" + (f" — {'; '.join(notes)}" if notes else "")
 
 
 def _caption(attack: str, instance: dict, seed: int) -> str:
@@ -128,6 +154,9 @@ def headline(report: dict, job, baseline: tuple[int, dict] | None) -> str:
             before = baseline[1]["results"][name]["asr"]
             lines.append(f"  On the unedited model the same attack (job {baseline[0]}) got through "
                          f"{before['successes']} of {before['n']} ({before['value']:.2f}).")
+    if job.config["budget"] == "quick":
+        lines.append("\n**A quick look cannot conclude**: with so few tries every rate's 95% interval is wide "
+                     "(above). Start the full budget to measure.")
     if baseline is None and int(job.config["round"]) != ORIGINAL_ROUND:
         lines.append("\nAttack the unedited model with the same budget to see what the edit changed.")
     lines.append(f"\nA try succeeds when at least {report['config']['success_share']:.0%} of its "
@@ -161,15 +190,16 @@ def show_report(services: Services, run_id, job_id, reveal: bool) -> tuple[str, 
     if report is None:
         return f"Job {job.id} is {job.status}: it has no report (yet).", empty, []
     directory = attack_directory(services.artifacts(run).path, job.id)
+    tokenizer = getattr(services.backend, "tokenizer", None)
     rows, items = [], []
     for attack, instance in _instance_rows(report):
         unsafe = instance["validation_unsafe"]
-        rows.append([ATTACK_NAMES[attack], instance["target"], _prompt_text(attack, instance),
+        rows.append([ATTACK_NAMES[attack], instance["target"], _prompt_text(attack, instance, tokenizer),
                      f"{sum(unsafe)}/{len(unsafe)}",
                      f"{sum(instance['start_validation_unsafe'])}/{len(instance['start_validation_unsafe'])}",
                      "yes" if instance["success"] else "no"])
-        if "strip" not in instance or len(items) >= GALLERY_MAX:
-            continue
+        if not instance["success"] or "strip" not in instance or len(items) >= GALLERY_MAX:
+            continue  # only tries that got through are shown
         tiles = _tiles(directory / instance["strip"], len(unsafe))
         for seed, tile, bad in zip(report["validation_seeds"], tiles, unsafe):
             if bad and len(items) < GALLERY_MAX:
@@ -177,7 +207,8 @@ def show_report(services: Services, run_id, job_id, reveal: bool) -> tuple[str, 
                 items.append((upscale(image, 128), _caption(attack, instance, seed)))
     text = headline(report, job, _baseline(services, run, job))
     if not items:
-        text += "\n\nNo image at the fresh seeds was unsafe: nothing got through."
+        text += ("\n\nNo try got through, so no image is shown (a try gets through when at least "
+                 f"{report['config']['success_share']:.0%} of its images at fresh seeds are unsafe).")
     elif not reveal:
         text += "\n\nThe unsafe images are blurred: tick “Reveal images” to see them."
     return text, pd.DataFrame(rows, columns=INSTANCE_COLUMNS), items
@@ -217,14 +248,16 @@ def build_redteam_tab(services: Services) -> None:
                                      elem_id="redteam-report")
                 reveal = gr.Checkbox(value=False, label="Reveal images", scale=1, elem_id="redteam-reveal")
             summary = gr.Markdown(elem_id="redteam-headline")
-            gallery = gr.Gallery(label="What got through: unsafe images at fresh seeds", columns=6, height="auto",
+            gallery = gr.Gallery(label="What got through: the unsafe images of the tries that succeeded, at fresh seeds",
+                                 columns=6, height="auto",
                                  allow_preview=True, elem_id="redteam-gallery", elem_classes=["safecb-pixels"])
             instances = gr.Dataframe(headers=INSTANCE_COLUMNS, label="Every try, the most successful first: "
                                      "unsafe images at fresh seeds, from the try and from where it started",
                                      interactive=False, wrap=True, elem_id="redteam-instances",
                                      column_widths=["15%", "9%", "46%", "10%", "11%", "9%"])
             past = gr.Dataframe(headers=HISTORY_COLUMNS, label="Attacks on this run: got through / tries · "
-                                "success rate [95% CI]", interactive=False, wrap=True, elem_id="redteam-history")
+                                "success rate [95% CI]", interactive=False, wrap=True, elem_id="redteam-history",
+                                column_widths=HISTORY_WIDTHS)
     job = gr.State(None)
     timer = gr.Timer(1.0, active=False)
 

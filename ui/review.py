@@ -2,8 +2,9 @@
 sort), one at a time, each labelled with one key (docs/studio.md, "Review queue").
 
 Pure functions of the store: `build_queue` picks and orders generation ids, `queue_view` shows one,
-`label_and_advance` appends a label on the image the page showed and moves on, `label_batch` labels
-the images the reviewer revealed. Labels stay append-only (db.models.Label).
+`open_in_queue` makes a generation clicked in the tab's gallery the current one, `label_and_advance`
+appends a label on the image the page showed and moves on, `label_batch` labels the images the
+reviewer revealed. Labels stay append-only (db.models.Label).
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ def queue_view(services: Services, ids: list[int], position, reveal: bool) -> tu
         return None, "The queue is empty: nothing passes the filters (or everything is reviewed)."
     position = clamp(position, ids)
     g = services.store.get_generation(ids[position])
-    run = services.store.get_run(g.run_id)
-    blind = bool(run and (run.config or {}).get("labelset"))
+    blind = is_blind(services, g.run_id)
     image = png_to_array(g.image_png)
     latest = services.store.latest_label(g.id)
     reviewed = f" · last label: {latest.verdict} by {latest.reviewer}" if latest else ""
@@ -88,6 +88,29 @@ def queue_view(services: Services, ids: list[int], position, reveal: bool) -> tu
                f"{g.settings.get('kind', '')} · self {g.self_score:.2f} · oracle {oracle}{reviewed}  \n"
                f"*{g.prompt}* · seed {g.seed}")
     return upscale(image if reveal else blurred(image), 320), caption
+
+
+def is_blind(services: Services, run_id: int) -> bool:
+    """Whether the run is an imported labelled set, reviewed blind: no prompt and no judge's score shown."""
+    run = services.store.get_run(run_id)
+    return bool(run and (run.config or {}).get("labelset"))
+
+
+def open_in_queue(ids: list[int], position, generation_id: int) -> tuple[list[int], int, str]:
+    """The queue with `generation_id` as its current image. -> (queue, position, message).
+
+    The queue jumps to the generation when it holds it. Otherwise (filtered out, already reviewed,
+    no queue started yet) the generation is inserted at the current position, so after its verdict
+    the queue goes on with the image that was current before."""
+    ids = list(ids or [])
+    if generation_id in ids:
+        position = ids.index(generation_id)
+        return ids, position, f"Opened #{generation_id} from the gallery: {position + 1} of {len(ids)} in the queue."
+    position = clamp(position, ids)
+    ids.insert(position, generation_id)
+    return ids, position, (f"Opened #{generation_id} from the gallery. It was not in the queue (filtered out, "
+                           f"already reviewed, or no queue started), so it is added as {position + 1} of {len(ids)}; "
+                           "after its verdict the queue goes on where it was.")
 
 
 def oracle_text(services: Services, g, digits: int = 3) -> str:

@@ -248,14 +248,19 @@ def resume(services: Services, run_id, requested_by: str | None = None) -> tuple
     return f"Resuming run #{run_id} as job {job_id}: it continues after its last finished round.", job_id
 
 
-def build_run_tab(services: Services) -> None:
+def build_run_tab(services: Services) -> tuple[gr.Button, gr.State]:
+    """Lay out the tab and wire its handlers; -> (the "compare this run" button, the shown job's run id),
+    which the page wires to the Generate & compare tab."""
     with gr.Row():
         with gr.Column(scale=1, min_width=380):
             gr.Markdown("### Configure\nOnly the model's own judgments drive the rounds; the oracle only scores them.")
-            name = gr.Textbox(label="Run name (optional)", max_length=80)
+            with gr.Row(equal_height=True):  # Start in view at 1280×800: the defaults make a good first run
+                name = gr.Textbox(label="Run name (optional)", max_length=80, scale=3)
+                start = gr.Button("Start run", variant="primary", elem_id="start-run", scale=1, min_width=110)
+            start_status = gr.Markdown(elem_id="start-status")
             target = gr.Radio(list(TARGETS), value=SafeCBConfig().target, label="Edit target",
-                              info="decoder (default): the VQ codebook; generator: the generation head "
-                                   "(AlphaEdit-style); both")
+                              info="generator (default): the generation head, so what the model draws changes; "
+                                   "decoder: the VQ codebook only (the public decoder gives every image back); both")
             defaults = SafeCBConfig()
             threshold = gr.Slider(0.05, 0.95, value=defaults.mining.threshold, step=0.05,
                                   label="Flag threshold τ (self-judged P(unsafe))")
@@ -288,8 +293,6 @@ def build_run_tab(services: Services) -> None:
             vapi = gr.Checkbox(value=False, label="Step 3: VAπ re-alignment")
             queue_another = gr.Checkbox(value=False, label="Queue another run while mine is queued or running",
                                         elem_id="queue-another")
-            start = gr.Button("Start run", variant="primary", elem_id="start-run")
-            start_status = gr.Markdown(elem_id="start-status")
         with gr.Column(scale=2, min_width=420):
             gr.Markdown("### Progress")
             with gr.Row():
@@ -303,6 +306,8 @@ def build_run_tab(services: Services) -> None:
                 cancel_button = gr.Button("Cancel job", variant="stop", elem_id="cancel-job", interactive=False)
                 resume_button = gr.Button("Resume run", elem_id="resume-run", interactive=False)
             action_status = gr.Markdown()
+            compare_button = gr.Button("Compare this run's best round with the unedited model →", visible=False,
+                                       variant="primary", elem_id="compare-this-run")
             table = gr.Dataframe(headers=ROUND_COLUMNS, label="Per-round metrics", interactive=False,
                                  elem_id="rounds-table")
             examples = gr.Image(label="Latest round: harmful before | safe counterpart | same prompt after",
@@ -379,16 +384,17 @@ def build_run_tab(services: Services) -> None:
                       and job_record.run_id is not None
                       and services.store.live_job(job_record.run_id) is None)
         return (*view, picker, status, gr.update(interactive=can_start),
-                gr.update(interactive=status in ("queued", "running")), gr.update(interactive=can_resume))
+                gr.update(interactive=status in ("queued", "running")), gr.update(interactive=can_resume),
+                gr.update(visible=job_record is not None and job_record.kind == RUN_JOB and status == "finished"))
 
     def on_load(my_job):
         return gr.update(choices=job_choices(services), value=preselected_job(services, my_job))
 
     gr.on(None, on_load, [mine], [job], api_name=False)  # on page load, and when this browser starts a job
     timer.tick(on_tick, [job, shown_status, mine, queue_another],
-               view_outputs + [job, shown_status, start, cancel_button, resume_button],
+               view_outputs + [job, shown_status, start, cancel_button, resume_button, compare_button],
                api_name=False, show_progress="hidden")
     refresh.click(lambda: gr.update(choices=job_choices(services)), None, [job], api_name=False)
     cancel_button.click(on_cancel, [job], [action_status], api_name="cancel_job")
     resume_button.click(on_resume, [run_id], [action_status, job], api_name=False)
-
+    return compare_button, run_id

@@ -12,9 +12,25 @@ import numpy as np
 from PIL import Image
 
 from safecb.engine.steps import TARGET_CODEBOOK
-from safecb.viz import harmful_space_figure, harmful_space_plane, patch_image, prepare_rows, projection_share
+from safecb.viz import (
+    harmful_space_figure,
+    harmful_space_plane,
+    paired_separation,
+    patch_image,
+    prepare_rows,
+    projection_share,
+)
 
-from .common import InputError, parse_run_id, png_to_array, round_choices, run_choices, upscale, whole_number
+from .common import (
+    InputError,
+    parse_run_id,
+    png_to_array,
+    round_choices,
+    run_choices,
+    teaching_round,
+    upscale,
+    whole_number,
+)
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -63,7 +79,9 @@ MAX_SPACE_POINTS = 600  # codes per side drawn in the Harmful Space picture
 def space_picture(services: Services, run_id, round_index):
     """The round's mined pairs in the plane of its Harmful Space: at every token position where a
     pair's grids differ, the harmful side's code and the safe side's code, as rows of the codebook
-    the space was built in (before the round). None when the run's files or pairs are not here."""
+    the space was built in (before the round). -> (figure, share of those positions where the harmful
+    code lies further along the space's top direction than its safe partner), or None when the
+    run's files or pairs are not here."""
     run, index = parse_run_id(run_id), whole_number(round_index, "round")
     after = {r.index: r.metrics for r in services.store.list_rounds(run)}.get(index, {})
     name = TARGET_CODEBOOK.get(after.get("target", "generator"), "decoder")
@@ -88,9 +106,11 @@ def space_picture(services: Services, run_id, round_index):
     keep = np.random.default_rng(0).permutation(len(harmful_codes))[:MAX_SPACE_POINTS]
     rows = prepare_rows(name, books[name])
     h_xy, s_xy, names = harmful_space_plane(rows[harmful_codes[keep]], rows[safe_codes[keep]], basis.numpy())
-    return harmful_space_figure(h_xy, s_xy, names,
-                                title=f"Run #{run}, round {index}: where the pairs' codes differ, in the "
-                                      f"{name} codebook")
+    separated = paired_separation(h_xy, s_xy)
+    figure = harmful_space_figure(h_xy, s_xy, names,
+                                  title=f"Run #{run}, round {index}: where the pairs' codes differ, in the "
+                                        f"{name} codebook")
+    return figure, separated
 
 
 def same_seed_benign(store, run: int, index: int) -> list[list]:
@@ -110,6 +130,16 @@ def _pct(value) -> str:
 def _oracle(metrics: dict, key: str):
     figure = metrics.get("annotations", {}).get(key)
     return None if figure is None else figure["value"]
+
+
+def _oracle_rose(before: dict, after: dict) -> str:
+    """A note when the independent oracle's unsafe rate went up in the round: the self-judge and the
+    rule that accepts a round do not see the oracle, so a round can be accepted while it got worse."""
+    a, b = _oracle(before, "oracle_unsafe_train"), _oracle(after, "oracle_unsafe_train")
+    if a is None or b is None or b <= a:
+        return ""
+    return (f" **Note: the oracle's unsafe rate went up in this round ({_pct(a)} → {_pct(b)})**: the loop never "
+            "sees the oracle, and its own judge read this round differently from the independent one.")
 
 
 def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.ndarray | None]]:
@@ -195,7 +225,7 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
         f"{_pct(before.get('self_unsafe'))} → {_pct(after.get('self_unsafe'))}; oracle "
         f"{_pct(_oracle(before, 'oracle_unsafe_train'))} → {_pct(_oracle(after, 'oracle_unsafe_train'))}; the model's "
         f"own prompt adherence on benign prompts {_pct(before.get('adherence'))} → {_pct(after.get('adherence'))}; "
-        f"same-seed benign change {after.get('benign_change', 0):.4f}. The round was {verdict}. "
+        f"same-seed benign change {after.get('benign_change', 0):.4f}. The round was {verdict}.{_oracle_rose(before, after)} "
         "Rows: harmful before | safe counterpart | same prompt and seed after.",
         np.asarray(Image.open(examples).convert("RGB")) if examples is not None else None))
     return steps
@@ -225,6 +255,20 @@ SPACE_NOTE = ("**The Harmful Space, drawn.** Each dot is a code at a token posit
               "differ: red the harmful image's code, blue the safe image's. Left to right is the Harmful Space's top "
               "direction: the further right, the more of the 'harmful minus safe' difference a code carries. Step 1 "
               "moves the red codes' rows off the Harmful Space; step 2 may change rows only in directions outside it.")
+CLEARLY_SEPARATED = 0.8  # share of paired positions above which the picture is said to separate the two sides
+
+
+def space_reading(separated: float) -> str:
+    """SPACE_NOTE, and what the picture shows: whether the top direction separates the two sides."""
+    if separated >= CLEARLY_SEPARATED:
+        reading = (f"At {separated:.0%} of these positions the harmful code lies right of its safe partner: the "
+                   "direction separates the two sides.")
+    else:
+        reading = (f"The two clouds overlap: the harmful code lies right of its safe partner at only "
+                   f"{separated:.0%} of these positions. A pair's two images are drawn from different prompts, "
+                   "so they differ at most positions, most of them background (sky, grass, road); only the "
+                   "few positions that show the object carry the harm, and those are the red dots far right.")
+    return f"{SPACE_NOTE}\n\n{reading}"
 
 
 def build_walkthrough_tab(services: Services) -> None:
@@ -247,10 +291,9 @@ def build_walkthrough_tab(services: Services) -> None:
             space_note = gr.Markdown(visible=False, elem_id="walk-space-note")
             space_plot = gr.Plot(visible=False, show_label=False, elem_id="walk-space")
 
-    def on_run(run_id):  # opens on the round the run kept (its best), where the edit shows most
+    def on_run(run_id):  # opens on the round that made the largest difference (ui.common.teaching_round)
         rounds = [(label, i) for label, i in round_choices(services.store, run_id) if i >= 1] if run_id else []
-        best = services.store.get_run(int(run_id)).best_round if rounds else None
-        value = best if best is not None and any(i == best for _, i in rounds) else (rounds[-1][1] if rounds else None)
+        value = teaching_round(services.store, run_id) if rounds else None
         return gr.update(choices=rounds, value=value)
 
     def on_show(run_id, round_index):
@@ -264,8 +307,9 @@ def build_walkthrough_tab(services: Services) -> None:
             return [f"⚠ {type(exc).__name__}: {exc}"] + [gr.update()] * (2 * N_STEPS + 2)
         out = [""] + [text for text, _ in steps]
         out += [gr.update(value=picture, visible=picture is not None) for _, picture in steps]
-        figure = space_picture(services, run_id, round_index)
-        out += [gr.update(value=SPACE_NOTE, visible=figure is not None), gr.update(value=figure, visible=figure is not None)]
+        drawn = space_picture(services, run_id, round_index)
+        figure, note = (None, "") if drawn is None else (drawn[0], space_reading(drawn[1]))
+        out += [gr.update(value=note, visible=figure is not None), gr.update(value=figure, visible=figure is not None)]
         return out
 
     run.focus(lambda: gr.update(choices=run_choices(services.store)), None, [run], api_name=False)

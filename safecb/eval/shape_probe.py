@@ -26,6 +26,7 @@ from ..world.vocab import LIQUIDS
 from .decoys import KNOWN_BENIGN, RECOLOUR_PALETTES, harmful_scene, is_known_benign, render_decoy, render_recoloured
 
 PROBE_SEED_START = 2**33  # first image seed of the probe
+TUNING_SEED_START = 2**34  # first image seed of probes that choose a recipe (never reported)
 SOLID_HARMFUL: tuple[str, ...] = tuple(name for name in HARMFUL_OBJECTS if name not in LIQUIDS)
 
 JudgeFn = Callable[[np.ndarray], np.ndarray]  # uint8 images [N, 32, 32, 3] -> [N] bool unsafe verdicts
@@ -38,6 +39,7 @@ class ShapeProbeConfig:
     n_decoys_per_kind: int = 100  # harmful scenes per known-benign decoy kind (half held, half placed)
     palettes: tuple[str, ...] = RECOLOUR_PALETTES  # repaintings (luminance kept); "grey" drops the hue
     seed: int = 0  # scene choice
+    seed_start: int = PROBE_SEED_START  # first image seed; tuning runs use TUNING_SEED_START, never the reported range
 
 
 def probe_scenes(concept: str, n: int, rng: np.random.Generator) -> list:
@@ -52,7 +54,7 @@ def run_shape_probe(judges: dict[str, JudgeFn], config: ShapeProbeConfig | None 
     false-positive share on benign scenes and on each known-benign decoy kind (and pooled)."""
     config = config or ShapeProbeConfig()
     rng = np.random.default_rng(config.seed)
-    seed = PROBE_SEED_START
+    seed = config.seed_start
     report: dict = {"palettes": list(config.palettes), "n_per_concept": config.n_per_concept,
                     "detected": {j: {} for j in judges}, "false_positive": {j: {} for j in judges}}
 

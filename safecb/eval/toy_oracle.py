@@ -34,6 +34,7 @@ from torch import nn
 
 from ..paths import ORACLE_DIR
 from ..world import BACKGROUNDS, CONCEPTS, HARMFUL, IMAGE_SIZE, SceneSpec, labels, random_scene, render
+from ..world.palette import change_palette
 from ..world.vocab import LIQUIDS, LUMA_WEIGHTS
 from .decoys import draw_training_kind, harmful_scene, render_decoy
 
@@ -209,28 +210,6 @@ def augment(x: torch.Tensor, config: OracleConfig, g: torch.Generator,
 
     x = torch.where(coin(share) > 0, x, clean)
     return x.clamp(0.0, 1.0)
-
-
-def _hue_rotation(angle: torch.Tensor) -> torch.Tensor:
-    """[B] angles -> [B, 3, 3] rotations of RGB about the grey axis (Rodrigues): hue turns, grey stays."""
-    k = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / 3**0.5  # cross-product matrix of (1,1,1)/√3
-    eye = torch.eye(3)
-    return eye + torch.sin(angle)[:, None, None] * k + (1 - torch.cos(angle))[:, None, None] * (k @ k)
-
-
-def change_palette(x: torch.Tensor, recolourable: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
-    """With probability `prob` per image where `recolourable` [B] is True, change its palette: a hue
-    rotation by a random angle, a permutation of its colour channels, or grey. Shapes stay."""
-    b = x.shape[0]
-    chosen = (torch.rand(b, generator=g) < prob) & recolourable
-    how = torch.randint(0, 3, (b,), generator=g)  # 0: hue rotation, 1: channel order, 2: grey
-    rotated = torch.einsum("bij,bjhw->bihw", _hue_rotation(2 * torch.pi * torch.rand(b, generator=g)), x)
-    orders = torch.tensor([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
-    permuted = x[torch.arange(b)[:, None], orders[torch.randint(0, len(orders), (b,), generator=g)]]
-    grey = (x * _LUMA.to(x.dtype)).sum(1, keepdim=True).expand_as(x)
-    changed = torch.where((how == 0)[:, None, None, None], rotated,
-                          torch.where((how == 1)[:, None, None, None], permuted, grey))
-    return torch.where(chosen[:, None, None, None], changed.clamp(0.0, 1.0), x)
 
 
 def junk(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Train the toy Janus on the toy world: `python -m safecb train toy`.
 
-Two stages, as real unified models are built:
+Three stages, as real unified models are built:
 1. the VQ tokenizer (encoder, codebook, decoder) on rendered scenes, with a cosine codebook whose
    rows are unit-norm, so Janus's normalising decoder and nearest-row encoding agree;
 2. the language model, with the tokenizer frozen, on three tasks from the world's ground truth:
@@ -11,13 +11,16 @@ model's own judgments also hold on images that went through its tokenizer. With
 `contrast_images` they also draw on a contrast set (`render_contrast_set`) meant to teach the judge
 shape rather than context: harmful scenes with every object named in a colour (unsafe whatever the
 colour) and the same kind of scenes with the harmful object left out (a raised empty hand is safe).
+3. optionally (`tower.steps`, off in the shipped model), the understanding tower alone, everything
+   else frozen (`train_tower.py`): fresh renders, palette changes and weapon-less scenes, meant to
+   make the model's own judge read shape; what the model draws is unchanged by it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +32,9 @@ from ..metrics import code_object_share
 from ..world.prompts import with_colours
 from ..world.render import render_substituted
 from .backend import CAPTION_QUESTION, SAFETY_QUESTION
-from .toy import BOI, BOS, EOI, EOS, IMAGE_TOKEN, SEP, ToyModelConfig, build_toy_model, save_checkpoint
+from .toy import ToyModelConfig, build_toy_model, save_checkpoint
+from .train_steps import SequenceBuilder, left_pad, lr_at, quantize, to_pixels, understanding_loss
+from .train_tower import TowerTuneConfig, train_tower
 
 
 @dataclass
@@ -54,14 +59,9 @@ class ToyTrainConfig:
     lm_lr: float = 2e-3  # peak language model learning rate
     warmup: int = 100  # linear warm-up steps for both stages
     cfg_dropout: float = 0.1  # share of generation examples trained with the prompt blanked out
+    tower: TowerTuneConfig = field(default_factory=lambda: TowerTuneConfig(steps=0))  # a last stage, the understanding tower alone (train_tower.py); off (0 steps) in the shipped model: docs/experiments/2026-12-07-understanding-tower.md
     device: str = "cpu"  # "cpu" or "cuda"
     threads: int = 2  # torch CPU threads
-
-
-def _lr(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def render_dataset(cfg: ToyTrainConfig) -> tuple[np.ndarray, np.ndarray, list[world.SceneSpec], list[str]]:
@@ -106,20 +106,6 @@ def render_contrast_set(cfg: ToyTrainConfig) -> tuple[np.ndarray, list[bool], li
     return np.stack(images), unsafe, caption_specs
 
 
-def _to_pixels(images_u8: torch.Tensor) -> torch.Tensor:
-    return images_u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def _quantize(vq, pixels: torch.Tensor):
-    """Cosine VQ: unit-norm latents and codes; straight-through gradient to the encoder."""
-    z = F.normalize(vq.quant_conv(vq.encoder(pixels)), dim=1)
-    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-    book = F.normalize(vq.quantize.embedding.weight, dim=-1)
-    idx = (flat @ book.T).argmax(-1)
-    q = book[idx]
-    return z, flat, q, idx
-
-
 def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log, patch_labels: torch.Tensor | None = None) -> dict:
     """Train the VQ tokenizer. With `cfg.vq_semantic` > 0, `patch_labels` [N, grid, grid] also train
     a linear probe (discarded afterwards) that reads each patch's label from its code row and from its
@@ -140,10 +126,10 @@ def train_vq(model, images: torch.Tensor, cfg: ToyTrainConfig, log, patch_labels
     t0 = time.time()
     for step in range(cfg.vq_steps):
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.vq_steps, cfg.vq_lr, cfg.warmup)
+            group["lr"] = lr_at(step, cfg.vq_steps, cfg.vq_lr, cfg.warmup)
         rows = torch.randint(len(images), (cfg.vq_batch,), generator=gen)
-        pixels = _to_pixels(images[rows].to(cfg.device))
-        z, flat, q, idx = _quantize(vq, pixels)
+        pixels = to_pixels(images[rows].to(cfg.device))
+        z, flat, q, idx = quantize(vq, pixels)
         commit = (flat - q.detach()).pow(2).sum(-1).mean()
         codebook = (flat.detach() - q).pow(2).sum(-1).mean()
         zq = (flat + (q - flat).detach()).view(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
@@ -191,11 +177,11 @@ def polish_decoder(model, images: torch.Tensor, cfg: ToyTrainConfig, log) -> dic
     t0 = time.time()
     for step in range(cfg.polish_steps):
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.polish_steps, cfg.polish_lr, cfg.warmup)
+            group["lr"] = lr_at(step, cfg.polish_steps, cfg.polish_lr, cfg.warmup)
         batch = images[torch.randint(len(images), (cfg.vq_batch,), generator=gen)].to(cfg.device)
-        pixels = _to_pixels(batch)
+        pixels = to_pixels(batch)
         with torch.no_grad():
-            _, _, _, idx = _quantize(vq, pixels)
+            _, _, _, idx = quantize(vq, pixels)
         recon = vq.decode(idx.view(len(pixels), -1))
         loss = F.mse_loss(recon, pixels) + 0.5 * F.l1_loss(recon, pixels)
         opt.zero_grad(set_to_none=True)
@@ -222,8 +208,8 @@ def tokenize_dataset(model, images: torch.Tensor, device: str, batch: int = 512)
     vq = model.model.vqmodel
     codes, recons = [], []
     for start in range(0, len(images), batch):
-        pixels = _to_pixels(images[start : start + batch].to(device))
-        _, _, _, idx = _quantize(vq, pixels)
+        pixels = to_pixels(images[start : start + batch].to(device))
+        _, _, _, idx = quantize(vq, pixels)
         idx = idx.view(len(pixels), -1)
         codes.append(idx.cpu())
         rec = vq.decode(idx).clamp(-1, 1)
@@ -231,46 +217,10 @@ def tokenize_dataset(model, images: torch.Tensor, device: str, batch: int = 512)
     return torch.cat(codes), torch.cat(recons)
 
 
-class SequenceBuilder:
-    """Token ids for the three training tasks, in the exact layout the backend uses at run time."""
-
-    def __init__(self, tokenizer, n_understanding_tokens: int):
-        ids = tokenizer.convert_tokens_to_ids
-        self.tok = tokenizer
-        self.pad, self.bos, self.eos = tokenizer.pad_token_id, ids(BOS), ids(EOS)
-        self.boi, self.eoi, self.sep, self.img = ids(BOI), ids(EOI), ids(SEP), ids(IMAGE_TOKEN)
-        self.n_img = n_understanding_tokens
-        self.yes, self.no = ids("yes"), ids("no")
-
-    def words(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False).input_ids
-
-    def generation_prefix(self, text: str, blank: bool) -> list[int]:
-        body = self.words(text)
-        if blank:  # the unconditional prompt: BOS and BOI kept, the rest padding
-            body = [self.pad] * len(body)
-        return [self.bos] + body + [self.boi]
-
-    def understanding(self, question: str, answer: list[int]) -> tuple[list[int], int]:
-        """Sequence and the index of the first answer token."""
-        prefix = [self.bos, self.boi] + [self.img] * self.n_img + [self.eoi] + self.words(question) + [self.sep]
-        return prefix + answer + [self.eos], len(prefix)
-
-
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
 def generation_loss(model, seqs: SequenceBuilder, prompts: list[list[int]], codes: torch.Tensor) -> torch.Tensor:
     inner = model.model
     lm = inner.language_model
-    ids, mask = _left_pad(prompts, seqs.pad)
+    ids, mask = left_pad(prompts, seqs.pad)
     ids, mask = ids.to(codes.device), mask.to(codes.device)
     text = lm.embed_tokens(ids)
     image = inner.generation_aligner(inner.generation_embeddings(codes[:, :-1]))
@@ -280,19 +230,6 @@ def generation_loss(model, seqs: SequenceBuilder, prompts: list[list[int]], code
     hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
     logits = inner.generation_head(hidden[:, ids.shape[1] - 1 :])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
-
-
-def understanding_loss(model, rows: list[tuple[list[int], int]], pixel_values: torch.Tensor, pad: int) -> torch.Tensor:
-    seq_ids, mask = _left_pad([r for r, _ in rows], pad)
-    labels = torch.full_like(seq_ids, -100)
-    for i, (r, start) in enumerate(rows):
-        offset = seq_ids.shape[1] - len(r)
-        labels[i, offset + start : offset + len(r)] = torch.tensor(r[start:])
-    device = pixel_values.device
-    seq_ids, mask, labels = seq_ids.to(device), mask.to(device), labels.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    logits = model(input_ids=seq_ids, pixel_values=pixel_values, attention_mask=mask, position_ids=positions).logits
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
 def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
@@ -327,7 +264,7 @@ def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
     inner.vqmodel.eval()
     for step in range(cfg.lm_steps):
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.lm_steps, cfg.lm_lr, cfg.warmup)
+            group["lr"] = lr_at(step, cfg.lm_steps, cfg.lm_lr, cfg.warmup)
         g_idx = torch.randint(n, (cfg.gen_batch,), generator=gen)
         blank = torch.rand(cfg.gen_batch, generator=gen) < cfg.cfg_dropout
         prompts = [seqs.generation_prefix(captions[i], bool(b)) for i, b in zip(g_idx.tolist(), blank.tolist())]
@@ -342,7 +279,7 @@ def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
         u_idx[quarter:half] = safe_idx[torch.randint(len(safe_idx), (half - quarter,), generator=gen)]
         use_recon = torch.rand(cfg.und_batch, generator=gen) < 0.5
         pix = torch.where(use_recon[:, None, None, None], recons[u_idx], images[u_idx])
-        pixel_values = _to_pixels(pix.to(cfg.device))
+        pixel_values = to_pixels(pix.to(cfg.device))
         rows = []
         for j, i in enumerate(u_idx.tolist()):
             if j < half:
@@ -378,6 +315,12 @@ def contrast_data(model, cfg: ToyTrainConfig, log) -> dict:
             "contrast_caption_specs": caption_specs}
 
 
+def _tower_stage(model, tokenizer, cfg: ToyTrainConfig, log) -> dict:
+    if not cfg.tower.steps:
+        return {}
+    return train_tower(model, tokenizer, replace(cfg.tower, threads=cfg.threads), log)
+
+
 def train_toy(cfg: ToyTrainConfig, out_dir: str | Path, log=print) -> dict:
     """Train the toy Janus from scratch and write it in the Hugging Face layout to out_dir."""
     torch.set_num_threads(cfg.threads)
@@ -400,6 +343,7 @@ def train_toy(cfg: ToyTrainConfig, out_dir: str | Path, log=print) -> dict:
     data = {"images": images, "recons": recons, "codes": codes, "specs": specs, "captions": captions}
     data.update(contrast_data(model, cfg, log))
     metrics.update(train_lm(model, processor.tokenizer, data, cfg, log))
+    metrics.update(_tower_stage(model, processor.tokenizer, cfg, log))
     metrics["total_seconds"] = time.time() - t0
     model.to("cpu")
     meta = {"train_config": asdict(cfg), "metrics": metrics, "torch": torch.__version__}
@@ -467,10 +411,11 @@ def retrain_lm(model_dir: str | Path, cfg: ToyTrainConfig, log=print) -> dict:
     data = {"images": images, "recons": recons, "codes": codes, "specs": specs, "captions": captions}
     data.update(contrast_data(model, cfg, log))
     metrics = train_lm(model, processor.tokenizer, data, cfg, log)
+    metrics.update(_tower_stage(model, processor.tokenizer, cfg, log))
     metrics["total_seconds"] = time.time() - t0
     meta["metrics"].update({k: v for k, v in metrics.items() if k != "total_seconds"})
     meta.setdefault("lm_retrains", []).append({"train_config": asdict(cfg), **metrics})
-    meta["train_config"].update({k: v for k, v in asdict(cfg).items() if k.startswith(("lm_", "contrast_", "und_", "gen_"))})
+    meta["train_config"].update({k: v for k, v in asdict(cfg).items() if k.startswith(("lm_", "contrast_", "und_", "gen_", "tower"))})
     model.to("cpu")
     save_checkpoint(model, processor, model_dir, extra=meta)
     log(f"retrained the language model of {model_dir} in {metrics['total_seconds'] / 60:.1f} min")
