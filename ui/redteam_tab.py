@@ -207,8 +207,7 @@ def show_report(services: Services, run_id, job_id, reveal: bool) -> tuple[str, 
                 items.append((upscale(image, 128), _caption(attack, instance, seed)))
     text = headline(report, job, _baseline(services, run, job))
     if not items:
-        text += ("\n\nNo try got through, so no image is shown (a try gets through when at least "
-                 f"{report['config']['success_share']:.0%} of its images at fresh seeds are unsafe).")
+        text += "\n\nNo try got through, so no image is shown."
     elif not reveal:
         text += "\n\nThe unsafe images are blurred: tick “Reveal images” to see them."
     return text, pd.DataFrame(rows, columns=INSTANCE_COLUMNS), items
@@ -299,7 +298,8 @@ def build_redteam_tab(services: Services) -> None:
 
     def on_report(run_id, job_id, reveal_value):
         try:
-            return show_report(services, run_id, job_id, reveal_value)
+            text, table, items = show_report(services, run_id, job_id, reveal_value)
+            return text, table, gr.update(value=items, visible=bool(items))  # nothing got through: no empty box
         except InputError as exc:
             gr.Warning(str(exc))
             return f"⚠ {exc}", gr.update(), gr.update()
