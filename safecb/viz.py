@@ -364,6 +364,20 @@ def harmful_space_plane(harmful_rows: np.ndarray, safe_rows: np.ndarray, basis: 
     return harmful_rows @ plane, safe_rows @ plane, names
 
 
+def code_contrast(harmful_tokens: np.ndarray, rewrite_tokens: np.ndarray, codebook_size: int,
+                  prior: float = 1.0) -> np.ndarray:
+    """[K] per code: log of its share among the codes the model drew for harmful prompts minus log of
+    its share among those it drew for their safe rewrites (each count plus `prior`). Codes the
+    harmful prompts draw and the rewrites do not score high; background both draw scores about 0.
+    A harmful image's codes, each replaced by its score, place the harm on the image's own grid,
+    whatever the raster order it was drawn in."""
+    harmful = np.bincount(np.asarray(harmful_tokens, np.int64).ravel(), minlength=codebook_size) + prior
+    rewrite = np.bincount(np.asarray(rewrite_tokens, np.int64).ravel(), minlength=codebook_size) + prior
+    if len(harmful) != codebook_size or len(rewrite) != codebook_size:
+        raise ValueError(f"token ids must lie in [0, {codebook_size})")
+    return np.log(harmful / harmful.sum()) - np.log(rewrite / rewrite.sum())
+
+
 def paired_separation(harmful_xy: np.ndarray, safe_xy: np.ndarray) -> float:
     """Share of the paired positions (row i of each: one position of one pair) where the harmful
     side's code lies further along the Harmful Space's top direction (x) than its safe partner: 1

@@ -271,6 +271,16 @@ def test_pairs_show_where_the_grids_differ(finished):
     harmful, safe, pair_figure, caption = show_pair(services, run_id, 1, choices[0][1])
     assert harmful.shape == safe.shape and "positions differ" in caption and "harmful prompt" in caption
     assert "no mined pairs" in list_pairs(services, run_id, 0)[2]
+    # the tint: the image's codes scored by how much more often round 0 drew them for harmful prompts
+    from ui.pairs_tab import round_code_contrast
+
+    contrast = round_code_contrast(services, run_id, 1)
+    drawn = services.store.list_generations(run_id, 0, limit=5000)
+    kinds = {k: np.concatenate([g.tokens for g in drawn if g.settings.get("kind") == k]) for k in ("harmful", "rewrite")}
+    only_harmful = np.setdiff1d(kinds["harmful"], kinds["rewrite"])
+    only_rewrite = np.setdiff1d(kinds["rewrite"], kinds["harmful"])
+    assert len(only_harmful) and (contrast[only_harmful] > 0).all() and (contrast[only_rewrite] < 0).all()
+    assert "drew more often for harmful prompts than for their rewrites in round 0" in caption
 
 
 def test_pair_attribution_is_the_harmful_prompts_share_of_each_code(finished):

@@ -345,3 +345,13 @@ def test_the_harmful_space_plane_puts_harmful_codes_right_of_safe_ones():
     assert [len(t.x) for t in fig.data] == [40, 40] and fig.layout.xaxis.title.text.startswith("Harmful Space")
     with pytest.raises(ValueError, match="share d"):
         viz.harmful_space_plane(harmful, safe, np.ones((d + 1, 1)))
+
+
+def test_code_contrast_scores_codes_the_harmful_prompts_draw_and_the_rewrites_do_not():
+    harmful = np.array([[0, 0, 1, 2], [0, 0, 2, 2]])  # code 2 only in harmful images
+    rewrite = np.array([[0, 0, 1, 3], [0, 0, 3, 3]])  # code 3 only in the rewrites'
+    score = viz.code_contrast(harmful, rewrite, 5)
+    assert score[2] > 0 > score[3] and score[0] == pytest.approx(0.0) and score[1] == pytest.approx(0.0)
+    assert score[4] == pytest.approx(0.0)  # drawn by neither: the prior alone
+    with pytest.raises(ValueError, match="token ids"):
+        viz.code_contrast(np.array([7]), np.array([0]), 5)

@@ -2,12 +2,16 @@
 puts the harm, per pair and averaged over the round.
 
 Two independent samples differ almost everywhere, so "where the grids differ" does not say where
-harmful content lives. The pair's attribution does: the harmful image's own code grid is
-teacher-forced through the model (as it was when it drew the image) once after the harmful prompt
-and once after the rewrite, and each position gets log p(code | harmful prompt) − log p(code |
-rewrite): how much the harmful wording, and not the rest of the image, made that code likely.
-In raster order the prompt weighs most on the first rows; later codes are largely explained by
-the codes above them, whatever the prompt.
+harmful content lives. Two things the model itself says do:
+- **the tint on the harmful image and the pair's heatmap**: each of its codes scored by how much more
+  often the model drew that code for harmful prompts than for their safe rewrites, over all the
+  images of the round that drew the pair (`safecb.viz.code_contrast`). Background both prompts draw
+  scores about 0, so the heat sits on the object;
+- **the round's map**: the pairs' own code grids teacher-forced through that model once after the
+  harmful prompt and once after the rewrite, each position getting log p(code | harmful prompt) −
+  log p(code | rewrite), averaged: how much the harmful wording, and not the rest of the image, made that
+  code likely at the moment it was drawn. In raster order the prompt weighs most on the first rows
+  (the layout is decided there); later codes are largely explained by the codes above them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
+
+from safecb.viz import code_contrast
 
 from .common import (
     InputError,
@@ -35,6 +41,7 @@ from .services import Services
 log = logging.getLogger(__name__)
 
 MAX_PAIRS_LISTED = 500
+MAX_CONTRAST_IMAGES = 5000  # images of a round read to score its codes (harmful prompts against rewrites)
 
 
 def difference_grid(positions: list[int], grid_size: int) -> np.ndarray:
@@ -123,6 +130,17 @@ def list_pairs(services: Services, run_id, round_index) -> tuple[list[tuple[str,
     return choices, figure, f"{len(pairs)} pair(s) mined for round {round_index}. Pick one to compare."
 
 
+def round_code_contrast(services: Services, run: int, round_index: int) -> np.ndarray | None:
+    """`code_contrast` over the images the model drew in the round before `round_index` (the model
+    that drew the round's pairs): harmful-prompt images against their rewrites'. None without both."""
+    drawn = services.store.list_generations(run, round_index - 1, limit=MAX_CONTRAST_IMAGES)
+    harmful = [g.tokens for g in drawn if g.settings.get("kind") == "harmful" and g.tokens]
+    rewrite = [g.tokens for g in drawn if g.settings.get("kind") == "rewrite" and g.tokens]
+    if not harmful or not rewrite:
+        return None
+    return code_contrast(np.concatenate(harmful), np.concatenate(rewrite), services.backend.codebook_size)
+
+
 def show_pair(services: Services, run_id, round_index, pair_id):
     """-> (harmful image tinted where the model attributes it to the harmful prompt, safe image,
     the attribution heatmap, caption)."""
@@ -148,11 +166,21 @@ def show_pair(services: Services, run_id, round_index, pair_id):
         return (upscale(overlay(png_to_array(harmful.image_png), grid)), upscale(png_to_array(safe.image_png)),
                 heatmap_figure(grid, "Token positions that differ"),
                 caption + " The run's codebooks are not on this machine, so the differing positions are tinted.")
-    top = np.clip(attribution, 0, None) / max(1e-9, float(attribution.max()))
+    contrast = round_code_contrast(services, run, round_index)
+    if contrast is not None:  # the tint and heatmap: codes the harmful prompts draw and the rewrites do not
+        scores = contrast[np.asarray(harmful.tokens)].reshape(g, g)
+        tint = np.clip(scores, 0, None) / max(1e-9, float(scores.max()))
+        caption += (" Tinted red and in the heatmap: this image's codes that the model drew more often for harmful "
+                    f"prompts than for their rewrites in round {round_index - 1} (up to {scores.max():.1f} nats; "
+                    "blue: codes the rewrites draw more), which is where the harm is drawn. The round's map below "
+                    "shows instead where the harmful wording made each code likely as it was drawn.")
+        return (upscale(overlay(png_to_array(harmful.image_png), tint)), upscale(png_to_array(safe.image_png)),
+                attribution_figure(scores, "log share among harmful-prompt images − among the rewrites'"), caption)
+    tint = np.clip(attribution, 0, None) / max(1e-9, float(attribution.max()))
     caption += (f" Tinted red: where the harmful prompt, rather than its rewrite, made the model draw this image's "
-                f"codes (up to {attribution.max():+.1f} nats at one position; the heatmap's blue cells are those the "
-                "rewrite explains better).")
-    return (upscale(overlay(png_to_array(harmful.image_png), top)), upscale(png_to_array(safe.image_png)),
+                f"codes (up to {attribution.max():+.1f} nats at one position; the heatmap's blue cells are those "
+                "the rewrite explains better).")
+    return (upscale(overlay(png_to_array(harmful.image_png), tint)), upscale(png_to_array(safe.image_png)),
             attribution_figure(attribution, "log p(code | harmful) − log p(code | rewrite)"), caption)
 
 
@@ -165,7 +193,7 @@ def build_pairs_tab(services: Services) -> None:
     with gr.Row():
         pair = gr.Dropdown(allow_custom_value=True, choices=[], label="Pair", scale=3)
     with gr.Row():
-        harmful = gr.Image(label="Harmful (tinted where the harmful prompt drove the codes)", type="numpy", format="png", interactive=False,
+        harmful = gr.Image(label="Harmful (tinted: codes the harmful prompts draw and their rewrites do not)", type="numpy", format="png", interactive=False,
                            elem_classes=["safecb-pixels"])
         safe = gr.Image(label="Safe counterpart", type="numpy", format="png", interactive=False,
                         elem_classes=["safecb-pixels"])
