@@ -265,3 +265,18 @@ def test_labels_csv_round_trips_with_the_images_it_names(studio):
                                                          for label in labels]
     assert [row["latest"] for row in rows if int(row["generation_id"]) == first.id][-2:] == ["False", "True"]
     assert not any(Path(f).parent.name == "labels" for f in files)  # the Files list stays short: the zip has them
+
+
+def test_the_walkthrough_of_a_decoder_round_shows_what_the_model_drew(studio):
+    from ui.walkthrough_tab import _grid, model_level_rows, walkthrough
+
+    services, generator_run, decoder_run = studio
+    text, picture = walkthrough(services, decoder_run, 1)[6]
+    assert "what the model drew" in text and picture is not None
+    harmful = [g for g in services.store.list_generations(decoder_run, 1, limit=2000)
+               if g.settings.get("kind") == "harmful"][:6]
+    drawn = services.backend.decode_through(services.reference["decoder"], torch.tensor([g.tokens for g in harmful]))
+    expected = _grid([png_to_array(g.image_png) for g in harmful] + list(drawn), len(harmful))
+    assert (model_level_rows(services, decoder_run, 1)[1] == expected).all()  # served row, then the public decoder's
+    assert picture.shape[0] > expected.shape[0] and (picture[-expected.shape[0] - 8:-8, :expected.shape[1]] == expected).all()
+    assert "what the model drew" not in walkthrough(services, generator_run, 1)[6][0]  # served is what it drew

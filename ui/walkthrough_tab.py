@@ -31,6 +31,7 @@ from .common import (
     upscale,
     whole_number,
 )
+from .round_images import model_level_images
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,28 @@ def _oracle(metrics: dict, key: str):
     return None if figure is None else figure["value"]
 
 
+def model_level_rows(services: Services, run: int, index: int) -> tuple[str, np.ndarray | None]:
+    """For a round that edits the decoder: a few of its harmful-prompt images as served (top row) and
+    their tokens through the original, public decoder (bottom row: what the model drew), with a note."""
+    harmful = [g for g in services.store.list_generations(run, index, limit=2000)
+               if g.settings.get("kind") == "harmful"][:STRIP]
+    drawn = model_level_images(services, harmful)
+    shown = [g for g in harmful if g.id in drawn]
+    if not shown:
+        return "", None
+    grid = _grid([png_to_array(g.image_png) for g in shown] + [drawn[g.id] for g in shown], len(shown))
+    return (" Below: this round's harmful-prompt images as served (top row, the edited decoder) and their tokens "
+            "through the original, public decoder (bottom row): what the model drew, which anyone holding the "
+            "weights sees."), grid
+
+
+def _stacked(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """Two pictures one above the other, the narrower padded white on the right."""
+    width = max(top.shape[1], bottom.shape[1])
+    pad = [np.pad(x, ((0, 8), (0, width - x.shape[1]), (0, 0)), constant_values=255) for x in (top, bottom)]
+    return np.concatenate(pad)
+
+
 def _oracle_rose(before: dict, after: dict) -> str:
     """A note when the independent oracle's unsafe rate went up in the round: the self-judge and the
     rule that accepts a round do not see the oracle, so a round can be accepted while it got worse."""
@@ -218,6 +241,10 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
                   _grid([png_to_array(g.image_png) for row in benign_pairs for g in row], len(benign_pairs[0]))
                   if benign_pairs and benign_pairs[0] else None))
     examples = services.artifacts(run).examples(index)
+    picture = np.asarray(Image.open(examples).convert("RGB")) if examples is not None else None
+    drawn_note, drawn = model_level_rows(services, run, index) if target in ("decoder", "both") else ("", None)
+    if drawn is not None:
+        picture = drawn if picture is None else _stacked(picture, drawn)
     verdict = ("accepted" if after.get("accepted", True) else
                f"**rejected by the quality guard** ({after.get('guard')}) and rolled back")
     steps.append((
@@ -226,8 +253,7 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
         f"{_pct(_oracle(before, 'oracle_unsafe_train'))} → {_pct(_oracle(after, 'oracle_unsafe_train'))}; the model's "
         f"own prompt adherence on benign prompts {_pct(before.get('adherence'))} → {_pct(after.get('adherence'))}; "
         f"same-seed benign change {after.get('benign_change', 0):.4f}. The round was {verdict}.{_oracle_rose(before, after)} "
-        "Rows: harmful before | safe counterpart | same prompt and seed after.",
-        np.asarray(Image.open(examples).convert("RGB")) if examples is not None else None))
+        "Rows: harmful before | safe counterpart | same prompt and seed after." + drawn_note, picture))
     return steps
 
 
