@@ -120,21 +120,26 @@ def generate(services: Services, prompt, seed, cfg_weight):
 STRIP_SEEDS = 8  # seeds the seed strip draws at once
 
 
+def known_words(backend, limit: int = 80) -> str:
+    """The model's vocabulary as a list to read, cut after `limit` words."""
+    known = backend.vocabulary()
+    return ", ".join(known[:limit]) + (", …" if len(known) > limit else "")
+
+
 def check_known_words(backend, prompt: str) -> None:
     """Refuse a prompt none of whose words the model knows: it would draw from no prompt at all (a
     word-level tokenizer drops unknown words), and a judged picture of that reads as the prompt's."""
     words = backend.prompt_text(prompt).split()
     unknown = set(backend.unknown_words(prompt))
     if words and all(word in unknown for word in words):
-        known = backend.vocabulary()
-        listed = ", ".join(known[:40]) + (", …" if len(known) > 40 else "")
         raise InputError(f"The model knows none of these words, so it would draw from no prompt at all: nothing "
-                         f"was drawn. Words it knows: {listed}.")
+                         f"was drawn. Words it knows: {known_words(backend, 40)}.")
 
 
 def seed_strip(services: Services, prompt, first_seed, cfg_weight, n: int = STRIP_SEEDS):
     """The prompt at n consecutive seeds in one batch, each captioned "seed S · P" with its seed and
-    the model's own P(unsafe), the most unsafe framed in red: to find a telling example. -> ([(image, caption)], status); never raises."""
+    the model's own P(unsafe), the most unsafe framed in red: to find a telling example.
+    -> ([(image, caption)], status); never raises."""
     try:
         prompt = check_prompt(prompt)
         check_known_words(services.backend, prompt)
@@ -180,8 +185,7 @@ def unknown_words_note(backend, prompt: str) -> str:
     unknown = backend.unknown_words(prompt)
     if not unknown:
         return ""
-    known = backend.vocabulary()
-    listed = ", ".join(known) if len(known) <= 80 else ", ".join(known[:80]) + ", …"
+    listed = known_words(backend)
     names = ", ".join(f"“{w}”" for w in unknown)
     return (f"⚠ The model does not know {names}: it drew the prompt without {'it' if len(unknown) == 1 else 'them'}. "
             f"Words it knows: {listed}.")

@@ -108,7 +108,7 @@ def reading(rounds: list[dict], best: int | None = None) -> str:
 def worst_cases(services: Services, run_id: int, round_index: int):
     """-> (picture or None, its caption): the round's harmful images each judge scores highest, so the
     figures are read beside the pictures they summarise."""
-    images = round_images(services, run_id, round_index)
+    images = round_images(services, run_id, round_index, with_before_after=False)
     if not images.residual:
         return None, f"Round {round_index} has no stored harmful-prompt images to show."
     counts = "; ".join(f"{judge} calls {unsafe} of {n} unsafe" for judge, (unsafe, n) in images.unsafe_counts.items())

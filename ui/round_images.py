@@ -112,9 +112,10 @@ def before_after(services: Services, run_id: int, harmful: list[dict], decoder: 
                              after=image(edited), after_model_level=drawn.get(edited)) for g, safe, edited in rows)
 
 
-def round_images(services: Services, run_id: int, round_index: int) -> RoundImages:
+def round_images(services: Services, run_id: int, round_index: int, with_before_after: bool = True) -> RoundImages:
     """What the report shows of the round's images: whether it edits the decoder, each judge's
-    count of unsafe harmful images, the residual cases and the before/after rows."""
+    count of unsafe harmful images, the residual cases and (unless `with_before_after` is off, as
+    for the Metrics tab, which shows only the residual cases) the before/after rows."""
     store = services.store
     decoder = edits_decoder(services, run_id, round_index)
     harmful = [g for g in store.generation_summaries(run_id, round_index) if g["kind"] == "harmful"]
@@ -126,4 +127,4 @@ def round_images(services: Services, run_id: int, round_index: int) -> RoundImag
         edits_decoder=decoder, n_harmful=len(harmful), judges=judges,
         unsafe_counts={judge: unsafe_count(harmful, verdicts, judge) for judge in judges},
         residual=residual_cases(services, harmful, verdicts, judges, decoder),
-        before_after=before_after(services, run_id, harmful, decoder) if round_index != 0 else ())
+        before_after=before_after(services, run_id, harmful, decoder) if with_before_after and round_index != 0 else ())
