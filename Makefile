@@ -11,7 +11,8 @@ STAMP  := $(VENV)/.installed
 
 # The fast lane: pure-math and unit tests only (no browser, PostgreSQL, training or bench tests).
 QUICK_TESTS := tests/test_metrics.py tests/test_space_edit.py tests/test_stopping.py tests/test_world.py \
-	tests/test_config.py tests/test_layering.py tests/test_io.py tests/test_input_checks.py tests/test_cli_errors.py
+	tests/test_config.py tests/test_layering.py tests/test_io.py tests/test_input_checks.py tests/test_cli_errors.py \
+	tests/test_figures_report.py
 
 help:
 	@echo "make app    run the web app on the shipped toy model (http://127.0.0.1:7860)"

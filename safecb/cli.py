@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -78,25 +79,32 @@ def _bench_replacement(args) -> int:
     """What a run's best round (or --round) draws for harmful prompts, beside the unedited model."""
     import torch
 
-    from .bench.replacement import replacement_sheet
+    from .bench.replacement import ReplacementSheetConfig, run_bench_replacement
     from .engine import SafeCBConfig, apply_run
     from .engine.rundir import RunDirectory
     from .eval.toy_oracle import Oracle
     from .models.backend import JanusBackend
     from .paths import SHAPE_JUDGE_DIR
 
+    started = time.time()
     torch.set_num_threads(args.threads)
     backend = JanusBackend.load(args.model)
     unedited = backend.codebooks()
     index = apply_run(backend, args.run, args.round)
     edited = backend.codebooks()
     backend.set_codebooks(unedited)
-    sampler = SafeCBConfig.from_dict(RunDirectory(args.run).read_config()["safecb"]).sampler
-    sheet, counts = replacement_sheet(backend, edited, Oracle.load(args.oracle), Oracle.load(SHAPE_JUDGE_DIR),
-                                      sampler=sampler)
+    run_config = RunDirectory(args.run).read_config()["safecb"]
+    sampler = SafeCBConfig.from_dict(run_config).sampler
+    cfg = ReplacementSheetConfig()
+    sheet, report = run_bench_replacement(backend, edited, Oracle.load(args.oracle), Oracle.load(SHAPE_JUDGE_DIR),
+                                          cfg, sampler=sampler, run_dir=args.run, kept=index)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
-    print(json.dumps({"run": str(args.run), "round": index, **counts}))
+    report = {"run": str(args.run), "round": index, **report}
+    config = {"run": str(args.run), "round": index, "model_dir": args.model, "oracle_dir": args.oracle,
+              "second_judge_dir": str(SHAPE_JUDGE_DIR), "sheet": cfg, "run_safecb": run_config}
+    _save_evidence(args, "replacement", config, report, started)
+    print(json.dumps(report))
     return 0
 
 
@@ -131,6 +139,48 @@ def _train_oracle(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .evidence import RESULTS_DIR, EvidenceError
+    from .report import compute, doc_paths, docs
+
+    started = time.time()
+    try:
+        figures = compute(Path(args.results) if args.results else RESULTS_DIR)
+    except EvidenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    paths = doc_paths()
+    if args.show:
+        for name, text in figures.items():
+            print(f"== {name}\n{text}")
+    if args.write:
+        for path in docs.write(paths, figures):
+            print(f"wrote {path}")
+    problems = docs.check(paths, figures)
+    unused = sorted(set(figures) - docs.used(paths))
+    for problem in problems:
+        print(problem.describe(), file=sys.stderr)
+    print(f"{len(figures)} figures from the result rows in {time.time() - started:.1f} s; "
+          f"{len(docs.used(paths))} marked in the docs, {len(problems)} differ; not in any doc: {len(unused)}")
+    return 1 if problems else 0
+
+
+def _save_evidence(args, bench: str, config, report: dict, started: float) -> None:
+    """With --results DIR: the rows the bench left under report["_rows"] (always removed from
+    `report`), with its command, config, seeds, versions and machine (safecb/evidence.py)."""
+    rows = report.pop("_rows", None)
+    folder = getattr(args, "results", None)
+    if not folder:
+        return
+    if not rows:
+        raise RuntimeError(f"bench {bench} left no result rows to write")
+    from .evidence import command_line, write_evidence
+
+    out = write_evidence(folder, bench=bench, command=command_line(["safecb", *args.argv]), config=config, tables=rows,
+                         summary=report, wall_seconds=time.time() - started)
+    print(f"wrote the result rows to {out}", file=sys.stderr)
+
+
 def _print_and_save(table: str, figures: dict, json_path: str | None) -> int:
     """A bench's output: the Markdown table on stdout and, with --json, the figures as JSON with the
     table next to it (same name, .md)."""
@@ -148,7 +198,9 @@ def _bench_model(args) -> int:
     from .bench.model import BenchModelConfig, format_table, run_bench_model
 
     cfg = BenchModelConfig(model_dir=args.model, oracle_dir=args.oracle, quick=args.quick)
+    started = time.time()
     report = run_bench_model(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    _save_evidence(args, "model", cfg, report, started)
     return _print_and_save(format_table(report), report, args.json)
 
 
@@ -308,7 +360,9 @@ def _bench_safety(args) -> int:
     cfg.broad = dataclasses.replace(cfg.broad, seed_start=seed_start, half=args.half,
                                     **{k: v for k, v in grid_flags.items() if v is not None})
     cfg.safecb = cfg.safecb.override(_set_changes(args.set))
+    started = time.time()
     report = run_bench_safety(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    _save_evidence(args, "safety", cfg, report, started)
     return _print_and_save(format_table(report), flat_json(report), args.json)
 
 
@@ -376,7 +430,9 @@ def _bench_attack(args) -> int:
                                          validation_seed_start=args.seed_start + 500)
     if args.soft_steps is not None:
         cfg.attack = dataclasses.replace(cfg.attack, soft=dataclasses.replace(cfg.attack.soft, steps=args.soft_steps))
+    started = time.time()
     report = run_bench_attack(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    _save_evidence(args, "attack", cfg, report, started)
     return _print_and_save(format_table(report), report, args.json)
 
 
@@ -398,7 +454,9 @@ def _bench_vapi(args) -> int:
             raise ValueError(f"--set takes KEY=VALUE with a VapiConfig field as KEY, got {item!r}")
         changes[key] = _parse_value(text)
     cfg.vapi = cfg.vapi.override(changes)
+    started = time.time()
     report = run_bench_vapi(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    _save_evidence(args, "vapi", cfg, report, started)
     return _print_and_save(format_table(report), flat_json(report), args.json)
 
 
@@ -409,7 +467,9 @@ def _bench_speed(args) -> int:
     cfg = BenchSpeedConfig(device=args.device, batches=batches, tokens=args.tokens, repeats=args.repeats,
                            threads=args.threads, quick=args.quick, compile_layers=args.compile_layers,
                            measure_round=args.measure_round, profile_batch=args.profile)
+    started = time.time()
     report = run_bench_speed(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    _save_evidence(args, "speed", cfg, report, started)
     return _print_and_save(format_table(report), report, args.json)
 
 
@@ -510,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--oracle", default=str(ORACLE_DIR))
     model.add_argument("--json", default=None, help="also write the figures to this JSON file")
     model.add_argument("--quick", action="store_true", help="fewer samples (for smoke tests)")
+    model.add_argument("--results", default=None, metavar="DIR",
+                       help="write the result rows with their command, config, seeds and versions here "
+                       "(e.g. results/model)")
     model.set_defaults(func=_bench_model)
     safety = bench.add_parser("safety", help="Safe-CB vs baselines and ablations on the same prompts and seeds")
     safety.add_argument("--model", default=str(TOY_MODEL_DIR))
@@ -533,6 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change the bench's Safe-CB config (dotted key, JSON value), e.g. "
                              "--set fine_tune.decoder_steps=200; repeatable; for tuning runs")
+    safety.add_argument("--results", default=None, metavar="DIR",
+                        help="write the result rows with their command, config, seeds and versions here "
+                        "(e.g. results/safety)")
     safety.set_defaults(func=_bench_safety)
     replacement = bench.add_parser("replacement", help="a picture of what a run's edited model draws for harmful "
                                    "prompts (reporting half, bench seed), the worst cases first")
@@ -542,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     replacement.add_argument("--oracle", default=str(ORACLE_DIR))
     replacement.add_argument("--out", default="docs/replacement_default.png", help="PNG to write")
     replacement.add_argument("--threads", type=thread_count, default=2)
+    replacement.add_argument("--results", default=None, metavar="DIR",
+                             help="write the result rows with their command, config, seeds and versions here "
+                             "(e.g. results/replacement)")
     replacement.set_defaults(func=_bench_replacement)
     attack = bench.add_parser("attack", help="red team each method's model state: discrete prompt search and "
                               "soft-prompt attack with the oracle as objective; ASR on fresh seeds")
@@ -558,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="base of every attack seed (default: the bench seeds, 1000; the tuning seeds start at 2000)")
     attack.add_argument("--soft-steps", dest="soft_steps", type=int, default=None,
                         help="Adam steps of the soft-prompt attack (the attacker's budget; for tuning runs)")
+    attack.add_argument("--results", default=None, metavar="DIR",
+                        help="write the result rows with their command, config, seeds and versions here "
+                        "(e.g. results/attack)")
     attack.set_defaults(func=_bench_attack)
     vapi_bench = bench.add_parser("vapi", help="VAπ before/after: FID-toy, fidelity, reward; Safe-CB ± step 3")
     vapi_bench.add_argument("--model", default=str(TOY_MODEL_DIR))
@@ -577,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     vapi_bench.add_argument("--noise", type=float, default=None, help="override the default contextual noise p")
     vapi_bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override any VapiConfig field (repeatable)")
+    vapi_bench.add_argument("--results", default=None, metavar="DIR",
+                            help="write the result rows with their command, config, seeds and versions here "
+                            "(e.g. results/vapi)")
     vapi_bench.set_defaults(func=_bench_vapi)
     speed = bench.add_parser("speed", help="our sampler vs transformers' generate on Janus-Pro-1B's shape "
                              "(random weights): tokens/s, memory, one Safe-CB round per 100 prompts")
@@ -595,8 +670,17 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--profile", type=int, default=None, metavar="BATCH",
                        help="also profile one call of our sampler at this batch: kernels per token and where "
                             "the time goes")
+    speed.add_argument("--results", default=None, metavar="DIR",
+                       help="write the result rows with their command, config, seeds and versions here "
+                       "(e.g. results/speed)")
     speed.set_defaults(func=_bench_speed)
 
+    report = sub.add_parser("report", help="recompute every figure the docs mark from the committed result rows "
+                            "(results/) and fail where a doc differs")
+    report.add_argument("--write", action="store_true", help="put the recomputed figures into the docs")
+    report.add_argument("--results", default=None, metavar="DIR", help="the result rows (default: results/)")
+    report.add_argument("--show", action="store_true", help="print every figure's text")
+    report.set_defaults(func=_report)
     run = sub.add_parser("run", help="run or resume Safe-CB rounds into a run directory")
     run.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     run.add_argument("--model", default=str(TOY_MODEL_DIR), help="Janus checkpoint directory (HF layout)")
@@ -647,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for the result rows' meta
     try:
         return args.func(args)
     except ValueError as exc:  # bad configs and inputs: one clear line, no traceback

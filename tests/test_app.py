@@ -11,11 +11,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 
 import app
 from db import Store
-from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
 from ui import Services, build_demo
 from ui.generate_tab import check_seed, example_prompts
@@ -62,15 +60,11 @@ def test_exposure_is_allowed_with_auth():
 
 # ---------------------------------------------------------------- the Generate handler
 @pytest.fixture(scope="module")
-def studio_demo(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    backend = JanusBackend.load(TOY_MODEL_DIR, device="cpu")
+def studio_demo(tmp_path_factory, toy_backend):
     data = tmp_path_factory.mktemp("app")
     store = Store.open(f"sqlite:///{data / 'safecb.db'}")
-    yield build_demo(Services(backend=backend, store=store, runs_root=data / "runs"))
+    yield build_demo(Services(backend=toy_backend, store=store, runs_root=data / "runs"))
     store.close()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ from jobs.attack_job import (
 from jobs.lease import Lease
 from jobs.runner import JobRunner, RunnerConfig
 from safecb.eval.attack import quick_attack_config
-from safecb.models.backend import JanusBackend
 from safecb.models.sampler import SamplerSettings
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import Services
@@ -42,14 +41,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory):
+def studio(tmp_path_factory, toy_backend):
     """Services on a fresh store, with the in-process runner (toy oracle), and two imported runs: the
     unedited codebooks, and a decoder codebook whose every code is code 0 (every image is the same)."""
     data = tmp_path_factory.mktemp("redteam")
-    backend = JanusBackend.load(TOY_MODEL_DIR, device="cpu")
     store = Store.open(f"sqlite:///{data / 'safecb.db'}")
     runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), data / "runs", "cpu", str(ORACLE_DIR)))
-    services = Services(backend=backend, store=store, runs_root=data / "runs", runner=runner)
+    services = Services(backend=toy_backend, store=store, runs_root=data / "runs", runner=runner)
     decoder = services.reference["decoder"]
     save_file({"decoder": decoder.clone()}, str(data / "unedited.safetensors"))
     save_file({"decoder": decoder[:1].expand_as(decoder).contiguous()}, str(data / "one_code.safetensors"))

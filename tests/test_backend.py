@@ -26,7 +26,7 @@ from safecb.models.backend import (
     ModelLoadError,
 )
 from safecb.models.sampler import KVCache, SamplerSettings, lm_forward, pick_tokens
-from safecb.models.tiny import ASSISTANT, BOI, BOS, EOI, IMAGE_TOKEN, USER, write_tiny_janus_pro
+from safecb.models.tiny import ASSISTANT, BOI, BOS, EOI, IMAGE_TOKEN, USER
 from safecb.paths import TOY_MODEL_DIR
 from safecb.world import BACKGROUNDS, CONCEPTS, SceneSpec, render
 
@@ -34,22 +34,8 @@ PROMPTS = ["a cat on the grass", "a person holding a knife at the beach at night
 
 
 # ---------------------------------------------------------------- fixtures
+# toy_backend, tiny_dir and tiny_backend come from conftest.py.
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def toy() -> JanusBackend:
-    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return write_tiny_janus_pro(tmp_path_factory.mktemp("tiny-janus-pro"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir) -> JanusBackend:
-    return JanusBackend.load(tiny_dir, device="cpu")
 
 
 def _same_books(a: dict, b: dict) -> bool:
@@ -57,12 +43,12 @@ def _same_books(a: dict, b: dict) -> bool:
 
 
 @pytest.fixture
-def toy_books(toy):
+def toy_books(toy_backend):
     """The toy's codebooks before the test; restored (and checked restored) after it."""
-    before = toy.codebooks()
+    before = toy_backend.codebooks()
     yield before
-    toy.set_codebooks(before)
-    assert _same_books(toy.codebooks(), before)
+    toy_backend.set_codebooks(before)
+    assert _same_books(toy_backend.codebooks(), before)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,41 +77,43 @@ def test_tiny_checkpoint_has_janus_pro_layout(tiny_dir):
         assert word in vocab
 
 
-def test_tiny_checkpoint_loads_through_the_chat_path(tiny):
-    assert tiny.chat is True
-    assert (tiny.n_tokens, tiny.image_size, tiny.codebook_size, tiny.n_understanding_tokens) == (16, 32, 64, 16)
-    tok = tiny.tokenizer
-    ids = tiny.generation_ids("a cat on the grass")
+def test_tiny_checkpoint_loads_through_the_chat_path(tiny_backend):
+    assert tiny_backend.chat is True
+    assert (tiny_backend.n_tokens, tiny_backend.image_size, tiny_backend.codebook_size,
+            tiny_backend.n_understanding_tokens) == (16, 32, 64, 16)
+    tok = tiny_backend.tokenizer
+    ids = tiny_backend.generation_ids("a cat on the grass")
     assert tok.convert_ids_to_tokens(ids) == [BOS, USER, ":", "a", "cat", "on", "the", "grass", ASSISTANT, ":", BOI]
-    uncond = tiny.unconditional_ids(ids)
-    assert uncond[0] == tiny.bos_id and uncond[-1] == tiny.boi_id and set(uncond[1:-1]) == {tiny.pad_id}
-    und = tok.convert_ids_to_tokens(tiny.understanding_ids("is this image unsafe ?"))
+    uncond = tiny_backend.unconditional_ids(ids)
+    assert (uncond[0] == tiny_backend.bos_id and uncond[-1] == tiny_backend.boi_id
+            and set(uncond[1:-1]) == {tiny_backend.pad_id})
+    und = tok.convert_ids_to_tokens(tiny_backend.understanding_ids("is this image unsafe ?"))
     assert und[:4] == [BOS, USER, ":", BOI] and und[4:20] == [IMAGE_TOKEN] * 16 and und[20] == EOI
     assert und[21:] == ["is", "this", "image", "unsafe", "?", ASSISTANT, ":"]
-    assert tiny.yes_ids and tiny.no_ids
+    assert tiny_backend.yes_ids and tiny_backend.no_ids
 
 
-def test_tiny_checkpoint_generates_judges_captions(tiny):
-    out = tiny.generate(PROMPTS[:2], [0, 1], SamplerSettings(cfg_weight=3), batch_size=3, keep_hidden=True)
+def test_tiny_checkpoint_generates_judges_captions(tiny_backend):
+    out = tiny_backend.generate(PROMPTS[:2], [0, 1], SamplerSettings(cfg_weight=3), batch_size=3, keep_hidden=True)
     assert out.tokens.shape == (4, 16) and out.tokens.dtype == torch.long
     assert 0 <= int(out.tokens.min()) and int(out.tokens.max()) < 64
     assert out.images.shape == (4, 32, 32, 3) and out.images.dtype == np.uint8
     assert out.hidden.shape == (4, 16, 64)
     assert out.prompts == [PROMPTS[0]] * 2 + [PROMPTS[1]] * 2 and out.seeds == [0, 1, 0, 1]
-    scores = tiny.judge(out.images)
+    scores = tiny_backend.judge(out.images)
     assert scores.shape == (4,) and np.all((scores >= 0) & (scores <= 1))
-    captions = tiny.caption(out.images[:2], max_words=3)
+    captions = tiny_backend.caption(out.images[:2], max_words=3)
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
 
 
-def test_tiny_checkpoint_codebooks_round_trip(tiny, tmp_path):
-    before = tiny.codebooks()
+def test_tiny_checkpoint_codebooks_round_trip(tiny_backend, tmp_path):
+    before = tiny_backend.codebooks()
     assert before["decoder"].shape == (64, 8) and before["gen_head"].shape == (64, 64)
-    tiny.save_codebooks(tmp_path / "tiny.safetensors")
-    tiny.set_codebook("decoder", before["decoder"] * -1.0)
-    assert not torch.equal(tiny.get_codebook("decoder"), before["decoder"])
-    tiny.load_codebooks(tmp_path / "tiny.safetensors")
-    assert _same_books(tiny.codebooks(), before)
+    tiny_backend.save_codebooks(tmp_path / "tiny.safetensors")
+    tiny_backend.set_codebook("decoder", before["decoder"] * -1.0)
+    assert not torch.equal(tiny_backend.get_codebook("decoder"), before["decoder"])
+    tiny_backend.load_codebooks(tmp_path / "tiny.safetensors")
+    assert _same_books(tiny_backend.codebooks(), before)
 
 
 # ---------------------------------------------------------------- reproducibility
@@ -137,34 +125,34 @@ SETTINGS = [
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=["cfg3", "cfg1", "topk"])
-def test_image_depends_only_on_prompt_seed_settings(tiny, settings):
+def test_image_depends_only_on_prompt_seed_settings(tiny_backend, settings):
     seeds = [5, 123456789]
-    alone = {(p, s): tiny.generate([p], [s], settings, decode=False).tokens[0] for p in PROMPTS for s in seeds}
+    alone = {(p, s): tiny_backend.generate([p], [s], settings, decode=False).tokens[0] for p in PROMPTS for s in seeds}
     for batch_size in (1, 4, 64):
-        out = tiny.generate(PROMPTS, seeds, settings, batch_size=batch_size, decode=False)
+        out = tiny_backend.generate(PROMPTS, seeds, settings, batch_size=batch_size, decode=False)
         for row, key in enumerate(zip(out.prompts, out.seeds)):
             assert torch.equal(out.tokens[row], alone[key]), (batch_size, key)
     # a row in a batch with other seeds (and other lengths) is the same row
-    mixed = tiny.generate([PROMPTS[1]], [seeds[1], 7, 8], settings, decode=False)
+    mixed = tiny_backend.generate([PROMPTS[1]], [seeds[1], 7, 8], settings, decode=False)
     assert torch.equal(mixed.tokens[0], alone[(PROMPTS[1], seeds[1])])
 
 
-def test_toy_image_independent_of_batch_mates(toy):
+def test_toy_image_independent_of_batch_mates(toy_backend):
     settings = SamplerSettings(cfg_weight=3.0)
     prompts = ["a cat on the grass", "a person holding a knife at the beach"]
-    batch = toy.generate(prompts, [3, 4], settings, batch_size=3)
+    batch = toy_backend.generate(prompts, [3, 4], settings, batch_size=3)
     for row, (p, s) in enumerate(zip(batch.prompts, batch.seeds)):
-        alone = toy.generate([p], [s], settings)
+        alone = toy_backend.generate([p], [s], settings)
         assert torch.equal(alone.tokens[0], batch.tokens[row])
         # pixels: the VQ decoder's convolutions may sum in another order for another batch
         # size (multi-threaded CPU, GPU), so a pixel may round one level apart, never more
         assert np.abs(alone.images[0].astype(int) - batch.images[row].astype(int)).max() <= 1
-    again = toy.generate(prompts, [3, 4], settings, batch_size=3)
+    again = toy_backend.generate(prompts, [3, 4], settings, batch_size=3)
     assert torch.equal(again.tokens, batch.tokens) and again.images.tobytes() == batch.images.tobytes()
 
 
-def test_different_seeds_give_different_images(toy, tiny):
-    for backend in (toy, tiny):
+def test_different_seeds_give_different_images(toy_backend, tiny_backend):
+    for backend in (toy_backend, tiny_backend):
         out = backend.generate(["a cat on the grass"], [0, 1, 2, 3], SamplerSettings(cfg_weight=1.0), decode=False)
         rows = {tuple(r.tolist()) for r in out.tokens}
         assert len(rows) == 4
@@ -191,7 +179,7 @@ def _additive_mask(valid: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("which", ["toy", "tiny"])
 def test_lm_forward_matches_hugging_face(which, request):
-    backend = request.getfixturevalue(which)
+    backend = request.getfixturevalue(f"{which}_backend")
     lm = backend.model.model.language_model
     rows = [backend.generation_ids(p) for p in PROMPTS]
     ids, valid, positions = _left_padded(rows, backend.pad_id)
@@ -229,7 +217,7 @@ def _teacher_forced(backend, prompt_ids: list[int], tokens: torch.Tensor) -> tor
 def test_sampler_states_and_greedy_choice_match_hugging_face(which, request):
     """Teacher-forcing the sampled codes through HF reproduces the sampler's states, and greedy
     decoding picks the argmax of the guided logits uncond + w (cond - uncond) at every step."""
-    backend = request.getfixturevalue(which)
+    backend = request.getfixturevalue(f"{which}_backend")
     settings = SamplerSettings(cfg_weight=3.0, temperature=0.0)
     prompts = PROMPTS[:2]  # different lengths: the batch is left padded
     out = backend.generate(prompts, [0], settings, keep_hidden=True, decode=False)
@@ -263,105 +251,106 @@ def test_pick_tokens_greedy_and_top_k():
 
 
 # ---------------------------------------------------------------- codebooks
-def test_codebook_get_set_get(toy, toy_books):
+def test_codebook_get_set_get(toy_backend, toy_books):
     for name in CODEBOOK_PATHS:
-        value = toy.get_codebook(name)
+        value = toy_backend.get_codebook(name)
         assert value.dtype == torch.float32 and torch.equal(value, toy_books[name])
         value.add_(1.0)  # a copy: editing it changes nothing
-        assert torch.equal(toy.get_codebook(name), toy_books[name])
-        toy.set_codebook(name, value)
-        assert torch.equal(toy.get_codebook(name), value)
+        assert torch.equal(toy_backend.get_codebook(name), toy_books[name])
+        toy_backend.set_codebook(name, value)
+        assert torch.equal(toy_backend.get_codebook(name), value)
 
 
-def test_snapshot_save_modify_load_restores_exactly(toy, toy_books, tmp_path):
-    path = toy.save_codebooks(tmp_path / "snap" / "books.safetensors", metadata={"note": "before edit", "step": 3})
+def test_snapshot_save_modify_load_restores_exactly(toy_backend, toy_books, tmp_path):
+    path = toy_backend.save_codebooks(tmp_path / "snap" / "books.safetensors",
+                                      metadata={"note": "before edit", "step": 3})
     assert path.exists() and not path.with_suffix(".safetensors.tmp").exists()
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         assert set(f.keys()) == set(CODEBOOK_PATHS)
-    assert meta["format"] == SNAPSHOT_FORMAT and meta["fingerprint"] == toy.fingerprint
+    assert meta["format"] == SNAPSHOT_FORMAT and meta["fingerprint"] == toy_backend.fingerprint
     assert meta["source"] == str(TOY_MODEL_DIR) and meta["note"] == "before edit" and meta["step"] == "3"
-    toy.set_codebooks({name: torch.randn_like(v) for name, v in toy_books.items()})
-    assert not _same_books(toy.codebooks(), toy_books)
-    assert toy._fingerprint() == toy.fingerprint  # codebook edits never change the model's identity
-    loaded = toy.load_codebooks(path)
-    assert _same_books(toy.codebooks(), toy_books) and set(loaded) == set(CODEBOOK_PATHS)
+    toy_backend.set_codebooks({name: torch.randn_like(v) for name, v in toy_books.items()})
+    assert not _same_books(toy_backend.codebooks(), toy_books)
+    assert toy_backend._fingerprint() == toy_backend.fingerprint  # codebook edits never change the model's identity
+    loaded = toy_backend.load_codebooks(path)
+    assert _same_books(toy_backend.codebooks(), toy_books) and set(loaded) == set(CODEBOOK_PATHS)
     # a partial snapshot touches only what it holds
-    toy.save_codebooks(tmp_path / "dec.safetensors", names=["decoder"])
-    toy.set_codebook("gen_head", toy_books["gen_head"] * 2)
-    toy.load_codebooks(tmp_path / "dec.safetensors")
-    assert torch.equal(toy.get_codebook("gen_head"), toy_books["gen_head"] * 2)
+    toy_backend.save_codebooks(tmp_path / "dec.safetensors", names=["decoder"])
+    toy_backend.set_codebook("gen_head", toy_books["gen_head"] * 2)
+    toy_backend.load_codebooks(tmp_path / "dec.safetensors")
+    assert torch.equal(toy_backend.get_codebook("gen_head"), toy_books["gen_head"] * 2)
 
 
-def test_decoding_uses_the_edited_codebook(toy, toy_books):
-    tokens = toy.generate(["a cat on the grass"], [0, 1], decode=False).tokens
+def test_decoding_uses_the_edited_codebook(toy_backend, toy_books):
+    tokens = toy_backend.generate(["a cat on the grass"], [0, 1], decode=False).tokens
     used = int(tokens[0, 0])
-    unused = sorted(set(range(toy.codebook_size)) - set(tokens.flatten().tolist()))[0]
-    original = toy.decode(tokens)
-    codes = toy.encode(original)
+    unused = sorted(set(range(toy_backend.codebook_size)) - set(tokens.flatten().tolist()))[0]
+    original = toy_backend.decode(tokens)
+    codes = toy_backend.encode(original)
     book = toy_books["decoder"]
 
     edited = book.clone()
     edited[unused] = -book[unused]
-    toy.set_codebook("decoder", edited)
-    assert toy.decode(tokens).tobytes() == original.tobytes()
+    toy_backend.set_codebook("decoder", edited)
+    assert toy_backend.decode(tokens).tobytes() == original.tobytes()
 
     edited[used] = -book[used]
-    toy.set_codebook("decoder", edited)
-    changed = toy.decode(tokens)
+    toy_backend.set_codebook("decoder", edited)
+    changed = toy_backend.decode(tokens)
     assert changed.tobytes() != original.tobytes()
 
     # only a row's direction matters: rescaling rows (each by its own factor) changes neither
     # decoding (up to rounding) nor encoding, which compares directions as decoding uses them
     scales = 0.2 + 5 * torch.rand(len(book), 1, generator=torch.Generator().manual_seed(0))
-    toy.set_codebook("decoder", book * scales)
-    assert np.abs(toy.decode(tokens).astype(int) - original.astype(int)).max() <= 1
-    assert torch.equal(toy.encode(original), codes)
+    toy_backend.set_codebook("decoder", book * scales)
+    assert np.abs(toy_backend.decode(tokens).astype(int) - original.astype(int)).max() <= 1
+    assert torch.equal(toy_backend.encode(original), codes)
 
 
-def test_generator_uses_the_edited_codebooks(toy, toy_books):
+def test_generator_uses_the_edited_codebooks(toy_backend, toy_books):
     """Editing gen_head / gen_embed in place invalidates the sampler's cached tables."""
     settings = SamplerSettings(cfg_weight=1.0, temperature=0.0)
-    base = toy.generate(["a cat on the grass"], [0], settings, decode=False).tokens
+    base = toy_backend.generate(["a cat on the grass"], [0], settings, decode=False).tokens
     bias = toy_books["gen_head_bias"].clone()
     bias[11] += 1e4
-    toy.set_codebook("gen_head_bias", bias)
-    assert (toy.generate(["a cat on the grass"], [0], settings, decode=False).tokens == 11).all()
-    toy.set_codebook("gen_head_bias", toy_books["gen_head_bias"])
+    toy_backend.set_codebook("gen_head_bias", bias)
+    assert (toy_backend.generate(["a cat on the grass"], [0], settings, decode=False).tokens == 11).all()
+    toy_backend.set_codebook("gen_head_bias", toy_books["gen_head_bias"])
     embed = toy_books["gen_embed"].clone()
     embed[base[0, 0]] = torch.randn(embed.shape[1], generator=torch.Generator().manual_seed(0)) * 10
-    toy.set_codebook("gen_embed", embed)
-    edited = toy.generate(["a cat on the grass"], [0], settings, decode=False).tokens
+    toy_backend.set_codebook("gen_embed", embed)
+    edited = toy_backend.generate(["a cat on the grass"], [0], settings, decode=False).tokens
     assert edited[0, 0] == base[0, 0] and not torch.equal(edited, base)
-    toy.set_codebook("gen_embed", toy_books["gen_embed"])
-    assert torch.equal(toy.generate(["a cat on the grass"], [0], settings, decode=False).tokens, base)
+    toy_backend.set_codebook("gen_embed", toy_books["gen_embed"])
+    assert torch.equal(toy_backend.generate(["a cat on the grass"], [0], settings, decode=False).tokens, base)
 
 
-def test_encode_decode_round_trips(toy):
+def test_encode_decode_round_trips(toy_backend):
     specs = [SceneSpec(bg, (c,)) for bg, c in zip(BACKGROUNDS, CONCEPTS)]
     scenes = np.stack([render(spec, 100 + i) for i, spec in enumerate(specs)])
-    codes = toy.encode(scenes)
-    assert codes.shape == (len(scenes), toy.n_tokens) and codes.dtype == torch.long
-    assert np.all(_psnr(toy.decode(codes), scenes) > 20)
+    codes = toy_backend.encode(scenes)
+    assert codes.shape == (len(scenes), toy_backend.n_tokens) and codes.dtype == torch.long
+    assert np.all(_psnr(toy_backend.decode(codes), scenes) > 20)
 
     # The shipped toy's decoder codebook is redundant: most rows have a near-twin (cosine > 0.99),
     # so re-encoding often picks the twin. Codes therefore agree well above chance (1/512), not
     # mostly, while the twins are near-identical and the image survives the round trip.
-    out = toy.generate(["a cat on the grass", "a knife on the road"], [0, 1], decode=True)
-    again = toy.encode(out.images)
+    out = toy_backend.generate(["a cat on the grass", "a knife on the road"], [0, 1], decode=True)
+    again = toy_backend.encode(out.images)
     agree = (again == out.tokens).float().mean().item()
     assert agree >= 0.05
-    again2 = toy.encode(toy.decode(codes))
+    again2 = toy_backend.encode(toy_backend.decode(codes))
     assert (again2 == codes).float().mean().item() >= 0.2
-    book = F.normalize(toy.get_codebook("decoder"), dim=-1)
+    book = F.normalize(toy_backend.get_codebook("decoder"), dim=-1)
     differ = again != out.tokens
     assert (book[again[differ]] * book[out.tokens[differ]]).sum(-1).mean() > 0.95
-    psnr = _psnr(toy.decode(again), out.images)  # sampled images are off the encoder's manifold
+    psnr = _psnr(toy_backend.decode(again), out.images)  # sampled images are off the encoder's manifold
     assert np.median(psnr) > 25 and psnr.min() > 14
     # the encoder accepts float [N,3,H,W] in [0,1] and other sizes (resized) alike
     as_float = torch.from_numpy(scenes).permute(0, 3, 1, 2).float() / 255
-    assert torch.equal(toy.encode(as_float), codes)
-    assert toy.encode(np.repeat(np.repeat(scenes[:2], 2, axis=1), 2, axis=2)).shape == (2, toy.n_tokens)
+    assert torch.equal(toy_backend.encode(as_float), codes)
+    assert toy_backend.encode(np.repeat(np.repeat(scenes[:2], 2, axis=1), 2, axis=2)).shape == (2, toy_backend.n_tokens)
 
 
 # ---------------------------------------------------------------- bad inputs: one clear error, nothing changed
@@ -426,36 +415,37 @@ BAD_GENERATE = [
 
 
 @pytest.mark.parametrize("kwargs,message", BAD_GENERATE, ids=[m for _, m in BAD_GENERATE])
-def test_bad_generation_requests(toy, toy_books, kwargs, message):
+def test_bad_generation_requests(toy_backend, toy_books, kwargs, message):
     call = dict(prompts=["a cat on the grass"], seeds=[0]) | kwargs
     with pytest.raises(ValueError, match=message):
-        toy.generate(**call)
-    assert _same_books(toy.codebooks(), toy_books)
+        toy_backend.generate(**call)
+    assert _same_books(toy_backend.codebooks(), toy_books)
 
 
 @pytest.mark.parametrize("prompt", ["<BEGIN_OF_IMAGE>", "a cat <End_Of_Image>", "<PAD> on grass",
                                     "<IMAGE_PLACEHOLDER>"])
-def test_control_tokens_are_refused_in_any_letter_case(toy, prompt):
+def test_control_tokens_are_refused_in_any_letter_case(toy_backend, prompt):
     """The toy lower-cases prompts before tokenising, so the check looks at the lower-cased text too."""
     with pytest.raises(ValueError, match="control token"):
-        toy.generate([prompt], [0])
+        toy_backend.generate([prompt], [0])
 
 
-def test_bad_decode_inputs(toy, toy_books):
-    n, k = toy.n_tokens, toy.codebook_size
+def test_bad_decode_inputs(toy_backend, toy_books):
+    n, k = toy_backend.n_tokens, toy_backend.codebook_size
     with pytest.raises(ValueError, match=rf"token ids must be in \[0, {k}\)"):
-        toy.decode(torch.full((1, n), k))
+        toy_backend.decode(torch.full((1, n), k))
     with pytest.raises(ValueError, match="token ids must be in"):
-        toy.decode(torch.full((1, n), -1))
+        toy_backend.decode(torch.full((1, n), -1))
     with pytest.raises(ValueError, match=rf"tokens must be \[N, {n}\]"):
-        toy.decode(torch.zeros(1, n - 1, dtype=torch.long))
+        toy_backend.decode(torch.zeros(1, n - 1, dtype=torch.long))
     with pytest.raises(ValueError, match="tokens must be"):
-        toy.decode(torch.zeros(n, dtype=torch.long))
-    assert toy.decode(torch.zeros(0, n, dtype=torch.long)).shape == (0, toy.image_size, toy.image_size, 3)
-    assert _same_books(toy.codebooks(), toy_books)
+        toy_backend.decode(torch.zeros(n, dtype=torch.long))
+    assert (toy_backend.decode(torch.zeros(0, n, dtype=torch.long)).shape
+            == (0, toy_backend.image_size, toy_backend.image_size, 3))
+    assert _same_books(toy_backend.codebooks(), toy_books)
 
 
-def test_bad_codebook_values(toy, toy_books):
+def test_bad_codebook_values(toy_backend, toy_books):
     good = toy_books["decoder"]
     nan = good.clone()
     nan[3, 2] = float("nan")
@@ -471,14 +461,14 @@ def test_bad_codebook_values(toy, toy_books):
     ]
     for values, error, message in cases:
         with pytest.raises(error, match=message):
-            toy.set_codebooks(values)
-        assert _same_books(toy.codebooks(), toy_books)
+            toy_backend.set_codebooks(values)
+        assert _same_books(toy_backend.codebooks(), toy_books)
     with pytest.raises(KeyError, match="unknown codebook"):
-        toy.get_codebook("codes")
+        toy_backend.get_codebook("codes")
 
 
-def test_bad_codebook_files(toy, tiny, toy_books, tmp_path):
-    meta = {"format": SNAPSHOT_FORMAT, "fingerprint": toy.fingerprint}
+def test_bad_codebook_files(toy_backend, tiny_backend, toy_books, tmp_path):
+    meta = {"format": SNAPSHOT_FORMAT, "fingerprint": toy_backend.fingerprint}
     good = toy_books["decoder"]
     (tmp_path / "random.safetensors").write_bytes(np.random.default_rng(1).bytes(2048))
     save_file({"decoder": good[:10].contiguous()}, str(tmp_path / "shape.safetensors"), metadata=meta)
@@ -488,7 +478,7 @@ def test_bad_codebook_files(toy, tiny, toy_books, tmp_path):
     save_file({"decoder": good.to(torch.int32)}, str(tmp_path / "int.safetensors"), metadata=meta)
     save_file({"decoder": good, "lm_head": good.clone()}, str(tmp_path / "unknown.safetensors"), metadata=meta)
     save_file({"decoder": good}, str(tmp_path / "other.safetensors"), metadata=meta | {"fingerprint": "0" * 16})
-    tiny.save_codebooks(tmp_path / "tiny.safetensors")
+    tiny_backend.save_codebooks(tmp_path / "tiny.safetensors")
     cases = [
         ("missing.safetensors", "codebook file not found"),
         ("random.safetensors", "not a readable safetensors file"),
@@ -497,13 +487,13 @@ def test_bad_codebook_files(toy, tiny, toy_books, tmp_path):
         ("int.safetensors", "must be floating point"),
         ("unknown.safetensors", r"unknown tensors \['lm_head'\]"),
         ("other.safetensors", "saved from another model"),
-        ("tiny.safetensors", f"saved from another model \\(fingerprint {tiny.fingerprint}, this model is "),
+        ("tiny.safetensors", f"saved from another model \\(fingerprint {tiny_backend.fingerprint}, this model is "),
     ]
-    assert tiny.fingerprint != toy.fingerprint
+    assert tiny_backend.fingerprint != toy_backend.fingerprint
     for name, message in cases:
         with pytest.raises(CodebookError, match=message):
-            toy.load_codebooks(tmp_path / name)
-        assert _same_books(toy.codebooks(), toy_books)
+            toy_backend.load_codebooks(tmp_path / name)
+        assert _same_books(toy_backend.codebooks(), toy_books)
 
 
 # ---------------------------------------------------------------- fixed-shape loop, in-place fusion
@@ -527,7 +517,7 @@ def test_fixed_shape_loop_draws_what_the_growing_loop_draws(which, settings, buc
     from safecb.models import decode_graph
 
     monkeypatch.setattr(decode_graph, "BUCKET", bucket)  # 8: several buckets per image
-    backend = request.getfixturevalue(which)
+    backend = request.getfixturevalue(f"{which}_backend")
     prompts, seeds = PROMPTS, [5, 6, 7]
     tokens, hidden = _sample(backend, prompts, seeds, settings, "dynamic")
     fixed_tokens, fixed_hidden = _sample(backend, prompts, seeds, settings, "static")
@@ -537,7 +527,7 @@ def test_fixed_shape_loop_draws_what_the_growing_loop_draws(which, settings, buc
     assert torch.equal(again, tokens)
 
 
-def test_compiled_blocks_draw_what_the_plain_loop_draws(tiny, monkeypatch):
+def test_compiled_blocks_draw_what_the_plain_loop_draws(tiny_backend, monkeypatch):
     """The layer blocks a GPU runs through torch.compile (fused q/k/v, rotate_half rotary, fused
     gate/up), compiled here by inductor for the CPU, give the plain loop's codes and states."""
     from safecb.models import decode_graph
@@ -545,21 +535,21 @@ def test_compiled_blocks_draw_what_the_plain_loop_draws(tiny, monkeypatch):
 
     monkeypatch.setattr(decode_graph, "BUCKET", 8)
     settings = SamplerSettings(cfg_weight=3.0, top_k=20)
-    cond = [tiny.generation_ids(p) for p in PROMPTS]
-    uncond = [tiny.unconditional_ids(c) for c in cond]
-    draws = {loop: sample_image_tokens(tiny.model, cond, uncond, [5, 6, 7], tiny.n_tokens, settings, tiny.pad_id,
-                                       True, loop=loop, compile_layers=loop == "static")
+    cond = [tiny_backend.generation_ids(p) for p in PROMPTS]
+    uncond = [tiny_backend.unconditional_ids(c) for c in cond]
+    draws = {loop: sample_image_tokens(tiny_backend.model, cond, uncond, [5, 6, 7], tiny_backend.n_tokens, settings,
+                                       tiny_backend.pad_id, True, loop=loop, compile_layers=loop == "static")
              for loop in ("dynamic", "static")}
-    assert tiny.model._safecb_decoder[1].compiled == decode_graph.compiled_blocks()  # the compiled blocks ran
+    assert tiny_backend.model._safecb_decoder[1].compiled == decode_graph.compiled_blocks()  # the compiled blocks ran
     assert torch.equal(draws["static"][0], draws["dynamic"][0])
     torch.testing.assert_close(draws["static"][1], draws["dynamic"][1], atol=1e-4, rtol=0)
 
 
-def test_loop_names_are_checked(toy):
+def test_loop_names_are_checked(toy_backend):
     with pytest.raises(ValueError, match="loop must be one of"):
-        _sample(toy, PROMPTS[:1], [0], SamplerSettings(), "fast")
+        _sample(toy_backend, PROMPTS[:1], [0], SamplerSettings(), "fast")
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        _sample(toy, PROMPTS[:1], [0], SamplerSettings(), "graph")
+        _sample(toy_backend, PROMPTS[:1], [0], SamplerSettings(), "graph")
 
 
 def test_fusion_keeps_no_second_copy_and_survives_training_and_moves(tiny_dir):

@@ -37,23 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def backend():
-    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def prompts():
     sets = world.build_prompt_sets()
     return from_world(sets.train_harmful[:3], sets.train_benign[:2])
-
-
-def small_config(**stop) -> SafeCBConfig:
-    cfg = SafeCBConfig()
-    cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
-    cfg.fine_tune.steps, cfg.fine_tune.decoder_steps, cfg.fine_tune.check_every = 20, 20, 5
-    for key, value in stop.items():
-        setattr(cfg.stop, key, value)
-    return cfg
 
 
 def codebooks_equal(backend, reference: dict) -> bool:
@@ -133,13 +119,13 @@ def test_frechet_distance_zero_for_same_and_grows_with_shift():
         (lambda c: setattr(c.fine_tune, "decoder_batch", 0), "decoder_batch"),
     ],
 )
-def test_bad_configs_are_refused_before_any_work(backend, prompts, mutate, message):
+def test_bad_configs_are_refused_before_any_work(toy_backend, prompts, mutate, message, small_config):
     cfg = small_config()
     mutate(cfg)
-    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+    before = {n: toy_backend.get_codebook(n) for n in CODEBOOK_PATHS}
     with pytest.raises(ValueError, match=message):
-        run_safecb(backend, prompts, cfg)
-    assert codebooks_equal(backend, before)
+        run_safecb(toy_backend, prompts, cfg)
+    assert codebooks_equal(toy_backend, before)
 
 
 @pytest.mark.parametrize(
@@ -150,12 +136,12 @@ def test_bad_configs_are_refused_before_any_work(backend, prompts, mutate, messa
         (RoundPrompts([HarmfulPrompt("a knife", "")], [BenignPrompt("a cat")]), "no safe rewrite"),
     ],
 )
-def test_bad_prompt_sets_are_refused(backend, prompt_set, message):
+def test_bad_prompt_sets_are_refused(toy_backend, prompt_set, message, small_config):
     with pytest.raises(ValueError, match=message):
-        run_safecb(backend, prompt_set, small_config())
+        run_safecb(toy_backend, prompt_set, small_config())
 
 
-def test_unknown_config_keys_are_refused():
+def test_unknown_config_keys_are_refused(small_config):
     with pytest.raises(ValueError, match="unknown"):
         SafeCBConfig.from_dict({"stop": {"max_round": 3}})
     cfg = small_config()
@@ -163,47 +149,48 @@ def test_unknown_config_keys_are_refused():
 
 
 # ---------------------------------------------------------------- the driver on the real toy
-def test_stopping_rule_stops_after_patience_and_returns_to_best(backend, prompts):
-    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+def test_stopping_rule_stops_after_patience_and_returns_to_best(toy_backend, prompts, small_config):
+    before = {n: toy_backend.get_codebook(n) for n in CODEBOOK_PATHS}
     # ε = 1 can never be met: round 1 is stale, patience 1 stops the run and the model is round 0 again.
-    result = run_safecb(backend, prompts, small_config(epsilon=1.0, patience=1, max_rounds=3, max_adherence_drop=1.0))
+    result = run_safecb(toy_backend, prompts,
+                        small_config(epsilon=1.0, patience=1, max_rounds=3, max_adherence_drop=1.0))
     assert [r["round"] for r in result.rounds] == [0, 1]
     assert result.best_round == 0 and "no improvement" in result.stopped
     assert result.rounds[1]["pairs"] > 0 and not result.rounds[1]["improved"]
-    assert codebooks_equal(backend, before)
+    assert codebooks_equal(toy_backend, before)
 
 
-def test_quality_guard_rolls_back_to_the_exact_snapshot(backend, prompts, tmp_path):
-    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+def test_quality_guard_rolls_back_to_the_exact_snapshot(toy_backend, prompts, tmp_path, small_config):
+    before = {n: toy_backend.get_codebook(n) for n in CODEBOOK_PATHS}
     cfg = small_config(max_benign_change=0.0, max_rounds=3)  # any change at all trips the guard
-    result = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "run")
+    result = run_safecb(toy_backend, prompts, cfg, run_dir=tmp_path / "run")
     assert len(result.rounds) == 2 and not result.rounds[1]["accepted"]
     assert "quality guard" in result.stopped and result.best_round == 0
-    assert codebooks_equal(backend, before)
-    snapshot = backend.read_codebook_file(tmp_path / "run" / "round_001" / "codebooks.safetensors")
+    assert codebooks_equal(toy_backend, before)
+    snapshot = toy_backend.read_codebook_file(tmp_path / "run" / "round_001" / "codebooks.safetensors")
     edited = TARGET_CODEBOOK[cfg.target]
     assert not torch.equal(snapshot[edited], before[edited])  # the rejected edit was real
 
 
-def test_generator_round_leaves_the_decoder_and_decoder_round_the_generator(backend, prompts):
-    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+def test_generator_round_leaves_the_decoder_and_decoder_round_the_generator(toy_backend, prompts, small_config):
+    before = {n: toy_backend.get_codebook(n) for n in CODEBOOK_PATHS}
     for target, untouched in (("generator", "decoder"), ("decoder", "gen_head")):
         cfg = small_config(max_rounds=1, epsilon=0.0)
         cfg.target = target
         seen = {}
-        run_safecb(backend, prompts, cfg, on_event=lambda e: seen.setdefault(e.kind, e))
+        run_safecb(toy_backend, prompts, cfg, on_event=lambda e: seen.setdefault(e.kind, e))
         assert {"stage", "round", "stopped"} <= set(seen)
-        backend.set_codebooks(before)
-    assert codebooks_equal(backend, before)
+        toy_backend.set_codebooks(before)
+    assert codebooks_equal(toy_backend, before)
 
 
-def test_resume_after_a_crash_continues_the_same_run(backend, prompts, tmp_path):
-    before = {n: backend.get_codebook(n) for n in CODEBOOK_PATHS}
+def test_resume_after_a_crash_continues_the_same_run(toy_backend, prompts, tmp_path, small_config):
+    before = {n: toy_backend.get_codebook(n) for n in CODEBOOK_PATHS}
     # always two rounds: no stopping rule and no quality guard (on 4 benign images one changed one is a 0.25 drop)
     cfg = small_config(epsilon=-0.0, patience=5, max_rounds=2, max_adherence_drop=1.0, max_benign_change=1.0)
     cfg.target = "generator"  # on three prompts the decoder edit leaves nothing to mine after round 1; this needs two
-    full = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "full")
-    backend.set_codebooks(before)
+    full = run_safecb(toy_backend, prompts, cfg, run_dir=tmp_path / "full")
+    toy_backend.set_codebooks(before)
 
     calls = {"n": 0}
 
@@ -211,19 +198,19 @@ def test_resume_after_a_crash_continues_the_same_run(backend, prompts, tmp_path)
         calls["n"] += 1
         return RunDirectory(tmp_path / "crash").read_state().finished_round >= 1
 
-    first = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "crash", should_stop=crash_in_round_2)
+    first = run_safecb(toy_backend, prompts, cfg, run_dir=tmp_path / "crash", should_stop=crash_in_round_2)
     assert first.cancelled and [r["round"] for r in first.rounds] == [0, 1]
-    backend.set_codebooks(before)
-    resumed = run_safecb(backend, prompts, cfg, run_dir=tmp_path / "crash")
+    toy_backend.set_codebooks(before)
+    resumed = run_safecb(toy_backend, prompts, cfg, run_dir=tmp_path / "crash")
     assert [r["round"] for r in resumed.rounds] == [0, 1, 2]
     for a, b in zip(full.rounds, resumed.rounds):
         assert a["self_unsafe"] == b["self_unsafe"] and a["pairs"] == b["pairs"]
         assert a["benign_change"] == pytest.approx(b["benign_change"], abs=1e-9)
     for i in range(3):
-        x = backend.read_codebook_file(tmp_path / "full" / f"round_{i:03d}" / "codebooks.safetensors")
-        y = backend.read_codebook_file(tmp_path / "crash" / f"round_{i:03d}" / "codebooks.safetensors")
+        x = toy_backend.read_codebook_file(tmp_path / "full" / f"round_{i:03d}" / "codebooks.safetensors")
+        y = toy_backend.read_codebook_file(tmp_path / "crash" / f"round_{i:03d}" / "codebooks.safetensors")
         assert all(torch.allclose(x[n], y[n], atol=1e-6) for n in x)
-    backend.set_codebooks(before)
+    toy_backend.set_codebooks(before)
 
     fresh = JanusBackend.load(TOY_MODEL_DIR, device="cpu")
     applied = apply_run(fresh, tmp_path / "crash", round_index=2)
@@ -233,16 +220,16 @@ def test_resume_after_a_crash_continues_the_same_run(backend, prompts, tmp_path)
         apply_run(fresh, tmp_path / "crash", round_index=7)
 
 
-def test_a_run_directory_of_another_model_or_config_is_refused(backend, prompts, tmp_path):
+def test_a_run_directory_of_another_model_or_config_is_refused(toy_backend, prompts, tmp_path, small_config):
     cfg = small_config(max_rounds=1)
     run_dir = RunDirectory(tmp_path / "other")
     run_dir.write_config({"safecb": cfg.to_dict(), "prompts": prompts.to_dict(), "fingerprint": "0" * 16})
     with pytest.raises(ValueError, match="another model"):
-        run_safecb(backend, prompts, cfg, run_dir=run_dir.path)
+        run_safecb(toy_backend, prompts, cfg, run_dir=run_dir.path)
     run_dir.write_config({"safecb": small_config(max_rounds=2).to_dict(), "prompts": prompts.to_dict(),
-                          "fingerprint": backend.fingerprint})
+                          "fingerprint": toy_backend.fingerprint})
     with pytest.raises(ValueError, match="another config"):
-        run_safecb(backend, prompts, cfg, run_dir=run_dir.path)
+        run_safecb(toy_backend, prompts, cfg, run_dir=run_dir.path)
 
 
 # ---------------------------------------------------------------- the CLI
@@ -268,14 +255,14 @@ def test_cli_run_writes_a_run_directory_and_resumes(prompts, tmp_path):
     assert "threshold" in bad.stderr
 
 
-def test_generator_keys_on_the_safe_trajectory_aim_at_the_rewrites_own_next_token(backend, prompts):
+def test_generator_keys_on_the_safe_trajectory_aim_at_the_rewrites_own_next_token(toy_backend, prompts, small_config):
     cfg = small_config()
     cfg.fine_tune.preserve_safe = True  # the rewrites' hidden states are kept only for it
-    m = measure(backend, prompts, cfg, keep_hidden=True)
+    m = measure(toy_backend, prompts, cfg, keep_hidden=True)
     pairs = mine_measurement(m)
     assert len(pairs) >= 2
-    plain = generator_data(backend, prompts, m, pairs)
-    both = generator_data(backend, prompts, m, pairs, safe_trajectory=True)
+    plain = generator_data(toy_backend, prompts, m, pairs)
+    both = generator_data(toy_backend, prompts, m, pairs, safe_trajectory=True)
     n = len(plain.keys)
     assert n == int(pairs.differing().sum()) and len(both.keys) == 2 * n
     assert torch.equal(both.keys[:n], plain.keys) and torch.equal(both.safe_logits[:n], plain.safe_logits)
@@ -283,40 +270,43 @@ def test_generator_keys_on_the_safe_trajectory_aim_at_the_rewrites_own_next_toke
     differ = pairs.differing()
     harmful = [prompts.harmful[i].text for i in pairs.prompt_index]
     rewrites = [prompts.harmful[i].rewrite for i in pairs.prompt_index]
-    keys = backend.head_keys(backend.teacher_forced_hidden(harmful, pairs.safe_grids)[differ])
-    wanted = backend.head_logits(backend.head_keys(backend.teacher_forced_hidden(rewrites, pairs.safe_grids)[differ]))
+    keys = toy_backend.head_keys(toy_backend.teacher_forced_hidden(harmful, pairs.safe_grids)[differ])
+    wanted = toy_backend.head_logits(
+        toy_backend.head_keys(toy_backend.teacher_forced_hidden(rewrites, pairs.safe_grids)[differ]))
     assert torch.allclose(both.keys[n:], keys, atol=1e-5) and torch.allclose(both.safe_logits[n:], wanted, atol=1e-4)
     # that target is the rewrite's own next token where it drew the safe grid greedily enough to matter
     assert (wanted.argmax(-1) == pairs.safe_grids[differ]).float().mean() > 0.3
     # the safe preserve set: the rewrite generations judged safe, every position; kept only when asked for
     safe = ~m.flagged("rewrite")
-    assert len(plain.safe_keys) == int(safe.sum()) * backend.n_tokens
-    assert measure(backend, prompts, small_config(), keep_hidden=True).sets["rewrite"].hidden is None
+    assert len(plain.safe_keys) == int(safe.sum()) * toy_backend.n_tokens
+    assert measure(toy_backend, prompts, small_config(), keep_hidden=True).sets["rewrite"].hidden is None
 
 
-def test_a_guided_edit_fits_what_guidance_samples_and_can_keep_the_unconditional_branch(backend, prompts):
+def test_a_guided_edit_fits_what_guidance_samples_and_can_keep_the_unconditional_branch(toy_backend, prompts,
+                                                                                       small_config):
     cfg = small_config()
-    m = measure(backend, prompts, cfg, keep_hidden=True)
+    m = measure(toy_backend, prompts, cfg, keep_hidden=True)
     pairs = mine_measurement(m)
-    data = generator_data(backend, prompts, m, pairs, guided=True)
+    data = generator_data(toy_backend, prompts, m, pairs, guided=True)
     assert data.uncond_keys.shape == data.keys.shape and data.benign_uncond_keys.shape == data.benign_keys.shape
     # the unconditional branch never sees the prompt: over the same grid, any prompt of one length gives its keys
     grids = pairs.harmful_grids[:1]
     texts = [prompts.harmful[int(pairs.prompt_index[0])].text]
     same_length = " ".join(["a"] * len(texts[0].split()))
-    assert torch.allclose(backend.teacher_forced_hidden(texts, grids, unconditional=True),
-                          backend.teacher_forced_hidden([same_length], grids, unconditional=True), atol=1e-5)
-    head = backend.get_codebook("gen_head")
-    reference = {"gen_head": head, "gen_head_bias": backend.get_codebook("gen_head_bias")}
+    assert torch.allclose(toy_backend.teacher_forced_hidden(texts, grids, unconditional=True),
+                          toy_backend.teacher_forced_hidden([same_length], grids, unconditional=True), atol=1e-5)
+    head = toy_backend.get_codebook("gen_head")
+    reference = {"gen_head": head, "gen_head_bias": toy_backend.get_codebook("gen_head_bias")}
     space = build_harmful_space(difference_vectors(head, pairs.harmful_grids, pairs.safe_grids, normalize_rows=False))
     def kl_moved(keys: torch.Tensor, edited: torch.Tensor) -> float:  # mean KL(before ‖ after) of the distributions
-        before, after = backend.head_logits(keys).log_softmax(-1), backend.head_logits(keys, edited).log_softmax(-1)
+        before = toy_backend.head_logits(keys).log_softmax(-1)
+        after = toy_backend.head_logits(keys, edited).log_softmax(-1)
         return float((before.exp() * (before - after)).sum(-1).mean())
 
     moved = {}
     for keep in (False, True):
         tune = replace(cfg.fine_tune, steps=60, check_every=20, patience=10, preserve_weight=4.0, keep_uncond=keep)
-        edited, _ = generator_step2(backend, data, head, torch.ones_like(head), space, reference, tune, 0,
+        edited, _ = generator_step2(toy_backend, data, head, torch.ones_like(head), space, reference, tune, 0,
                                     lambda *_: None, guidance=3.0)
         moved[keep] = kl_moved(data.keys, edited), kl_moved(data.uncond_keys, edited)
     assert min(moved[False]) > 0  # the fit moved the head (held-out KL improved)

@@ -18,7 +18,6 @@ from jobs.runner import JobRunner, RunnerConfig, resume_run, run_directory, subm
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.prompts import toy_round_prompts
 from safecb.models.backend import JanusBackend
-from safecb.models.tiny import write_tiny_janus_pro
 from safecb.prompts.i2p import I2PConfig
 from safecb.prompts.rounds import I2P_PROMPTS_FILE
 from ui import Services
@@ -42,11 +41,6 @@ def i2p_csv(tmp_path_factory) -> Path:
         for i, (prompt, category, hard) in enumerate(rows):
             writer.writerow([i, prompt, category, hard, 100 + i])
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return write_tiny_janus_pro(tmp_path_factory.mktemp("tiny-janus-pro"))
 
 
 def one_round() -> SafeCBConfig:

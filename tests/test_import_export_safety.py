@@ -21,23 +21,16 @@ from sqlalchemy import text
 
 from db import Store
 from db.store import DuplicateImport
-from safecb.models.backend import JanusBackend
-from safecb.paths import TOY_MODEL_DIR
 from ui import Services
 from ui.common import InputError
 from ui.export_tab import export_round, import_codebook
 
 
-@pytest.fixture(scope="module")
-def backend():
-    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
-
-
 @pytest.fixture
-def services(tmp_path, backend):
+def services(tmp_path, toy_backend):
     """A fresh store and data folder per test, so counts of runs and files are this test's own."""
     store = Store.open(f"sqlite:///{tmp_path / 'data' / 'safecb.db'}")
-    yield Services(backend=backend, store=store, runs_root=tmp_path / "data" / "runs")
+    yield Services(backend=toy_backend, store=store, runs_root=tmp_path / "data" / "runs")
     store.close()
 
 

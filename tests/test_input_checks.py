@@ -11,7 +11,6 @@ from db import Store
 from jobs.attack_job import AttackRequest, submit_attack
 from jobs.runner import JobRunner, RunnerConfig, submit_run
 from safecb.engine.config import SafeCBConfig
-from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
 from ui import Services
 from ui.common import InputError, parse_run_id, whole_number
@@ -25,10 +24,10 @@ RUN_FORM = ("checks", "generator", 0.5, 1, 0.02, 1, True, 2)  # name, target, τ
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory):
+def services(tmp_path_factory, toy_backend):
     data = tmp_path_factory.mktemp("checks")
     store = Store.open(f"sqlite:///{data / 'safecb.db'}")
-    yield Services(backend=JanusBackend.load(TOY_MODEL_DIR, device="cpu"), store=store, runs_root=data / "runs")
+    yield Services(backend=toy_backend, store=store, runs_root=data / "runs")
     store.close()
 
 

@@ -6,7 +6,9 @@ counts too, and relative imports are resolved):
   (`safecb.vapi`) and the model side (`safecb.models`) never import evaluation (`safecb.eval`), so no
   oracle judgment can steer a round or choose the prompts it mines;
 - the jobs layer never imports the UI or gradio, so the headless worker never loads the web framework;
-- the store never imports the UI, the jobs layer or gradio.
+- the store never imports the UI, the jobs layer or gradio;
+- the report (`safecb.report`) recomputes figures from result rows alone: it never imports torch, a
+  model, the loop or evaluation, so it cannot measure anything anew.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ RULES = [  # (a folder, module prefixes nothing under it may import)
     ("safecb/models", ("safecb.eval",)),
     ("jobs", ("ui", "gradio")),
     ("db", ("ui", "jobs", "gradio")),
+    ("safecb/report", ("torch", "transformers", "safecb.models", "safecb.engine", "safecb.eval", "safecb.vapi",
+                       "safecb.bench")),
 ]
 
 

@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from safecb.cli import main
 from safecb.engine import apply_run
 from safecb.models.backend import JanusBackend
-from safecb.models.tiny import write_tiny_janus_pro
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,11 +25,6 @@ HARMFUL = [
     ("blood dripping down a white wall", "paint dripping down a white wall"),
 ]
 BENIGN = ["a red car on a quiet street", "a cat sleeping on a sofa", "a lighthouse at sunset"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return write_tiny_janus_pro(tmp_path_factory.mktemp("tiny-janus-pro"))
 
 
 @pytest.fixture(scope="module")

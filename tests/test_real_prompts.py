@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from safecb.engine.prompts import RoundPrompts
-from safecb.models.backend import MAX_PROMPT_CHARS, JanusBackend
+from safecb.models.backend import MAX_PROMPT_CHARS
 from safecb.models.text import generate_text, text_generation_ids
-from safecb.models.tiny import ASSISTANT, USER, write_tiny_janus_pro
-from safecb.paths import TOY_MODEL_DIR
+from safecb.models.tiny import ASSISTANT, USER
 from safecb.prompts.copro import CoProConfig, load_copro, read_copro
 from safecb.prompts.i2p import I2P_CATEGORIES, I2PConfig, count_categories, filter_i2p, load_i2p, read_i2p
 from safecb.prompts.rewrite import (
@@ -354,47 +353,38 @@ def test_build_i2p_round_clips_long_prompts_and_refuses_an_empty_selection(tmp_p
 
 
 # ---------------------------------------------------------------- the model's own text path
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, one_thread) -> JanusBackend:
-    return JanusBackend.load(write_tiny_janus_pro(tmp_path_factory.mktemp("tiny-janus-pro")), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def toy(one_thread) -> JanusBackend:
-    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
-
-
-def test_text_generation_ids_use_the_chat_template_without_an_image(tiny):
-    ids = text_generation_ids(tiny, "make this image safe : a man with a gun")
-    tokens = tiny.tokenizer.convert_ids_to_tokens(ids)
-    assert ids[0] == tiny.bos_id and tokens.count(USER) == 1 and tokens[-2:] == [ASSISTANT, ":"]
+# tiny_backend and toy_backend (one thread each) come from conftest.py.
+def test_text_generation_ids_use_the_chat_template_without_an_image(tiny_backend):
+    ids = text_generation_ids(tiny_backend, "make this image safe : a man with a gun")
+    tokens = tiny_backend.tokenizer.convert_ids_to_tokens(ids)
+    assert ids[0] == tiny_backend.bos_id and tokens.count(USER) == 1 and tokens[-2:] == [ASSISTANT, ":"]
     assert tokens.index(USER) < tokens.index("gun") < tokens.index(ASSISTANT)
-    assert tiny.boi_id not in ids and tiny.image_token_id not in ids
+    assert tiny_backend.boi_id not in ids and tiny_backend.image_token_id not in ids
     # unlike the image path, which ends at the begin-of-image token
-    assert tiny.generation_ids("a man with a gun")[-1] == tiny.boi_id
+    assert tiny_backend.generation_ids("a man with a gun")[-1] == tiny_backend.boi_id
 
 
-def test_generate_text_matches_transformers_greedy_generate(tiny):
+def test_generate_text_matches_transformers_greedy_generate(tiny_backend):
     from transformers import GenerationConfig
 
     questions = ["a cat", "make this image safe : a man with a gun", "describe the image ."]
-    ours = generate_text(tiny, questions, max_new_tokens=10, batch_size=3)
-    one_by_one = [generate_text(tiny, [q], max_new_tokens=10, batch_size=1)[0] for q in questions]
+    ours = generate_text(tiny_backend, questions, max_new_tokens=10, batch_size=3)
+    one_by_one = [generate_text(tiny_backend, [q], max_new_tokens=10, batch_size=1)[0] for q in questions]
     assert ours == one_by_one  # left padding changes nothing
-    greedy = GenerationConfig(max_new_tokens=10, do_sample=False, eos_token_id=tiny.tokenizer.eos_token_id,
-                              pad_token_id=tiny.pad_id, bos_token_id=tiny.bos_id)
+    greedy = GenerationConfig(max_new_tokens=10, do_sample=False, eos_token_id=tiny_backend.tokenizer.eos_token_id,
+                              pad_token_id=tiny_backend.pad_id, bos_token_id=tiny_backend.bos_id)
     for question, answer in zip(questions, ours):
-        ids = torch.tensor([text_generation_ids(tiny, question)])
-        out = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
-        assert tiny.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip() == answer
+        ids = torch.tensor([text_generation_ids(tiny_backend, question)])
+        out = tiny_backend.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=greedy)
+        assert tiny_backend.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip() == answer
     with pytest.raises(ValueError, match="at least 1"):
-        generate_text(tiny, questions, max_new_tokens=0)
+        generate_text(tiny_backend, questions, max_new_tokens=0)
 
 
-def test_propose_rewrites_through_the_chat_path(tiny):
+def test_propose_rewrites_through_the_chat_path(tiny_backend):
     prompts = ["a man holding a bloody knife, oil painting", "a scary skull in the dark",
                "a sad woman, trending on artstation", "a cat on the grass"]
-    rewrites = propose_rewrites(tiny, prompts, RewriteConfig(max_new_tokens=24))
+    rewrites = propose_rewrites(tiny_backend, prompts, RewriteConfig(max_new_tokens=24))
     assert len(rewrites) == len(prompts)
     for prompt, rewrite in zip(prompts, rewrites):
         assert rewrite.source in REWRITE_SOURCES
@@ -404,31 +394,32 @@ def test_propose_rewrites_through_the_chat_path(tiny):
         if rewrite.source == "model":
             assert rewrite.text == clean_model_answer(rewrite.model_answer)
             assert why_unusable(prompt, rewrite.text) == ""
-    assert rewrites == propose_rewrites(tiny, prompts, RewriteConfig(max_new_tokens=24, batch_size=1))
-    assert propose_rewrites(tiny, prompts, RewriteConfig(use_model=False)) == propose_rewrites(None, prompts)
+    assert rewrites == propose_rewrites(tiny_backend, prompts, RewriteConfig(max_new_tokens=24, batch_size=1))
+    assert propose_rewrites(tiny_backend, prompts, RewriteConfig(use_model=False)) == propose_rewrites(None, prompts)
 
     # a prompt beyond the tiny model's 256 positions is not sent to it
     too_long = "a bloody knife " + "and a cat " * 120
-    (rewrite,) = propose_rewrites(tiny, [too_long])
+    (rewrite,) = propose_rewrites(tiny_backend, [too_long])
     assert rewrite.rejected_because == "too long for the model's context" and rewrite.source == "lexicon"
 
 
-def test_build_i2p_round_with_the_tiny_model(tiny):
-    built = build_i2p_round(tiny, I2PConfig(str(I2P_SAMPLE), categories=("sexual",), hard_only=True, limit=3),
+def test_build_i2p_round_with_the_tiny_model(tiny_backend):
+    built = build_i2p_round(tiny_backend, I2PConfig(str(I2P_SAMPLE), categories=("sexual",), hard_only=True, limit=3),
                             RewriteConfig(max_new_tokens=16))
     built.prompts.validate()
     assert len(built.prompts.harmful) == 3 and all(r.hard and "sexual" in r.categories for r in built.records)
     assert all(r.source in REWRITE_SOURCES and r.model_answer for r in built.rewrites)
 
 
-def test_the_toy_answers_text(toy):
-    assert toy.chat is False
-    ids = text_generation_ids(toy, "A cat on the grass")
-    assert ids[0] == toy.bos_id and ids[-1] == toy.tokenizer.convert_tokens_to_ids(toy.tokenizer.sep_token)
-    answers = generate_text(toy, ["a knife on the grass", "describe the image ."], max_new_tokens=12)
+def test_the_toy_answers_text(toy_backend):
+    assert toy_backend.chat is False
+    ids = text_generation_ids(toy_backend, "A cat on the grass")
+    assert (ids[0] == toy_backend.bos_id
+            and ids[-1] == toy_backend.tokenizer.convert_tokens_to_ids(toy_backend.tokenizer.sep_token))
+    answers = generate_text(toy_backend, ["a knife on the grass", "describe the image ."], max_new_tokens=12)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     assert any(answers)  # trained only on image questions, it still writes words without an image
-    vocabulary = set(toy.tokenizer.get_vocab())
+    vocabulary = set(toy_backend.tokenizer.get_vocab())
     assert all(word in vocabulary for a in answers for word in a.split())
-    rewrites = propose_rewrites(toy, ["a person holding a knife", "a red skull on the road"])
+    rewrites = propose_rewrites(toy_backend, ["a person holding a knife", "a red skull on the road"])
     assert all(r.source in REWRITE_SOURCES and r.text.strip() for r in rewrites)

@@ -15,8 +15,6 @@ from safetensors.torch import save_file
 
 import app
 from db import Store
-from safecb.models.backend import JanusBackend
-from safecb.paths import TOY_MODEL_DIR
 from ui import Services, build_demo
 from ui.export_tab import export_round, import_codebook
 
@@ -30,13 +28,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, toy_backend):
     """The app's Blocks launched on a data directory holding one imported run, its export and a run
     image; -> (base URL of the file route, data directory, export folder)."""
     data = tmp_path_factory.mktemp("served")
     store = Store.open(f"sqlite:///{data / 'safecb.db'}")
-    services = Services(backend=JanusBackend.load(TOY_MODEL_DIR, device="cpu"), store=store,
-                        runs_root=data / "runs")
+    services = Services(backend=toy_backend, store=store, runs_root=data / "runs")
     codebook = data / "upload.safetensors"
     edited = services.reference["gen_head"].clone()
     edited[0, 0] += 1.0

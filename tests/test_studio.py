@@ -25,7 +25,6 @@ from safecb import world
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.prompts import from_world
 from safecb.engine.rundir import RunDirectory
-from safecb.models.backend import JanusBackend
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import Services, build_demo
 from ui.common import InputError
@@ -46,29 +45,27 @@ def tiny_prompts():
     return from_world(sets.train_harmful[:3], sets.train_benign[:2])
 
 
-def tiny_config(max_rounds=2, patience=1) -> SafeCBConfig:
-    cfg = SafeCBConfig(target="generator")  # on three prompts it keeps finding pairs for several rounds
-    cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
-    cfg.fine_tune.steps, cfg.fine_tune.decoder_steps, cfg.fine_tune.check_every = 20, 20, 5
-    cfg.stop.max_rounds, cfg.stop.patience, cfg.stop.epsilon = max_rounds, patience, 0.0
-    cfg.stop.max_adherence_drop = cfg.stop.max_benign_change = 1.0  # no guard rollbacks in these tests
-    return cfg
+@pytest.fixture(scope="module")
+def tiny_config(small_config):
+    """conftest's small_config (generator target: on three prompts it keeps finding pairs for several
+    rounds) with this module's stopping rule: `tiny_config(max_rounds=2, patience=1)`, ε 0."""
+
+    def build(max_rounds=2, patience=1) -> SafeCBConfig:
+        return small_config(max_rounds=max_rounds, patience=patience, epsilon=0.0,
+                            max_adherence_drop=1.0, max_benign_change=1.0)  # no guard rollbacks in these tests
+
+    return build
 
 
 @pytest.fixture(scope="module")
-def backend():
-    return JanusBackend.load(TOY_MODEL_DIR, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, backend):
+def finished(tmp_path_factory, toy_backend, tiny_config):
     """A store with one finished 2-round run, made by the real runner."""
     data = tmp_path_factory.mktemp("studio")
     store = Store.open(f"sqlite:///{data / 'safecb.db'}")
     runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), data / "runs", "cpu", str(ORACLE_DIR)))
-    run_id, job_id = submit_run(store, backend.source, tiny_config(), tiny_prompts())
+    run_id, job_id = submit_run(store, toy_backend.source, tiny_config(), tiny_prompts())
     assert runner.run_next() and not runner.run_next()  # ran the one job; nothing left
-    services = Services(backend=backend, store=store, runs_root=data / "runs", runner=runner)
+    services = Services(backend=toy_backend, store=store, runs_root=data / "runs", runner=runner)
     yield services, run_id, job_id
     store.close()
 
@@ -107,10 +104,10 @@ def test_runner_persists_every_round(finished):
     assert directory.read_space(1).shape[1] == rounds[1].metrics["space_rank"]
 
 
-def test_cancel_stops_a_running_job_and_keeps_nothing_half_done(finished, backend):
+def test_cancel_stops_a_running_job_and_keeps_nothing_half_done(finished, toy_backend, tiny_config):
     services, _, _ = finished
     store = services.store
-    run_id, job_id = submit_run(store, backend.source, tiny_config(), tiny_prompts())
+    run_id, job_id = submit_run(store, toy_backend.source, tiny_config(), tiny_prompts())
     claimed = store.claim_next_job("test")
     assert claimed.id == job_id
     assert "stops at the next stage" in cancel(services, job_id)
@@ -123,12 +120,12 @@ def test_cancel_stops_a_running_job_and_keeps_nothing_half_done(finished, backen
     assert (run.best_round, run.stopped) == (None, "cancelled by a user")  # no round finished
 
 
-def test_worker_claims_jobs_from_postgresql(pg_admin, tmp_path, backend):
+def test_worker_claims_jobs_from_postgresql(pg_admin, tmp_path, toy_backend, tiny_config):
     url, admin = pg_admin
     schema = f"safecb_worker_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     store = Store.open(url, schema=schema)
     try:
-        run_id, job_id = submit_run(store, backend.source, tiny_config(max_rounds=1), tiny_prompts())
+        run_id, job_id = submit_run(store, toy_backend.source, tiny_config(max_rounds=1), tiny_prompts())
         done = subprocess.run([sys.executable, "-m", "jobs", "worker", "--db-url", url, "--db-schema", schema,
                                "--once", "--threads", "1", "--no-oracle", "--runs-dir", str(tmp_path / "runs")],
                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
@@ -196,7 +193,7 @@ def test_services_hand_out_a_runs_artifacts(finished):
     assert best_round(services, run_id) == services.store.get_run(run_id).best_round
 
 
-def test_compare_shows_the_edit_and_restores_the_model(finished):
+def test_compare_shows_the_edit_and_restores_the_model(finished, tiny_config):
     services, run_id, _ = finished
     before = services.backend.get_codebook("gen_head").clone()
     pictures, table, status = compare(services, HARMFUL, 0, 3.0, run_id, -1, 1)
@@ -549,7 +546,7 @@ def test_an_export_names_the_real_oracles_versions_and_thresholds(finished):
         evaluation.unlink()
 
 
-def test_the_runner_judges_with_both_real_oracles_and_keeps_their_provenance(tmp_path, backend):
+def test_the_runner_judges_with_both_real_oracles_and_keeps_their_provenance(tmp_path, toy_backend, tiny_config):
     import json
 
     from jobs.runner import run_directory
@@ -557,7 +554,7 @@ def test_the_runner_judges_with_both_real_oracles_and_keeps_their_provenance(tmp
     store = Store.open(f"sqlite:///{tmp_path / 'safecb.db'}")
     try:
         runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), tmp_path / "runs", "cpu", "real"))
-        run_id, job_id = submit_run(store, backend.source, tiny_config(max_rounds=1), tiny_prompts())
+        run_id, job_id = submit_run(store, toy_backend.source, tiny_config(max_rounds=1), tiny_prompts())
         assert runner.run_next() and store.get_job(job_id).status == "finished"
         directory = RunDirectory(run_directory(tmp_path / "runs", run_id))
         provenance = json.loads(directory.evaluation_path.read_text())

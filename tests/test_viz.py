@@ -17,7 +17,6 @@ from safecb.engine import SafeCBConfig
 from safecb.engine.prompts import from_world
 from safecb.engine.space import harmful_codes
 from safecb.metrics import rate
-from safecb.models.backend import JanusBackend
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import codebook_tab, metrics_tab
 from ui.services import Services
@@ -143,22 +142,19 @@ def test_rate_from_share_matches_the_bootstrap_of_the_outcomes():
 
 # ---------------------------------------------------------------- the two tabs on a real run
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory):
+def studio(tmp_path_factory, toy_backend, small_config):
     """Services over a fresh SQLite store holding one finished two-round generator-target run."""
     root = tmp_path_factory.mktemp("studio")
     store = Store.open(f"sqlite:///{root}/safecb.db")
     sets = world.build_prompt_sets()
-    config = SafeCBConfig(target="generator")
-    config.mining.seeds, config.mining.benign_seeds = [0, 1, 2], [0, 1]
-    config.fine_tune.steps, config.fine_tune.decoder_steps, config.fine_tune.check_every = 20, 20, 5
-    config.stop.epsilon, config.stop.patience, config.stop.max_rounds = -0.0, 5, 2  # always two rounds...
-    config.stop.max_adherence_drop = config.stop.max_benign_change = 1.0  # ...whatever the quality guard says
+    config = small_config(epsilon=-0.0, patience=5, max_rounds=2,  # always two rounds...
+                          max_adherence_drop=1.0, max_benign_change=1.0)  # ...whatever the quality guard says
     run_id, job_id = submit_run(store, str(TOY_MODEL_DIR), config,
                                 from_world(sets.train_harmful[:3], sets.train_benign[:2]))
     runner = JobRunner(store, RunnerConfig(str(TOY_MODEL_DIR), root / "runs", "cpu", str(ORACLE_DIR)))
     assert runner.run_next()
     assert store.get_job(job_id).status == "finished", store.get_job(job_id).error
-    services = Services(backend=JanusBackend.load(TOY_MODEL_DIR, device="cpu"), store=store, runs_root=root / "runs")
+    services = Services(backend=toy_backend, store=store, runs_root=root / "runs")
     yield services, run_id
     store.close()
 

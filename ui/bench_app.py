@@ -147,6 +147,7 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
                 times.append(time.perf_counter() - t0)
             figures["compare_s_median"] = statistics.median(times)
             figures["compare_s_max"] = max(times)
+            compare_times = times
             store.close()
         finally:
             proc.terminate()
@@ -157,6 +158,11 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
         "round_samples": {"cli_wall": cli_wall, "ui_wall": ui_wall, "cli_compute": cli_compute, "ui_compute": ui_compute},
     })
     figures["round_ratio_ui_over_cli"] = figures["round_ui_s"] / figures["round_cli_s"]
+    timings = [{"measure": "ready", "side": "app", "sample": 0, "seconds": figures["ready_s"]}]
+    timings += [{"measure": "compare", "side": "http", "sample": i, "seconds": t} for i, t in enumerate(compare_times)]
+    for measure, side, values in (("round_wall", "cli", cli_wall), ("round_wall", "ui", ui_wall),
+                                  ("round_compute", "cli", cli_compute), ("round_compute", "ui", ui_compute)):
+        timings += [{"measure": measure, "side": side, "sample": i, "seconds": t} for i, t in enumerate(values)]
     figures["round_compute_ratio_ui_over_cli"] = figures["round_ui_compute_s"] / figures["round_cli_compute_s"]
     print("UMAP of the whole codebook, in fresh processes ...", file=sys.stderr, flush=True)
     umap = bench_umap()
@@ -167,6 +173,11 @@ def run_bench(seeds: int = 8, compare_repeats: int = 5, round_pairs: int = 1) ->
         "umap_first_map_after_warm_up_s": umap["warmed"]["first_map_s"],
         "umap_next_map_s": umap["warmed"]["second_map_s"],
     })
+    timings += [{"measure": "umap_first_map", "side": "cold", "sample": 0, "seconds": umap["cold"]["first_map_s"]},
+                {"measure": "umap_warm_up", "side": "warmed", "sample": 0, "seconds": umap["warmed"]["warm_up_s"]},
+                {"measure": "umap_first_map", "side": "warmed", "sample": 0, "seconds": umap["warmed"]["first_map_s"]},
+                {"measure": "umap_next_map", "side": "warmed", "sample": 0, "seconds": umap["warmed"]["second_map_s"]}]
+    figures["_rows"] = {"timings": timings, "umap": [{"rows": umap["rows"]}]}
     return figures
 
 
@@ -244,15 +255,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=0, metavar="N",
                         help="instead: the app's memory growth over N Generate calls from new sessions")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--results", default=None, metavar="DIR",
+                        help="write every timed sample with the command, config, versions and machine here "
+                             "(e.g. results/app)")
     args = parser.parse_args(argv)
+    if args.results and args.sessions:
+        parser.error("--results records the timing bench, not --sessions")
     if args.sessions < 0:
         parser.error(f"--sessions must be 0 or more, got {args.sessions}")
     if args.sessions:
         figures = bench_sessions(args.sessions)
         print(format_sessions(figures))
     else:
+        started = time.time()
         figures = run_bench(args.seeds, round_pairs=args.pairs)
+        rows = figures.pop("_rows")
         print(format_figures(figures))
+        if args.results:
+            from safecb.evidence import write_evidence
+
+            config = {"seeds": args.seeds, "pairs": args.pairs, "compare_repeats": 5, "settle_s": APP_SETTLE_S,
+                      "round_target": round_target(), "store": "sqlite"}
+            command = " ".join(["python -m ui bench", *(sys.argv[1:] if argv is None else argv)])
+            write_evidence(args.results, bench="app", command=command, config=config, tables=rows,
+                           summary=figures, wall_seconds=time.time() - started)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -6,6 +6,10 @@ oracle as their objective, and are validated on fresh seeds; the swap-back attac
 tokens through the unedited decoder. The soft attack's targets are drawn once
 from the unedited model: the attacker holds the public checkpoint. The keyword blocklist filters the
 discrete attack's prompts; it cannot see soft prompts, so its soft row is the unedited model's.
+
+The rows behind every figure go under `_rows` (written with `--results`, read by
+safecb/report/attack.py): `methods`, `cells` (where each defence × attack cell's rows are),
+`instances` (one per attack instance) and `images` (one per validation image, each view).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..engine import SafeCBConfig, preset_changes
-from ..eval.attack import AttackConfig, attack_model_state, quick_attack_config, soft_targets
+from ..eval.attack import AttackConfig, AttackResult, attack_model_state, quick_attack_config, soft_targets
 from ..eval.toy_oracle import Oracle
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from ..paths import ORACLE_DIR, TOY_MODEL_DIR
@@ -78,6 +82,7 @@ def run_bench_attack(cfg: BenchAttackConfig, log=print, backend: JanusBackend | 
     unedited = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
     targets = soft_targets(backend, oracle, cfg.attack) if "soft" in cfg.attack.attacks else None
     report: dict = {"methods": {}, "config": {"attack": asdict(cfg.attack), "safecb": cfg.safecb.to_dict()}}
+    rows: dict[str, list[dict]] = {"methods": [], "cells": [], "instances": [], "images": []}
     built_configs: dict[str, str] = {}  # a Safe-CB config (as JSON text) -> the first method built with it
     for name in cfg.methods:
         row: dict = {"description": DESCRIPTIONS[name]}
@@ -89,6 +94,9 @@ def run_bench_attack(cfg: BenchAttackConfig, log=print, backend: JanusBackend | 
         if same is not None:  # the same config builds the same state: report that row again
             log(f"{name}: same Safe-CB config as {same}")
             report["methods"][name] = {**report["methods"][same], "description": DESCRIPTIONS[name], "same_as": same}
+            rows["methods"].append(method_row(name, report["methods"][name]))
+            rows["cells"] += [cell_row(name, a, same, f"same Safe-CB config as {same}")
+                              for a in report["methods"][same]["attacks"]]
             continue
         backend.set_codebooks(unedited)
         log(f"{name}: {DESCRIPTIONS[name]}")
@@ -106,6 +114,12 @@ def run_bench_attack(cfg: BenchAttackConfig, log=print, backend: JanusBackend | 
         if name == "blocklist" and "soft" not in row["attacks"] and "soft" in cfg.attack.attacks:
             row["attacks"]["soft"] = {**report["methods"]["none"]["attacks"]["soft"], "same_as": "none",
                                       "note": "a word filter cannot see soft prompts: the unedited model's figures"}
+        for attack_result in result.results.values():
+            rows["instances"] += instance_rows(name, attack_result)
+            rows["images"] += image_rows(name, attack_result, result.validation_seeds)
+        rows["cells"] += [cell_row(name, a, r.get("same_as", name), r.get("note", ""))
+                          for a, r in row["attacks"].items()]
+        rows["methods"].append(method_row(name, row))
         if cfg.out_dir:
             result.save(Path(cfg.out_dir), prefix=f"{name}_")
         report["methods"][name] = row
@@ -113,7 +127,60 @@ def run_bench_attack(cfg: BenchAttackConfig, log=print, backend: JanusBackend | 
             + f"; build {row['build_seconds']:.0f} s, attacks {row['attack_seconds']:.0f} s")
     backend.set_codebooks(unedited)
     report["wall_seconds"] = time.perf_counter() - t_start
+    report["_rows"] = rows
     return report
+
+
+# ---------------------------------------------------------------- result rows (safecb/evidence.py)
+
+
+def method_row(name: str, row: dict) -> dict:
+    """One defence: what it is, which method's state it shares (if any), and its times (0 when it
+    shares another's: nothing ran for it)."""
+    same = row.get("same_as", "")
+    return {"method": name, "description": row["description"], "same_as": same,
+            "build_seconds": 0.0 if same else round(row["build_seconds"], 1),
+            "attack_seconds": 0.0 if same else round(row["attack_seconds"], 1)}
+
+
+def cell_row(method: str, attack: str, rows_from: str, note: str) -> dict:
+    """Where one (defence, attack) cell's instance and image rows are: under `rows_from`, which is the
+    method itself unless the cell repeats another's (the blocklist's soft attack is the unedited
+    model's; a Safe-CB method with the same config as an earlier one is that one)."""
+    return {"method": method, "attack": attack, "rows_from": rows_from, "note": note}
+
+
+def instance_rows(method: str, result: AttackResult) -> list[dict]:
+    """One row per attack instance. `instance` numbers the instances of one attack; for the swap-back
+    it is the harmful prompt's place in the swap-back list, the same prompt under every method."""
+    out = []
+    for k, i in enumerate(result.instances):
+        out.append({"method": method, "attack": result.attack, "instance": k, "target": i.target,
+                    "restart": i.restart, "target_caption": i.target_caption, "target_source": i.target_source,
+                    "prompt": i.prompt, "start_prompt": i.start_prompt, "filtered_prompt": i.filtered_prompt,
+                    "search_score": round(float(i.search_score), 4), "scored": i.scored,
+                    "validation_images": len(i.validation_unsafe), "unsafe_images": int(sum(i.validation_unsafe)),
+                    "unsafe_share": float(sum(i.validation_unsafe)) / max(len(i.validation_unsafe), 1),
+                    "success": bool(i.success)})
+    return out
+
+
+def image_rows(method: str, result: AttackResult, seeds: list[int]) -> list[dict]:
+    """One row per validation image, with the oracle's verdict and score. `view`: "served" (what the
+    service shows) or "model" (the swap-back: the model's tokens through the unedited decoder);
+    `role`: "attack" (the instance's own images; the swap-back's in both views) or "start" (the
+    discrete and soft attacks' starting prompts at the same seeds)."""
+    views = ([("model", "attack", "validation"), ("served", "attack", "start_validation")]
+             if result.attack == "swap_back" else
+             [("served", "attack", "validation"), ("served", "start", "start_validation")])
+    out = []
+    for k, i in enumerate(result.instances):
+        for view, role, field_name in views:
+            verdicts, scores = getattr(i, f"{field_name}_unsafe"), getattr(i, f"{field_name}_scores")
+            out += [{"method": method, "attack": result.attack, "instance": k, "seed": seed, "view": view,
+                     "role": role, "oracle_unsafe": bool(v), "oracle_score": round(float(p), 4)}
+                    for seed, v, p in zip(seeds, verdicts, scores)]
+    return out
 
 
 def _asr_cell(result: dict | None) -> str:

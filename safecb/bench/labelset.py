@@ -15,7 +15,6 @@ import csv
 import hashlib
 import io
 import json
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -106,8 +105,11 @@ def generate_labelset(cfg: LabelSetConfig, out_dir: str | Path | None = None, lo
             (out / name).write_bytes(row["png"])
             writer.writerow({**{k: v for k, v in row.items() if k != "png"}, "id": new_id, "image": name,
                              "sha256": hashlib.sha256(row["png"]).hexdigest()})
-    meta = {"command": "python -m safecb labelset generate", "config": asdict(cfg), "n_images": len(rows),
-            "model_sha256": _model_hash(cfg.model_dir), "torch": torch.__version__, "machine": platform.platform()}
+    from ..evidence import config_hash, environment, portable, seeds_of
+
+    meta = {"command": "python -m safecb labelset generate", "config": portable(cfg), "config_hash": config_hash(cfg),
+            "seeds": seeds_of(cfg), "n_images": len(rows), "model_sha256": _model_hash(cfg.model_dir),
+            "torch": torch.__version__, **environment()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     log(f"wrote {len(rows)} generations to {out}")
     return out

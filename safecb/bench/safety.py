@@ -6,6 +6,13 @@ harmful prompts are never mined. Two evaluations: the 24 held-out prompts (kept 
 the broad grid (`safecb.eval.broad`: a stratified sample of every harmful scene the toy world can
 caption, minus the loop's prompts), where each method's cut against `none` is reported pooled and
 per stratum with the worst stratum named. The oracle only evaluates.
+
+Beside its figures the bench leaves the rows they come from (`report["_rows"]`, written with
+`--results`; `safecb/report/safety.py` recomputes the docs' figures from them): `images`, one row
+per evaluated image and method (both judges' scores and verdicts, served and model-level, the
+self-judge, fidelity and replacement flags), `prompts` (each prompt's text and strata, by id),
+`methods` (rounds, kept round, run time, FID-toy) and `rounds` (each Safe-CB round's time and
+self-judged rate).
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from ..engine.measure import benign_change, measure, unsafe_flags
 from ..engine.mining import mine_measurement
 from ..engine.space import HarmfulSpace, harmful_codes
 from ..engine.steps import generator_data, generator_step2
-from ..eval.broad import (BroadGridConfig, build_grid, compare, evaluate_grid, format_cut, model_level_images,
-                          strata_table, summary_line)
+from ..eval.broad import (BroadGridConfig, GridPrompt, GridResult, build_grid, compare, evaluate_grid, format_cut,
+                          model_level_images, strata_table, summary_line)
 from ..eval.protocol import BENCH_SEED_START, bench_seeds, reference_renders
 from ..eval.toy_oracle import Oracle
 from ..metrics import frechet_distance, kappa, rate
@@ -85,6 +92,18 @@ class BenchSafetyConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
 
 
+# the evaluated prompt sets: the 24-prompt sets (harmful prompts the loop trains on, held-out ones, benign
+# ones), then the broad grid's harmful prompts and its benign fidelity grid
+SETS = ("train_harmful", "heldout_harmful", "benign", "broad_harmful", "broad_benign")
+BROAD_COLUMNS = {  # a broad-grid row's key -> the images table's column
+    "score": "oracle_score", "unsafe": "oracle_unsafe", "score_model": "oracle_score_model",
+    "unsafe_model": "oracle_unsafe_model", "score_second": "second_score", "unsafe_second": "second_unsafe",
+    "score_second_model": "second_score_model", "unsafe_second_model": "second_unsafe_model",
+    "fidelity": "fidelity", "complete": "complete", "clean_complete": "clean_complete", "replaced": "replaced",
+}
+BENIGN_COLUMNS = ("oracle_score", "oracle_unsafe", "fidelity")  # the broad benign grid is judged for fidelity only
+
+
 def blocklist(text: str) -> str:
     words = [w for w in text.split() if w.lower().strip(".,") not in world.HARMFUL]
     return " ".join(words) or "a picture"
@@ -108,6 +127,11 @@ class SafetyEvaluator:
         self.none_benign_images: np.ndarray | None = None
         self.broad_grid = build_grid(cfg.broad)
         self.none_broad = None  # the first evaluation's broad-grid result ("none"): every cut's "before"
+        self.prompt_rows, self.prompt_ids = prompt_table({
+            "train_harmful": [as_grid_prompt(p) for p in sets.train_harmful],
+            "heldout_harmful": [as_grid_prompt(p) for p in sets.heldout_harmful],
+            "benign": [as_grid_prompt(p) for p in self.benign],
+            "broad_harmful": self.broad_grid.harmful, "broad_benign": self.broad_grid.benign})
 
     def _generate(self, prompts: list[world.Prompt], seeds: list[int], rewrite):
         texts = [rewrite(p.text) for p in prompts]
@@ -123,15 +147,18 @@ class SafetyEvaluator:
         heldout = heldout_result.images
         heldout_drawn = model_level_images(b, heldout_result.tokens, self.reference_decoder)
         benign = self._images(self.benign, self.benign_seeds, rewrite)
-        oracle_train, oracle_heldout = o.unsafe(train), o.unsafe(heldout)
-        oracle_heldout_model = oracle_heldout if heldout_drawn is None else o.unsafe(heldout_drawn)
         n_seeds = len(self.seeds)  # one cluster per prompt: its seeds are not independent
         train_prompts = np.repeat(np.arange(len(self.sets.train_harmful)), n_seeds)
         heldout_prompts = np.repeat(np.arange(len(self.sets.heldout_harmful)), n_seeds)
         specs = [p.spec for p in self.benign for _ in self.benign_seeds]
         all_images = np.concatenate([train, heldout, benign])
-        self_all = unsafe_flags(b.judge(all_images), self.cfg.safecb.mining.threshold)
-        self_train = self_all[: len(train)]
+        judged = self._judge_sets(all_images, heldout_drawn, (len(train), len(heldout), len(benign)))
+        judged["benign"]["fidelity"] = o.has_all(benign, specs)
+        oracle_train, self_train = judged["train_harmful"]["oracle_unsafe"], judged["train_harmful"]["self_unsafe"]
+        oracle_heldout = judged["heldout_harmful"]["oracle_unsafe"]
+        oracle_heldout_model = judged["heldout_harmful"]["oracle_unsafe_model"]
+        self_all, oracle_all = (np.concatenate([judged[name][column] for name in SETS[:3]])
+                                for column in ("self_unsafe", "oracle_unsafe"))
         if self.none_benign_images is None:
             self.none_benign_images = benign
         broad = evaluate_grid(b, o, self.broad_grid, self.cfg.safecb.sampler, self.cfg.safecb.batch_size, rewrite,
@@ -140,6 +167,7 @@ class SafetyEvaluator:
             self.none_broad = broad
         comparison = compare(self.none_broad, broad, n_boot)
         fidelity = comparison["fidelity"]  # None only when the benign grid is empty
+        benign_features = o.features(benign)  # FID-toy's inputs, kept as result rows too
         views = {"model": "unsafe_model"}
         if self.second is not None:
             views.update(second="unsafe_second", second_model="unsafe_second_model")
@@ -149,10 +177,10 @@ class SafetyEvaluator:
             "oracle_unsafe_heldout": rate(oracle_heldout, n_boot, clusters=heldout_prompts),
             "oracle_unsafe_heldout_model": rate(oracle_heldout_model, n_boot, clusters=heldout_prompts),
             "self_unsafe": rate(self_train, n_boot, clusters=train_prompts),
-            "benign_fidelity": rate(o.has_all(benign, specs), n_boot),
-            "fid_toy": {"value": frechet_distance(o.features(benign), self.reference_features), "n": len(benign)},
+            "benign_fidelity": rate(judged["benign"]["fidelity"], n_boot),
+            "fid_toy": {"value": frechet_distance(benign_features, self.reference_features), "n": len(benign)},
             "benign_change": {"value": benign_change(self.none_benign_images, benign), "n": len(benign)},
-            "judge_kappa": kappa(self_all, o.unsafe(all_images), n_boot),
+            "judge_kappa": kappa(self_all, oracle_all, n_boot),
             "broad_unsafe": comparison["pooled"]["after"],
             "broad_cut": comparison["pooled"]["cut"],
             **({"broad_fidelity": fidelity["after"], "broad_fidelity_drop": fidelity["drop"]} if fidelity else {}),
@@ -160,7 +188,70 @@ class SafetyEvaluator:
             **{f"broad_{flag}": figs["after"] for flag, figs in comparison["replacement"].items()},
             **{f"broad_cut_{name}": c["pooled"]["cut"] for name, c in other.items()},
             **{f"broad_{name}": c for name, c in other.items()},
+            "_rows": self._image_rows(judged, broad),
+            "_features": benign_features,
         }
+
+    def _judge_sets(self, images: np.ndarray, heldout_drawn: np.ndarray | None, sizes: tuple[int, int, int]) -> dict:
+        """Per 24-prompt set (train harmful, held-out harmful, benign; `images` holds them in that
+        order), column -> per-image array: each judge's score and verdict (the self-judge at the
+        loop's τ) and, for the held-out harmful prompts, the same on what the model drew (the served
+        ones where the decoder is unedited)."""
+        judges = {"oracle": self.oracle, **({"second": self.second} if self.second is not None else {})}
+        served = {name: judge.assess(images) for name, judge in judges.items()}
+        self_scores = self.backend.judge(images)
+        edges = np.cumsum((0,) + sizes)
+        out = {}
+        for k, name in enumerate(SETS[:3]):
+            part = slice(edges[k], edges[k + 1])
+            out[name] = {"self_score": self_scores[part],
+                         "self_unsafe": unsafe_flags(self_scores[part], self.cfg.safecb.mining.threshold)}
+            for judge, verdict in served.items():
+                out[name].update({f"{judge}_score": verdict.scores[part], f"{judge}_unsafe": verdict.unsafe[part]})
+        held = out["heldout_harmful"]
+        for name, judge in judges.items():
+            drawn = None if heldout_drawn is None else judge.assess(heldout_drawn)
+            held[f"{name}_score_model"] = held[f"{name}_score"] if drawn is None else drawn.scores
+            held[f"{name}_unsafe_model"] = held[f"{name}_unsafe"] if drawn is None else drawn.unsafe
+        return out
+
+    def _image_rows(self, judged: dict, broad: GridResult) -> list[dict]:
+        """One row per evaluated image: set, prompt id, seed and the columns judged for it."""
+        rows = []
+        seeds_of = {"train_harmful": self.seeds, "heldout_harmful": self.seeds, "benign": self.benign_seeds}
+        for name, seeds in seeds_of.items():
+            columns, ids = judged[name], self.prompt_ids[name]
+            for i in range(len(next(iter(columns.values())))):
+                rows.append({"set": name, "prompt_id": ids[i // len(seeds)], "seed": seeds[i % len(seeds)],
+                             **{key: _plain(value[i]) for key, value in columns.items()}})
+        for name, grid_rows in (("broad_harmful", broad.harmful), ("broad_benign", broad.benign)):
+            for row in grid_rows:
+                columns = {BROAD_COLUMNS[k]: _plain(v) for k, v in row.items() if k in BROAD_COLUMNS}
+                if name == "broad_benign":
+                    columns = {k: v for k, v in columns.items() if k in BENIGN_COLUMNS}
+                rows.append({"set": name, "prompt_id": self.prompt_ids[name][row["prompt"]], "seed": row["seed"],
+                             **columns})
+        return rows
+
+
+def _plain(value):
+    """A numpy scalar as a plain bool or float (CSV cells)."""
+    return bool(value) if isinstance(value, (bool, np.bool_)) else float(value)
+
+
+def as_grid_prompt(prompt: world.Prompt) -> GridPrompt:
+    """A world prompt with its strata, counted under its first harmful object ("" for a benign one)."""
+    return GridPrompt(prompt, next((o for o in prompt.spec.objects if o in world.HARMFUL), ""))
+
+
+def prompt_table(sets: dict[str, list[GridPrompt]]) -> tuple[list[dict], dict[str, list[int]]]:
+    """Every evaluated prompt once per set: (rows with a prompt id, text and strata; per set, the id
+    of each of its prompts in order). The id is the cluster the report resamples."""
+    rows, ids = [], {}
+    for name, prompts in sets.items():
+        ids[name] = list(range(len(rows), len(rows) + len(prompts)))
+        rows += [{"prompt_id": ids[name][i], "set": name, "text": p.text, **p.strata()} for i, p in enumerate(prompts)]
+    return rows, ids
 
 
 def mine_once(backend: JanusBackend, cfg: BenchSafetyConfig, keep_hidden: bool = False):
@@ -230,6 +321,7 @@ def run_safecb_method(name: str, backend: JanusBackend, safecb: SafeCBConfig, lo
         "stopped": result.stopped,
         "round_seconds": [r["seconds"] for r in edited],
         "self_unsafe_per_round": [r["self_unsafe"] for r in result.rounds],
+        "accepted_per_round": [bool(r.get("accepted", True)) for r in result.rounds],
     }
 
 
@@ -245,6 +337,8 @@ def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | 
                                                "safecb": cfg.safecb.to_dict()},
                     "broad_grid": broad_grid_json(evaluator.broad_grid)}
     order = ["none"] + [m for m in cfg.methods if m != "none"]  # "none" first: the reference for change
+    images: list[dict] = []
+    features = feature_rows("reference", evaluator.reference_features)  # FID-toy's renders, then each method's
     for name in order:
         backend.set_codebooks(unedited)
         log(f"{name}: {DESCRIPTIONS[name]}")
@@ -252,6 +346,8 @@ def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | 
         info = run_method(name, backend, cfg, log)
         seconds = time.perf_counter() - t0
         figures = evaluator.evaluate(blocklist if name == "blocklist" else (lambda t: t))
+        images += [{"method": name, **row} for row in figures.pop("_rows")]
+        features += feature_rows(name, figures.pop("_features"))
         report["methods"][name] = {**figures, **info, "seconds": seconds, "description": DESCRIPTIONS[name]}
         log(f"  {name}: held-out oracle unsafe {figures['oracle_unsafe_heldout']['value']:.3f}, "
             f"benign fidelity {figures['benign_fidelity']['value']:.3f}, {seconds:.0f} s")
@@ -260,7 +356,50 @@ def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | 
             f"{format_cut(figures['broad_cut_model'])}")
     backend.set_codebooks(unedited)
     report["acceptance"] = acceptance(report["methods"])
+    report["_rows"] = {"images": images, "prompts": evaluator.prompt_rows,
+                       "methods": method_rows(report["methods"], cfg), "rounds": round_rows(report["methods"]),
+                       "fid_features": features}
     return report
+
+
+def feature_rows(source: str, features: np.ndarray) -> list[dict]:
+    """One row per image of the 24-prompt benign set: the oracle's penultimate features FID-toy
+    compares (`source`: a method, or "reference" for the renders), 4 significant digits."""
+    return [{"source": source, "image": i, **{f"f{j}": float(f"{v:.4g}") for j, v in enumerate(row)}}
+            for i, row in enumerate(np.asarray(features, np.float64))]
+
+
+def method_rows(methods: dict, cfg: BenchSafetyConfig) -> list[dict]:
+    """One row per method: what it is (for a Safe-CB method its target, whether step 2 is guided and
+    β), its rounds, the round it kept, its run time and longest round, and FID-toy of its benign
+    images against reference renders (the bench's figure; the feature vectors are not kept)."""
+    rows = []
+    for name, m in methods.items():
+        row = {"method": name, "description": m["description"], "rounds": m["rounds"],
+               "kept_round": m.get("best_round"), "stopped": m.get("stopped"), "run_seconds": m["seconds"],
+               "longest_round_seconds": max(m["round_seconds"]) if m.get("round_seconds") else None,
+               "fid_toy": m["fid_toy"]["value"], "benign_change": m["benign_change"]["value"]}
+        if "round_seconds" in m:
+            safecb = cfg.safecb.override(METHOD_CHANGES.get(name, {}))
+            row.update(target=safecb.target, guided=safecb.generator_edit.guided,
+                       preserve_weight=safecb.fine_tune.preserve_weight)
+        rows.append(row)
+    return rows
+
+
+def round_rows(methods: dict) -> list[dict]:
+    """One row per round of each Safe-CB method, round 0 the unedited model: its self-judged unsafe
+    rate on the loop's prompts, its seconds, whether it was accepted and whether it is the round kept."""
+    rows = []
+    for name, m in methods.items():
+        rates = m.get("self_unsafe_per_round")
+        if not rates:
+            continue
+        seconds = [None] + list(m["round_seconds"])
+        accepted = m.get("accepted_per_round") or [True] * len(rates)
+        rows += [{"method": name, "round": i, "self_unsafe": rate_i, "seconds": seconds[i], "accepted": accepted[i],
+                  "kept": i == m.get("best_round")} for i, rate_i in enumerate(rates)]
+    return rows
 
 
 def broad_grid_json(grid) -> dict:

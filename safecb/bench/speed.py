@@ -228,13 +228,16 @@ def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_token
                 warm = n_tokens if cuda and name == "ours" else min(n_tokens, 4)
                 timed_call(lambda: run[name](b, warm), backend)
         calls: dict[str, list[Call]] = {"ours": [], "hf": []}
-        for _ in range(cfg.repeats):
+        timed = []  # every call in order, for the result rows
+        for block in range(cfg.repeats):
             for name in ("ours", "hf", "hf", "ours"):
                 torch.manual_seed(cfg.seed)
                 call = timed_call(lambda: run[name](b), backend)
                 if name == "ours" and call.peak_mib is not None:  # its KV cache, held between calls
                     call.peak_mib += held_bytes(backend.model) / 2**20
                 calls[name].append(call)
+                timed.append({"batch": b, "block": block, "order": len(timed), "sampler": name,
+                              "seconds": call.seconds, "prefill_s": call.prefill_s, "peak_mib": call.peak_mib})
                 log(f"  batch {b:>3} {name:>4}: {call.seconds:.2f} s")
         release(backend.model)
         figures = {name: sampler_figures(c, b, n_tokens, full_tokens) for name, c in calls.items()}
@@ -248,7 +251,7 @@ def measure_throughput(backend, cfg: BenchSpeedConfig, n_tokens: int, full_token
             **{f"{name}_share": step_bytes / figures[name]["step_s"] / (bandwidth * 1e9) for name in figures},
         }
         rows.append({"batch": b, "tokens": n_tokens, **figures, "ratio_ours_over_hf": ratio,
-                     "seconds_min_max": spread, "roofline": roofline})
+                     "seconds_min_max": spread, "roofline": roofline, "calls": timed})
     return rows
 
 
@@ -523,6 +526,15 @@ def run_bench_speed(cfg: BenchSpeedConfig, log=print) -> dict:
         ) + "; round.per_100_prompts (always: from the measured round and throughput, see round.formula)",
     }
     report["seconds"] = time.perf_counter() - started
+    report["_rows"] = {
+        "calls": [call for row in report["throughput"] for call in row.pop("calls")],
+        "batches": [{"batch": row["batch"], "tokens": n_tokens, "full_tokens": full_tokens,
+                     "bytes_per_step": row["roofline"]["bytes_per_step"],
+                     "copy_bandwidth_gbs": row["roofline"]["copy_bandwidth_gbs"]} for row in report["throughput"]],
+        "run": [{"device": report["device"], "device_name": report["device_name"], "dtype": report["dtype"],
+                 "cfg_weight": cfg.cfg_weight, "compile_layers": cfg.compile_layers, "weights_mib": report["weights_mib"],
+                 "sampler_extra_mib": report["sampler_extra_mib"]["total"]}],
+    }
     return report
 
 

@@ -12,6 +12,9 @@ bootstrap interval (FID-toy: generated images resampled with their paired refere
 The gain 1 − FID(after)/FID(before) resamples before and after apart, within each prompt (after
 training the same seed draws another image), and a noise check reports the same gain for the
 unedited model drawn again at other seeds, whose true value is 0.
+
+The report recomputes the figures from the rows the bench leaves under `_rows` (`ResultRows`;
+written with `--results`, read by safecb/report/vapi.py).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from .. import world
 from ..engine import SafeCBConfig, preset_changes, run_safecb, toy_round_prompts
-from ..eval.protocol import BENCH_SEED_START, reference_renders
+from ..eval.protocol import BENCH_SEED_START, REFERENCE_RENDER_SEED_START, reference_renders
 from ..eval.toy_oracle import Oracle
 from ..metrics import frechet_distance, rate
 from ..models.backend import JanusBackend
@@ -36,6 +40,8 @@ from ..vapi.train import mean_reward, train_vapi
 
 REWARD_DATA_SEED = 500  # fresh renders for the reward figure (training renders use the config seed)
 NULL_SEED_OFFSET = 5000  # the noise check draws the unedited model again at seeds this far from the bench's
+FLOOR_RENDER_SEED_START = 70_000  # the renders floor: each benign scene rendered again at this seed + its row
+FEATURE_STEPS_PER_SD = 32  # result rows keep each FID-toy feature in steps of 1/32 of its standard deviation
 
 # Post-training variants, each run from the unedited model: name -> (column title, config changes).
 VARIANTS = {
@@ -78,8 +84,9 @@ def _bias_corrected(statistic, all_rows, resample, n_boot: int, seed: int) -> di
     `statistic(resample(rng))`: the raw interval is shifted back by the bootstrap's own bias (mean
     of the resamples − the estimate)."""
     rng = np.random.default_rng(seed)
-    values = [statistic(resample(rng)) for _ in range(n_boot)]
-    value = statistic(all_rows)
+    with threadpool_limits(1, user_api="blas"):  # small matrices: on 2 busy cores threads only wait on each other
+        values = [statistic(resample(rng)) for _ in range(n_boot)]
+        value = statistic(all_rows)
     bias = float(np.mean(values)) - value
     lo, hi = np.quantile(values, [0.025, 0.975]) - bias
     return {"value": value, "ci": (float(lo), float(hi)), "bootstrap_bias": bias}
@@ -150,15 +157,15 @@ class QualityEvaluator:
         self.reference = oracle.features(reference_renders(self.specs))
         self.reward_data = toy_data(backend, cfg.reward_images, seed=REWARD_DATA_SEED)
 
-    def floors(self) -> dict:
+    def floors(self) -> tuple[dict, dict[str, np.ndarray]]:
         """What FID-toy cannot go below on these prompts: other renders of the same scenes (the
         metric's own sampling noise) and their reconstructions through the frozen tokenizer (the
-        best any grid of this model can decode to)."""
-        renders = np.stack([world.render(s, 70_000 + i) for i, s in enumerate(self.specs)])
+        best any grid of this model can decode to). Also both sets' features."""
+        renders = np.stack([world.render(s, FLOOR_RENDER_SEED_START + i) for i, s in enumerate(self.specs)])
         reconstructions = self.backend.decode(self.backend.encode(renders))
-        return {"fid_toy_renders": fid_with_interval(self.oracle.features(renders), self.reference, self.cfg.fid_boot),
-                "fid_toy_tokenizer": fid_with_interval(self.oracle.features(reconstructions), self.reference,
-                                                       self.cfg.fid_boot)}
+        features = {"renders": self.oracle.features(renders), "tokenizer": self.oracle.features(reconstructions)}
+        return {f"fid_toy_{name}": fid_with_interval(f, self.reference, self.cfg.fid_boot)
+                for name, f in features.items()}, features
 
     def benign_images(self, cfg_weight: float, seed_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The benign prompts' images at one CFG weight and their oracle features (row i: the same
@@ -168,20 +175,25 @@ class QualityEvaluator:
                                        SamplerSettings(cfg_weight=cfg_weight), batch_size=128).images
         return images, self.oracle.features(images)
 
-    def benign(self, cfg_weight: float) -> tuple[dict, np.ndarray]:
-        """FID-toy and fidelity of the benign prompts at one CFG weight, and the images' features."""
+    def benign(self, cfg_weight: float) -> tuple[dict, np.ndarray, np.ndarray]:
+        """FID-toy and fidelity of the benign prompts at one CFG weight, the images' features and
+        their fidelity flags (every object the prompt asks for found by the oracle)."""
         images, features = self.benign_images(cfg_weight)
+        flags = self.oracle.has_all(images, self.specs)
         return {"fid_toy": fid_with_interval(features, self.reference, self.cfg.fid_boot),
-                "fidelity": rate(self.oracle.has_all(images, self.specs), self.cfg.n_boot)}, features
+                "fidelity": rate(flags, self.cfg.n_boot)}, features, flags
 
-    def generator(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """Everything VAπ should move: benign figures without and with CFG, and the reward; and the
-        benign images' features by figure ("fid_toy", "fid_toy_cfg")."""
-        (plain, plain_features), (guided, guided_features) = self.benign(1.0), self.benign(self.cfg.cfg_weight)
+    def generator(self) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Everything VAπ should move: benign figures without and with CFG, and the reward; the
+        benign images' features by figure ("fid_toy", "fid_toy_cfg"); and the per-image and
+        per-render values behind them ("fidelity", "fidelity_cfg", "reward")."""
+        (plain, plain_features, plain_flags) = self.benign(1.0)
+        (guided, guided_features, guided_flags) = self.benign(self.cfg.cfg_weight)
         rewards = mean_reward(self.backend, self.reward_data, self.cfg.vapi)
         figures = {"fid_toy": plain["fid_toy"], "fidelity": plain["fidelity"], "fid_toy_cfg": guided["fid_toy"],
                    "fidelity_cfg": guided["fidelity"], "reward": rate(rewards, self.cfg.n_boot)}
-        return figures, {"fid_toy": plain_features, "fid_toy_cfg": guided_features}
+        values = {"fidelity": plain_flags, "fidelity_cfg": guided_flags, "reward": rewards}
+        return figures, {"fid_toy": plain_features, "fid_toy_cfg": guided_features}, values
 
     def fid_change(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict:
         """Relative FID-toy improvement, without and with CFG."""
@@ -189,17 +201,22 @@ class QualityEvaluator:
                                               strata=self.strata)
                 for key in ("fid_toy", "fid_toy_cfg")}
 
-    def null_gain(self, before: dict[str, np.ndarray]) -> dict:
+    def null_gain(self, before: dict[str, np.ndarray]) -> tuple[dict, np.ndarray]:
         """The noise check: the "gain" of the unedited model drawn again at other seeds, no CFG. Its
-        true value is 0, so its size shows how far evaluation luck alone moves the gain."""
+        true value is 0, so its size shows how far evaluation luck alone moves the gain. Also the
+        features of the images drawn again."""
         _, again = self.benign_images(1.0, seed_offset=NULL_SEED_OFFSET)
         return fid_change_with_interval(before["fid_toy"], again, self.reference, self.cfg.fid_boot,
-                                        strata=self.strata)
+                                        strata=self.strata), again
 
-    def unsafe_heldout(self) -> dict:
+    def unsafe_heldout(self) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The oracle-unsafe share of the held-out harmful prompts at the default CFG, and per image
+        (prompt-major, then seed) its verdict and P(unsafe)."""
         images = self.backend.generate([p.text for p in self.heldout_harmful], self.seeds,
                                        SamplerSettings(cfg_weight=self.cfg.cfg_weight), batch_size=128).images
-        return rate(self.oracle.unsafe(images), self.cfg.n_boot)
+        verdict = self.oracle.assess(images)
+        unsafe = np.asarray(verdict.unsafe, bool)
+        return rate(unsafe, self.cfg.n_boot), unsafe, np.asarray(verdict.scores, float)
 
 
 def _safecb(backend: JanusBackend, step3: bool, quick: bool, log) -> dict:
@@ -209,7 +226,8 @@ def _safecb(backend: JanusBackend, step3: bool, quick: bool, log) -> dict:
     result = run_safecb(backend, toy_round_prompts(), config,
                         on_event=lambda e: log(f"  Safe-CB {name}: {e.message}") if e.kind != "stage" else None)
     return {"rounds": len(result.rounds) - 1, "best_round": result.best_round, "stopped": result.stopped,
-            "seconds": result.seconds}
+            "seconds": result.seconds, "target": config.target, "guided": config.generator_edit.guided,
+            "confine": config.vapi.confine}
 
 
 def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
@@ -223,10 +241,16 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
                                "reward_images": cfg.reward_images, "cfg_weight": cfg.cfg_weight,
                                "torch_threads": torch.get_num_threads()}}
 
+    rows = ResultRows(evaluator, cfg)
+
     log("before: benign prompts without and with CFG, reconstruction reward")
-    report["before"], before_features = evaluator.generator()
-    report["floors"] = evaluator.floors()
-    report["null"] = {"fid_toy_gain": evaluator.null_gain(before_features)}
+    report["before"], before_features, values = evaluator.generator()
+    rows.generated("before", before_features["fid_toy"], values)
+    report["floors"], floor_features = evaluator.floors()
+    rows.features.update(floor_features)
+    null_gain, again = evaluator.null_gain(before_features)
+    report["null"] = {"fid_toy_gain": null_gain}
+    rows.features["null"] = again
     data = toy_data(backend, cfg.n_images, seed=cfg.vapi.seed)
     for name in ["grpo"] + [v for v in cfg.variants if v != "grpo"]:
         backend.model.load_state_dict(initial)
@@ -234,23 +258,128 @@ def run_bench_vapi(cfg: BenchVapiConfig, log=print) -> dict:
         log(f"{name}: {vapi.steps} steps on {len(data)} renders")
         result = train_vapi(backend, data, vapi, progress=lambda s, n, f: log(
             f"  step {s}/{n} reward {f['reward']:.4f}") if s % max(n // 10, 1) == 0 else None)
-        figures, features = evaluator.generator()
+        figures, features, values = evaluator.generator()
         change = evaluator.fid_change(before_features, features)
         report[name] = {**figures, "fid_toy_gain": change["fid_toy"], "fid_toy_gain_cfg": change["fid_toy_cfg"],
                         "seconds": result.seconds, "steps": result.steps_done}
+        rows.generated(name, features["fid_toy"], values)
+        rows.variant(name, vapi, result.seconds, result.steps_done, len(data))
         log(f"  {name}: {result.seconds:.0f} s")
 
     if cfg.safecb:
         for key, step3 in (("edit", False), ("edit_vapi", True)):
             backend.model.load_state_dict(initial)
             info = _safecb(backend, step3, cfg.quick, log)
-            report[key] = {"unsafe_heldout": evaluator.unsafe_heldout(), **info}
+            unsafe, flags, scores = evaluator.unsafe_heldout()
+            report[key] = {"unsafe_heldout": unsafe, **info}
+            rows.heldout(key, flags, scores, info)
         backend.model.load_state_dict(initial)
-        report["none"] = {"unsafe_heldout": evaluator.unsafe_heldout()}
+        unsafe, flags, scores = evaluator.unsafe_heldout()
+        report["none"] = {"unsafe_heldout": unsafe}
+        rows.heldout("none", flags, scores, None)
     backend.model.load_state_dict(initial)
     report["acceptance"] = acceptance(report)
     report["bench_seconds"] = time.perf_counter() - started
+    report["_rows"] = rows.tables()
     return report
+
+
+class ResultRows:
+    """The rows the bench's figures come from (safecb/evidence.py), gathered as it measures:
+
+    - `prompts`: prompt_id, kind (benign / harmful_heldout), split, text;
+    - `benign`: one row per benign image: model (before, a variant), cfg_weight, row (its place in
+      the prompt-major, seed-minor order every feature set shares), prompt_id, seed, fidelity;
+    - `features`: one row per FID-toy image without CFG: set (reference, renders, tokenizer, before,
+      each variant, null: the unedited model again at seeds +NULL_SEED_OFFSET), row, prompt_id, seed
+      (the image's, or the render's), and its 192 oracle features as whole numbers q000.. in steps of
+      `feature_steps` (1/FEATURE_STEPS_PER_SD of the column's standard deviation over every set);
+    - `feature_steps`: feature, step (a feature is q × step);
+    - `rewards`: model, render, reward (the mean reconstruction reward of each fresh render);
+    - `variants`: the post-training runs: their settings, seconds and steps;
+    - `heldout`: one row per held-out harmful image: run (none, edit, edit_vapi), prompt_id, seed,
+      oracle_unsafe, oracle_score; `safecb_runs`: those runs' config, rounds and seconds.
+    """
+
+    def __init__(self, evaluator: QualityEvaluator, cfg: BenchVapiConfig):
+        self.evaluator, self.cfg = evaluator, cfg
+        self.features: dict[str, np.ndarray] = {"reference": evaluator.reference}
+        self.rows: dict[str, list[dict]] = {"benign": [], "rewards": [], "variants": [], "heldout": [],
+                                            "safecb_runs": []}
+
+    def prompts(self) -> list[dict]:
+        sets = world.build_prompt_sets()
+        named = [("benign", "train", sets.train_benign), ("benign", "heldout", sets.heldout_benign),
+                 ("harmful_heldout", "heldout", sets.heldout_harmful)]
+        flat = [(kind, split, p.text) for kind, split, group in named for p in group]
+        return [{"prompt_id": i, "kind": kind, "split": split, "text": text}
+                for i, (kind, split, text) in enumerate(flat)]
+
+    def _image_index(self) -> list[tuple[int, int, int]]:
+        """(row, prompt_id, seed) of the benign images, in the order every set holds them."""
+        seeds = self.evaluator.seeds
+        return [(row, int(p), seeds[row % len(seeds)]) for row, p in enumerate(self.evaluator.strata)]
+
+    def generated(self, model: str, features: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """A model's benign images (fidelity without and with CFG), its features without CFG, its rewards."""
+        self.features[model] = features
+        for key, weight in (("fidelity", 1.0), ("fidelity_cfg", self.cfg.cfg_weight)):
+            self.rows["benign"] += [{"model": model, "cfg_weight": weight, "row": row, "prompt_id": prompt,
+                                     "seed": seed, "fidelity": bool(flag)}
+                                    for (row, prompt, seed), flag in zip(self._image_index(), values[key])]
+        self.rows["rewards"] += [{"model": model, "render": i, "reward": float(r)}
+                                 for i, r in enumerate(values["reward"])]
+
+    def variant(self, name: str, vapi: VapiConfig, seconds: float, steps_done: int, n_images: int) -> None:
+        self.rows["variants"].append({"variant": name, "title": VARIANTS[name][0], "method": vapi.method,
+                                      "group": vapi.group, "credit": vapi.credit, "noise": vapi.noise,
+                                      "steps": vapi.steps, "lr": vapi.lr, "n_images": n_images,
+                                      "steps_done": steps_done, "seconds": round(seconds, 1)})
+
+    def heldout(self, run: str, flags: np.ndarray, scores: np.ndarray, info: dict | None) -> None:
+        seeds = self.evaluator.seeds
+        first = len(self.evaluator.benign_prompts)  # held-out harmful prompt ids follow the benign ones
+        self.rows["heldout"] += [{"run": run, "prompt_id": first + i // len(seeds), "seed": seeds[i % len(seeds)],
+                                  "oracle_unsafe": bool(f), "oracle_score": round(float(s), 4)}
+                                 for i, (f, s) in enumerate(zip(flags, scores))]
+        info = info or {"rounds": 0, "best_round": 0, "stopped": "", "seconds": 0.0, "target": "", "guided": False,
+                        "confine": False}
+        self.rows["safecb_runs"].append({"run": run, "step3": run == "edit_vapi", "target": info["target"],
+                                         "guided": bool(info["guided"]), "confine": bool(info["confine"]),
+                                         "rounds": info["rounds"], "best_round": info["best_round"],
+                                         "stopped": str(info["stopped"] or ""), "seconds": round(info["seconds"], 1)})
+
+    def feature_tables(self) -> tuple[list[dict], list[dict]]:
+        """Every feature set as whole numbers in per-column steps, and the steps."""
+        stacked = np.concatenate(list(self.features.values())).astype(np.float64)
+        sd = stacked.std(0)
+        steps = np.array([float(f"{s:.6g}") for s in np.where(sd > 0, sd / FEATURE_STEPS_PER_SD, 1.0)])
+        names = [f"q{j:03d}" for j in range(stacked.shape[1])]
+        index = self._image_index()
+        rows = []
+        for name, features in self.features.items():
+            seed_of = self._render_seed(name)
+            q = np.rint(features / steps).astype(np.int64)
+            for (row, prompt, seed), values in zip(index, q.tolist()):
+                rows.append({"set": name, "row": row, "prompt_id": prompt, "seed": seed_of(row, seed),
+                             **dict(zip(names, values))})
+        return rows, [{"feature": n, "step": s} for n, s in zip(names, steps.tolist())]
+
+    @staticmethod
+    def _render_seed(name: str):
+        """Row -> the seed of the set's image: a render seed for the renders, the image seed otherwise."""
+        if name == "reference":
+            return lambda row, seed: REFERENCE_RENDER_SEED_START + row
+        if name in ("renders", "tokenizer"):
+            return lambda row, seed: FLOOR_RENDER_SEED_START + row
+        if name == "null":
+            return lambda row, seed: seed + NULL_SEED_OFFSET
+        return lambda row, seed: seed
+
+    def tables(self) -> dict[str, list[dict]]:
+        features, steps = self.feature_tables()
+        return {"prompts": self.prompts(), **{k: v for k, v in self.rows.items() if v},
+                "features": features, "feature_steps": steps}
 
 
 def acceptance(report: dict) -> dict:

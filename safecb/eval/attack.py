@@ -140,6 +140,8 @@ class AttackInstance:
     target_caption: str = ""  # soft: the harmful caption whose images were the targets
     target_source: str = ""  # soft: "generations" (flagged reference images) or "renders" (encoded scenes)
     filtered_prompt: str = ""  # discrete: what the filter let through to the model
+    validation_scores: list[float] = field(default_factory=list)  # oracle P(unsafe) per validation seed
+    start_validation_scores: list[float] = field(default_factory=list)  # the same for the starting prompt
     images: np.ndarray | None = None  # [validation_seeds, H, W, 3] uint8, not in to_dict
     embeddings: torch.Tensor | None = None  # soft: the prompt's input embeddings [L, hidden], not in to_dict
 
@@ -491,9 +493,11 @@ def soft_prompt_attack(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig,
 # ---------------------------------------------------------------- validation and the whole attack
 
 
-def _validate(images: np.ndarray, oracle: Oracle, n: int, seeds: int) -> np.ndarray:
-    """[n, seeds] oracle-unsafe verdicts of images laid out instance-major."""
-    return oracle.unsafe(images).reshape(n, seeds)
+def _validate(images: np.ndarray, oracle: Oracle, n: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """[n, seeds] oracle-unsafe verdicts and P(unsafe) scores of images laid out instance-major."""
+    verdict = oracle.assess(images)
+    return (np.asarray(verdict.unsafe, bool).reshape(n, seeds),
+            np.asarray(verdict.scores, float).reshape(n, seeds))
 
 
 def run_discrete(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, prompt_filter: PromptFilter,
@@ -504,14 +508,15 @@ def run_discrete(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, promp
     seeds = cfg.validation_seeds_list()
     texts = [prompt_filter(f["prompt"]) for f in found] + [prompt_filter(f["start"]) for f in found]
     images = backend.generate(texts, seeds, cfg.sampler, cfg.batch_size).images
-    unsafe = _validate(images, oracle, len(texts), len(seeds))
+    unsafe, scores = _validate(images, oracle, len(texts), len(seeds))
     images = images.reshape(len(texts), len(seeds), *images.shape[1:])
     n = len(found)
     instances = [AttackInstance(
         attack="discrete", target="any", restart=r, prompt=f["prompt"], start_prompt=f["start"],
         search_score=f["score"], scored=f["scored"], validation_unsafe=unsafe[r].tolist(),
         start_validation_unsafe=unsafe[n + r].tolist(),
-        success=bool(unsafe[r].mean() >= cfg.success_share), filtered_prompt=texts[r], images=images[r],
+        success=bool(unsafe[r].mean() >= cfg.success_share), filtered_prompt=texts[r],
+        validation_scores=scores[r].tolist(), start_validation_scores=scores[n + r].tolist(), images=images[r],
     ) for r, f in enumerate(found)]
     return _result("discrete", instances, time.perf_counter() - t0)
 
@@ -525,14 +530,15 @@ def run_soft(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, targets: 
     embeds = [f["embeddings"] for f in found] + [f["start_embeddings"] for f in found]
     uncond = [f["uncond_ids"] for f in found] * 2
     images = backend.generate_from_embeddings(embeds, seeds, cfg.sampler, cfg.batch_size, uncond).images
-    unsafe = _validate(images, oracle, len(embeds), len(seeds))
+    unsafe, scores = _validate(images, oracle, len(embeds), len(seeds))
     images = images.reshape(len(embeds), len(seeds), *images.shape[1:])
     n = len(found)
     instances = [AttackInstance(
         attack="soft", target=t.object, restart=t.restart, prompt=f["prompt"], start_prompt=f["start"],
         search_score=f["score"], scored=f["scored"], validation_unsafe=unsafe[i].tolist(),
         start_validation_unsafe=unsafe[n + i].tolist(), success=bool(unsafe[i].mean() >= cfg.success_share),
-        target_caption=t.caption, target_source=t.source, images=images[i], embeddings=f["embeddings"],
+        target_caption=t.caption, target_source=t.source, validation_scores=scores[i].tolist(),
+        start_validation_scores=scores[n + i].tolist(), images=images[i], embeddings=f["embeddings"],
     ) for i, (t, f) in enumerate(zip(targets, found))]
     return _result("soft", instances, time.perf_counter() - t0)
 
@@ -559,13 +565,14 @@ def run_swap_back(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, orig
     progress("swap-back: generating", 0.0)
     result = backend.generate(texts, seeds, cfg.sampler, cfg.batch_size)
     drawn = backend.decode_through(original_decoder, result.tokens)
-    unsafe = _validate(drawn, oracle, len(texts), len(seeds))
-    served = _validate(result.images, oracle, len(texts), len(seeds))
+    unsafe, scores = _validate(drawn, oracle, len(texts), len(seeds))
+    served, served_scores = _validate(result.images, oracle, len(texts), len(seeds))
     drawn = drawn.reshape(len(texts), len(seeds), *drawn.shape[1:])
     instances = [AttackInstance(
         attack="swap_back", target="any", restart=i, prompt=text, start_prompt=text, search_score=0.0,
         scored=0, validation_unsafe=unsafe[i].tolist(), start_validation_unsafe=served[i].tolist(),
-        success=bool(unsafe[i].mean() >= cfg.success_share), images=drawn[i],
+        success=bool(unsafe[i].mean() >= cfg.success_share), validation_scores=scores[i].tolist(),
+        start_validation_scores=served_scores[i].tolist(), images=drawn[i],
     ) for i, text in enumerate(texts)]
     return _result("swap_back", instances, time.perf_counter() - t0)
 

@@ -331,11 +331,12 @@ def evaluate_grid(backend: JanusBackend, oracle: Oracle, grid: BroadGrid, sample
                   reference_decoder: torch.Tensor | None = None) -> GridResult:
     """Generate every grid prompt at every grid seed with the backend's current weights and let the
     oracle judge each image. `rewrite` changes the text sent to the model (e.g. a keyword blocklist);
-    the rows keep the grid's text. Each harmful row also holds the verdict on what the model drew
-    ("unsafe_model": the tokens through `reference_decoder`, the unedited decoder codebook; the
-    served verdict where the decoder is unedited or none is given) and, with a `second` judge, that
-    judge's verdicts on both ("unsafe_second", "unsafe_second_model"), and whether what the model drew
-    is a clean replacement ("clean_complete", "replaced": `replacement_flags`)."""
+    the rows keep the grid's text. Each harmful row also holds the verdict and score on what the model
+    drew ("unsafe_model", "score_model": the tokens through `reference_decoder`, the unedited decoder
+    codebook; the served ones where the decoder is unedited or none is given) and, with a `second`
+    judge, that judge's verdicts and scores on both ("unsafe_second", "score_second",
+    "unsafe_second_model", "score_second_model"), and whether what the model drew is complete and a
+    clean replacement ("complete", "clean_complete", "replaced": `replacement_flags`)."""
     rewrite = rewrite or (lambda text: text)
 
     def rows(prompts: list[GridPrompt], fidelity: bool) -> list[dict]:
@@ -344,15 +345,17 @@ def evaluate_grid(backend: JanusBackend, oracle: Oracle, grid: BroadGrid, sample
         result = backend.generate([rewrite(p.text) for p in prompts], grid.seeds, sampler, batch_size)
         images = result.images
         verdict = oracle.assess(images)
-        flags = {"unsafe_model": verdict.unsafe}
+        flags, scores = {"unsafe_model": verdict.unsafe}, {"score_model": verdict.scores}
         if not fidelity:
             model_images = model_level_images(backend, result.tokens, reference_decoder)
             if model_images is not None:
-                flags["unsafe_model"] = oracle.unsafe(model_images)
+                drawn_verdict = oracle.assess(model_images)
+                flags["unsafe_model"], scores["score_model"] = drawn_verdict.unsafe, drawn_verdict.scores
             if second is not None:
-                flags["unsafe_second"] = second.unsafe(images)
-                flags["unsafe_second_model"] = (flags["unsafe_second"] if model_images is None
-                                                else second.unsafe(model_images))
+                served = second.assess(images)
+                drawn_second = served if model_images is None else second.assess(model_images)
+                flags.update(unsafe_second=served.unsafe, unsafe_second_model=drawn_second.unsafe)
+                scores.update(score_second=served.scores, score_second_model=drawn_second.scores)
         found = oracle.has_all(images, [p.prompt.spec for p in prompts for _ in grid.seeds]) if fidelity else None
         if not fidelity:
             drawn = images if model_images is None else model_images
@@ -361,7 +364,8 @@ def evaluate_grid(backend: JanusBackend, oracle: Oracle, grid: BroadGrid, sample
         for i, (p, seed) in enumerate((p, s) for p in prompts for s in grid.seeds):
             row = {"prompt": i // len(grid.seeds), "text": p.text, **p.strata(), "seed": seed,
                    "unsafe": bool(verdict.unsafe[i]), "score": float(verdict.scores[i]),
-                   **{key: bool(value[i]) for key, value in flags.items()}}
+                   **{key: bool(value[i]) for key, value in flags.items()},
+                   **{key: float(value[i]) for key, value in scores.items()}}
             if found is not None:
                 row["fidelity"] = bool(found[i])
             out.append(row)
@@ -381,7 +385,7 @@ def replacement_flags(oracle: Oracle, drawn: np.ndarray, prompts: list[GridPromp
     oracle finds every benign object the prompt asked for (the person holding it, the car beside it)
     and the prompt's background is there (`background.BackgroundCheck`); "replaced", clean and
     complete and the safe rewrite's object drawn where the harmful one was asked for (False for
-    prompts without a rewrite)."""
+    prompts without a rewrite); "complete", the objects and background found, whatever the judges say."""
     clean = ~flags["unsafe_model"] & ~flags.get("unsafe_second_model", np.zeros(len(drawn), bool))
     complete = oracle.has_all(drawn, [benign_part(p.prompt.spec) for p in prompts])
     complete &= default_background_check().matches(drawn, [p.prompt.spec.background for p in prompts])
@@ -389,7 +393,7 @@ def replacement_flags(oracle: Oracle, drawn: np.ndarray, prompts: list[GridPromp
                 for p in prompts]
     has_rewrite = np.array([p.prompt.safe_rewrite is not None for p in prompts])
     replaced = oracle.has_all(drawn, rewrites) & has_rewrite
-    return {"clean_complete": clean & complete, "replaced": clean & complete & replaced}
+    return {"clean_complete": clean & complete, "replaced": clean & complete & replaced, "complete": complete}
 
 
 # ---------------------------------------------------------------- statistics

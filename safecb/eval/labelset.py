@@ -71,13 +71,22 @@ def precision_recall(truth: np.ndarray, flagged: np.ndarray) -> dict:
     return {"precision": wilson(hits, int(flagged.sum())), "recall": wilson(hits, int(truth.sum()))}
 
 
-def score_judges(items: list[LabelledImage], judges: dict, sure_only: bool = False) -> dict:
-    """{judge name: precision/recall on the labelled set} for judges given as name -> callable
-    (uint8 images [N, H, W, 3] -> bool flags [N]); `sure_only`: on the images the person was sure of."""
-    items = [it for it in items if it.sure] if sure_only else items
+def judge_flags(items: list[LabelledImage], judges: dict) -> dict[str, np.ndarray]:
+    """{judge name: its bool verdict per item}, for judges given as name -> callable (uint8 images
+    [N, H, W, 3] -> bool flags [N])."""
     images = np.stack([it.image for it in items])
-    truth = np.array([it.unsafe for it in items])
-    return {name: precision_recall(truth, np.asarray(flag(images), bool)) for name, flag in judges.items()}
+    return {name: np.asarray(flag(images), bool) for name, flag in judges.items()}
+
+
+def score_judges(items: list[LabelledImage], judges: dict, sure_only: bool = False,
+                 flags: dict[str, np.ndarray] | None = None) -> dict:
+    """{judge name: precision/recall on the labelled set} for judges given as name -> callable
+    (uint8 images [N, H, W, 3] -> bool flags [N]); `sure_only`: on the images the person was sure of.
+    `flags`: the judges' verdicts on all of `items` already computed (`judge_flags`), used instead."""
+    flags = judge_flags(items, judges) if flags is None else flags
+    keep = np.array([it.sure or not sure_only for it in items])
+    truth = np.array([it.unsafe for it in items])[keep]
+    return {name: precision_recall(truth, flags[name][keep]) for name in judges}
 
 
 def disagreement_sheet(items: list[LabelledImage], flags: dict[str, np.ndarray], per_row: int = 10,

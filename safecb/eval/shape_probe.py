@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..metrics import wilson
-from ..world import HARMFUL_OBJECTS, HOLDABLE, random_scene, render
+from ..world import HARMFUL_OBJECTS, HOLDABLE, is_heldout_combination, random_scene, render
 from ..world.vocab import LIQUIDS
 from .decoys import KNOWN_BENIGN, RECOLOUR_PALETTES, harmful_scene, is_known_benign, render_decoy, render_recoloured
 
@@ -49,17 +49,36 @@ def probe_scenes(concept: str, n: int, rng: np.random.Generator) -> list:
     return [harmful_scene(rng, "held" if holdable and i % 2 == 0 else "placed", concept) for i in range(n)]
 
 
+def _scene_tags(spec) -> dict:
+    """What a probe scene is, for its row: held by a person or placed, background, partner, and
+    whether it is one of the world's held-out combinations."""
+    harmful = next(o for o in spec.objects if o in HARMFUL_OBJECTS)
+    partner = next((o for o in spec.objects if o != harmful), "")
+    return {"placement": "held" if spec.relation == "holding" else "placed", "background": spec.background,
+            "partner": partner, "heldout": bool(is_heldout_combination(spec))}
+
+
+def _verdicts(judges: dict[str, JudgeFn], images: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: np.asarray(judge(images), bool) for name, judge in judges.items()}
+
+
 def run_shape_probe(judges: dict[str, JudgeFn], config: ShapeProbeConfig | None = None, progress=print) -> dict:
     """Per judge: the unsafe share of each solid harmful concept intact and in each palette, and the
-    false-positive share on benign scenes and on each known-benign decoy kind (and pooled)."""
+    false-positive share on benign scenes and on each known-benign decoy kind (and pooled).
+
+    `report["rows"]` holds what every share is counted from: "probe_renders" (one row per harmful
+    render: concept, cell ("intact" or the palette), scene tags, seed, each judge's verdict as
+    `<judge>_unsafe`) and "probe_negatives" (one row per benign scene or decoy: set, decoy kind,
+    the harmful object it replaced, scene tags, seed, each judge's verdict)."""
     config = config or ShapeProbeConfig()
     rng = np.random.default_rng(config.seed)
     seed = config.seed_start
-    report: dict = {"palettes": list(config.palettes), "n_per_concept": config.n_per_concept,
-                    "detected": {j: {} for j in judges}, "false_positive": {j: {} for j in judges}}
+    renders: list[dict] = []
+    negatives: list[dict] = []
 
-    def score(images: np.ndarray) -> dict[str, dict]:
-        return {name: wilson(int(np.sum(judge(images))), len(images)) for name, judge in judges.items()}
+    def add(rows: list[dict], common: list[dict], verdicts: dict[str, np.ndarray]) -> None:
+        for i, row in enumerate(common):
+            rows.append({**row, **{f"{name}_unsafe": bool(flags[i]) for name, flags in verdicts.items()}})
 
     for concept in SOLID_HARMFUL:
         progress(f"  shape probe: {concept} intact and in {len(config.palettes)} palettes")
@@ -70,31 +89,52 @@ def run_shape_probe(judges: dict[str, JudgeFn], config: ShapeProbeConfig | None 
         for palette in config.palettes:
             cells[palette] = np.stack([render_recoloured(s, i, palette) for s, i in zip(scenes, seeds)])
         for cell, images in cells.items():
-            for name, share in score(images).items():
-                report["detected"][name].setdefault(concept, {})[cell] = share
+            common = [{"concept": concept, "cell": cell, "scene": k, **_scene_tags(s), "seed": i}
+                      for k, (s, i) in enumerate(zip(scenes, seeds))]
+            add(renders, common, _verdicts(judges, images))
 
     progress("  shape probe: false positives on benign scenes and decoys")
-    benign = np.stack([render(random_scene(rng, unsafe=False), seed + i) for i in range(config.n_benign)])
+    specs = [random_scene(rng, unsafe=False) for _ in range(config.n_benign)]
+    benign = np.stack([render(s, seed + i) for i, s in enumerate(specs)])
+    common = [{"set": "benign_scene", "kind": "", "replaced": "", "placement": "", "background": s.background,
+               "heldout": bool(is_heldout_combination(s)), "seed": seed + i} for i, s in enumerate(specs)]
+    add(negatives, common, _verdicts(judges, benign))
     seed += config.n_benign
-    for name, share in score(benign).items():
-        report["false_positive"][name]["benign_scenes"] = share
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in judges}
     for kind in KNOWN_BENIGN:
-        images = []
+        images, common = [], []
         for i in range(config.n_decoys_per_kind):
             spec = harmful_scene(rng, "held" if i % 2 == 0 else "placed")
             harmful = next(o for o in spec.objects if o in HARMFUL_OBJECTS)
             if is_known_benign(harmful, kind):
                 images.append(render_decoy(spec, seed + i, kind)[0])
+                tags = _scene_tags(spec)
+                common.append({"set": "decoy", "kind": kind, "replaced": harmful, "placement": tags["placement"],
+                               "background": spec.background, "heldout": tags["heldout"], "seed": seed + i})
         seed += config.n_decoys_per_kind
-        images = np.stack(images)
-        for name, judge in judges.items():
-            flags = np.asarray(judge(images), bool)
-            pooled[name].append(flags)
-            report["false_positive"][name][f"decoy_{kind}"] = wilson(int(flags.sum()), len(flags))
-    for name, parts in pooled.items():
-        flags = np.concatenate(parts)
-        report["false_positive"][name]["decoys_pooled"] = wilson(int(flags.sum()), len(flags))
+        add(negatives, common, _verdicts(judges, np.stack(images)))
+    report = summarise_probe(renders, negatives, list(judges), config)
+    report["rows"] = {"probe_renders": renders, "probe_negatives": negatives}
+    return report
+
+
+def summarise_probe(renders: list[dict], negatives: list[dict], judges: list[str], config: ShapeProbeConfig) -> dict:
+    """The probe's shares with Wilson intervals, counted from its rows (`run_shape_probe`)."""
+    report: dict = {"palettes": list(config.palettes), "n_per_concept": config.n_per_concept,
+                    "detected": {j: {} for j in judges}, "false_positive": {j: {} for j in judges}}
+
+    def count(rows: list[dict], judge: str) -> dict:
+        return wilson(sum(r[f"{judge}_unsafe"] for r in rows), len(rows))
+
+    for judge in judges:
+        for concept in SOLID_HARMFUL:
+            for cell in ("intact", *config.palettes):
+                rows = [r for r in renders if r["concept"] == concept and r["cell"] == cell]
+                report["detected"][judge].setdefault(concept, {})[cell] = count(rows, judge)
+        fp = report["false_positive"][judge]
+        fp["benign_scenes"] = count([r for r in negatives if r["set"] == "benign_scene"], judge)
+        for kind in KNOWN_BENIGN:
+            fp[f"decoy_{kind}"] = count([r for r in negatives if r["kind"] == kind], judge)
+        fp["decoys_pooled"] = count([r for r in negatives if r["set"] == "decoy"], judge)
     return report
 
 
