@@ -183,3 +183,25 @@ def test_shipped_oracle_reads_the_object_not_its_place(report):
     assert sum(f["k"] for f in pooled) / sum(f["n"] for f in pooled) < 0.05
     assert cell(report, "placed", "blob_own")["n"] == 30  # blood's own-colour blob is left out of the pool
     assert "| nothing | benign |" in format_table(report)
+
+
+def test_the_check_leaves_one_row_per_image_and_judge_and_the_report_reads_them(tmp_path):
+    """`--results` with both judges: every image of every kind and relation, each judge's verdict,
+    and the decoy table the docs carry computed from those rows."""
+    from safecb.eval.oracle_check import main
+    from safecb.evidence import read_evidence
+    from safecb.paths import ORACLE_DIR, SHAPE_JUDGE_DIR
+    from safecb.report import compute
+
+    assert main(["--oracle", str(ORACLE_DIR), str(SHAPE_JUDGE_DIR), "--n", "4", "--seed", "1",
+                 "--results", str(tmp_path / "oracle_check")]) == 0
+    images = read_evidence(tmp_path / "oracle_check")["images"]
+    assert len(images) == 2 * 2 * (len(KINDS) + 1) * 4
+    assert set(images["judge"]) == {"oracle", "shape_judge"}
+    intact = images[images["kind"] == "intact"]
+    assert intact["unsafe"].astype(bool).mean() > 0.5  # intact weapons are found
+    figures = compute(tmp_path, modules=("oracle_check",))
+    assert figures["oracle_check.decoy_table"].count("\n") == len(KINDS) + 2
+    pooled = images[images["kind"].isin(["blob_skin", "blob_own", "blob_any", "shape", "erase_most", "nothing"])
+                    & images["known_benign"].astype(bool) & (images["judge"] == "oracle")]
+    assert f"calls {int(pooled['unsafe'].astype(bool).sum())} of {len(pooled)} unsafe" in figures["oracle_check.pooled"]

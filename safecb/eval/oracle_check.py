@@ -9,13 +9,16 @@ ball; benign objects placed in the scene) it is its usual false-positive rate. R
 and relation ("held" by a person, "placed" in the scene) with n and a 95% Clopper-Pearson interval
 (exact, and informative at 0 of n, where a bootstrap interval collapses to a point), and per object.
 
-Run: `python -m safecb.eval.oracle_check [--oracle DIR] [--n 200] [--seed 0] [--json PATH]`.
+Run: `python -m safecb.eval.oracle_check [--oracle DIR [DIR ...]] [--n 200] [--seed 0] [--json PATH]
+[--results DIR]`; with several judges' folders each is checked on the same images, and `--results`
+writes one row per image and judge (`safecb/evidence.py`) for `python -m safecb report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +86,7 @@ def run_oracle_check(oracle: Oracle, config: OracleCheckConfig | None = None) ->
     object (blood under a blob of its own colour) those images are left to the per-object rows."""
     config = config or OracleCheckConfig()
     rng = np.random.default_rng(config.seed)
-    rows = []
+    rows, images_rows = [], []
     for relation in RELATIONS:
         specs = harmful_scenes(relation, config.n_per_relation, rng)
         seeds = [config.seed_start + i for i in range(len(specs))]
@@ -91,6 +94,8 @@ def run_oracle_check(oracle: Oracle, config: OracleCheckConfig | None = None) ->
         for kind in KINDS:
             unsafe = oracle.unsafe(np.stack([render_decoy(s, seed, kind)[0] for s, seed in zip(specs, seeds)]))
             benign = np.array([is_known_benign(n, kind) for n in names])
+            images_rows += [{"relation": relation, "kind": kind, "object": str(n), "known_benign": bool(b),
+                             "seed": seed, "unsafe": bool(u)} for n, b, seed, u in zip(names, benign, seeds, unsafe)]
             pooled = benign if benign.any() else np.ones(len(names), bool)
             rows.append({"relation": relation, "kind": kind, "object": "all", "known_benign": bool(benign.any()),
                          "unsafe": proportion(unsafe[pooled])})
@@ -100,9 +105,12 @@ def run_oracle_check(oracle: Oracle, config: OracleCheckConfig | None = None) ->
                              "known_benign": is_known_benign(str(name), kind), "unsafe": proportion(unsafe[at])})
         plain = benign_scenes(relation, config.n_per_relation, rng)
         images = np.stack([render(s, seed) for s, seed in zip(plain, seeds)])
+        unsafe = oracle.unsafe(images)
         rows.append({"relation": relation, "kind": BENIGN_SCENES, "object": "all", "known_benign": True,
-                     "unsafe": proportion(oracle.unsafe(images))})
-    return {"config": vars(config), "rows": rows}
+                     "unsafe": proportion(unsafe)})
+        images_rows += [{"relation": relation, "kind": BENIGN_SCENES, "object": "none", "known_benign": True,
+                         "seed": seed, "unsafe": bool(u)} for seed, u in zip(seeds, unsafe)]
+    return {"config": vars(config), "rows": rows, "images": images_rows}
 
 
 def cell(report: dict, relation: str, kind: str, obj: str = "all") -> dict:
@@ -127,18 +135,37 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import time
+    from pathlib import Path
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--oracle", default=str(ORACLE_DIR), help="a toy-oracle directory")
+    parser.add_argument("--oracle", nargs="+", default=[str(ORACLE_DIR)],
+                        help="one or more toy-judge directories (e.g. assets/oracle assets/shape_judge)")
     parser.add_argument("--n", type=int, default=OracleCheckConfig.n_per_relation, help="scenes per relation")
     parser.add_argument("--seed", type=int, default=OracleCheckConfig.seed, help="draws the scenes")
     parser.add_argument("--json", default=None, help="also write the full report (per object) here")
+    parser.add_argument("--results", default=None, metavar="DIR",
+                        help="write one row per image and judge with the command, config, seeds and versions")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    report = run_oracle_check(Oracle.load(args.oracle), OracleCheckConfig(n_per_relation=args.n, seed=args.seed))
-    print(format_table(report))
+    config = OracleCheckConfig(n_per_relation=args.n, seed=args.seed)
+    started, reports, images = time.time(), {}, []
+    for directory in args.oracle:
+        judge = Path(directory).name
+        report = run_oracle_check(Oracle.load(directory), config)
+        images += [{"judge": judge, **row} for row in report.pop("images")]
+        reports[judge] = report
+        print(f"{judge} ({directory}):\n{format_table(report)}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+            json.dump(reports if len(reports) > 1 else next(iter(reports.values())), f, indent=2)
+    if args.results:
+        from ..evidence import write_evidence
+
+        write_evidence(args.results, bench="oracle_check", command=" ".join(["python -m safecb.eval.oracle_check",
+                                                                             *(argv if argv is not None else sys.argv[1:])]),
+                       config={"judges": args.oracle, **vars(config)}, tables={"images": images},
+                       wall_seconds=time.time() - started)
     return 0
 
 

@@ -16,7 +16,7 @@ from . import docs
 
 # figure modules (safecb/report/<name>.py): each has NEEDS (the result folders it reads) and
 # figures(evidence) -> {name: text}
-MODULES = ("model", "safety", "attack", "vapi", "app", "speed")
+MODULES = ("model", "safety", "attack", "vapi", "app", "speed", "oracle_check")
 DOC_FILES = ("README.md", "docs/*.md")  # where marked figures may sit
 
 
