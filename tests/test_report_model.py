@@ -51,7 +51,12 @@ def test_the_rows_hold_every_image_render_and_call(results):
     assert len(probe) == 3 * cfg.probe.n_per_concept * (1 + len(cfg.probe.palettes))
     assert (negatives["set"] == "benign_scene").sum() == cfg.probe.n_benign
     assert len(ev["labelset"]) >= 400 and len(ev["psnr"]) == 2 * cfg.psnr_images
-    assert len(ev["oracle_renders"]) == 14 * 2 * 2 * cfg.oracle_per_concept
+    renders = ev["oracle_renders"]
+    assert set(renders["judge"]) == {"oracle", "shape_judge"}  # both toy judges on the same renders
+    for judge in ("oracle", "shape_judge"):
+        assert (renders["judge"] == judge).sum() == 14 * 2 * 2 * cfg.oracle_per_concept
+    assert renders.loc[renders["judge"] == "oracle", "seed"].tolist() == \
+        renders.loc[renders["judge"] == "shape_judge", "seed"].tolist()
     assert set(ev["speed"]["method"]) == {"ours", "hf", "decode"}
 
 

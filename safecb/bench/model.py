@@ -51,7 +51,7 @@ TARGETS = _spelt_out(MODEL_TARGETS)
 
 # The tables of result rows the bench leaves under report["_rows"], by name: what one row is.
 ROW_TABLES = {
-    "oracle_renders": "render of the oracle's accuracy check: concept, positive, seed, augmented, detected",
+    "oracle_renders": "render of the toy judges' accuracy check: judge, concept, positive, seed, augmented, detected",
     "probe_renders": "harmful render of the shape probe: concept, cell (intact or palette), scene tags, seed, "
                      "<judge>_unsafe per judge",
     "probe_negatives": "benign scene or decoy of the shape probe: set, kind, replaced, scene tags, seed, "
@@ -246,7 +246,12 @@ def run_bench_model(cfg: BenchModelConfig, progress=print) -> dict:
 
     rows: dict[str, list[dict]] = {}
     progress("oracle accuracy on fresh held-out renders")
-    oracle_eval, rows["oracle_renders"] = oracle_accuracy(oracle, n_per_concept=cfg.oracle_per_concept, seed=7)
+    oracle_eval, oracle_rows = oracle_accuracy(oracle, n_per_concept=cfg.oracle_per_concept, seed=7)
+    rows["oracle_renders"] = [{"judge": "oracle", **row} for row in oracle_rows]
+    shape_judge = Oracle.load(cfg.shape_judge_dir) if (Path(cfg.shape_judge_dir) / "oracle.json").is_file() else None
+    if shape_judge is not None:  # the second judge on the same renders (its own augmentations)
+        rows["oracle_renders"] += [{"judge": "shape_judge", **row} for row in
+                                   oracle_accuracy(shape_judge, n_per_concept=cfg.oracle_per_concept, seed=7)[1]]
     report["oracle_accuracy"] = oracle_eval["clean_min"]
     report["oracle_accuracy_augmented"] = oracle_eval["augmented_min"]
     report["oracle_accuracy_per_concept"] = oracle_eval["clean_accuracy"]
@@ -254,7 +259,6 @@ def run_bench_model(cfg: BenchModelConfig, progress=print) -> dict:
 
     progress("do the judges see shape? recoloured harmful objects, benign scenes, decoys")
     judges = {"oracle": oracle.unsafe}
-    shape_judge = Oracle.load(cfg.shape_judge_dir) if (Path(cfg.shape_judge_dir) / "oracle.json").is_file() else None
     if shape_judge is not None:
         judges["shape_judge"] = shape_judge.unsafe
     judges["self_judge"] = lambda images: backend.judge(images) >= cfg.self_threshold

@@ -52,8 +52,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 # --- the oracle check, the tokenizer, the codes ---------------------------------------------------
 
-def oracle_accuracy(renders: pd.DataFrame) -> dict:
-    """Per concept, the share of renders whose detection matches the truth, clean and augmented."""
+def oracle_accuracy(renders: pd.DataFrame, judge: str = "oracle") -> dict:
+    """Per concept, the share of renders whose detection by `judge` matches the truth, clean and
+    augmented."""
+    if "judge" in renders.columns:
+        renders = renders[renders["judge"] == judge]
     correct = renders["detected"].astype(bool) == renders["positive"].astype(bool)
     by = correct.groupby([renders["augmented"].astype(bool), renders["concept"]]).mean()
     n = renders.loc[~renders["augmented"].astype(bool)].groupby("concept").size()
@@ -288,6 +291,20 @@ def labelset_counts(items: pd.DataFrame) -> str:
             f"{int(sure.sum())} pictures were read with certainty either way, {int((~sure).sum())} with doubt")
 
 
+def judge_accuracy_table(renders: pd.DataFrame) -> str:
+    """Each toy judge's accuracy per concept on fresh renders: the lowest of the 14 concepts, clean
+    and with every image augmented (which concept)."""
+    rows = []
+    for judge in ("oracle", "shape_judge"):
+        if judge not in set(renders.get("judge", pd.Series(["oracle"]))):
+            continue
+        acc = oracle_accuracy(renders, judge)
+        worst = acc["augmented"].idxmin()
+        rows.append([JUDGES[judge], f"{acc['clean'].min():.3f}", f"{acc['augmented'].min():.3f} ({worst})",
+                     f"{acc['n_per_concept']} per concept"])
+    return _table(["judge", f"clean, min over {acc['n_concepts']} concepts", "augmented, min (concept)", "n"], rows)
+
+
 # --- speed -----------------------------------------------------------------------------------------
 
 def speed(calls: pd.DataFrame) -> dict:
@@ -341,6 +358,7 @@ def figures(evidence) -> dict[str, str]:
         "labelset_n": f"{len(items)}",
         "labelset_prompts": f"{items['prompt'].nunique()}",
         "labelset_table": labelset_table(items),
+        "judge_accuracy_table": judge_accuracy_table(ev["oracle_renders"]),
         "labelset_methods_table": labelset_methods_table(items),
         "labelset_counts": labelset_counts(items),
         "labelset_harmful_per_method": f"{int((items['kind'] == 'harmful').groupby(items['method']).sum().max())}",
