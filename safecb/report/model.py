@@ -359,6 +359,8 @@ def figures(evidence) -> dict[str, str]:
         "labelset_prompts": f"{items['prompt'].nunique()}",
         "labelset_table": labelset_table(items),
         "judge_accuracy_table": judge_accuracy_table(ev["oracle_renders"]),
+        "code_share": (lambda c: f"**{c['mean_share']:.3f}** and **{c['exclusive']:.3f}** ({c['n']:,} harmful "
+                                 f"patches)")(code_share(ev["codes"])),
         "labelset_methods_table": labelset_methods_table(items),
         "labelset_counts": labelset_counts(items),
         "labelset_harmful_per_method": f"{int((items['kind'] == 'harmful').groupby(items['method']).sum().max())}",
