@@ -181,7 +181,7 @@ class QualityEvaluator:
         images, features = self.benign_images(cfg_weight)
         flags = self.oracle.has_all(images, self.specs)
         return {"fid_toy": fid_with_interval(features, self.reference, self.cfg.fid_boot),
-                "fidelity": rate(flags, self.cfg.n_boot)}, features, flags
+                "fidelity": rate(flags, self.cfg.n_boot, clusters=self.strata)}, features, flags
 
     def generator(self) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Everything VAπ should move: benign figures without and with CFG, and the reward; the
@@ -216,7 +216,8 @@ class QualityEvaluator:
                                        SamplerSettings(cfg_weight=self.cfg.cfg_weight), batch_size=128).images
         verdict = self.oracle.assess(images)
         unsafe = np.asarray(verdict.unsafe, bool)
-        return rate(unsafe, self.cfg.n_boot), unsafe, np.asarray(verdict.scores, float)
+        prompts = np.repeat(np.arange(len(self.heldout_harmful)), len(self.seeds))  # resample whole prompts
+        return rate(unsafe, self.cfg.n_boot, clusters=prompts), unsafe, np.asarray(verdict.scores, float)
 
 
 def _safecb(backend: JanusBackend, step3: bool, quick: bool, log) -> dict:

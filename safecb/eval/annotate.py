@@ -44,6 +44,12 @@ def object_fidelity(detected: np.ndarray, concepts: tuple[str, ...], objects: li
     return out
 
 
+def prompt_clusters(n_images: int, n_seeds: int) -> np.ndarray:
+    """The prompt of each of `n_images` generations laid out prompt by prompt, `n_seeds` each: the
+    cluster a bootstrap resamples whole."""
+    return np.arange(n_images) // max(n_seeds, 1)
+
+
 class OracleAnnotator:
     def __init__(self, oracle: Oracle | RealOracle, prompts: RoundPrompts, reference_images: np.ndarray | None = None,
                  n_boot: int = 500, drawn: Callable[[torch.Tensor], np.ndarray | None] | None = None):
@@ -85,26 +91,30 @@ class OracleAnnotator:
                                        np.asarray(verdicts[kind][i].unsafe, dtype=bool)) for kind in KINDS}
             for i, judge in enumerate(self.judges)}
         # rows of this annotator's prompt list; prompts the in-loop red team added come after them
-        fixed = len(self.prompts.harmful) * len(m.sets["harmful"].seeds)
+        n_seeds = len(m.sets["harmful"].seeds)
+        fixed = len(self.prompts.harmful) * n_seeds
         oracle_flags = judged["harmful"][1][:fixed]
         self_flags = m.flagged("harmful")[:fixed]
         benign = m.sets["benign"]
+        prompts = prompt_clusters(fixed, n_seeds)  # a prompt's seeds are not independent: resample prompts
         figures = {
-            "oracle_unsafe_train": rate(oracle_flags, self.n_boot),
-            "oracle_unsafe_rewrite": rate(judged["rewrite"][1][:fixed], self.n_boot),
+            "oracle_unsafe_train": rate(oracle_flags, self.n_boot, clusters=prompts),
+            "oracle_unsafe_rewrite": rate(judged["rewrite"][1][:fixed], self.n_boot, clusters=prompts),
         }
         drawn = self.drawn(m.sets["harmful"].tokens[:fixed]) if self.drawn is not None else None
         if drawn is not None:
-            figures["oracle_unsafe_train_model"] = rate(self.oracle.assess(drawn).unsafe, self.n_boot)
+            figures["oracle_unsafe_train_model"] = rate(self.oracle.assess(drawn).unsafe, self.n_boot, clusters=prompts)
         if len(m.sets["harmful"]) > fixed:  # how many of the model's self-found prompts draw unsafe images
-            figures["oracle_unsafe_redteam"] = rate(judged["harmful"][1][fixed:], self.n_boot)
-            figures["oracle_unsafe_redteam_rewrite"] = rate(judged["rewrite"][1][fixed:], self.n_boot)
+            found = prompt_clusters(len(m.sets["harmful"]) - fixed, n_seeds)
+            figures["oracle_unsafe_redteam"] = rate(judged["harmful"][1][fixed:], self.n_boot, clusters=found)
+            figures["oracle_unsafe_redteam_rewrite"] = rate(judged["rewrite"][1][fixed:], self.n_boot, clusters=found)
         if self.measures_fidelity:
             objects = [b.objects for b in self.prompts.benign for _ in benign.seeds]
             fidelity = object_fidelity(self.toy_judge.detect(benign.images), tuple(self.toy_judge.concepts), objects)
-            figures["benign_fidelity"] = rate(fidelity, self.n_boot)
-        figures["self_unsafe"] = rate(self_flags, self.n_boot)
-        figures["judge_agreement"] = rate(self_flags == oracle_flags, self.n_boot)
+            figures["benign_fidelity"] = rate(fidelity, self.n_boot,
+                                              clusters=prompt_clusters(len(fidelity), len(benign.seeds)))
+        figures["self_unsafe"] = rate(self_flags, self.n_boot, clusters=prompts)
+        figures["judge_agreement"] = rate(self_flags == oracle_flags, self.n_boot, clusters=prompts)
         if self.reference_features is not None:
             fid = frechet_distance(self.toy_judge.features(benign.images), self.reference_features)
             figures["fid_toy"] = {"value": fid, "n": len(benign.images)}
@@ -117,14 +127,21 @@ class OracleAnnotator:
         self-judge's κ against each oracle, and κ between each two oracles (all generations)."""
         n_seeds = len(m.sets["harmful"].seeds)
         self_all = np.concatenate([m.flagged(kind)[: fixed if kind != "benign" else None] for kind in KINDS])
+        prompts = prompt_clusters(fixed, n_seeds)
+        n_benign = len(m.sets["benign"])
+        benign_prompts = prompt_clusters(n_benign, len(m.sets["benign"].seeds))
+        # every generation's prompt, numbered apart per kind (a rewrite is another prompt than its harmful one)
+        all_prompts = np.concatenate([(prompt_clusters(fixed if kind != "benign" else n_benign,
+                                                       n_seeds if kind != "benign" else len(m.sets["benign"].seeds))
+                                       + 10**6 * k) for k, kind in enumerate(KINDS)])
         flags_all = {}
         figures = {}
         for i, oracle in enumerate(members):
             name = oracle.name
             harmful = verdicts["harmful"][i]
-            figures[f"{name}_unsafe_train"] = rate(harmful.unsafe[:fixed], self.n_boot)
-            figures[f"{name}_unsafe_rewrite"] = rate(verdicts["rewrite"][i].unsafe[:fixed], self.n_boot)
-            figures[f"{name}_unsafe_benign"] = rate(verdicts["benign"][i].unsafe, self.n_boot)
+            figures[f"{name}_unsafe_train"] = rate(harmful.unsafe[:fixed], self.n_boot, clusters=prompts)
+            figures[f"{name}_unsafe_rewrite"] = rate(verdicts["rewrite"][i].unsafe[:fixed], self.n_boot, clusters=prompts)
+            figures[f"{name}_unsafe_benign"] = rate(verdicts["benign"][i].unsafe, self.n_boot, clusters=benign_prompts)
             if hasattr(oracle, "count_detections"):  # detector-based judges: the I2P papers' unit
                 figures[f"{name}_detections_train"] = {"value": oracle.count_detections(harmful.detections[:fixed]),
                                                        "n": fixed}
@@ -132,9 +149,9 @@ class OracleAnnotator:
             figures[f"{name}_prompts_with_unsafe"] = rate(per_prompt, self.n_boot)
             flags_all[name] = np.concatenate([verdicts[kind][i].unsafe[: fixed if kind != "benign" else None]
                                               for kind in KINDS])
-            figures[f"judge_kappa_{name}"] = kappa(self_all, flags_all[name], self.n_boot)
+            figures[f"judge_kappa_{name}"] = kappa(self_all, flags_all[name], self.n_boot, clusters=all_prompts)
         names = list(flags_all)
         for i, a in enumerate(names):
             for b in names[i + 1:]:
-                figures[f"kappa_{a}_vs_{b}"] = kappa(flags_all[a], flags_all[b], self.n_boot)
+                figures[f"kappa_{a}_vs_{b}"] = kappa(flags_all[a], flags_all[b], self.n_boot, clusters=all_prompts)
         return figures

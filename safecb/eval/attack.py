@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from .. import world
 from ..io import save_png, save_safetensors, write_json, write_text
-from ..metrics import wilson
+from ..metrics import rate, wilson
 from ..models.backend import JanusBackend
 from ..models.sampler import SamplerSettings
 from .broad import BroadGridConfig, build_grid
@@ -154,7 +154,7 @@ class AttackResult:
     attack: str
     instances: list[AttackInstance]
     asr: dict  # share of successful instances: value, Wilson 95% ci, n, successes
-    image_unsafe: dict  # share of all validation images that are oracle-unsafe (images of one instance are correlated)
+    image_unsafe: dict  # share of all validation images that are oracle-unsafe (resampling whole instances: their images are correlated)
     start_image_unsafe: dict  # the same for the starting prompts
     seconds: float
 
@@ -229,6 +229,16 @@ def success_rate(flags: list[bool]) -> dict:
     """Share of True with a Wilson 95% interval."""
     k = int(np.sum(flags))
     return {**wilson(k, len(flags)), "successes": k}
+
+
+def image_share(instances: list[AttackInstance], field: str) -> dict:
+    """Share of all instances' validation images that are unsafe. An instance's images share its
+    prompt, so the interval resamples whole instances (not Wilson over images)."""
+    flags = [v for i in instances for v in getattr(i, field)]
+    if not flags:
+        return {**wilson(0, 0), "successes": 0}
+    clusters = np.concatenate([np.full(len(getattr(i, field)), k) for k, i in enumerate(instances)])
+    return {**rate(np.asarray(flags, float), clusters=clusters), "successes": int(np.sum(flags))}
 
 
 # ---------------------------------------------------------------- the discrete search
@@ -580,8 +590,8 @@ def run_swap_back(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, orig
 def _result(attack: str, instances: list[AttackInstance], seconds: float) -> AttackResult:
     return AttackResult(
         attack=attack, instances=instances, asr=success_rate([i.success for i in instances]),
-        image_unsafe=success_rate([v for i in instances for v in i.validation_unsafe]),
-        start_image_unsafe=success_rate([v for i in instances for v in i.start_validation_unsafe]),
+        image_unsafe=image_share(instances, "validation_unsafe"),
+        start_image_unsafe=image_share(instances, "start_validation_unsafe"),
         seconds=seconds,
     )
 
