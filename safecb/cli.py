@@ -157,11 +157,11 @@ def _report(args) -> int:
         for path in docs.write(paths, figures):
             print(f"wrote {path}")
     problems = docs.check(paths, figures)
-    unused = sorted(set(figures) - docs.used(paths))
+    marked = docs.used(paths)
     for problem in problems:
         print(problem.describe(), file=sys.stderr)
     print(f"{len(figures)} figures from the result rows in {time.time() - started:.1f} s; "
-          f"{len(docs.used(paths))} marked in the docs, {len(problems)} differ; not in any doc: {len(unused)}")
+          f"{len(marked)} marked in the docs, {len(problems)} differ; not in any doc: {len(set(figures) - marked)}")
     return 1 if problems else 0
 
 
@@ -473,6 +473,13 @@ def _bench_speed(args) -> int:
     return _print_and_save(format_table(report), report, args.json)
 
 
+def _results_option(parser: argparse.ArgumentParser, example: str) -> None:
+    """A bench's --results DIR: where its result rows go (safecb/evidence.py)."""
+    parser.add_argument("--results", default=None, metavar="DIR",
+                        help=f"write the result rows with their command, config, seeds and versions here "
+                             f"(e.g. {example})")
+
+
 def whole_number_at_least(least: int, what_least_means: str = "") -> Callable[[str], int]:
     """An argparse type: a whole number, `least` or more; the refusal names `least` (and what it
     means, e.g. " (torch's default)")."""
@@ -570,9 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--oracle", default=str(ORACLE_DIR))
     model.add_argument("--json", default=None, help="also write the figures to this JSON file")
     model.add_argument("--quick", action="store_true", help="fewer samples (for smoke tests)")
-    model.add_argument("--results", default=None, metavar="DIR",
-                       help="write the result rows with their command, config, seeds and versions here "
-                       "(e.g. results/model)")
+    _results_option(model, "results/model")
     model.set_defaults(func=_bench_model)
     safety = bench.add_parser("safety", help="Safe-CB vs baselines and ablations on the same prompts and seeds")
     safety.add_argument("--model", default=str(TOY_MODEL_DIR))
@@ -596,9 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change the bench's Safe-CB config (dotted key, JSON value), e.g. "
                              "--set fine_tune.decoder_steps=200; repeatable; for tuning runs")
-    safety.add_argument("--results", default=None, metavar="DIR",
-                        help="write the result rows with their command, config, seeds and versions here "
-                        "(e.g. results/safety)")
+    _results_option(safety, "results/safety")
     safety.set_defaults(func=_bench_safety)
     replacement = bench.add_parser("replacement", help="a picture of what a run's edited model draws for harmful "
                                    "prompts (reporting half, bench seed), the worst cases first")
@@ -608,9 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     replacement.add_argument("--oracle", default=str(ORACLE_DIR))
     replacement.add_argument("--out", default="docs/replacement_default.png", help="PNG to write")
     replacement.add_argument("--threads", type=thread_count, default=2)
-    replacement.add_argument("--results", default=None, metavar="DIR",
-                             help="write the result rows with their command, config, seeds and versions here "
-                             "(e.g. results/replacement)")
+    _results_option(replacement, "results/replacement")
     replacement.set_defaults(func=_bench_replacement)
     attack = bench.add_parser("attack", help="red team each method's model state: discrete prompt search and "
                               "soft-prompt attack with the oracle as objective; ASR on fresh seeds")
@@ -627,9 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="base of every attack seed (default: the bench seeds, 1000; the tuning seeds start at 2000)")
     attack.add_argument("--soft-steps", dest="soft_steps", type=int, default=None,
                         help="Adam steps of the soft-prompt attack (the attacker's budget; for tuning runs)")
-    attack.add_argument("--results", default=None, metavar="DIR",
-                        help="write the result rows with their command, config, seeds and versions here "
-                        "(e.g. results/attack)")
+    _results_option(attack, "results/attack")
     attack.set_defaults(func=_bench_attack)
     vapi_bench = bench.add_parser("vapi", help="VAπ before/after: FID-toy, fidelity, reward; Safe-CB ± step 3")
     vapi_bench.add_argument("--model", default=str(TOY_MODEL_DIR))
@@ -649,9 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     vapi_bench.add_argument("--noise", type=float, default=None, help="override the default contextual noise p")
     vapi_bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override any VapiConfig field (repeatable)")
-    vapi_bench.add_argument("--results", default=None, metavar="DIR",
-                            help="write the result rows with their command, config, seeds and versions here "
-                            "(e.g. results/vapi)")
+    _results_option(vapi_bench, "results/vapi")
     vapi_bench.set_defaults(func=_bench_vapi)
     speed = bench.add_parser("speed", help="our sampler vs transformers' generate on Janus-Pro-1B's shape "
                              "(random weights): tokens/s, memory, one Safe-CB round per 100 prompts")
@@ -670,9 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--profile", type=int, default=None, metavar="BATCH",
                        help="also profile one call of our sampler at this batch: kernels per token and where "
                             "the time goes")
-    speed.add_argument("--results", default=None, metavar="DIR",
-                       help="write the result rows with their command, config, seeds and versions here "
-                       "(e.g. results/speed)")
+    _results_option(speed, "results/speed_cpu")
     speed.set_defaults(func=_bench_speed)
 
     report = sub.add_parser("report", help="recompute every figure the docs mark from the committed result rows "

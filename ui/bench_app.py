@@ -6,7 +6,7 @@
   * round: one Safe-CB round of the default config started from the UI (job claimed → finished,
     persistence included) against the same config through `python -m safecb run` (process start →
     exit), side by side in one run, and their ratio;
-  * sessions (`--sessions N`): the app's resident memory before and after N Generate calls, each
+  * clients (`--clients N`): the app's resident memory before and after N Generate calls, each
     from a new session (as N browser tabs or API clients make), against Gradio's session capacity.
 """
 
@@ -252,19 +252,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="seeds per harmful prompt in the timed round (default 8)")
     parser.add_argument("--pairs", type=int, default=2,
                         help="CLI/UI round pairs, timed in ABBA order (default 2: CLI, UI, UI, CLI)")
-    parser.add_argument("--sessions", type=int, default=0, metavar="N",
-                        help="instead: the app's memory growth over N Generate calls from new sessions")
+    parser.add_argument("--clients", "--sessions", dest="clients", type=int, default=0, metavar="N",
+                        help="instead: the app's memory growth over N Generate calls, each from a new browser "
+                             "client (a new Gradio session)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--results", default=None, metavar="DIR",
                         help="write every timed sample with the command, config, versions and machine here "
                              "(e.g. results/app)")
     args = parser.parse_args(argv)
-    if args.results and args.sessions:
-        parser.error("--results records the timing bench, not --sessions")
-    if args.sessions < 0:
-        parser.error(f"--sessions must be 0 or more, got {args.sessions}")
-    if args.sessions:
-        figures = bench_sessions(args.sessions)
+    if args.results and args.clients:
+        parser.error("--results records the timing bench, not --clients")
+    if args.clients < 0:
+        parser.error(f"--clients must be 0 or more, got {args.clients}")
+    if args.clients:
+        figures = bench_sessions(args.clients)
         print(format_sessions(figures))
     else:
         started = time.time()

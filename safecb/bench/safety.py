@@ -151,6 +151,9 @@ class SafetyEvaluator:
         train_prompts = np.repeat(np.arange(len(self.sets.train_harmful)), n_seeds)
         heldout_prompts = np.repeat(np.arange(len(self.sets.heldout_harmful)), n_seeds)
         benign_prompts = np.repeat(np.arange(len(self.benign)), len(self.benign_seeds))
+        offsets = np.cumsum([0, len(self.sets.train_harmful), len(self.sets.heldout_harmful)])  # prompts numbered apart
+        all_prompts = np.concatenate([train_prompts + offsets[0], heldout_prompts + offsets[1],
+                                      benign_prompts + offsets[2]])
         specs = [p.spec for p in self.benign for _ in self.benign_seeds]
         all_images = np.concatenate([train, heldout, benign])
         judged = self._judge_sets(all_images, heldout_drawn, (len(train), len(heldout), len(benign)))
@@ -181,8 +184,7 @@ class SafetyEvaluator:
             "benign_fidelity": rate(judged["benign"]["fidelity"], n_boot, clusters=benign_prompts),
             "fid_toy": {"value": frechet_distance(benign_features, self.reference_features), "n": len(benign)},
             "benign_change": {"value": benign_change(self.none_benign_images, benign), "n": len(benign)},
-            "judge_kappa": kappa(self_all, oracle_all, n_boot, clusters=np.concatenate(
-                [train_prompts, heldout_prompts + len(train_prompts), benign_prompts + len(train_prompts) + len(heldout_prompts)])),
+            "judge_kappa": kappa(self_all, oracle_all, n_boot, clusters=all_prompts),
             "broad_unsafe": comparison["pooled"]["after"],
             "broad_cut": comparison["pooled"]["cut"],
             **({"broad_fidelity": fidelity["after"], "broad_fidelity_drop": fidelity["drop"]} if fidelity else {}),

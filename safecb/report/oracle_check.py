@@ -12,8 +12,6 @@ NEEDS = ("oracle_check",)
 
 JUDGES = {"oracle": "oracle", "shape_judge": "second judge"}  # results folder name of each judge's assets
 RELATIONS = ("held", "placed")
-KINDS = ("intact", "benign_safe", "benign_other", "blob_skin", "blob_own", "blob_any", "shape", "erase_part",
-         "erase_most", "nothing", "benign_scenes")  # safecb.eval.decoys.KINDS, then ordinary benign scenes
 TRUTH = {"intact": "harmful", "erase_part": "harmful (half left)"}
 HELD_OUT = ("blob_skin", "blob_own")  # safecb.eval.decoys.HELD_OUT: never trained on
 POOLED = ("blob_skin", "blob_own", "blob_any", "shape", "erase_most", "nothing")  # blobs, shapes, slivers, empty hands
@@ -34,9 +32,10 @@ def exact(flags: pd.Series) -> str:
 
 def decoy_table(images: pd.DataFrame) -> str:
     cells = {key: pooled_cell(group) for key, group in images.groupby(["judge", "relation", "kind"])}
+    kinds = list(dict.fromkeys(images["kind"]))  # in the check's order: decoys.KINDS, then benign scenes
     lines = ["| kind | truth | trained on | " + " | ".join(f"{r}, {JUDGES[j]}" for r in RELATIONS for j in JUDGES) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in RELATIONS for _ in JUDGES) + " |"]
-    for kind in KINDS:
+    for kind in kinds:
         sizes = " / ".join(str(len(cells[(next(iter(JUDGES)), r, kind)])) for r in RELATIONS)
         trained = "—" if kind in ("intact", "benign_scenes") else ("no (measures transfer)" if kind in HELD_OUT else "yes")
         values = " | ".join(exact(cells[(j, r, kind)]) for r in RELATIONS for j in JUDGES)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import bootstrap
+
+from .. import metrics
 
 N_RESAMPLES = 2000  # bootstrap resamples per interval
 SEED = 0  # the bootstrap's random state: fixed, so figures are reproducible to the digit
@@ -112,11 +114,9 @@ def kappa(a, b, clusters) -> Figure:
 
 
 def wilson(successes: int, n: int) -> Figure:
-    """A share of independent counts with its Wilson interval."""
-    if n == 0:
-        return Figure(float("nan"), float("nan"), float("nan"), 0)
-    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
-    return Figure(successes / n, float(ci.low), float(ci.high), int(n))
+    """A share of independent counts with its Wilson interval (`safecb.metrics.wilson`)."""
+    figure = metrics.wilson(int(successes), int(n))
+    return Figure(figure["value"], *figure["ci"], int(n))
 
 
 def fmt(figure: Figure, digits: int = 3, interval: bool = True) -> str:
