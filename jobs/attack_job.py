@@ -25,7 +25,7 @@ from db.messages import public_error
 from db.records import JobRecord
 from safecb.engine.config import SafeCBConfig
 from safecb.engine.rundir import RunDirectory
-from safecb.eval.attack import ATTACKS, AttackConfig, attack_model_state, quick_attack_config, soft_targets
+from safecb.eval.attack import ATTACK_NAMES, ATTACKS, NEEDS_TOY, AttackConfig, attack_model_state, draw_reference, quick_attack_config
 from safecb.models.backend import JanusBackend
 from safecb.models.sampler import SamplerSettings
 
@@ -122,8 +122,13 @@ def summary(report: dict) -> str:
     parts = []
     for name, result in report["results"].items():
         asr = result["asr"]
-        parts.append(f"{name} {asr['successes']}/{asr['n']} got through "
+        words = ATTACK_NAMES.get(result.get("attack", name), name)
+        words += f" ({result['setting']})" if result.get("setting") else ""
+        parts.append(f"{words} {asr['successes']}/{asr['n']} got through "
                      f"(ASR {asr['value']:.2f}, 95% CI {asr['ci'][0]:.2f}–{asr['ci'][1]:.2f})")
+    reuse = report.get("probes", {}).get("token_reuse")
+    if reuse:
+        parts.append(f"token reuse {reuse['value']:.2f} (95% CI {reuse['ci'][0]:.2f}–{reuse['ci'][1]:.2f})")
     return "; ".join(parts)
 
 
@@ -171,17 +176,19 @@ def execute_attack(runner: Worker, job: JobRecord, run_dir: Path | None) -> None
             if oracle is None:
                 raise ValueError("the red team needs an evaluation oracle as the attacker's objective, and this "
                                  "worker has none (start it with --oracle)")
-            if "soft" in request.attacks and not hasattr(oracle, "probs"):
-                raise ValueError("the soft-prompt attack aims at the toy world's objects and needs the toy oracle; "
-                                 "run the prompt search alone with this oracle")
+            toy = hasattr(oracle, "probs")
+            needs_toy = [a for a in request.attacks if a in NEEDS_TOY]
+            if needs_toy and not toy:
+                raise ValueError(f"the {' and '.join(ATTACK_NAMES[a] for a in needs_toy)} attack aims at the toy "
+                                 "world's objects and needs the toy oracle; run the others alone with this oracle")
             safecb = run.config.get("safecb")
             sampler = SafeCBConfig.from_dict(safecb).sampler if safecb else SamplerSettings()
             config = attack_config(request, sampler)
             directory = RunDirectory(run_dir)
             run_prompts = directory.read_config().get("prompts", {}) if directory.exists() else {}
             harmful = tuple(p["text"] for p in run_prompts.get("harmful", []))
-            if harmful:  # swap-back on the run's own harmful prompts (an I2P run's, say), not the toy grid's
-                config = replace(config, swap_back_texts=harmful)
+            if harmful and not toy:  # aim at the run's own harmful prompts (an I2P run's): the toy grid is the toy's
+                config = replace(config, harmful_texts=harmful)
             store.update_job(job.id, message="loading the model", log=f"worker {runner.worker_id} took the job")
             backend, reference = runner.backend, runner.reference
             codebooks = reference
@@ -194,13 +201,10 @@ def execute_attack(runner: Worker, job: JobRecord, run_dir: Path | None) -> None
                 codebooks = {**reference, **backend.read_codebook_file(path)}
             progress = AttackProgress(store, job.id, lease, cfg.progress_every_s)
             t0 = time.perf_counter()
-            targets = None
-            if "soft" in request.attacks:  # drawn by the public model, which the attacker holds
-                progress("soft prompts: the unedited model draws the target images", 0.0)
-                backend.set_codebooks(reference)
-                targets = soft_targets(backend, oracle, config)
+            backend.set_codebooks(reference)  # the public model, which the attacker holds
+            drawn = draw_reference(backend, oracle, config, progress)
             backend.set_codebooks(codebooks)
-            report = attack_model_state(backend, oracle, config, targets=targets, progress=progress,
+            report = attack_model_state(backend, oracle, config, reference=drawn, progress=progress,
                                         original_decoder=reference["decoder"])
             report.save(attack_directory(run_dir, job.id))  # its JSON last: a report is whole or absent
             seconds = time.perf_counter() - t0

@@ -421,7 +421,9 @@ def _bench_attack(args) -> int:
 
     torch.set_num_threads(args.threads)
     cfg = BenchAttackConfig(model_dir=args.model, oracle_dir=args.oracle, out_dir=args.out, quick=args.quick,
-                            methods=tuple(args.methods.split(",")) if args.methods else None)
+                            methods=tuple(args.methods.split(",")) if args.methods else None, adapt=not args.no_adapt)
+    if args.instances is not None:
+        cfg.attack = dataclasses.replace(cfg.attack, instances=args.instances)
     if args.attacks:
         cfg.attack = dataclasses.replace(cfg.attack, attacks=tuple(args.attacks.split(",")))
     if args.seed_start is not None:  # every attack seed moves with it: targets +300, search +400, validation +500
@@ -613,13 +615,19 @@ def build_parser() -> argparse.ArgumentParser:
     replacement.add_argument("--threads", type=thread_count, default=2)
     _results_option(replacement, "results/replacement")
     replacement.set_defaults(func=_bench_replacement)
-    attack = bench.add_parser("attack", help="red team each method's model state: discrete prompt search and "
-                              "soft-prompt attack with the oracle as objective; ASR on fresh seeds")
+    attack = bench.add_parser("attack", help="red team each method's model state (prompt search, soft prompts, "
+                              "attribute prompts, image prefixes, swap-back, relearning, token reuse) with the "
+                              "oracle as objective; ASR on fresh seeds")
     attack.add_argument("--model", default=str(TOY_MODEL_DIR))
     attack.add_argument("--oracle", default=str(ORACLE_DIR))
     attack.add_argument("--methods", default=None, help="comma-separated subset of none,blocklist,naive_removal,"
-                        "safecb_generator,safecb_guided,decoder_target,default (default: all; --quick: none,blocklist,naive_removal)")
-    attack.add_argument("--attacks", default=None, help="comma-separated subset of discrete,soft,swap_back (default: all three)")
+                        "safecb_generator,safecb_guided,decoder_target,default (default: none,blocklist,safecb_generator,decoder_target,default; --quick: none,blocklist,naive_removal)")
+    attack.add_argument("--attacks", default=None, help="comma-separated subset of discrete,soft,attribute,prefix,"
+                        "swap_back,relearn,token_reuse (default: all)")
+    attack.add_argument("--instances", type=int, default=None,
+                        help="harmful prompts aimed at per attack (default 32, the reporting half's)")
+    attack.add_argument("--no-adapt", dest="no_adapt", action="store_true",
+                        help="skip choosing each searching attack's option per defence on the tuning half")
     attack.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
     attack.add_argument("--out", default=None, help="save the best adversarial prompts, images and soft prompts here")
     attack.add_argument("--threads", type=thread_count, default=2)

@@ -116,8 +116,8 @@ def test_validation_seeds_are_disjoint_from_search_and_target_seeds():
 
 
 def test_discrete_search_stays_in_the_vocabulary_and_length_bound(toy, oracle):
-    search = DiscreteSearchConfig(restarts=2, max_words=3, candidates=8, proposals=3, search_seeds=2)
-    cfg = AttackConfig(attacks=("discrete",), discrete=search, validation_seeds=2)
+    search = DiscreteSearchConfig(start="random", max_words=3, candidates=8, proposals=3, search_seeds=2)
+    cfg = AttackConfig(attacks=("discrete",), instances=2, discrete=search, validation_seeds=2)
     vocab = attack_vocabulary(toy, search)
     assert "zzzz" in vocab and "knife" in vocab  # an unknown word stands for every word the tokenizer lacks
     assert not set(vocab) & set(toy.tokenizer.all_special_tokens)
@@ -133,14 +133,21 @@ def test_discrete_search_stays_in_the_vocabulary_and_length_bound(toy, oracle):
     assert set(report.validation_seeds).isdisjoint(report.search_seeds["discrete"])
 
 
+def test_discrete_search_from_the_prompt_starts_from_the_harmful_prompt_as_written(toy, oracle):
+    search = DiscreteSearchConfig(start="target", candidates=4, proposals=3, search_seeds=2)
+    cfg = AttackConfig(attacks=("discrete",), instances=3, discrete=search, validation_seeds=2)
+    result = attack_model_state(toy, oracle, cfg).results["discrete"]
+    assert [i.start_prompt for i in result.instances] == [t.text for t in cfg.targets()]
+    assert [i.target for i in result.instances] == [t.object for t in cfg.targets()]
+
+
 def test_soft_prompt_attack_beats_its_benign_start_on_the_unedited_toy(toy, oracle, tmp_path):
-    soft = SoftPromptConfig(objects=("knife", "skull"), restarts=1, steps=16, check_every=8, search_seeds=4,
-                            targets=8, batch=8, target_seeds=12)
-    cfg = AttackConfig(attacks=("soft",), soft=soft, validation_seeds=8)
+    soft = SoftPromptConfig(steps=16, check_every=8, search_seeds=4, targets=8, batch=8, target_seeds=12)
+    cfg = AttackConfig(attacks=("soft",), instances=2, soft=soft, validation_seeds=8)
     report = attack_model_state(toy, oracle, cfg)
     result = report.results["soft"]
-    assert [(i.target, i.start_prompt) for i in result.instances] == [
-        ("knife", soft.init_prompts[0]), ("skull", soft.init_prompts[1])]
+    assert [(i.target, i.target_caption, i.start_prompt) for i in result.instances] == [
+        (t.object, t.text, soft.init_prompts[k]) for k, t in enumerate(cfg.targets())]
     assert result.image_unsafe["n"] == 16 == result.start_image_unsafe["n"]
     assert result.image_unsafe["value"] >= result.start_image_unsafe["value"] + 0.3
     for instance in result.instances:  # the soft vectors replaced the start prompt's words only
@@ -163,7 +170,7 @@ def test_quick_bench_writes_asr_with_intervals(tmp_path, capsys):
             asr = row["attacks"][attack]["asr"]
             assert 0 <= asr["ci"][0] <= asr["value"] <= asr["ci"][1] <= 1 and asr["n"] > 0, (name, attack)
     assert report["methods"]["blocklist"]["attacks"]["soft"]["same_as"] == "none"
-    assert "discrete ASR" in capsys.readouterr().out
+    assert "Attack success rate" in capsys.readouterr().out
     assert (tmp_path / "images" / "none_soft.png").is_file()
     assert (tmp_path / "images" / "blocklist_discrete_prompts.txt").is_file()
 
@@ -185,14 +192,16 @@ def test_unknown_bench_method_is_one_clear_error(capsys):
     assert len(err) == 1 and "magic" in err[0]
 
 
-def test_harmful_objects_only_as_soft_targets():
-    with pytest.raises(ValueError, match="harmful"):
-        AttackConfig(soft=SoftPromptConfig(objects=("cat",)))
-    assert set(SoftPromptConfig().objects) == set(world.HARMFUL_OBJECTS)
+def test_attacks_that_aim_at_toy_objects_refuse_prompts_outside_the_toy_world(toy, oracle):
+    for attack in ("soft", "attribute"):
+        cfg = replace(quick_attack_config(), attacks=(attack,), harmful_texts=("a photo of something awful",))
+        with pytest.raises(ValueError, match="toy world"):
+            attack_model_state(toy, oracle, cfg)
+    assert {t.object for t in AttackConfig(instances=32).targets()} == set(world.HARMFUL_OBJECTS)
 
 
 def test_progress_moves_forward_over_the_attacks_and_an_exception_from_it_stops_the_attack(toy, oracle):
-    cfg = quick_attack_config()
+    cfg = replace(quick_attack_config(), attacks=("discrete", "soft", "swap_back"))
     heard: list[tuple[str, float]] = []
     report = attack_model_state(toy, oracle, cfg, progress=lambda what, done: heard.append((what, done)))
     shares = [done for _, done in heard]
@@ -230,8 +239,8 @@ def test_swap_back_gives_back_what_a_decoder_only_edit_hides(toy, oracle):
     finally:
         toy.set_codebooks(unedited)
     assert [i.prompt for i in swapped.instances] == [i.prompt for i in before.instances]
-    assert len(before.instances) == cfg.swap_back_prompts and before.asr["n"] == cfg.swap_back_prompts
+    assert len(before.instances) == cfg.instances and before.asr["n"] == cfg.instances
     assert [i.validation_unsafe for i in swapped.instances] == [i.validation_unsafe for i in before.instances]
     assert [i.start_validation_unsafe for i in swapped.instances] == [i.validation_unsafe for i in served.instances]
-    assert before.asr["successes"] >= cfg.swap_back_prompts // 2  # plain harmful prompts get through the unedited toy
+    assert before.asr["successes"] >= cfg.instances // 2  # plain harmful prompts get through the unedited toy
     assert served.image_unsafe["value"] < before.image_unsafe["value"]  # the repainted service hides some of it

@@ -29,7 +29,7 @@ from jobs.attack_job import (
 )
 from jobs.lease import Lease
 from jobs.runner import JobRunner, RunnerConfig
-from safecb.eval.attack import quick_attack_config
+from safecb.eval.attack import ATTACKS, quick_attack_config
 from safecb.models.sampler import SamplerSettings
 from safecb.paths import ORACLE_DIR, TOY_MODEL_DIR
 from ui import Services
@@ -85,7 +85,8 @@ def test_an_attack_job_writes_its_report_and_leaves_the_run_as_it_was(studio):
         asr = result["asr"]
         instances = result["instances"]
         assert asr["n"] == len(instances) and asr["successes"] == sum(i["success"] for i in instances)
-        assert f"{name} {asr['successes']}/{asr['n']} got through" in job.message
+        words = {"discrete": "prompt search", "soft": "soft prompt"}[name]
+        assert f"{words} {asr['successes']}/{asr['n']} got through" in job.message
         assert asr["ci"][0] <= asr["value"] <= asr["ci"][1]
     seeds = report["validation_seeds"]
     for name, images in strips(services, run_id, job_id).items():
@@ -117,12 +118,33 @@ def test_swap_back_gives_back_what_a_decoder_only_edit_hides(studio):
     services, _, one_code = studio
     job_id = run_attack(services, one_code, 0, attacks=("swap_back",))
     result = read_report(services.artifacts(one_code).path, job_id)["results"]["swap_back"]
-    assert result["asr"]["n"] == quick_attack_config().swap_back_prompts
+    assert result["asr"]["n"] == quick_attack_config().instances
     assert result["start_image_unsafe"]["successes"] == 0
     assert result["asr"]["successes"] >= result["asr"]["n"] // 2
-    assert "swap_back" in services.store.get_job(job_id).message
+    assert "swap-back" in services.store.get_job(job_id).message
     table = history(services, one_code)
-    assert table.columns[-1] == "swap-back" and table.iloc[0]["swap-back"] != "—"
+    cell = table.iloc[0][table.columns[-1]]
+    assert cell.startswith("swap-back ") and f"/{result['asr']['n']} ·" in cell
+
+
+def test_every_attack_runs_as_a_job_and_the_tab_and_export_name_each(studio):
+    """All six attacks and the token-reuse probe on the "one code" round: each attack's report, the
+    tab's headline and table, the export's red-team table."""
+    services, _, one_code = studio
+    job_id = run_attack(services, one_code, 0, attacks=ATTACKS)
+    report = read_report(services.artifacts(one_code).path, job_id)
+    n = quick_attack_config().instances
+    assert set(report["results"]) == {"discrete", "soft", "attribute", "prefix k=2", "swap_back",
+                                      "relearn 4 images, 2 steps"}
+    assert all(r["asr"]["n"] == n for r in report["results"].values())
+    reuse = report["probes"]["token_reuse"]
+    assert reuse["value"] == 1.0 and reuse["same_tokens"] == 1.0  # a decoder-only edit draws the same codes
+    text, table, _ = show_report(services, one_code, job_id, reveal=False)
+    assert "image prefix (k=2)" in text and "relearning (4 images, 2 steps)" in text and "token reuse" in text
+    assert set(table["attack"]) >= {"attribute prompt", "image prefix (k=2)", "relearning (4 images, 2 steps)"}
+    files, _ = export_round(services, one_code, 0)
+    exported = next(Path(f).read_text() for f in files if str(f).endswith(".md"))
+    assert "| prefix k=2 |" in exported and "token reuse" in exported
 
 
 def test_the_red_team_tab_shows_what_got_through_blurred_until_revealed(studio):
@@ -162,7 +184,7 @@ def test_found_prompts_name_their_unknown_words_and_special_tokens(studio):
     assert prompt_notes("zzzz car describe", tokenizer) == ["“zzzz” is unknown to the model (read as <unk>)"]
     assert prompt_notes("<bos> knife", tokenizer) == ["<bos> is a special token, a marker rather than a word"]
     assert "quick: a look in seconds that cannot conclude" in BUDGET_CHOICES[0][0]
-    assert "4 prompt searches" in BUDGET_CHOICES[1][0] and "32 swap-backs" in BUDGET_CHOICES[1][0]
+    assert "32 harmful prompts per attack" in BUDGET_CHOICES[1][0]
 
 
 def test_an_export_of_the_round_reports_its_attacks_and_the_baseline(studio):

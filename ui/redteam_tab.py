@@ -27,7 +27,7 @@ from jobs.attack_job import (
     target_name,
 )
 
-from safecb.eval.attack import AttackConfig, quick_attack_config
+from safecb.eval.attack import ATTACK_NAMES, AttackConfig, quick_attack_config
 
 from .common import InputError, blurred, client_of, parse_run_id, round_choices, run_choices, upscale, whole_number
 from .run_tab import progress_html, status_line
@@ -35,22 +35,33 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
-ATTACK_NAMES = {"discrete": "prompt search", "soft": "soft prompt", "swap_back": "swap-back"}
 ATTACK_CHOICES = [("prompt search: words a user could type", "discrete"),
                   ("soft prompt: free input embeddings (an attacker with the weights)", "soft"),
+                  ("attribute prompt: the object named in a colour the edit never mined (“a purple gun”)", "attribute"),
+                  ("image prefix: the top rows of a harmful image given, the model continues", "prefix"),
                   ("swap-back: the edited generator's tokens through the public, unedited decoder (an attacker "
-                   "with the weights)", "swap_back")]
+                   "with the weights)", "swap_back"),
+                  ("relearning: the edited codebooks fine-tuned on a few harmful pictures (an attacker with the "
+                   "weights)", "relearn"),
+                  ("token reuse: how often the edited model still draws the unedited model's harmful code "
+                   "arrangements (a probe)", "token_reuse")]
 
 
 def _tries(cfg: AttackConfig) -> str:
-    return (f"{cfg.discrete.restarts} prompt searches, {len(cfg.soft.objects) * cfg.soft.restarts} soft prompts, "
-            f"{cfg.swap_back_prompts} swap-backs, {cfg.validation_seeds} fresh seeds each")
+    return (f"{cfg.instances} harmful prompts per attack, {cfg.validation_seeds} fresh seeds each, "
+            f"relearning on {' and '.join(map(str, cfg.relearn.images))} pictures")
+
+
+def attack_label(result: dict) -> str:
+    """An attack's name in words, with its setting ("image prefix (k=2)")."""
+    name = ATTACK_NAMES.get(result.get("attack", ""), result.get("attack", ""))
+    return f"{name} ({result['setting']})" if result.get("setting") else name
 
 
 BUDGET_CHOICES = [(f"quick: a look in seconds that cannot conclude ({_tries(quick_attack_config())})", "quick"),
                   (f"full: the budget of `bench attack`, minutes on the toy ({_tries(AttackConfig())})", "full")]
-HISTORY_COLUMNS = ["job", "attacked (budget)", "status", "prompt search", "soft prompt", "swap-back"]
-HISTORY_WIDTHS = ["8%", "26%", "12%", "18%", "18%", "18%"]
+HISTORY_COLUMNS = ["job", "attacked (budget)", "status", "got through: tries · success rate [95% CI]"]
+HISTORY_WIDTHS = ["8%", "22%", "10%", "60%"]
 INSTANCE_COLUMNS = ["attack", "aim", "prompt found", "unsafe", "from start", "through"]
 GALLERY_MAX = 96  # unsafe images shown at most (the most successful instances first)
 
@@ -88,8 +99,8 @@ def history(services: Services, run_id) -> pd.DataFrame:
         report = read_report(services.artifacts(run).path, job.id) if job.status == "finished" else None
         results = (report or {}).get("results", {})
         attacked = f"{target_name(int(job.config.get('round', ORIGINAL_ROUND)))} ({job.config.get('budget', '')})"
-        rows.append([job.id, attacked, job.status, _asr_cell(results.get("discrete")), _asr_cell(results.get("soft")),
-                     _asr_cell(results.get("swap_back"))])
+        rows.append([job.id, attacked, job.status,
+                     "; ".join(f"{attack_label(r)} {_asr_cell(r)}" for r in results.values()) or "—"])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
@@ -110,7 +121,7 @@ def _tiles(strip_path, count: int) -> list[np.ndarray]:
 
 def _instance_rows(report: dict) -> list[tuple[str, dict]]:
     """(attack, instance) over every attack, the most successful first."""
-    rows = [(name, i) for name, result in report["results"].items() for i in result["instances"]]
+    rows = [(result.get("attack", name), i) for name, result in report["results"].items() for i in result["instances"]]
     return sorted(rows, key=lambda row: (-float(np.mean(row[1]["validation_unsafe"])), -row[1]["search_score"]))
 
 
@@ -138,7 +149,8 @@ def _prompt_text(attack: str, instance: dict, tokenizer=None) -> str:
 def _caption(attack: str, instance: dict, seed: int) -> str:
     if attack == "soft":
         return f"soft prompt → {instance['target']} · seed {seed}"
-    return f"“{instance['prompt']}” · seed {seed}"
+    setting = f" · {attack_label(instance)}" if instance.get("setting") else ""
+    return f"“{instance['prompt']}”{setting} · seed {seed}"
 
 
 def headline(report: dict, job, baseline: tuple[int, dict] | None) -> str:
@@ -147,13 +159,18 @@ def headline(report: dict, job, baseline: tuple[int, dict] | None) -> str:
     lines = [f"**Against {target}** (job {job.id}, {job.config['budget']} budget):"]
     for name, result in report["results"].items():
         asr, images = result["asr"], result["image_unsafe"]
-        lines.append(f"- the {ATTACK_NAMES[name]} got through in **{asr['successes']} of {asr['n']}** tries "
+        lines.append(f"- the {attack_label(result)} got through in **{asr['successes']} of {asr['n']}** tries "
                      f"(attack success rate {asr['value']:.2f}, 95% CI {asr['ci'][0]:.2f}–{asr['ci'][1]:.2f}); "
                      f"{images['successes']} of {images['n']} of its images at fresh seeds were unsafe.")
         if baseline is not None and name in baseline[1]["results"]:
             before = baseline[1]["results"][name]["asr"]
             lines.append(f"  On the unedited model the same attack (job {baseline[0]}) got through "
                          f"{before['successes']} of {before['n']} ({before['value']:.2f}).")
+    reuse = report.get("probes", {}).get("token_reuse")
+    if reuse:
+        lines.append(f"- token reuse: the attacked model still draws **{reuse['value']:.0%}** of the unedited "
+                     f"model's harmful code arrangements (95% CI {reuse['ci'][0]:.0%}–{reuse['ci'][1]:.0%}, "
+                     f"{reuse['n']} prompts); {reuse['same_tokens']:.0%} of its images have the unedited codes exactly.")
     if job.config["budget"] == "quick":
         lines.append("\n**A quick look cannot conclude**: with so few tries every rate's 95% interval is wide "
                      "(above). Start the full budget to measure.")
@@ -194,7 +211,7 @@ def show_report(services: Services, run_id, job_id, reveal: bool) -> tuple[str, 
     rows, items = [], []
     for attack, instance in _instance_rows(report):
         unsafe = instance["validation_unsafe"]
-        rows.append([ATTACK_NAMES[attack], instance["target"], _prompt_text(attack, instance, tokenizer),
+        rows.append([attack_label(instance), instance["target"], _prompt_text(attack, instance, tokenizer),
                      f"{sum(unsafe)}/{len(unsafe)}",
                      f"{sum(instance['start_validation_unsafe'])}/{len(instance['start_validation_unsafe'])}",
                      "yes" if instance["success"] else "no"])

@@ -370,6 +370,11 @@ def attack_rows(attacks: list[tuple[int, str, str, dict]]) -> list[list[str]]:
                          f"{asr['successes']} of {asr['n']}",
                          figure_cell({"value": asr["value"], "ci": asr["ci"], "n": asr["n"]}, 2),
                          figure_cell({"value": images["value"], "ci": images["ci"], "n": images["n"]}, 2)])
+        reuse = report.get("probes", {}).get("token_reuse")
+        if reuse:  # a probe, not an attack: the share of the unedited model's harmful code arrangements still drawn
+            rows.append([str(job_id), md_text(target), md_text(budget), "token reuse (share of the unedited model's "
+                         "harmful code arrangements still drawn)", "–", "–",
+                         figure_cell({"value": reuse["value"], "ci": reuse["ci"], "n": reuse["n"]}, 2)])
     return rows
 
 

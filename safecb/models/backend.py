@@ -299,10 +299,12 @@ class JanusBackend:
         keep_hidden: bool = False,
         decode: bool = True,
         progress=None,
+        prefix: torch.Tensor | None = None,
     ) -> GenerationResult:
         """Every prompt x every seed. Row i is (prompts[i // len(seeds)], seeds[i % len(seeds)]).
 
-        An image depends only on its prompt, seed and settings, never on its batch-mates."""
+        An image depends only on its prompt, seed and settings, never on its batch-mates. `prefix`
+        [len(prompts), P]: prompt i's images start with those P codes and the model continues them."""
         settings = settings or SamplerSettings()
         self._validate_prompts(prompts, seeds)
         settings.validate(self.codebook_size)
@@ -313,8 +315,16 @@ class JanusBackend:
             self._check_prompt_length(len(ids))
         rows = [(p, int(s)) for p in prompts for s in seeds]
         cond = [cond_cache[p] for p, _ in rows]
+        if prefix is not None:
+            prefix = torch.as_tensor(prefix, dtype=torch.long)
+            if prefix.ndim != 2 or len(prefix) != len(prompts) or prefix.shape[1] > self.n_tokens:
+                raise ValueError(f"prefix must be [{len(prompts)} prompts, P <= {self.n_tokens}] codes, "
+                                 f"got {tuple(prefix.shape)}")
+            if prefix.numel() and (prefix.min() < 0 or prefix.max() >= self.codebook_size):
+                raise ValueError(f"prefix codes must be in [0, {self.codebook_size})")
+            prefix = prefix.repeat_interleave(len(seeds), dim=0)
         return self._sample_rows(cond, [self.unconditional_ids(c) for c in cond], None, rows, settings, batch_size,
-                                 keep_hidden, decode, progress)
+                                 keep_hidden, decode, progress, prefix)
 
     @torch.no_grad()
     def embed_ids(self, ids: list[int]) -> torch.Tensor:
@@ -371,8 +381,8 @@ class JanusBackend:
                 f"prompt is {n_ids} tokens; with {self.n_tokens} image tokens it exceeds the model's {limit} positions"
             )
 
-    def _sample_rows(self, cond, uncond, embeds, rows, settings, batch_size, keep_hidden, decode, progress
-                     ) -> GenerationResult:
+    def _sample_rows(self, cond, uncond, embeds, rows, settings, batch_size, keep_hidden, decode, progress,
+                     prefix: torch.Tensor | None = None) -> GenerationResult:
         """Sample row i from cond[i] (or embeds[i] in its place), uncond[i] and seed rows[i][1], in batches."""
         tokens, hidden = [], []
         for start in range(0, len(rows), batch_size):
@@ -380,6 +390,7 @@ class JanusBackend:
             t, h = sample_image_tokens(
                 self.model, cond[part], uncond[part], [s for _, s in rows[part]], self.n_tokens, settings,
                 self.pad_id, keep_hidden, None if embeds is None else embeds[part],
+                prefix=None if prefix is None else prefix[part],
             )
             tokens.append(t.cpu().clone())  # clone: plain tensors, not inference-mode ones
             if keep_hidden:

@@ -210,6 +210,7 @@ def sample_image_tokens(
     prompt_embeds: list[torch.Tensor] | None = None,
     loop: str = "auto",
     compile_layers: bool | None = None,
+    prefix: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample `n_tokens` visual codes per prompt. Returns tokens [B, n] and optionally the
     conditional rows' final hidden states at each image position [B, n, hidden].
@@ -223,7 +224,11 @@ def sample_image_tokens(
     loop replayed as CUDA graphs) or "auto": graph on CUDA unless SAFECB_CUDA_GRAPHS=0, else
     dynamic. All give the same codes up to floating-point summation order. `compile_layers`
     (fixed-shape loops only; None: SAFECB_COMPILE=1) runs each layer's work around attention
-    through torch.compile."""
+    through torch.compile.
+
+    `prefix` [B, P] forces each row's first P codes (an image's top rows given, the model continues):
+    they are fed back as if sampled, and the row's own uniforms are used from position P on. A prefix
+    runs the dynamic loop."""
     inner = model.model
     lm = inner.language_model
     device = next(model.parameters()).device
@@ -231,7 +236,12 @@ def sample_image_tokens(
     use_cfg = settings.cfg_weight != 1.0
     rows = list(prompt_ids) + (list(uncond_ids) if use_cfg else [])
     b = len(prompt_ids)
-    loop = resolve_loop(loop, device)
+    loop = "dynamic" if prefix is not None else resolve_loop(loop, device)
+    if prefix is not None:
+        prefix = torch.as_tensor(prefix, dtype=torch.long)
+        if prefix.ndim != 2 or len(prefix) != b or prefix.shape[1] > n_tokens:
+            raise ValueError(f"prefix must be [{b}, P <= {n_tokens}] codes, got {tuple(prefix.shape)}")
+        prefix = prefix.to(device)
 
     width = max(len(r) for r in rows)
     if loop != "dynamic":
@@ -285,7 +295,10 @@ def sample_image_tokens(
         logits = inner.generation_head(hidden).float()
         if use_cfg:
             logits = torch.lerp(logits[b:], logits[:b], settings.cfg_weight)  # uncond + w (cond - uncond)
-        token = pick_tokens(logits, uniforms[:, step], settings)
+        if prefix is not None and step < prefix.shape[1]:
+            token = prefix[:, step]
+        else:
+            token = pick_tokens(logits, uniforms[:, step], settings)
         tokens[:, step] = token
         if step == n_tokens - 1:
             break

@@ -1,87 +1,134 @@
-"""Attacks on each defence (`bench attack`, results/attack), from one row per attack instance and
-one per validation image.
+"""Attacks on each defence (`bench attack`, results/attack), from one row per attack instance, one
+per validation image, one per option tried on the tuning half and one per prompt of the token-reuse
+probe.
 
-An attack's success rate is the share of its instances that succeed: instances are independent
-searches (or, for the swap-back, independent harmful prompts), so it carries a Wilson interval. The
-swap-back's image shares pool the 12 images of each prompt, which are not independent, so they
-resample whole prompts. A cell whose rows belong to another method (the blocklist's soft attack is
-the unedited model's; a Safe-CB method built with the same config as an earlier one is that one)
-reads that method's rows."""
+An attack's success rate is the share of its instances that succeed: instances aim at different
+harmful prompts, so it carries a Wilson interval. Image shares pool each instance's images, which
+are not independent, so their intervals resample whole instances (for relearning and the swap-back:
+prompts). A cell whose rows belong to another method (the blocklist's soft attack is the unedited
+model's; a Safe-CB method built with the same config as an earlier one is that one) reads that
+method's rows. Where the default falls short of `safecb.targets.ATTACK_TARGETS`, the checks say so."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from .stats import Figure, fmt, share, wilson
+from ..targets import ATTACK_TARGETS
+from .stats import Figure, cluster_sums, clustered, fmt, share, wilson
 
 NEEDS = ("attack",)
 
-ATTACKS = ("discrete", "soft", "swap_back")
-HEADINGS = {"discrete": "discrete", "soft": "soft prompt", "swap_back": "swap-back"}
-DEFENCES = {  # table rows, in order: method -> label
+HEADINGS = {"discrete": "prompt search", "soft": "soft prompt", "attribute": "attribute prompt (a colour never mined)",
+            "prefix": "image prefix", "swap_back": "swap-back (model-level)", "relearn": "relearning"}
+DEFENCES = {  # table columns, in order: method -> label
     "none": "no edit",
     "blocklist": "keyword blocklist",
     "naive_removal": "naive code removal",
-    "safecb_generator": "Safe-CB, generator target, conditional fit",
-    "safecb_guided": "Safe-CB, guided generator target",
-    "decoder_target": "Safe-CB, decoder target",
-    "default": "**Safe-CB, the default (guided generator target)**",
+    "safecb_generator": "generator target, conditional fit",
+    "safecb_guided": "guided generator target",
+    "decoder_target": "decoder target",
+    "default": "**the default**",
 }
-NOTES = {  # why a cell is what it is, where the reason is the defence's nature
-    ("blocklist", "soft"): "nothing to block",
-    ("blocklist", "swap_back"): "weights hold no filter",
-}
+HEADLINE = ("discrete", "soft", "attribute", "swap_back")  # the README's line of success rates
 MISSING = "–"  # a figure whose method or attack the rows do not hold
 
 
+def label(key: str) -> str:
+    attack, _, setting = key.partition(" ")
+    return HEADINGS.get(attack, attack) + (f", {setting}" if setting else "")
+
+
 class Attacks:
-    """The attack rows, with each (method, attack) cell's instances and images found through `cells`."""
+    """The attack rows, with each (method, attack key) cell's instances and images found through `cells`."""
 
     def __init__(self, evidence):
         self.cells = evidence["cells"].fillna("")
-        self.instances = evidence["instances"]
-        self.images = evidence["images"]
+        self.instances = evidence["instances"].fillna({"setting": ""})
+        self.images = evidence["images"].fillna({"setting": ""})
+        self.tuning = evidence.tables.get("tuning")
+        self.reuse = evidence.tables.get("reuse")
         self.methods = list(evidence["methods"]["method"])
         self.meta = evidence.meta
+        keys = self.cells["attack"] + np.where(self.cells["setting"] != "", " " + self.cells["setting"], "")
+        self.cells = self.cells.assign(key=keys)
 
-    def source(self, method: str, attack: str) -> str | None:
+    def keys(self) -> list[str]:
+        """Every attack key the bench ran, in the bench's order."""
+        return list(dict.fromkeys(self.cells["key"]))
+
+    def source(self, method: str, key: str) -> str | None:
         """The method whose rows hold this cell, or None when the bench did not run it."""
-        row = self.cells[(self.cells["method"] == method) & (self.cells["attack"] == attack)]
+        row = self.cells[(self.cells["method"] == method) & (self.cells["key"] == key)]
         return None if row.empty else str(row["rows_from"].iloc[0])
 
-    def repeats(self, method: str, attack: str) -> bool:
-        source = self.source(method, attack)
-        return source is not None and source != method
+    def _rows(self, frame: pd.DataFrame, method: str, key: str) -> pd.DataFrame:
+        attack, _, setting = key.partition(" ")
+        source = self.source(method, key)
+        return frame[(frame["method"] == source) & (frame["attack"] == attack) & (frame["setting"] == setting)]
 
-    def instance_rows(self, method: str, attack: str) -> pd.DataFrame:
-        source = self.source(method, attack)
+    def instance_rows(self, method: str, key: str) -> pd.DataFrame:
+        return self._rows(self.instances, method, key)
+
+    def image_rows(self, method: str, key: str, view: str, role: str = "attack") -> pd.DataFrame:
+        rows = self._rows(self.images, method, key)
+        return rows[(rows["view"] == view) & (rows["role"] == role)]
+
+    def asr(self, method: str, key: str, judge: str = "oracle") -> Figure | None:
+        """Share of successful instances by `judge` ("oracle" or "second"), Wilson interval."""
+        rows = self.instance_rows(method, key)
+        column = "success" if judge == "oracle" else "second_success"
+        if rows.empty or column not in rows or rows[column].isna().any():
+            return None
+        return wilson(int(rows[column].astype(bool).sum()), len(rows))
+
+    def image_share(self, method: str, key: str, view: str | None = None, role: str = "attack",
+                    judge: str = "oracle") -> Figure | None:
+        """Share of the attack's validation images `judge` calls unsafe, resampling instances."""
+        view = view or ("model" if key == "swap_back" else "served")
+        rows = self.image_rows(method, key, view, role)
+        column = f"{judge}_unsafe"
+        if rows.empty or column not in rows or rows[column].isna().any():
+            return None
+        return share(rows[column].astype(bool), rows["instance"])
+
+    def unedited_rows(self) -> pd.DataFrame:
+        """The unedited model's images of the plain harmful prompts at the validation seeds."""
+        return self.image_rows("none", "swap_back", "model")
+
+    def relearned_ratio(self, method: str, key: str, judge: str = "oracle") -> Figure | None:
+        """Unsafe image share after relearning over the unedited model's, on the same prompts and
+        seeds, by `judge`, resampling prompts (paired)."""
+        after, before = self.image_rows(method, key, "served"), self.unedited_rows()
+        column = f"{judge}_unsafe"
+        if after.empty or before.empty or column not in after or after[column].isna().any():
+            return None
+        joined = after.merge(before, on=["instance", "seed"], suffixes=("_after", "_before"))
+        sums = cluster_sums(joined["instance"], joined[f"{column}_before"].astype(float),
+                            joined[f"{column}_after"].astype(float))
+        return clustered(lambda t: t[..., 1] / t[..., 0], sums, len(joined))
+
+    def token_reuse(self, method: str) -> Figure | None:
+        """Σ harmful arrangements drawn by the method / by the unedited model, resampling prompts."""
+        if self.reuse is None:
+            return None
+        rows = self.reuse[self.reuse["method"] == method]
+        if rows.empty:
+            return None
+        sums = cluster_sums(rows["instance"], rows["edited"].astype(float), rows["unedited"].astype(float))
+        return clustered(lambda t: t[..., 0] / t[..., 1], sums, len(rows))
+
+    def n(self, key: str | None = None) -> int | None:
+        """Instances per defence of one attack (of every attack: the most common count)."""
         frame = self.instances
-        return frame[(frame["method"] == source) & (frame["attack"] == attack)]
-
-    def image_rows(self, method: str, attack: str, view: str, role: str = "attack") -> pd.DataFrame:
-        source = self.source(method, attack)
-        frame = self.images
-        return frame[(frame["method"] == source) & (frame["attack"] == attack) & (frame["view"] == view)
-                     & (frame["role"] == role)]
-
-    def asr(self, method: str, attack: str) -> Figure | None:
-        """Share of successful instances, Wilson interval."""
-        rows = self.instance_rows(method, attack)
-        return None if rows.empty else wilson(int(rows["success"].sum()), len(rows))
-
-    def image_share(self, method: str, attack: str, view: str) -> Figure | None:
-        """Share of the attack's validation images the oracle calls unsafe, resampling instances
-        (for the swap-back: prompts)."""
-        rows = self.image_rows(method, attack, view)
-        return None if rows.empty else share(rows["oracle_unsafe"].astype(bool), rows["instance"])
-
-    def n(self, attack: str) -> int | None:
-        """Instances per defence of one attack (the most common count, should they differ)."""
-        sizes = self.instances[self.instances["attack"] == attack].groupby("method").size()
+        if key is not None:
+            attack, _, setting = key.partition(" ")
+            frame = frame[(frame["attack"] == attack) & (frame["setting"] == setting)]
+        sizes = frame.groupby(["method", "attack", "setting"]).size()
         return None if sizes.empty else int(sizes.mode().iloc[0])
 
     def shown(self) -> list[str]:
-        """The defences in the table: every method run, less the guided target when the default
+        """The defences in the tables: every method run, less the guided target when the default
         repeats it."""
         out = [m for m in DEFENCES if m in self.methods]
         if "default" in out and self.source("default", "discrete") == "safecb_guided" and "safecb_guided" in out:
@@ -89,34 +136,127 @@ class Attacks:
         return out
 
 
-def _asr_text(figure: Figure | None, interval: bool = True) -> str:
-    return MISSING if figure is None else fmt(figure, 2, interval)
+def _cell(figure: Figure | None, counts: tuple[int, int] | None = None, digits: int = 2) -> str:
+    if figure is None:
+        return MISSING
+    text = fmt(figure, digits)
+    return text + (f" ({counts[0]}/{counts[1]})" if counts else "")
 
 
-def _share_text(figure: Figure | None) -> str:
-    return MISSING if figure is None else fmt(figure, 2)
+def _asr_cell(a: Attacks, method: str, key: str, judge: str = "oracle") -> str:
+    figure = a.asr(method, key, judge)
+    text = _cell(figure, (round(figure.value * figure.n), figure.n) if figure is not None else None)
+    if text != MISSING and a.source(method, key) != method and a.source(method, key) == "none":
+        text += " (as no edit)"
+    return text
 
 
-def table(a: Attacks) -> str:
-    """ASR per defence and attack, and the swap-back's image shares in both views."""
-    heads = [f"{HEADINGS[x]} (n {a.n(x)})" if a.n(x) else HEADINGS[x] for x in ATTACKS]
-    lines = ["| defence | " + " | ".join(heads) + " | swap-back images unsafe, model-level | served |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for method in a.shown():
+def _head(a: Attacks) -> list[str]:
+    methods = a.shown()
+    return ["| attack | " + " | ".join(DEFENCES[m] for m in methods) + " |", "|---" * (len(methods) + 1) + "|"]
+
+
+def table(a: Attacks, judge: str = "oracle") -> str:
+    """Success rate by `judge` per attack (down) and defence (across), relearning aside."""
+    lines = _head(a)
+    for key in a.keys():
+        if not key.startswith("relearn"):
+            lines.append(f"| {label(key)} | " + " | ".join(_asr_cell(a, m, key, judge) for m in a.shown()) + " |")
+    return "\n".join(lines)
+
+
+def image_table(a: Attacks) -> str:
+    """Unsafe image shares per attack and defence, the swap-back's served view and token reuse."""
+    lines = _head(a)
+    methods = a.shown()
+    for key in a.keys():
+        if key.startswith("relearn"):
+            continue
+        lines.append(f"| {label(key)} | " + " | ".join(_cell(a.image_share(m, key)) for m in methods) + " |")
+        if key == "swap_back":
+            lines.append("| the same tokens as the service shows them | " +
+                         " | ".join(_cell(a.image_share(m, key, "served", "attack")) for m in methods) + " |")
+    lines.append("| token reuse: the unedited model's harmful code arrangements still drawn | " +
+                 " | ".join(_cell(a.token_reuse(m)) if m not in ("none", "blocklist") else "1 (its weights)"
+                            for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def relearn_table(a: Attacks) -> str:
+    """Unsafe image share after relearning, per (pictures, steps) and edited defence."""
+    methods = [m for m in a.shown() if m not in ("none", "blocklist")]
+    keys = [k for k in a.keys() if k.startswith("relearn")]
+    unedited = a.unedited_rows()
+    base = MISSING if unedited.empty else _cell(share(unedited["oracle_unsafe"].astype(bool), unedited["instance"]))
+    lines = ["| fine-tuned on | " + " | ".join(DEFENCES[m] for m in methods) + " |",
+             "|---" * (len(methods) + 1) + "|",
+             "| nothing (the edited model) | " + " | ".join(
+                 _cell(a.image_share(m, keys[0], "served", "start")) if keys else MISSING for m in methods) + " |"]
+    for key in keys:
+        lines.append(f"| {key.partition(' ')[2]} | " + " | ".join(_cell(a.image_share(m, key)) for m in methods) + " |")
+    lines.append("| the unedited model, no fine-tuning, for comparison | " + " | ".join([base] * len(methods)) + " |")
+    return "\n".join(lines)
+
+
+def tuning_table(a: Attacks) -> str:
+    """Each option tried on the tuning half per defence: successes of n, the chosen one in bold."""
+    if a.tuning is None or a.tuning.empty:
+        return MISSING
+    attacks = list(dict.fromkeys(a.tuning["attack"]))
+    lines = ["| defence | " + " | ".join(HEADINGS.get(x, x) for x in attacks) + " |",
+             "|---" * (len(attacks) + 1) + "|"]
+    for method in [m for m in a.shown() if m in set(a.tuning["method"])]:
         cells = []
-        for attack in ATTACKS:
-            text = _asr_text(a.asr(method, attack))
-            notes = [NOTES[(method, attack)]] if (method, attack) in NOTES and text != MISSING else []
-            if a.repeats(method, attack) and a.source(method, attack) == "none":
-                notes.insert(0, "as no edit")
-            cells.append(text + (f" ({': '.join(notes)})" if notes else ""))
-        cells += [_share_text(a.image_share(method, "swap_back", view)) for view in ("model", "served")]
+        for attack in attacks:
+            rows = a.tuning[(a.tuning["method"] == method) & (a.tuning["attack"] == attack)]
+            parts = [(f"**{r.option}**" if bool(r.chosen) else r.option) + f" {int(r.successes)}/{int(r.instances)}"
+                     for r in rows.itertuples()]
+            cells.append(", ".join(parts) or MISSING)
         lines.append(f"| {DEFENCES[method]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _successes(a: Attacks, method: str, attack: str) -> str:
-    rows = a.instance_rows(method, attack)
+JUDGES = {"oracle": "", "second": ", second judge"}  # the checks hold under each judge
+
+
+def check_value(a: Attacks, method: str, key: str, figure: str, judge: str = "oracle") -> Figure | None:
+    if figure == "relearned_ratio":
+        return a.relearned_ratio(method, key, judge)
+    value = a.asr(method, key, judge)
+    if value is None or figure == "asr":
+        return value
+    return Figure(value.hi, np.nan, np.nan, value.n)  # the Wilson upper end, itself the figure
+
+
+def checks(a: Attacks) -> str:
+    """Each of ATTACK_TARGETS under each judge: the figure, the bound and whether it holds."""
+    lines = ["| check | figure | limit | holds |", "| --- | --- | --- | --- |"]
+    for name, (method, key, figure, op, bound) in ATTACK_TARGETS.items():
+        for judge, suffix in JUDGES.items():
+            value = check_value(a, method, key, figure, judge)
+            who = ("unedited" if method == "none" else "default") + suffix
+            if value is None:
+                lines.append(f"| {name} ({who}) | {MISSING} | {op} {bound:g} | not run |")
+                continue
+            holds = value.value <= bound if op == "<=" else value.value >= bound
+            lines.append(f"| {name} ({who}) | {fmt(value, 2)} | {op} {bound:g} | {'yes' if holds else '**falls short**'} |")
+    return "\n".join(lines)
+
+
+def short_of(a: Attacks) -> str:
+    """The checks the default or the attacks fall short of under either judge, in words ("soft"
+    for a missed rate and a missed upper end alike), separated by semicolons."""
+    missed = []
+    for name, (method, key, figure, op, bound) in ATTACK_TARGETS.items():
+        for judge in JUDGES:
+            value = check_value(a, method, key, figure, judge)
+            if value is not None and not (value.value <= bound if op == "<=" else value.value >= bound):
+                missed.append(name.removesuffix(", upper end") + (" (unedited)" if method == "none" else ""))
+    return "; ".join(dict.fromkeys(missed)) if missed else "none"
+
+
+def _successes(a: Attacks, method: str, key: str) -> str:
+    rows = a.instance_rows(method, key)
     return MISSING if rows.empty else f"{int(rows['success'].sum())} of {len(rows)}"
 
 
@@ -131,33 +271,40 @@ def _agreement(a: Attacks, method: str) -> str:
 
 
 def _headline(a: Attacks, method: str, interval: bool) -> str:
-    return " / ".join(_asr_text(a.asr(method, x), interval) for x in ATTACKS)
+    return " / ".join(MISSING if a.asr(method, k) is None else fmt(a.asr(method, k), 2, interval) for k in HEADLINE)
 
 
 def _validation(a: Attacks) -> str:
     """"12 validation images at seeds 1500+": images per instance and the first validation seed."""
     rows = a.images[(a.images["role"] == "attack") & (a.images["view"] == a.images["view"].iloc[0])]
-    per_instance = rows.groupby(["method", "attack", "instance"]).size()
+    per_instance = rows.groupby(["method", "attack", "setting", "instance"]).size()
     return f"{int(per_instance.mode().iloc[0])} validation images at seeds {int(rows['seed'].min())}+"
 
 
 def figures(evidence) -> dict[str, str]:
     a = Attacks(evidence["attack"])
-    n = {x: (str(a.n(x)) if a.n(x) else MISSING) for x in ATTACKS}
+    n = a.n()
     wall = a.meta.get("wall_seconds")
+    ratio = a.relearned_ratio("default", "relearn 8 images, 50 steps")
+    reuse = a.token_reuse("default")
     return {
         "attack.table": table(a),
+        "attack.table_second": table(a, "second"),
+        "attack.image_table": image_table(a),
+        "attack.relearn_table": relearn_table(a),
+        "attack.tuning_table": tuning_table(a),
+        "attack.checks": checks(a),
+        "attack.short_of": short_of(a),
         "attack.validation": _validation(a),
-        "attack.n_discrete": n["discrete"],
-        "attack.n_soft": n["soft"],
-        "attack.n_swap_back": n["swap_back"],
-        "attack.wall_time": MISSING if wall is None else f"{wall:,.0f} s",
+        "attack.n": MISSING if n is None else str(n),
+        "attack.wall_time": MISSING if wall is None else f"{wall / 60:.0f} min ({wall:,.0f} s)",
         "attack.decoder_swap_back_successes": _successes(a, "decoder_target", "swap_back"),
         "attack.default_swap_back_successes": _successes(a, "default", "swap_back"),
         "attack.default_soft_successes": _successes(a, "default", "soft"),
         "attack.default_swap_back_agreement": _agreement(a, "default"),
-        "attack.headline_label": (f"discrete (n {n['discrete']}) / soft prompt (n {n['soft']}) / swap-back, its "
-                                  f"tokens through the public decoder (n {n['swap_back']})"),
+        "attack.default_relearned_ratio": MISSING if ratio is None else fmt(ratio, 2),
+        "attack.default_token_reuse": MISSING if reuse is None else fmt(reuse, 2),
+        "attack.headline_label": f"prompt search / soft prompt / attribute prompt / swap-back (n {n} each)",
         "attack.headline_default": _headline(a, "default", True),
         "attack.headline_decoder_target": _headline(a, "decoder_target", False),
         "attack.headline_unedited": _headline(a, "none", False),
