@@ -167,7 +167,9 @@ def headline(report: dict, job, baseline: tuple[int, dict] | None) -> str:
             lines.append(f"  On the unedited model the same attack (job {baseline[0]}) got through "
                          f"{before['successes']} of {before['n']} ({before['value']:.2f}).")
     reuse = report.get("probes", {}).get("token_reuse")
-    if reuse:
+    if reuse and int(job.config["round"]) == ORIGINAL_ROUND:
+        lines.append("- token reuse: 100% by definition (the unedited model draws its own arrangements).")
+    elif reuse:
         lines.append(f"- token reuse: the attacked model still draws **{reuse['value']:.0%}** of the unedited "
                      f"model's harmful code arrangements (95% CI {reuse['ci'][0]:.0%}–{reuse['ci'][1]:.0%}, "
                      f"{reuse['n']} prompts); {reuse['same_tokens']:.0%} of its images have the unedited codes exactly.")
