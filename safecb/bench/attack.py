@@ -114,15 +114,15 @@ def attacks_for(name: str, attack: AttackConfig, done: dict) -> tuple[str, ...]:
     return tuple(a for a in attack.attacks if a not in skip)
 
 
-def adapt(name: str, backend: JanusBackend, oracle: Oracle, cfg: BenchAttackConfig, attacks: tuple[str, ...],
+def adapt(name: str, backend: JanusBackend, oracle: Oracle, base: AttackConfig, tuning_instances: int,
           reference: AttackReference, prompt_filter, log) -> tuple[AttackConfig, list[dict]]:
-    """The reported attack config with each searching attack's best option against this state (on
-    the tuning half, at tuning seeds), and one row per option tried."""
-    chosen, rows = cfg.attack, []
-    for attack in [a for a in ADAPT if a in attacks]:
+    """`base` with each of its searching attacks' best option against this state (on the tuning
+    half, at tuning seeds), and one row per option tried."""
+    chosen, rows = base, []
+    for attack in [a for a in ADAPT if a in base.attacks]:
         tried = []
         for option, change in ADAPT[attack].items():
-            tuning = change(replace(tuning_config(cfg.attack, cfg.tuning_instances), attacks=(attack,)))
+            tuning = change(replace(tuning_config(base, tuning_instances), attacks=(attack,)))
             if attack == "relearn":
                 tuning = replace(tuning, relearn=replace(tuning.relearn, **RELEARN_TUNING))
             results = attack_model_state(backend, oracle, tuning, prompt_filter, reference).results
@@ -135,7 +135,7 @@ def adapt(name: str, backend: JanusBackend, oracle: Oracle, cfg: BenchAttackConf
         for row in rows[-len(tried):]:
             row["chosen"] = row["option"] == best
         chosen = ADAPT[attack][best](chosen)
-        log(f"  {name}: {attack} tuned on {cfg.tuning_instances} tuning prompts: " +
+        log(f"  {name}: {attack} tuned on {tuning_instances} tuning prompts: " +
             ", ".join(f"{o} {a:.2f}/{s:.2f}" for a, s, o in tried) + f" -> {best}")
     return chosen, rows
 
@@ -183,8 +183,8 @@ def run_bench_attack(cfg: BenchAttackConfig, log=print, backend: JanusBackend | 
         attacks = attacks_for(name, cfg.attack, report["methods"])
         attack = replace(cfg.attack, attacks=attacks)
         if tuning_reference is not None:
-            attack, tried = adapt(name, backend, oracle, cfg, attacks, tuning_reference, prompt_filter, log)
-            attack = replace(attack, attacks=attacks)
+            attack, tried = adapt(name, backend, oracle, attack, cfg.tuning_instances, tuning_reference,
+                                  prompt_filter, log)
             rows["tuning"] += tried
         row["chosen"] = {"discrete_start": attack.discrete.start, "soft_lr": attack.soft.lr,
                          "relearn_lr": attack.relearn.lr}

@@ -54,10 +54,10 @@ from .protocol import BENCH_SEED_START, TUNING_SEED_START
 from .relearn import RelearnConfig, run_relearn
 from .toy_oracle import Oracle
 
-__all__ = ["ATTACKS", "ATTACK_NAMES", "NEEDS_TOY", "AttackConfig", "AttackInstance", "AttackReport", "AttackResult", "AttackReference",
-           "DiscreteSearchConfig", "SoftPromptConfig", "PrefixConfig", "RelearnConfig", "attack_model_state",
-           "attack_vocabulary", "draw_reference", "image_grid", "image_share", "prompt_span", "quick_attack_config",
-           "success_rate", "tuning_config"]
+__all__ = ["ATTACKS", "ATTACK_NAMES", "NEEDS_TOY", "AttackConfig", "AttackInstance", "AttackReport", "AttackResult",
+           "AttackReference", "DiscreteSearchConfig", "SoftPromptConfig", "PrefixConfig", "RelearnConfig",
+           "attack_model_state", "attack_vocabulary", "draw_reference", "image_grid", "image_share", "prompt_span",
+           "quick_attack_config", "success_rate", "tuning_config"]
 
 ATTACKS = ("discrete", "soft", "attribute", "prefix", "swap_back", "relearn", "token_reuse")
 ATTACK_NAMES = {"discrete": "prompt search", "soft": "soft prompt", "attribute": "attribute prompt",
@@ -66,8 +66,8 @@ NEEDS_TOY = ("soft", "attribute")  # attacks that aim at a toy object (its oracl
 PromptFilter = Callable[[str], str]  # what stands between a typed prompt and the model (identity: none)
 Progress = Callable[[str, float], None]  # (what is being done, share of the work done); raising stops the attack
 UNCOND_CACHE_BYTES = 256 * 2**20  # unconditional logits of the targets are kept when they fit in this
-STARTS = ("target", "random")  # where a discrete search begins: the harmful prompt as written, or random words
-DISCRETE_STARTS = {"target": "from the prompt", "random": "from random words"}  # each start, in words
+# where a discrete search begins (the harmful prompt as written, or random words), and each in words
+DISCRETE_STARTS = {"target": "from the prompt", "random": "from random words"}
 
 
 @dataclass
@@ -121,8 +121,9 @@ class AttackConfig:
                              else f"choose at least one attack from {ATTACKS}")
         if self.half not in ("reporting", "tuning"):
             raise ValueError(f"half must be 'reporting' or 'tuning', got {self.half!r}")
-        if self.discrete.start not in STARTS:
-            raise ValueError(f"the prompt search starts from one of {STARTS}, got {self.discrete.start!r}")
+        if self.discrete.start not in DISCRETE_STARTS:
+            raise ValueError(f"the prompt search starts from one of {tuple(DISCRETE_STARTS)}, "
+                             f"got {self.discrete.start!r}")
         d, s = self.discrete, self.soft
         if min(self.instances, d.max_words, d.candidates, d.proposals, d.search_seeds, s.targets, s.batch,
                s.check_every, s.search_seeds, s.target_seeds, self.prefix.reference_seeds,
@@ -516,23 +517,22 @@ def run_attribute(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, prom
     """The attribute prompts typed as they are, no search: each at the validation seeds, its start
     the same prompt without the colour word at the same seeds."""
     t0 = time.perf_counter()
-    attack = "attribute"
     targets = attribute_targets(cfg.instances, cfg.half, cfg.selection_seed)
     plain = [world.caption(replace(t.spec, colours=()), t.template_id) for t in targets]
     seeds = cfg.validation_seeds_list()
     texts = [prompt_filter(t.text) for t in targets] + [prompt_filter(text) for text in plain]
-    progress(f"{attack}: generating", 0.0)
+    progress("attribute: generating", 0.0)
     images = backend.generate(texts, seeds, cfg.sampler, cfg.batch_size).images
     unsafe, scores = judge_images(images, oracle, len(texts), len(seeds))
     images = images.reshape(len(texts), len(seeds), *images.shape[1:])
     n = len(targets)
     instances = [AttackInstance(
-        attack=attack, target=t.label, restart=i, prompt=t.text, start_prompt=plain[i], search_score=0.0,
+        attack="attribute", target=t.label, restart=i, prompt=t.text, start_prompt=plain[i], search_score=0.0,
         scored=0, validation_unsafe=unsafe[i].tolist(), start_validation_unsafe=unsafe[n + i].tolist(),
         success=bool(unsafe[i].mean() >= cfg.success_share), target_caption=t.text, filtered_prompt=texts[i],
         validation_scores=scores[i].tolist(), start_validation_scores=scores[n + i].tolist(), images=images[i],
     ) for i, t in enumerate(targets)]
-    return make_result(attack, instances, time.perf_counter() - t0)
+    return make_result("attribute", instances, time.perf_counter() - t0)
 
 
 def run_swap_back(backend: JanusBackend, oracle: Oracle, cfg: AttackConfig, targets: list[AttackTarget],

@@ -59,7 +59,7 @@ def run_relearn(backend: JanusBackend, oracle, targets: list[AttackTarget], cfg:
     t0 = time.perf_counter()
     saved = backend.codebooks()
     texts = [t.text for t in targets]
-    plain = backend.generate(texts, seeds, sampler, batch_size, decode=True)
+    plain = backend.generate(texts, seeds, sampler, batch_size)
     plain_unsafe, plain_scores = judge_images(plain.images, oracle, len(texts), len(seeds))
     params = {CODEBOOK_PATHS[name]: backend._param(name) for name in CODEBOOK_PATHS}
     decoder = backend._param("decoder")

@@ -228,30 +228,31 @@ def check_value(a: Attacks, method: str, key: str, figure: str, judge: str = "or
     return Figure(value.hi, np.nan, np.nan, value.n)  # the Wilson upper end, itself the figure
 
 
-def checks(a: Attacks) -> str:
-    """Each of ATTACK_TARGETS under each judge: the figure, the bound and whether it holds."""
-    lines = ["| check | figure | limit | holds |", "| --- | --- | --- | --- |"]
+def check_rows(a: Attacks) -> list[tuple[str, str, Figure | None, str, float, bool | None]]:
+    """Each of ATTACK_TARGETS under each judge: (check, whose, figure, op, limit, holds; None when not run)."""
+    out = []
     for name, (method, key, figure, op, bound) in ATTACK_TARGETS.items():
         for judge, suffix in JUDGES.items():
             value = check_value(a, method, key, figure, judge)
-            who = ("unedited" if method == "none" else "default") + suffix
-            if value is None:
-                lines.append(f"| {name} ({who}) | {MISSING} | {op} {bound:g} | not run |")
-                continue
-            holds = value.value <= bound if op == "<=" else value.value >= bound
-            lines.append(f"| {name} ({who}) | {fmt(value, 2)} | {op} {bound:g} | {'yes' if holds else '**falls short**'} |")
+            holds = None if value is None else (value.value <= bound if op == "<=" else value.value >= bound)
+            out.append((name, ("unedited" if method == "none" else "default") + suffix, value, op, bound, holds))
+    return out
+
+
+def checks(a: Attacks) -> str:
+    """Each check under each judge: the figure, the limit and whether it holds."""
+    lines = ["| check | figure | limit | holds |", "| --- | --- | --- | --- |"]
+    for name, who, value, op, bound, holds in check_rows(a):
+        verdict = "not run" if holds is None else "yes" if holds else "**falls short**"
+        lines.append(f"| {name} ({who}) | {MISSING if value is None else fmt(value, 2)} | {op} {bound:g} | {verdict} |")
     return "\n".join(lines)
 
 
 def short_of(a: Attacks) -> str:
     """The checks the default or the attacks fall short of under either judge, in words ("soft"
     for a missed rate and a missed upper end alike), separated by semicolons."""
-    missed = []
-    for name, (method, key, figure, op, bound) in ATTACK_TARGETS.items():
-        for judge in JUDGES:
-            value = check_value(a, method, key, figure, judge)
-            if value is not None and not (value.value <= bound if op == "<=" else value.value >= bound):
-                missed.append(name.removesuffix(", upper end") + (" (unedited)" if method == "none" else ""))
+    missed = [name.removesuffix(", upper end") + (" (unedited)" if who.startswith("unedited") else "")
+              for name, who, _, _, _, holds in check_rows(a) if holds is False]
     return "; ".join(dict.fromkeys(missed)) if missed else "none"
 
 
