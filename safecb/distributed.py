@@ -83,8 +83,12 @@ class DistributedContext:
         return cls(state.process_index, state.num_processes, state.device, object_group)
 
     def close(self) -> None:
-        """Leave the process group (at the end of a launched run)."""
+        """Leave the process group (at the end of a launched run).
+
+        Every process waits for the others first: a process that tears its gloo connections down
+        while a peer is still finishing its last collective makes that peer abort."""
         if self.distributed and dist.is_initialized():
+            dist.barrier(group=self.object_group)
             dist.destroy_process_group()
 
     # ---------------------------------------------------------------- work
