@@ -27,8 +27,8 @@ from safecb.engine.mining import mine_measurement
 from safecb.engine.prompts import BenignPrompt, HarmfulPrompt, from_world
 from safecb.engine.rundir import RunDirectory
 from safecb.engine.space import build_harmful_space, difference_vectors
-from safecb.engine.steps import (TARGET_CODEBOOK, counterfactual_residuals, generator_data, generator_step2,
-                                 projected_update, row_scales, split_pairs)
+from safecb.engine.steps import (TARGET_CODEBOOK, counterfactual_residuals, generator_data, generator_round,
+                                 generator_step2, projected_update, row_scales, split_pairs)
 from safecb.metrics import frechet_distance
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 from safecb.paths import TOY_MODEL_DIR
@@ -114,6 +114,7 @@ def test_frechet_distance_zero_for_same_and_grows_with_shift():
         (lambda c: setattr(c.mining, "threshold", -0.1), "threshold"),
         (lambda c: setattr(c.stop, "epsilon", -1.0), "epsilon"),
         (lambda c: setattr(c.generator_edit, "null_threshold", -1e-3), "null_threshold"),
+        (lambda c: setattr(c.generator_edit, "harmful_code_penalty", -2.0), "harmful_code_penalty"),
         (lambda c: setattr(c, "target", "lm_head"), "target"),
         (lambda c: setattr(c.stop, "max_rounds", 0), "max_rounds"),
         (lambda c: setattr(c.fine_tune, "decoder_batch", 0), "decoder_batch"),
@@ -312,3 +313,23 @@ def test_a_guided_edit_fits_what_guidance_samples_and_can_keep_the_unconditional
     assert min(moved[False]) > 0  # the fit moved the head (held-out KL improved)
     assert moved[True][1] < moved[False][1]  # keeping the unconditional branch keeps it closer to where it was
     assert moved[True][1] < moved[True][0]  # and the edit then acts on what the prompt draws
+
+
+def test_a_harmful_code_penalty_lowers_exactly_those_codes_bias_and_step_2_fits_under_it(toy_backend, prompts,
+                                                                                         small_config):
+    cfg = small_config()
+    m = measure(toy_backend, prompts, cfg, keep_hidden=True)
+    pairs = mine_measurement(m)
+    reference = {n: toy_backend.get_codebook(n) for n in ("gen_head", "gen_head_bias")}
+    plain = generator_round(toy_backend, prompts, m, pairs, cfg, reference, lambda *_: None)
+    assert set(plain.codebooks) == {"gen_head"}  # off by default: the bias stays
+    cfg.generator_edit.harmful_code_penalty = 5.0
+    cfg.codes.ratio, cfg.codes.min_count = 1.5, 1  # enough codes pass on a few prompts
+    penalised = generator_round(toy_backend, prompts, m, pairs, cfg, reference, lambda *_: None)
+    codes = torch.tensor(penalised.info["penalised_codes"], dtype=torch.long)
+    assert len(codes) > 0
+    change = penalised.codebooks["gen_head_bias"] - reference["gen_head_bias"]
+    assert torch.allclose(change[codes], torch.full((len(codes),), -5.0))
+    assert int((change != 0).sum()) == len(codes)  # no other code's bias moved
+    assert not torch.equal(penalised.codebooks["gen_head"], plain.codebooks["gen_head"])  # step 2 fitted under it
+    assert torch.equal(toy_backend.get_codebook("gen_head_bias"), reference["gen_head_bias"])  # model left as found

@@ -11,6 +11,7 @@ from safecb.engine.edit import (
     confine_change,
     decoder_edit,
     null_space_projector,
+    penalised_bias,
     safe_targets,
 )
 from safecb.engine.space import (
@@ -191,3 +192,19 @@ def test_confine_change_freezes_rows_and_keeps_the_change_out_of_the_harmful_spa
         confine_change(start, trained[:3], frozen)
     with pytest.raises(ValueError, match="projector"):
         confine_change(bias_start, bias_trained, frozen, torch.eye(6))
+
+
+def test_a_penalised_bias_makes_its_codes_exp_penalty_times_less_likely_under_any_context():
+    g = torch.Generator().manual_seed(0)
+    bias, logits = torch.randn(12, generator=g), torch.randn(5, 12, generator=g)  # 5 contexts, 12 codes
+    codes = torch.tensor([2, 7])
+    out = penalised_bias(bias, codes, 3.0)
+    assert torch.equal(bias, penalised_bias(bias, codes, 0.0)) and not torch.equal(out, bias)  # input untouched
+    before, after = (logits + bias).log_softmax(-1), (logits + out).log_softmax(-1)
+    other = torch.ones(12, dtype=torch.bool)
+    other[codes] = False
+    odds = (after[:, codes] - after[:, other][:, :1]) - (before[:, codes] - before[:, other][:, :1])
+    assert torch.allclose(odds, torch.full_like(odds, -3.0), atol=1e-5)  # odds against any other code fall by e³
+    ratios = after[:, other] - after[:, other][:, :1]  # the other codes keep their odds among themselves
+    assert torch.allclose(ratios, before[:, other] - before[:, other][:, :1], atol=1e-5)
+

@@ -41,6 +41,7 @@ class GeneratorEditConfig:
     relevant_prob: float = 1e-3  # residuals only on codes this likely under either context (others: 0)
     guided: bool = True  # step 2 fits the guidance-combined distribution the sampler draws from (uncond + w·(cond − uncond)), not the conditional one alone
     safe_trajectory: bool = False  # also fit keys of the harmful prompt over the safe grid's prefix, aimed at the rewrite's own next-token distribution there
+    harmful_code_penalty: float = 0.0  # logits taken from the head bias of the round's harmful codes (`codes`: ρ and m), before step 2; 0: the bias stays
 
     def validate(self) -> None:
         if not (0.0 < self.null_threshold < 1.0):
@@ -49,6 +50,8 @@ class GeneratorEditConfig:
             raise ValueError(f"ridge must be positive, got {self.ridge}")
         if not (0.0 <= self.relevant_prob < 1.0):
             raise ValueError(f"relevant_prob must be in [0, 1), got {self.relevant_prob}")
+        if self.harmful_code_penalty < 0:
+            raise ValueError(f"harmful_code_penalty must be non-negative, got {self.harmful_code_penalty}")
 
 
 @dataclass

@@ -134,3 +134,12 @@ def confine_change(
         change = change @ harmless.double()
     change[frozen_rows] = 0
     return (start.double() + change).to(start.dtype)
+
+
+def penalised_bias(bias: torch.Tensor, codes: torch.Tensor, penalty: float) -> torch.Tensor:
+    """The head bias with `penalty` logits taken from each code in `codes`: under any context those
+    codes become exp(penalty) times less likely relative to every other code (a new tensor)."""
+    out = bias.clone()
+    out[codes] -= penalty
+    return out
+

@@ -45,7 +45,8 @@ from ..vapi.config import GENERATOR_CODEBOOKS
 from ..vapi.data import prepare_data
 from ..vapi.train import train_vapi
 from .config import FineTuneConfig, SafeCBConfig
-from .edit import alphaedit_delta, benign_share, confine_change, decoder_edit, null_space_projector, safe_targets
+from .edit import (alphaedit_delta, benign_share, confine_change, decoder_edit, null_space_projector, penalised_bias,
+                   safe_targets)
 from .measure import Measurement
 from .mining import Pairs
 from .prompts import RoundPrompts
@@ -209,16 +210,17 @@ def _kl(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 def generator_step2(
     backend: JanusBackend, data: GeneratorData, start: torch.Tensor, step1_change: torch.Tensor,
     space: HarmfulSpace, reference: dict[str, torch.Tensor], cfg: FineTuneConfig, seed: int,
-    progress: Progress, guidance: float = 1.0,
+    progress: Progress, guidance: float = 1.0, bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """With `data.uncond_keys`, the mined keys are fitted as guidance samples them: the edited head's
     uncond + w·(cond − uncond) (w = `guidance`) against the rewrite's, uncond + w·(safe − uncond)
     with the round's head; and the benign generations are kept as guidance samples them (their
-    conditional and unconditional keys together)."""
+    conditional and unconditional keys together). `bias`: the head bias the edited head will have
+    (default: the model's current one)."""
     # On the model's device: each optimiser step multiplies and projects the whole [16384, 2048] head
     # at Janus-Pro's shape. Batches are drawn on the CPU, so the draws do not depend on the device.
     device = backend.device
-    bias = backend.get_codebook("gen_head_bias").to(device)
+    bias = (backend.get_codebook("gen_head_bias") if bias is None else bias).to(device)
     fit_pairs, hold_pairs = split_pairs(int(data.pair_of_key.max()) + 1, cfg.holdout_share, seed)
     fit = torch.as_tensor(np.isin(data.pair_of_key, fit_pairs))
     hold = ~fit
@@ -298,12 +300,19 @@ def generator_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement
                           config.generator_edit.guided)
     progress("step 1: edit", 0.0)
     edited, info = generator_step1(backend, data, config)
+    codebooks = {}
+    bias = backend.get_codebook("gen_head_bias")
+    if config.generator_edit.harmful_code_penalty > 0:
+        codes, _ = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.sets["benign"].tokens,
+                                 backend.codebook_size, config.codes)
+        bias = codebooks["gen_head_bias"] = penalised_bias(bias, codes, config.generator_edit.harmful_code_penalty)
+        info["penalised_codes"] = [int(c) for c in codes]
     if config.fine_tune.enabled and config.fine_tune.steps > 0 and len(pairs) >= 2:
         edited, info2 = generator_step2(backend, data, edited, edited - weight, space, reference,
-                                        config.fine_tune, config.seed, progress, config.sampler.cfg_weight)
+                                        config.fine_tune, config.seed, progress, config.sampler.cfg_weight, bias)
         info.update(info2)
     info.update({"mined_keys": int(len(data.keys))})
-    return EditResult({"gen_head": edited}, space, info)
+    return EditResult({"gen_head": edited, **codebooks}, space, info)
 
 
 # ---------------------------------------------------------------- decoder target
