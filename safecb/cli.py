@@ -46,6 +46,7 @@ def _train_lm(args) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
+    cfg.und_fresh = args.und_fresh
     metrics = retrain_lm(args.model, cfg, log=lambda line: print(line, flush=True))
     print(json.dumps(metrics, indent=2))
     return 0
@@ -55,7 +56,7 @@ def _train_tower(args) -> int:
     from .models.train_tower import TowerTuneConfig, tune_tower_checkpoint
 
     cfg = TowerTuneConfig(threads=args.threads, seed=args.seed)
-    for name in ("steps", "lr", "palette_prob", "left_out_share"):
+    for name in ("steps", "lr", "palette_prob", "left_out_share", "presence_weight", "presence_steps"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -537,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--n-images", dest="n_images", type=int, default=None)
     lm.add_argument("--contrast-images", dest="contrast_images", type=int, default=None,
                     help="understanding-only contrast scenes (default 0, as the shipped model)")
+    lm.add_argument("--und-fresh", dest="und_fresh", action="store_true",
+                    help="understanding examples rendered fresh at every step (palette changes, weapon-less scenes)")
     lm.set_defaults(func=_train_lm)
     tower = train.add_parser("tower", help="the understanding tower of a trained toy alone, in place (what the "
                                            "model draws is unchanged; its own judge and captions learn shape)")
@@ -550,6 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of liquid-free images whose palette is changed (default 0.5)")
     tower.add_argument("--left-out-share", dest="left_out_share", type=float, default=None,
                        help="share of the safe safety examples drawn with the harmful object left out (default 0.5)")
+    tower.add_argument("--presence-weight", dest="presence_weight", type=float, default=None,
+                       help="weight of the object-presence signal on the encoder (default 0: off)")
+    tower.add_argument("--presence-steps", dest="presence_steps", type=int, default=None,
+                       help="encoder-only steps on the object-presence signal before the understanding tasks (default 0)")
     tower.set_defaults(func=_train_tower)
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--judge", choices=("oracle", "shape"), default="oracle",

@@ -115,6 +115,8 @@ def test_frechet_distance_zero_for_same_and_grows_with_shift():
         (lambda c: setattr(c.stop, "epsilon", -1.0), "epsilon"),
         (lambda c: setattr(c.generator_edit, "null_threshold", -1e-3), "null_threshold"),
         (lambda c: setattr(c.generator_edit, "harmful_code_penalty", -2.0), "harmful_code_penalty"),
+        (lambda c: setattr(c.generator_edit, "step1", "ablate"), "step1"),
+        (lambda c: setattr(c.generator_edit, "erase_rank", 0), "erase_rank"),
         (lambda c: setattr(c, "target", "lm_head"), "target"),
         (lambda c: setattr(c.stop, "max_rounds", 0), "max_rounds"),
         (lambda c: setattr(c.fine_tune, "decoder_batch", 0), "decoder_batch"),
@@ -333,3 +335,23 @@ def test_a_harmful_code_penalty_lowers_exactly_those_codes_bias_and_step_2_fits_
     assert int((change != 0).sum()) == len(codes)  # no other code's bias moved
     assert not torch.equal(penalised.codebooks["gen_head"], plain.codebooks["gen_head"])  # step 2 fitted under it
     assert torch.equal(toy_backend.get_codebook("gen_head_bias"), reference["gen_head_bias"])  # model left as found
+
+
+def test_the_erase_step_makes_the_head_read_mined_keys_as_their_rewrites_keys_along_the_erased_directions(
+        toy_backend, prompts, small_config):
+    cfg = small_config()
+    cfg.fine_tune.enabled = False  # step 1 alone
+    cfg.generator_edit.step1, cfg.generator_edit.erase_rank = "erase", 2
+    m = measure(toy_backend, prompts, cfg, keep_hidden=True)
+    pairs = mine_measurement(m)
+    reference = {n: toy_backend.get_codebook(n) for n in ("gen_head", "gen_head_bias")}
+    edit = generator_round(toy_backend, prompts, m, pairs, cfg, reference, lambda *_: None)
+    assert set(edit.codebooks) == {"gen_head", "gen_head_bias"} and edit.info["erased_rank"] == 2
+    data = generator_data(toy_backend, prompts, m, pairs)
+    gap = data.keys - data.safe_prefix_keys
+    head, bias = edit.codebooks["gen_head"], edit.codebooks["gen_head_bias"]
+    before = (gap @ reference["gen_head"].T).norm()
+    after = (gap @ head.T).norm()
+    assert after < 0.8 * before  # harmful and rewrite keys over the same prefix read closer alike
+    assert torch.equal(toy_backend.get_codebook("gen_head"), reference["gen_head"])  # model left as found
+    assert not torch.equal(bias, reference["gen_head_bias"])

@@ -11,6 +11,7 @@ from safecb.engine.edit import (
     confine_change,
     decoder_edit,
     null_space_projector,
+    erased_head,
     penalised_bias,
     safe_targets,
 )
@@ -208,3 +209,21 @@ def test_a_penalised_bias_makes_its_codes_exp_penalty_times_less_likely_under_an
     ratios = after[:, other] - after[:, other][:, :1]  # the other codes keep their odds among themselves
     assert torch.allclose(ratios, before[:, other] - before[:, other][:, :1], atol=1e-5)
 
+
+
+def test_an_erased_head_reads_every_key_with_its_component_in_the_span_replaced_by_the_anchors():
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(12, 6, generator=g), torch.randn(12, generator=g)  # 12 codes, keys of 6
+    basis = torch.linalg.qr(torch.randn(6, 2, generator=g))[0]
+    anchor, keys = torch.randn(6, generator=g), torch.randn(9, 6, generator=g)
+    w2, b2 = erased_head(weight, bias, basis, anchor)
+    read_as = keys - (keys - anchor) @ basis @ basis.T
+    assert torch.allclose(keys @ w2.T + b2, read_as @ weight.T + bias, atol=1e-5)
+    moved = keys + torch.randn(9, 2, generator=g) @ basis.T  # the same keys moved inside the span
+    assert torch.allclose(moved @ w2.T + b2, keys @ w2.T + b2, atol=1e-5)
+    assert torch.allclose(anchor @ w2.T + b2, anchor @ weight.T + bias, atol=1e-5)  # the anchor reads as it did
+    outside = torch.randn(6, generator=g)
+    outside = outside - basis @ (basis.T @ outside)
+    assert torch.allclose((anchor + outside) @ w2.T + b2, (anchor + outside) @ weight.T + bias, atol=1e-5)
+    with pytest.raises(ValueError, match="basis"):
+        erased_head(weight, bias, basis[:5], anchor)

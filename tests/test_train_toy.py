@@ -190,3 +190,60 @@ def test_tower_batches_teach_shape_not_context_or_colour(trained):
     original = torch.from_numpy(batch["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     changed = (pixels - original).abs().flatten(1).amax(1) > 1e-4
     assert changed.tolist() == batch["recolourable"]
+
+
+def test_tower_presence_labels_name_what_each_image_shows(trained):
+    """The presence signal's targets are the drawn objects: a harmful scene drawn without its
+    harmful object is labelled with its benign objects only."""
+    batch = draw_batch(np.random.default_rng(1), TowerTuneConfig(batch=32, left_out_share=1.0))
+    harmful = [world.CONCEPTS.index(h) for h in world.HARMFUL_OBJECTS]
+    for i, spec in enumerate(batch["specs"]):
+        expected = world.labels(spec)
+        if 8 <= i < 16:  # the safe safety examples: drawn with the harmful object left out
+            expected[harmful] = 0.0
+        assert np.array_equal(batch["presence"][i], expected), (i, spec)
+    assert batch["presence"][:8, harmful].sum(1).min() == 1 and batch["presence"][8:16, harmful].sum() == 0
+
+
+def test_tower_presence_phase_trains_the_encoder_alone_then_the_tower(trained, tmp_path):
+    """Presence steps touch only the vision encoder (the aligner waits for the understanding
+    tasks); with a presence weight the tower stage still leaves every drawing weight untouched."""
+    copy, before, _, _ = copy_of_trained(trained, tmp_path, "gun")
+    lines = []
+    tune_tower_checkpoint(copy, TowerTuneConfig(steps=0, presence_steps=3, batch=8, warmup=1), log=lines.append)
+    after = load_file(copy / "model.safetensors")
+    encoder = [k for k in before if k.startswith("model.vision_model.")]
+    assert any(not torch.equal(before[k], after[k]) for k in encoder)
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in encoder)
+    assert [line for line in lines if line.startswith("presence step 3/3")]
+    tune_tower_checkpoint(copy, TowerTuneConfig(steps=2, presence_steps=2, presence_weight=1.0, batch=8, warmup=1),
+                          log=lambda line: None)
+    again = load_file(copy / "model.safetensors")
+    tower = [k for k in before if k.startswith(("model.vision_model.", "model.aligner."))]
+    assert any(not torch.equal(after[k], again[k]) for k in tower if k.startswith("model.aligner."))
+    assert all(torch.equal(before[k], again[k]) for k in before if k not in tower)
+
+
+def test_language_model_stage_can_draw_its_understanding_examples_fresh_at_every_step(trained, tmp_path,
+                                                                                       monkeypatch):
+    """With `und_fresh`, every step's understanding examples are a new `draw_batch` of the training
+    combinations (palette changes, weapon-less scenes), the fixed scenes never used for them."""
+    from safecb.models import train_toy
+    from safecb.models.train_toy import retrain_lm
+
+    drawn = []
+
+    def spy(rng, config):
+        drawn.append(config)
+        return draw_batch(rng, config)
+
+    monkeypatch.setattr(train_toy, "draw_batch", spy)
+    monkeypatch.setattr(train_toy, "_fixed_understanding_loss", lambda *a, **k: pytest.fail("fixed scenes used"))
+    copy, before, images, tokens_before = copy_of_trained(trained, tmp_path, "gun")
+    cfg = ToyTrainConfig(n_images=96, lm_steps=3, gen_batch=8, und_batch=8, warmup=1, und_fresh=True,
+                         tower=TowerTuneConfig(steps=0))
+    metrics = retrain_lm(copy, cfg, log=lambda line: None)
+    assert len(drawn) == 3 and all(c.batch == 8 and not c.heldout_combinations for c in drawn)
+    assert np.isfinite(metrics["final_und_loss"])
+    assert torch.equal(JanusBackend.load(copy, device="cpu").encode(images), tokens_before)
+    assert json.loads((copy / "safecb_toy.json").read_text())["train_config"]["und_fresh"] is True

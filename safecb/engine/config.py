@@ -42,6 +42,8 @@ class GeneratorEditConfig:
     guided: bool = True  # step 2 fits the guidance-combined distribution the sampler draws from (uncond + w·(cond − uncond)), not the conditional one alone
     safe_trajectory: bool = False  # also fit keys of the harmful prompt over the safe grid's prefix, aimed at the rewrite's own next-token distribution there
     harmful_code_penalty: float = 0.0  # logits taken from the head bias of the round's harmful codes (`codes`: ρ and m), before step 2; 0: the bias stays
+    step1: str = "alphaedit"  # "alphaedit": fit the mined keys to the rewrites' distributions; "erase": the head reads every key with its component along the top harmful-minus-safe key directions replaced by the safe keys' mean
+    erase_rank: int = 4  # "erase": key-difference directions erased per round
 
     def validate(self) -> None:
         if not (0.0 < self.null_threshold < 1.0):
@@ -52,6 +54,10 @@ class GeneratorEditConfig:
             raise ValueError(f"relevant_prob must be in [0, 1), got {self.relevant_prob}")
         if self.harmful_code_penalty < 0:
             raise ValueError(f"harmful_code_penalty must be non-negative, got {self.harmful_code_penalty}")
+        if self.step1 not in ("alphaedit", "erase"):
+            raise ValueError(f"step1 must be 'alphaedit' or 'erase', got {self.step1!r}")
+        if self.erase_rank < 1:
+            raise ValueError(f"erase_rank must be at least 1, got {self.erase_rank}")
 
 
 @dataclass

@@ -13,6 +13,10 @@ the null space of K₀K₀ᵀ (eigenvalues below a threshold), and
     Δ = R K₁ᵀ P₀ (K₁K₁ᵀP₀ + λI)⁻¹
 is added to the head's last linear layer. Every row of Δ lies in the range of P₀, so Δ K₀ ≈ 0:
 outputs for preserved (benign) contexts are numerically untouched.
+
+Generator target, erase variant (off by default): with B the top directions of (harmful key −
+rewrite key) over the same prefixes and a the rewrite keys' mean, the head reads every key as
+k − B Bᵀ (k − a) (`erased_head`).
 """
 
 from __future__ import annotations
@@ -143,3 +147,16 @@ def penalised_bias(bias: torch.Tensor, codes: torch.Tensor, penalty: float) -> t
     out[codes] -= penalty
     return out
 
+
+
+def erased_head(weight: torch.Tensor, bias: torch.Tensor, basis: torch.Tensor, anchor: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear head [o, h] (+ bias [o]) that reads every key k as k − B Bᵀ (k − a): the key's
+    component inside span(B) (basis [h, r], orthonormal columns) replaced by the anchor's a [h].
+    W' = W (I − B Bᵀ), b' = b + W B Bᵀ a. Keys that differ only inside span(B) get the same outputs."""
+    if basis.ndim != 2 or basis.shape[0] != weight.shape[1] or anchor.shape != (weight.shape[1],):
+        raise ValueError(f"basis [h, r] and anchor [h] must match the head's h = {weight.shape[1]}, got "
+                         f"{tuple(basis.shape)} and {tuple(anchor.shape)}")
+    w, b, a = weight.double(), basis.double(), anchor.double()
+    projected = w @ b @ b.T
+    return (w - projected).to(weight.dtype), (bias.double() + projected @ a).to(bias.dtype)

@@ -45,12 +45,12 @@ from ..vapi.config import GENERATOR_CODEBOOKS
 from ..vapi.data import prepare_data
 from ..vapi.train import train_vapi
 from .config import FineTuneConfig, SafeCBConfig
-from .edit import (alphaedit_delta, benign_share, confine_change, decoder_edit, null_space_projector, penalised_bias,
-                   safe_targets)
+from .edit import (alphaedit_delta, benign_share, confine_change, decoder_edit, erased_head, null_space_projector,
+                   penalised_bias, safe_targets)
 from .measure import Measurement
 from .mining import Pairs
 from .prompts import RoundPrompts
-from .space import HarmfulSpace, build_harmful_space, difference_vectors, harmful_codes
+from .space import HarmfulSpace, HarmfulSpaceConfig, build_harmful_space, difference_vectors, harmful_codes
 
 Progress = Callable[[str, float], None]
 # The codebook whose Harmful Space each Safe-CB target reports ("both" edits gen_head and decoder)
@@ -128,6 +128,7 @@ class GeneratorData:
     safe_keys: torch.Tensor | None = None  # [N₁, h] head keys of the safe rewrites' generations judged safe
     uncond_keys: torch.Tensor | None = None  # [M, h] the unconditional branch's keys over the same prefixes as `keys`
     benign_uncond_keys: torch.Tensor | None = None  # [N₀, h] the same for `benign_keys`
+    safe_prefix_keys: torch.Tensor | None = None  # [M, h] the rewrite's keys over the same prefixes as the first M of `keys`
 
 
 def generator_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pairs: Pairs,
@@ -148,7 +149,8 @@ def generator_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement,
     harmful_texts = [prompts.harmful[i].text for i in pairs.prompt_index]
     safe_hidden = backend.teacher_forced_hidden(rewrites, pairs.harmful_grids)
     keys = backend.head_keys(harmful_hidden[rows][differ])
-    safe_logits = backend.head_logits(backend.head_keys(safe_hidden[differ]))
+    safe_prefix_keys = backend.head_keys(safe_hidden[differ])
+    safe_logits = backend.head_logits(safe_prefix_keys)
     pair_of_key = np.repeat(np.arange(len(pairs)), differ.sum(1).numpy())
     if safe_trajectory:
         harmful_on_safe = backend.teacher_forced_hidden(harmful_texts, pairs.safe_grids)
@@ -172,7 +174,8 @@ def generator_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement,
     if rewrite_hidden is not None:
         safe = torch.as_tensor(~m.flagged("rewrite"))
         safe_keys = backend.head_keys(rewrite_hidden[safe].reshape(-1, rewrite_hidden.shape[-1]))
-    return GeneratorData(keys, safe_logits, pair_of_key, benign_keys, safe_keys, uncond_keys, benign_uncond_keys)
+    return GeneratorData(keys, safe_logits, pair_of_key, benign_keys, safe_keys, uncond_keys, benign_uncond_keys,
+                         safe_prefix_keys)
 
 
 def counterfactual_residuals(logits: torch.Tensor, safe_logits: torch.Tensor, relevant_prob: float) -> torch.Tensor:
@@ -201,6 +204,25 @@ def generator_step1(backend: JanusBackend, data: GeneratorData, config: SafeCBCo
         "delta_norm": float(delta.norm()),
     }
     return weight + delta.cpu(), info
+
+
+def generator_erase(backend: JanusBackend, data: GeneratorData, config: SafeCBConfig
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Step 1, erase: the top `erase_rank` directions of (harmful key − rewrite key) over the same
+    prefixes, erased from what the head reads (each key's component there set to the rewrite keys'
+    mean). Returns the edited head weight and bias."""
+    cfg = config.generator_edit
+    n = len(data.safe_prefix_keys)
+    deltas = data.keys[:n] - data.safe_prefix_keys
+    directions = build_harmful_space(deltas, HarmfulSpaceConfig(energy=1.0, max_rank=cfg.erase_rank,
+                                                                normalize_rows=False))
+    weight, bias = backend.get_codebook("gen_head"), backend.get_codebook("gen_head_bias")
+    edited, edited_bias = erased_head(weight, bias, directions.basis, data.safe_prefix_keys.mean(0))
+    benign = data.benign_keys
+    change = (benign @ edited.T + edited_bias) - (benign @ weight.T + bias)
+    info = {"erased_rank": directions.rank, "erased_energy": directions.energy,
+            "benign_logit_change": float(change.abs().max()), "delta_norm": float((edited - weight).norm())}
+    return edited, edited_bias, info
 
 
 def _kl(target_probs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -299,9 +321,13 @@ def generator_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement
     data = generator_data(backend, prompts, m, pairs, config.generator_edit.safe_trajectory,
                           config.generator_edit.guided)
     progress("step 1: edit", 0.0)
-    edited, info = generator_step1(backend, data, config)
     codebooks = {}
     bias = backend.get_codebook("gen_head_bias")
+    if config.generator_edit.step1 == "erase":
+        edited, bias, info = generator_erase(backend, data, config)
+        codebooks["gen_head_bias"] = bias
+    else:
+        edited, info = generator_step1(backend, data, config)
     if config.generator_edit.harmful_code_penalty > 0:
         codes, _ = harmful_codes(pairs.harmful_grids, pairs.safe_grids, m.sets["benign"].tokens,
                                  backend.codebook_size, config.codes)

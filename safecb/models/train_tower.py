@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import world
 from ..world.palette import change_palette
@@ -38,6 +39,7 @@ from .backend import CAPTION_QUESTION, SAFETY_QUESTION
 from .train_steps import SequenceBuilder, lr_at, quantize, understanding_loss
 
 TOWER_MODULES = ("vision_model", "aligner")  # the parts of JanusModel this stage trains
+_BENIGN_MASK = np.array([c not in world.HARMFUL for c in world.CONCEPTS], dtype=np.float32)
 
 
 @dataclass
@@ -50,6 +52,8 @@ class TowerTuneConfig:
     left_out_share: float = 0.5  # share of the safe safety examples that are harmful scenes with the harmful object left out
     recon_share: float = 0.5  # share of images shown through the model's own tokenizer (as generated images are)
     heldout_combinations: bool = True  # also show scenes of the held-out combinations: what the tower sees, never what the model is asked to draw
+    presence_weight: float = 0.0  # weight of a direct shape signal: which objects a scene holds, read by a linear probe on the encoder's mean and max patch features (the probe is dropped after training)
+    presence_steps: int = 0  # steps before the understanding tasks that train the encoder on that signal alone, as a vision encoder is pretrained before it joins a language model
     seed: int = 0  # the scene stream and batch order (image seeds stay in the training range, < 2**31)
     threads: int = 2  # torch CPU threads
 
@@ -79,7 +83,7 @@ def draw_batch(rng: np.random.Generator, config: TowerTuneConfig) -> dict:
     "caption"), the unsafe flag, the scene it was drawn from (its harmful object left out for some
     safe ones) and image seed, and whether its palette may change."""
     half = config.batch // 2
-    images, tasks, unsafe, specs, seeds, recolourable = [], [], [], [], [], []
+    images, tasks, unsafe, specs, seeds, recolourable, presence = [], [], [], [], [], [], []
     for j in range(config.batch):
         seed = int(rng.integers(0, 2**31))
         if j < half:
@@ -88,22 +92,26 @@ def draw_batch(rng: np.random.Generator, config: TowerTuneConfig) -> dict:
             if left_out:
                 spec = _left_out_scene(rng, held=bool(rng.random() < 0.5), heldout=config.heldout_combinations)
                 image = render_substituted(spec, seed, lambda canvas, slot: None)
+                present = world.labels(spec) * _BENIGN_MASK  # the harmful object is not drawn
             else:
                 spec = _training_scene(rng, unsafe=is_unsafe, heldout=config.heldout_combinations)
                 image = world.render(spec, seed)
+                present = world.labels(spec)
             tasks.append("safety")
         else:
             spec = _training_scene(rng, unsafe=bool(rng.random() < 0.3), heldout=config.heldout_combinations)
             image = world.render(spec, seed)
             is_unsafe = world.is_unsafe(spec)
+            present = world.labels(spec)
             tasks.append("caption")
         images.append(image)
         unsafe.append(is_unsafe)
         specs.append(spec)
         seeds.append(seed)
         recolourable.append(not any(o in LIQUIDS for o in spec.objects))
+        presence.append(present)
     return {"images": np.stack(images), "tasks": tasks, "unsafe": unsafe, "specs": specs, "seeds": seeds,
-            "recolourable": recolourable}
+            "recolourable": recolourable, "presence": np.stack(presence)}
 
 
 @torch.no_grad()
@@ -121,6 +129,17 @@ def prepare_pixels(model, images: np.ndarray, recolourable: list[bool], config: 
     return torch.where(use_recon[:, None, None, None], recons, pixels)
 
 
+def understanding_rows(seqs: SequenceBuilder, batch: dict) -> list[tuple[list[int], int]]:
+    """The token rows of a `draw_batch` batch: its safety questions answered yes or no, its captions."""
+    rows = []
+    for task, is_unsafe, spec in zip(batch["tasks"], batch["unsafe"], batch["specs"]):
+        if task == "safety":
+            rows.append(seqs.understanding(SAFETY_QUESTION, [seqs.yes if is_unsafe else seqs.no]))
+        else:
+            rows.append(seqs.understanding(CAPTION_QUESTION, seqs.words(world.canonical_caption(spec))))
+    return rows
+
+
 def freeze_all_but_tower(model) -> list[torch.nn.Parameter]:
     """Turn off gradients everywhere except the understanding tower; returns the tower's parameters."""
     for p in model.parameters():
@@ -133,43 +152,76 @@ def freeze_all_but_tower(model) -> list[torch.nn.Parameter]:
     return params
 
 
+def presence_logits(model, probe: torch.nn.Linear, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The probe's logits over CONCEPTS from the vision encoder's mean and max patch features (the
+    max keeps a thin knife visible among 64 patches)."""
+    features = model.model.vision_model(pixel_values=pixel_values).last_hidden_state
+    return probe(torch.cat([features.mean(dim=1), features.amax(dim=1)], dim=-1))
+
+
+def _optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.98))
+
+
+def _step(opt, params, loss, step: int, total: int, config: TowerTuneConfig) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, total, config.lr, config.warmup)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def train_tower(model, tokenizer, config: TowerTuneConfig, log=print) -> dict:
     """Train `model`'s understanding tower in place; every other weight is left untouched."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     params = freeze_all_but_tower(model)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=config.lr, betas=(0.9, 0.98))
+    device = model.model.vision_model.embeddings.patch_embedding.weight.device
+    probe = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(world.CONCEPTS)).to(device)
     seqs = SequenceBuilder(tokenizer, model.config.vision_config.num_image_tokens)
     rng = np.random.default_rng(config.seed + 11)
     g = torch.Generator().manual_seed(config.seed + 12)
     model.eval()  # no dropout anywhere; the frozen parts must behave as at inference
-    t0, running = time.time(), []
+    t0, metrics = time.time(), {}
+    if config.presence_steps:
+        encoder = list(model.model.vision_model.parameters()) + list(probe.parameters())
+        opt = _optimizer(encoder, config.lr)
+        running = []
+        for step in range(config.presence_steps):
+            batch = draw_batch(rng, config)
+            pixel_values = prepare_pixels(model, batch["images"], batch["recolourable"], config, g)
+            target = torch.from_numpy(batch["presence"]).to(device)
+            loss = F.binary_cross_entropy_with_logits(presence_logits(model, probe, pixel_values), target)
+            _step(opt, encoder, loss, step, config.presence_steps, config)
+            running.append(loss.item())
+            if (step + 1) % 100 == 0 or step == config.presence_steps - 1:
+                log(f"presence step {step + 1}/{config.presence_steps} loss {np.mean(running):.4f} ({time.time() - t0:.0f}s)")
+                running = []
+        metrics["final_presence_loss"] = float(loss.item())
+    trained = params + (list(probe.parameters()) if config.presence_weight else [])
+    opt = _optimizer(trained, config.lr)
+    running = []
     for step in range(config.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, config.steps, config.lr, config.warmup)
         batch = draw_batch(rng, config)
         pixel_values = prepare_pixels(model, batch["images"], batch["recolourable"], config, g)
-        rows = []
-        for task, is_unsafe, spec in zip(batch["tasks"], batch["unsafe"], batch["specs"]):
-            if task == "safety":
-                rows.append(seqs.understanding(SAFETY_QUESTION, [seqs.yes if is_unsafe else seqs.no]))
-            else:
-                rows.append(seqs.understanding(CAPTION_QUESTION, seqs.words(world.canonical_caption(spec))))
-        loss = understanding_loss(model, rows, pixel_values, seqs.pad)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = understanding_loss(model, understanding_rows(seqs, batch), pixel_values, seqs.pad)
+        if config.presence_weight:
+            target = torch.from_numpy(batch["presence"]).to(device)
+            presence = F.binary_cross_entropy_with_logits(presence_logits(model, probe, pixel_values), target)
+            loss = loss + config.presence_weight * presence
+        _step(opt, trained, loss, step, config.steps, config)
         running.append(loss.item())
         if (step + 1) % 100 == 0 or step == config.steps - 1:
             log(f"tower step {step + 1}/{config.steps} loss {np.mean(running):.4f} ({time.time() - t0:.0f}s)")
             running = []
     for p in model.parameters():
         p.requires_grad_(True)
-    return {"tower_seconds": time.time() - t0, "final_tower_loss": float(loss.item())}
+    metrics.update({"tower_seconds": time.time() - t0, "final_tower_loss": float(loss.item())})
+    return metrics
 
 
 def tune_tower_checkpoint(model_dir: str | Path, config: TowerTuneConfig, device: str = "cpu", log=print) -> dict:

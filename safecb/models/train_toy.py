@@ -34,7 +34,7 @@ from ..world.render import render_substituted
 from .backend import CAPTION_QUESTION, SAFETY_QUESTION
 from .toy import ToyModelConfig, build_toy_model, save_checkpoint
 from .train_steps import SequenceBuilder, left_pad, lr_at, quantize, to_pixels, understanding_loss
-from .train_tower import TowerTuneConfig, train_tower
+from .train_tower import TowerTuneConfig, draw_batch, prepare_pixels, train_tower, understanding_rows
 
 
 @dataclass
@@ -56,6 +56,7 @@ class ToyTrainConfig:
     gen_batch: int = 32  # text -> image examples per step
     und_batch: int = 32  # understanding examples per step (half safety questions, half captions)
     contrast_images: int = 0  # understanding-only scenes of `render_contrast_set`; 0 = none, as the shipped model (6000 were tried: docs/experiments/2026-12-06-contrast-lm.md)
+    und_fresh: bool = False  # understanding examples rendered fresh at every step (`train_tower.draw_batch`: palette changes, harmful scenes with the harmful object left out, training combinations only) instead of drawn from the fixed training scenes
     lm_lr: float = 2e-3  # peak language model learning rate
     warmup: int = 100  # linear warm-up steps for both stages
     cfg_dropout: float = 0.1  # share of generation examples trained with the prompt blanked out
@@ -232,6 +233,28 @@ def generation_loss(model, seqs: SequenceBuilder, prompts: list[list[int]], code
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
 
 
+def _fixed_understanding_loss(model, seqs, cfg: ToyTrainConfig, gen, images, recons, unsafe, unsafe_idx, safe_idx,
+                              captioned_idx, caption_ids) -> torch.Tensor:
+    """Understanding examples drawn from the fixed training scenes (and the contrast set)."""
+    # Understanding: half the batch unsafe-balanced safety questions, half captions.
+    half = cfg.und_batch // 2
+    u_idx = captioned_idx[torch.randint(len(captioned_idx), (cfg.und_batch,), generator=gen)]
+    # Balanced yes/no: the safety half of the batch is half unsafe, half safe scenes.
+    quarter = cfg.und_batch // 4
+    u_idx[:quarter] = unsafe_idx[torch.randint(len(unsafe_idx), (quarter,), generator=gen)]
+    u_idx[quarter:half] = safe_idx[torch.randint(len(safe_idx), (half - quarter,), generator=gen)]
+    use_recon = torch.rand(cfg.und_batch, generator=gen) < 0.5
+    pix = torch.where(use_recon[:, None, None, None], recons[u_idx], images[u_idx])
+    pixel_values = to_pixels(pix.to(cfg.device))
+    rows = []
+    for j, i in enumerate(u_idx.tolist()):
+        if j < half:
+            rows.append(seqs.understanding(SAFETY_QUESTION, [seqs.yes if unsafe[i] else seqs.no]))
+        else:
+            rows.append(seqs.understanding(CAPTION_QUESTION, caption_ids[i]))
+    return understanding_loss(model, rows, pixel_values, seqs.pad)
+
+
 def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
     inner = model.model
     for p in inner.vqmodel.parameters():
@@ -259,6 +282,8 @@ def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
     if "contrast_images" in data:
         images = torch.cat([images, data["contrast_images"]])
         recons = torch.cat([recons, data["contrast_recons"]])
+    fresh_cfg = TowerTuneConfig(batch=cfg.und_batch, heldout_combinations=False)
+    fresh_rng = np.random.default_rng(cfg.seed + 13)
     t0 = time.time()
     model.train()
     inner.vqmodel.eval()
@@ -270,23 +295,13 @@ def train_lm(model, tokenizer, data: dict, cfg: ToyTrainConfig, log) -> dict:
         prompts = [seqs.generation_prefix(captions[i], bool(b)) for i, b in zip(g_idx.tolist(), blank.tolist())]
         loss_gen = generation_loss(model, seqs, prompts, codes[g_idx.to(cfg.device)])
 
-        # Understanding: half the batch unsafe-balanced safety questions, half captions.
-        half = cfg.und_batch // 2
-        u_idx = captioned_idx[torch.randint(len(captioned_idx), (cfg.und_batch,), generator=gen)]
-        # Balanced yes/no: the safety half of the batch is half unsafe, half safe scenes.
-        quarter = cfg.und_batch // 4
-        u_idx[:quarter] = unsafe_idx[torch.randint(len(unsafe_idx), (quarter,), generator=gen)]
-        u_idx[quarter:half] = safe_idx[torch.randint(len(safe_idx), (half - quarter,), generator=gen)]
-        use_recon = torch.rand(cfg.und_batch, generator=gen) < 0.5
-        pix = torch.where(use_recon[:, None, None, None], recons[u_idx], images[u_idx])
-        pixel_values = to_pixels(pix.to(cfg.device))
-        rows = []
-        for j, i in enumerate(u_idx.tolist()):
-            if j < half:
-                rows.append(seqs.understanding(SAFETY_QUESTION, [seqs.yes if unsafe[i] else seqs.no]))
-            else:
-                rows.append(seqs.understanding(CAPTION_QUESTION, caption_ids[i]))
-        loss_und = understanding_loss(model, rows, pixel_values, seqs.pad)
+        if cfg.und_fresh:
+            fresh = draw_batch(fresh_rng, fresh_cfg)
+            pixel_values = prepare_pixels(model, fresh["images"], fresh["recolourable"], fresh_cfg, gen)
+            loss_und = understanding_loss(model, understanding_rows(seqs, fresh), pixel_values, seqs.pad)
+        else:
+            loss_und = _fixed_understanding_loss(model, seqs, cfg, gen, images, recons, unsafe, unsafe_idx, safe_idx,
+                                                 captioned_idx, caption_ids)
 
         loss = loss_gen + loss_und
         opt.zero_grad(set_to_none=True)
