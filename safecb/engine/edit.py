@@ -148,7 +148,6 @@ def penalised_bias(bias: torch.Tensor, codes: torch.Tensor, penalty: float) -> t
     return out
 
 
-
 def erased_head(weight: torch.Tensor, bias: torch.Tensor, basis: torch.Tensor, anchor: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A linear head [o, h] (+ bias [o]) that reads every key k as k − B Bᵀ (k − a): the key's

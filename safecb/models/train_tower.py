@@ -181,7 +181,9 @@ def train_tower(model, tokenizer, config: TowerTuneConfig, log=print) -> dict:
     torch.manual_seed(config.seed)
     params = freeze_all_but_tower(model)
     device = model.model.vision_model.embeddings.patch_embedding.weight.device
-    probe = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(world.CONCEPTS)).to(device)
+    probe = None  # the presence probe, only when the presence signal is used
+    if config.presence_steps or config.presence_weight:
+        probe = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(world.CONCEPTS)).to(device)
     seqs = SequenceBuilder(tokenizer, model.config.vision_config.num_image_tokens)
     rng = np.random.default_rng(config.seed + 11)
     g = torch.Generator().manual_seed(config.seed + 12)
