@@ -66,15 +66,8 @@ def with_units(w_in: torch.Tensor, b_in: torch.Tensor, w_out: torch.Tensor, unit
                u: torch.Tensor, c: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The head with hidden units `units` [R] rewritten: their input rows u [R, d], biases c [R] and
     output columns v [K, R]; every other unit untouched (new tensors, differentiable in u, c, v)."""
-    if u.shape != (len(units), w_in.shape[1]) or c.shape != (len(units),) or v.shape != (w_out.shape[0], len(units)):
-        raise ValueError(f"u [R, d], c [R] and v [K, R] must match {len(units)} units of a head "
-                         f"[{w_out.shape[0]}, {w_in.shape[0]}] ← [{w_in.shape[0]}, {w_in.shape[1]}]")
-    keep = torch.ones(w_in.shape[0], dtype=torch.bool, device=w_in.device)
-    keep[units] = False
-    pick = F.one_hot(units, w_in.shape[0]).to(w_in.dtype).T  # [h, R]: writes row r of u into row units[r]
-    new_in = w_in * keep[:, None] + pick @ u
-    new_b = b_in * keep + pick @ c
-    new_out = w_out * keep[None, :] + v @ pick.T
+    new_in, new_b, new_out = w_in.clone(), b_in.clone(), w_out.clone()
+    new_in[units], new_b[units], new_out[:, units] = u, c, v
     return new_in, new_b, new_out
 
 
@@ -86,7 +79,6 @@ class PatchData:
     benign: torch.Tensor  # [N, d] hidden states of the benign generations and the rewrites' generations judged safe
     benign_uncond: torch.Tensor  # [N, d] their unconditional counterparts
     reference: torch.Tensor  # [N, K] guided logits the model gives there now
-    pair_of_row: np.ndarray  # [M] which pair each harmful row came from
 
 
 def _head(backend: JanusBackend) -> dict[str, torch.Tensor]:
@@ -125,8 +117,7 @@ def patch_data(backend: JanusBackend, prompts: RoundPrompts, m: Measurement, pai
     b_uncond = backend.teacher_forced_hidden(kept_texts, torch.cat(kept_tokens), unconditional=True).reshape(-1, d)
     with torch.no_grad():
         reference = _guided(head, b_cond, b_uncond, guidance)
-    pair_of_row = np.repeat(np.arange(len(pairs)), pairs.harmful_grids.shape[1])
-    return PatchData(cond, uncond, target, b_cond, b_uncond, reference, pair_of_row)
+    return PatchData(cond, uncond, target, b_cond, b_uncond, reference)
 
 
 def free_units(head: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], benign: torch.Tensor,
