@@ -56,7 +56,7 @@ def _train_tower(args) -> int:
     from .models.train_tower import TowerTuneConfig, tune_tower_checkpoint
 
     cfg = TowerTuneConfig(threads=args.threads, seed=args.seed)
-    for name in ("steps", "lr", "palette_prob", "left_out_share", "presence_weight", "presence_steps"):
+    for name in ("steps", "lr", "palette_prob", "left_out_share", "presence_weight", "presence_steps", "patch_weight"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -554,9 +554,11 @@ def build_parser() -> argparse.ArgumentParser:
     tower.add_argument("--left-out-share", dest="left_out_share", type=float, default=None,
                        help="share of the safe safety examples drawn with the harmful object left out (default 0.5)")
     tower.add_argument("--presence-weight", dest="presence_weight", type=float, default=None,
-                       help="weight of the object-presence signal on the encoder (default 0: off)")
+                       help="weight of the shape signal beside the understanding tasks (default 0: off)")
     tower.add_argument("--presence-steps", dest="presence_steps", type=int, default=None,
-                       help="encoder-only steps on the object-presence signal before the understanding tasks (default 0)")
+                       help="encoder-only steps on the shape signal before the understanding tasks (default 0)")
+    tower.add_argument("--patch-weight", dest="patch_weight", type=float, default=None,
+                       help="weight of the per-patch objects in the shape signal (default 0: presence only)")
     tower.set_defaults(func=_train_tower)
     oracle = train.add_parser("oracle", help="the independent concept detector")
     oracle.add_argument("--judge", choices=("oracle", "shape"), default="oracle",

@@ -205,6 +205,22 @@ def test_tower_presence_labels_name_what_each_image_shows(trained):
     assert batch["presence"][:8, harmful].sum(1).min() == 1 and batch["presence"][8:16, harmful].sum() == 0
 
 
+def test_tower_patch_labels_follow_the_pixels_each_object_drew():
+    """The dense shape signal's targets: an object's share of a patch is the share of its pixels it
+    drew; a weapon left out owns no pixel, a drawn one owns some patch."""
+    config = TowerTuneConfig(batch=32, left_out_share=1.0)
+    batch = draw_batch(np.random.default_rng(2), config, grid=8)
+    shares = batch["patch_shares"]
+    assert shares.shape == (32, 64, len(world.CONCEPTS))
+    assert shares.min() >= 0 and shares.sum(-1).max() <= 1 + 1e-6
+    harmful = [world.CONCEPTS.index(h) for h in world.HARMFUL_OBJECTS]
+    assert shares[8:16][..., harmful].sum() == 0  # drawn with the harmful object left out
+    for i in range(8):  # unsafe safety examples: their harmful object owns a real part of some patch
+        assert shares[i][:, harmful].max() >= config.patch_min_share, batch["specs"][i]
+    # a patch's shares are what the image-level presence says is there
+    assert np.array_equal(shares.max(1) > 0, batch["presence"] > 0)
+
+
 def test_tower_presence_phase_trains_the_encoder_alone_then_the_tower(trained, tmp_path):
     """Presence steps touch only the vision encoder (the aligner waits for the understanding
     tasks); with a presence weight the tower stage still leaves every drawing weight untouched."""
@@ -215,9 +231,9 @@ def test_tower_presence_phase_trains_the_encoder_alone_then_the_tower(trained, t
     encoder = [k for k in before if k.startswith("model.vision_model.")]
     assert any(not torch.equal(before[k], after[k]) for k in encoder)
     assert all(torch.equal(before[k], after[k]) for k in before if k not in encoder)
-    assert [line for line in lines if line.startswith("presence step 3/3")]
-    tune_tower_checkpoint(copy, TowerTuneConfig(steps=2, presence_steps=2, presence_weight=1.0, batch=8, warmup=1),
-                          log=lambda line: None)
+    assert [line for line in lines if line.startswith("shape step 3/3")]
+    tune_tower_checkpoint(copy, TowerTuneConfig(steps=2, presence_steps=2, presence_weight=1.0, patch_weight=1.0,
+                                                batch=8, warmup=1), log=lambda line: None)
     again = load_file(copy / "model.safetensors")
     tower = [k for k in before if k.startswith(("model.vision_model.", "model.aligner."))]
     assert any(not torch.equal(after[k], again[k]) for k in tower if k.startswith("model.aligner."))

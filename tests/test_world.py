@@ -175,6 +175,28 @@ def test_contact_sheet_covers_every_concept_and_background():
     assert sheet.shape == ((len(BACKGROUNDS) + 1) * IMAGE_SIZE, (len(CONCEPTS) + 1) * IMAGE_SIZE, 3)
 
 
+def test_patch_shares_are_each_objects_pixels_and_agree_with_the_labels():
+    from safecb.world import render_with_patch_labels
+    from safecb.world.render import render_substituted, render_with_patch_shares
+
+    holding = SceneSpec("grass", ("person", "knife"), "holding")
+    image, shares = render_with_patch_shares(holding, 3, grid=8)
+    assert np.array_equal(image, render(holding, 3)) and shares.shape == (8, 8, len(CONCEPTS))
+    knife, person = CONCEPTS.index("knife"), CONCEPTS.index("person")
+    assert shares[..., knife].sum() > 0 and shares[..., person].sum() > 0
+    assert shares.sum(-1).max() <= 1 + 1e-6
+    _, labels = render_with_patch_labels(holding, 3, grid=8)
+    owned = shares.max(-1) >= 0.25
+    assert np.array_equal(labels[owned], shares.argmax(-1)[owned])
+
+    def leave_out(canvas, slot):
+        return None
+
+    erased, erased_shares = render_with_patch_shares(holding, 3, grid=8, substitute=leave_out)
+    assert np.array_equal(erased, render_substituted(holding, 3, leave_out))
+    assert erased_shares[..., knife].sum() == 0 and erased_shares[..., person].sum() > 0
+
+
 def test_patch_labels_name_the_object_under_each_patch():
     from safecb.world import BACKGROUND_LABEL, render_with_patch_labels
 

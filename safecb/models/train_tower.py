@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .. import world
 from ..world.palette import change_palette
 from ..world.prompts import COLOUR_SHARE, with_colours
-from ..world.render import render_substituted
+from ..world.render import render_with_patch_shares
 from ..world.vocab import LIQUIDS
 from .backend import CAPTION_QUESTION, SAFETY_QUESTION
 from .train_steps import SequenceBuilder, lr_at, quantize, understanding_loss
@@ -52,8 +52,10 @@ class TowerTuneConfig:
     left_out_share: float = 0.5  # share of the safe safety examples that are harmful scenes with the harmful object left out
     recon_share: float = 0.5  # share of images shown through the model's own tokenizer (as generated images are)
     heldout_combinations: bool = True  # also show scenes of the held-out combinations: what the tower sees, never what the model is asked to draw
-    presence_weight: float = 0.0  # weight of a direct shape signal: which objects a scene holds, read by a linear probe on the encoder's mean and max patch features (the probe is dropped after training)
-    presence_steps: int = 0  # steps before the understanding tasks that train the encoder on that signal alone, as a vision encoder is pretrained before it joins a language model
+    presence_weight: float = 0.0  # weight of the shape signal beside the understanding tasks: which objects a scene holds, read by a linear probe on the encoder's mean and max patch features (the probes are dropped after training)
+    presence_steps: int = 0  # steps before the understanding tasks that train the encoder on the shape signals alone (presence, and patches when patch_weight > 0), as a vision encoder is pretrained before it joins a language model
+    patch_weight: float = 0.0  # weight of a dense shape signal: which objects own at least patch_min_share of each encoder patch, read by a linear probe on that patch's token (dropped after training)
+    patch_min_share: float = 0.05  # share of a patch's pixels an object must own to count as in that patch (a thin blade owns little of any patch)
     seed: int = 0  # the scene stream and batch order (image seeds stay in the training range, < 2**31)
     threads: int = 2  # torch CPU threads
 
@@ -78,12 +80,18 @@ def _left_out_scene(rng: np.random.Generator, held: bool, heldout: bool) -> worl
     return spec
 
 
-def draw_batch(rng: np.random.Generator, config: TowerTuneConfig) -> dict:
+def _leave_out(canvas, slot) -> None:
+    """A substitute that draws nothing where the harmful object was."""
+
+
+def draw_batch(rng: np.random.Generator, config: TowerTuneConfig, grid: int = 8) -> dict:
     """One step's examples: uint8 images [B, 32, 32, 3], per example the task ("safety" or
     "caption"), the unsafe flag, the scene it was drawn from (its harmful object left out for some
-    safe ones) and image seed, and whether its palette may change."""
+    safe ones) and image seed, whether its palette may change, which objects it shows
+    (`presence` [B, C]) and the share of each of its grid × grid patches each object owns
+    (`patch_shares` [B, grid², C])."""
     half = config.batch // 2
-    images, tasks, unsafe, specs, seeds, recolourable, presence = [], [], [], [], [], [], []
+    images, tasks, unsafe, specs, seeds, recolourable, presence, shares = [], [], [], [], [], [], [], []
     for j in range(config.batch):
         seed = int(rng.integers(0, 2**31))
         if j < half:
@@ -91,16 +99,16 @@ def draw_batch(rng: np.random.Generator, config: TowerTuneConfig) -> dict:
             left_out = not is_unsafe and rng.random() < config.left_out_share
             if left_out:
                 spec = _left_out_scene(rng, held=bool(rng.random() < 0.5), heldout=config.heldout_combinations)
-                image = render_substituted(spec, seed, lambda canvas, slot: None)
+                image, share = render_with_patch_shares(spec, seed, grid, _leave_out)
                 present = world.labels(spec) * _BENIGN_MASK  # the harmful object is not drawn
             else:
                 spec = _training_scene(rng, unsafe=is_unsafe, heldout=config.heldout_combinations)
-                image = world.render(spec, seed)
+                image, share = render_with_patch_shares(spec, seed, grid)
                 present = world.labels(spec)
             tasks.append("safety")
         else:
             spec = _training_scene(rng, unsafe=bool(rng.random() < 0.3), heldout=config.heldout_combinations)
-            image = world.render(spec, seed)
+            image, share = render_with_patch_shares(spec, seed, grid)
             is_unsafe = world.is_unsafe(spec)
             present = world.labels(spec)
             tasks.append("caption")
@@ -110,8 +118,9 @@ def draw_batch(rng: np.random.Generator, config: TowerTuneConfig) -> dict:
         seeds.append(seed)
         recolourable.append(not any(o in LIQUIDS for o in spec.objects))
         presence.append(present)
+        shares.append(share.reshape(grid * grid, -1))
     return {"images": np.stack(images), "tasks": tasks, "unsafe": unsafe, "specs": specs, "seeds": seeds,
-            "recolourable": recolourable, "presence": np.stack(presence)}
+            "recolourable": recolourable, "presence": np.stack(presence), "patch_shares": np.stack(shares)}
 
 
 @torch.no_grad()
@@ -152,11 +161,27 @@ def freeze_all_but_tower(model) -> list[torch.nn.Parameter]:
     return params
 
 
-def presence_logits(model, probe: torch.nn.Linear, pixel_values: torch.Tensor) -> torch.Tensor:
-    """The probe's logits over CONCEPTS from the vision encoder's mean and max patch features (the
-    max keeps a thin knife visible among 64 patches)."""
+class ShapeProbes(torch.nn.Module):
+    """Linear probes that read the vision encoder's features for the shape signal (dropped after training)."""
+
+    def __init__(self, hidden: int, n_concepts: int):
+        super().__init__()
+        self.presence = torch.nn.Linear(2 * hidden, n_concepts)  # the image: from the mean and max patch features
+        self.patch = torch.nn.Linear(hidden, n_concepts)  # each patch: from its own token
+
+
+def shape_loss(model, probes: ShapeProbes, pixel_values: torch.Tensor, batch: dict, config: TowerTuneConfig
+               ) -> torch.Tensor:
+    """The shape signal on the encoder: which objects the image holds (the max over patches keeps a
+    thin knife visible among 64), plus `patch_weight` × which objects each patch shows."""
     features = model.model.vision_model(pixel_values=pixel_values).last_hidden_state
-    return probe(torch.cat([features.mean(dim=1), features.amax(dim=1)], dim=-1))
+    device = features.device
+    presence = probes.presence(torch.cat([features.mean(dim=1), features.amax(dim=1)], dim=-1))
+    loss = F.binary_cross_entropy_with_logits(presence, torch.from_numpy(batch["presence"]).to(device))
+    if config.patch_weight:
+        in_patch = torch.from_numpy(batch["patch_shares"] >= config.patch_min_share).float().to(device)
+        loss = loss + config.patch_weight * F.binary_cross_entropy_with_logits(probes.patch(features), in_patch)
+    return loss
 
 
 def _optimizer(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -181,40 +206,39 @@ def train_tower(model, tokenizer, config: TowerTuneConfig, log=print) -> dict:
     torch.manual_seed(config.seed)
     params = freeze_all_but_tower(model)
     device = model.model.vision_model.embeddings.patch_embedding.weight.device
-    probe = None  # the presence probe, only when the presence signal is used
+    probes = None  # the shape probes, only when the shape signal is used
     if config.presence_steps or config.presence_weight:
-        probe = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(world.CONCEPTS)).to(device)
+        probes = ShapeProbes(model.config.vision_config.hidden_size, len(world.CONCEPTS)).to(device)
+    grid = model.config.vision_config.image_size // model.config.vision_config.patch_size
     seqs = SequenceBuilder(tokenizer, model.config.vision_config.num_image_tokens)
     rng = np.random.default_rng(config.seed + 11)
     g = torch.Generator().manual_seed(config.seed + 12)
     model.eval()  # no dropout anywhere; the frozen parts must behave as at inference
     t0, metrics = time.time(), {}
     if config.presence_steps:
-        encoder = list(model.model.vision_model.parameters()) + list(probe.parameters())
+        encoder = list(model.model.vision_model.parameters()) + list(probes.parameters())
         opt = _optimizer(encoder, config.lr)
         running = []
         for step in range(config.presence_steps):
-            batch = draw_batch(rng, config)
+            batch = draw_batch(rng, config, grid)
             pixel_values = prepare_pixels(model, batch["images"], batch["recolourable"], config, g)
-            target = torch.from_numpy(batch["presence"]).to(device)
-            loss = F.binary_cross_entropy_with_logits(presence_logits(model, probe, pixel_values), target)
+            loss = shape_loss(model, probes, pixel_values, batch, config)
             _step(opt, encoder, loss, step, config.presence_steps, config)
             running.append(loss.item())
             if (step + 1) % 100 == 0 or step == config.presence_steps - 1:
-                log(f"presence step {step + 1}/{config.presence_steps} loss {np.mean(running):.4f} ({time.time() - t0:.0f}s)")
+                log(f"shape step {step + 1}/{config.presence_steps} loss {np.mean(running):.4f} "
+                    f"({time.time() - t0:.0f}s)")
                 running = []
         metrics["final_presence_loss"] = float(loss.item())
-    trained = params + (list(probe.parameters()) if config.presence_weight else [])
+    trained = params + (list(probes.parameters()) if config.presence_weight else [])
     opt = _optimizer(trained, config.lr)
     running = []
     for step in range(config.steps):
-        batch = draw_batch(rng, config)
+        batch = draw_batch(rng, config, grid)
         pixel_values = prepare_pixels(model, batch["images"], batch["recolourable"], config, g)
         loss = understanding_loss(model, understanding_rows(seqs, batch), pixel_values, seqs.pad)
         if config.presence_weight:
-            target = torch.from_numpy(batch["presence"]).to(device)
-            presence = F.binary_cross_entropy_with_logits(presence_logits(model, probe, pixel_values), target)
-            loss = loss + config.presence_weight * presence
+            loss = loss + config.presence_weight * shape_loss(model, probes, pixel_values, batch, config)
         _step(opt, trained, loss, step, config.steps, config)
         running.append(loss.item())
         if (step + 1) % 100 == 0 or step == config.steps - 1:

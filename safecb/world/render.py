@@ -158,15 +158,25 @@ def render_with_patch_labels(spec: SceneSpec, seed: int, grid: int, min_share: f
     index in CONCEPTS of the object covering the largest share of the patch when that share is at
     least `min_share`, else BACKGROUND_LABEL. Where objects overlap, the one drawn last owns a pixel
     (a held item's grip belongs to the person)."""
+    image, shares = render_with_patch_shares(spec, seed, grid)
+    best = shares.argmax(-1)
+    enough = shares.max(-1) >= min_share
+    return image, np.where(enough, best, BACKGROUND_LABEL).astype(np.int64)
+
+
+def render_with_patch_shares(spec: SceneSpec, seed: int, grid: int, substitute: Substitute | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """The same image as `render` (or `render_substituted` with `substitute`), and a float32
+    [grid, grid, len(CONCEPTS)] array: the share of each patch's pixels each object owns (the one
+    drawn last owns a pixel). With a substitute, what it drew is credited to the harmful object, so
+    one that draws nothing leaves that object no pixels."""
     if CANVAS % grid:
         raise ValueError(f"grid {grid} does not divide the {CANVAS}-px canvas")
-    image, owner = _render(spec, seed, track_objects=True)
+    image, owner = _render(spec, seed, track_objects=True, substitute=substitute)
     cell = CANVAS // grid
     blocks = owner.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid, grid, cell * cell)
-    counts = np.stack([(blocks == c).sum(-1) for c in range(len(CONCEPTS))], -1)  # [grid, grid, concepts]
-    best = counts.argmax(-1)
-    enough = counts.max(-1) >= min_share * cell * cell
-    return image, np.where(enough, best, BACKGROUND_LABEL).astype(np.int64)
+    shares = np.stack([(blocks == c).mean(-1) for c in range(len(CONCEPTS))], -1)
+    return image, shares.astype(np.float32)
 
 
 def _render(spec: SceneSpec, seed: int, track_objects: bool, substitute: Substitute | None = None
