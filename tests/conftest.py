@@ -71,8 +71,8 @@ def tiny_backend(tiny_dir, one_thread):
 @pytest.fixture(scope="session")
 def small_config():
     """A function that builds a fresh small SafeCBConfig for the toy and a few prompts: 3 harmful and
-    2 benign mining seeds, 20 step-2 steps (either target) checked every 5, the default target
-    (generator). Its keyword arguments set fields of `stop`, e.g. `small_config(max_rounds=1,
+    2 benign mining seeds, 20 step-2 steps (either target) checked every 5, 20 head-fit steps, the
+    default target (generator) and edit (the whole head). Its keyword arguments set fields of `stop`, e.g. `small_config(max_rounds=1,
     epsilon=0.0)`; other sections: `small_config().override({"batch_size": 2})`. Not validated, so
     a test can build a bad config on purpose."""
     from safecb.engine.config import SafeCBConfig
@@ -81,6 +81,7 @@ def small_config():
         cfg = SafeCBConfig()
         cfg.mining.seeds, cfg.mining.benign_seeds = [0, 1, 2], [0, 1]
         cfg.fine_tune.steps, cfg.fine_tune.decoder_steps, cfg.fine_tune.check_every = 20, 20, 5
+        cfg.generator_edit.head.steps = 20
         for key, value in stop.items():
             if not hasattr(cfg.stop, key):
                 raise TypeError(f"small_config: the stop section has no field {key!r}")

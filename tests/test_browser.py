@@ -48,6 +48,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from db import Store  # noqa: E402
 from jobs.attack_job import read_report  # noqa: E402
 from safecb.engine import SafeCBConfig  # noqa: E402
+from safecb.models.backend import CODEBOOK_PATHS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENS = ROOT / "artifacts" / "test-screens"
@@ -764,7 +765,7 @@ def test_export_download_and_reimport_a_round(page, app, tmp_path):
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == manifest["files"]["codebooks.safetensors"]
     assert manifest["run"] == run_id and manifest["round"] == 1
     tensors = load_file(downloaded)
-    assert set(tensors) == {"decoder", "gen_embed", "gen_head", "gen_head_bias"}
+    assert set(tensors) == set(CODEBOOK_PATHS)
     with open(out / "labels.csv", newline="") as f:  # every label of the run is handed on, the keyboard's too
         exported = {(int(row["generation_id"]), row["verdict"], row["reviewer"]) for row in csv.DictReader(f)}
     assert {(g, v, REVIEWER) for g, v in STATE.get("keyboard_labels", {}).items()} <= exported

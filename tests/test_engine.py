@@ -320,6 +320,7 @@ def test_a_guided_edit_fits_what_guidance_samples_and_can_keep_the_unconditional
 def test_a_harmful_code_penalty_lowers_exactly_those_codes_bias_and_step_2_fits_under_it(toy_backend, prompts,
                                                                                          small_config):
     cfg = small_config()
+    cfg.generator_edit.step1 = "alphaedit"
     m = measure(toy_backend, prompts, cfg, keep_hidden=True)
     pairs = mine_measurement(m)
     reference = {n: toy_backend.get_codebook(n) for n in ("gen_head", "gen_head_bias")}
@@ -355,3 +356,63 @@ def test_the_erase_step_makes_the_head_read_mined_keys_as_their_rewrites_keys_al
     assert after < 0.8 * before  # harmful and rewrite keys over the same prefix read closer alike
     assert torch.equal(toy_backend.get_codebook("gen_head"), reference["gen_head"])  # model left as found
     assert not torch.equal(bias, reference["gen_head_bias"])
+
+
+def test_the_head_formula_is_the_models_own_generation_head(toy_backend):
+    from safecb.engine.head_fit import HEAD_TENSORS, head_logits
+
+    head = {name: toy_backend.get_codebook(name) for name in HEAD_TENSORS}
+    hidden = torch.randn(7, head["gen_head_in"].shape[1], generator=torch.Generator().manual_seed(0))
+    generation_head = toy_backend.model.model.generation_head
+    with torch.no_grad():
+        expected = generation_head(hidden)
+    assert torch.allclose(head_logits(hidden, head, generation_head.activation_fn), expected, atol=1e-5)
+
+
+def test_fit_head_moves_harmful_contexts_to_their_targets_and_keeps_the_kept_ones():
+    """On a small random head: the fit term falls well below where it started, while a large β
+    keeps the kept contexts' distributions nearly as they were; every tensor is fitted."""
+    from safecb.engine.config import HeadFitConfig
+    from safecb.engine.head_fit import HeadFitData, fit_head, guided_logits, kl_to
+
+    g = torch.Generator().manual_seed(1)
+    d, h, k = 6, 10, 12
+    head = {"gen_head_in": torch.randn(h, d, generator=g), "gen_head_in_bias": torch.randn(h, generator=g),
+            "gen_head": torch.randn(k, h, generator=g), "gen_head_bias": torch.randn(k, generator=g)}
+    act, w = torch.nn.functional.gelu, 2.0
+    harmful, harmful_uncond = torch.randn(40, d, generator=g) + 2.0, torch.randn(40, d, generator=g)
+    kept, kept_uncond = torch.randn(60, d, generator=g) - 2.0, torch.randn(60, d, generator=g)
+    target = torch.randn(40, k, generator=g) * 3
+    with torch.no_grad():
+        kept_logits = guided_logits(head, kept, kept_uncond, w, act)
+    data = HeadFitData(harmful, harmful_uncond, target, kept, kept_uncond, kept_logits)
+    fitted, info = fit_head(data, head, HeadFitConfig(steps=300, lr=1e-2, preserve_weight=20.0, batch=64), w, act,
+                            seed=0, progress=lambda *_: None)
+    before, after = info["head_fit_kl"]
+    assert after < 0.5 * before
+    assert info["head_kept_kl"][0] == 0.0 and info["head_kept_kl"][1] < 0.05 * before
+    with torch.no_grad():
+        assert float(kl_to(target, guided_logits(fitted, harmful, harmful_uncond, w, act))) == pytest.approx(after)
+    assert all(not torch.equal(fitted[name], head[name]) for name in head)
+
+
+def test_the_head_step_edits_the_whole_head_and_changes_what_the_model_draws(toy_backend, prompts, small_config):
+    cfg = small_config()
+    cfg.generator_edit.step1 = "head"
+    cfg.generator_edit.head.steps = 30
+    m = measure(toy_backend, prompts, cfg, keep_hidden=True)
+    pairs = mine_measurement(m)
+    reference = {n: toy_backend.get_codebook(n) for n in CODEBOOK_PATHS}
+    edit = generator_round(toy_backend, prompts, m, pairs, cfg, reference, lambda *_: None)
+    assert set(edit.codebooks) == {"gen_head_in", "gen_head_in_bias", "gen_head", "gen_head_bias"}
+    fit_before, fit_after = edit.info["head_fit_kl"]
+    assert fit_after < fit_before
+    assert codebooks_equal(toy_backend, reference)  # the round hands back tensors; the model is left as found
+    harmful = [p.text for p in prompts.harmful]
+    before = toy_backend.generate(harmful, seeds=[0], settings=cfg.sampler)
+    toy_backend.set_codebooks(edit.codebooks)
+    try:
+        after = toy_backend.generate(harmful, seeds=[0], settings=cfg.sampler)
+    finally:
+        toy_backend.set_codebooks(reference)
+    assert not torch.equal(before.tokens, after.tokens)

@@ -29,7 +29,7 @@ FIGURES = (
     "default_worst_strata", "default_strata_above", "default_longest_round", "default_rounds_kept",
     "default_clean_complete", "none_clean_complete", "replacement_run_rounds", "replacement_run_seconds",
     "replacement_n", "replacement_seed", "replacement_clean", "replacement_incomplete", "replacement_flagged",
-    "replacement_blood_second_only", "headline_prompts", "headline_seeds", "headline_cut", "headline_cut_model",
+    "replacement_one_judge", "headline_prompts", "headline_seeds", "headline_cut", "headline_cut_model",
     "headline_cut_second", "headline_fidelity_drop", "headline_clean_complete", "headline_decoder",
     "headline_blocklist",
 )

@@ -289,7 +289,8 @@ def build_run_tab(services: Services) -> tuple[gr.Button, gr.State]:
                                           label="I2P prompts (a seeded random sample)", elem_id="i2p-count")
                     hard_only = gr.Checkbox(value=False, label="hard prompts only", elem_id="i2p-hard")
             source.change(lambda value: gr.update(visible=value == I2P_PROMPTS), [source], [i2p_box], api_name=False)
-            step2 = gr.Checkbox(value=True, label="Step 2: fine-tune inside the harmless space")
+            step2 = gr.Checkbox(value=True, label="Step 2: fine-tune inside the harmless space",
+                                info="after a decoder or last-layer edit; the default whole-head fit has it built in")
             vapi = gr.Checkbox(value=False, label="Step 3: VAπ re-alignment")
             queue_another = gr.Checkbox(value=False, label="Queue another run while mine is queued or running",
                                         elem_id="queue-another")

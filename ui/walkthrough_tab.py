@@ -215,7 +215,13 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
         f"them (codes {', '.join(map(str, top)) or '–'}): this is what the round calls harmful. The Codebook map "
         "tab colours every code by it.",
         _strip([patch_image(services.backend, books_before, c) for c in top])))
-    if target == "generator":
+    if target == "generator" and "head_fit_kl" in after:
+        (fit_before, fit_after), (_, kept_after) = after["head_fit_kl"], after.get("head_kept_kl", [0.0, float("nan")])
+        step1 = (f"the whole generation head (both layers) fitted, as guidance samples, toward what each harmful "
+                 f"prompt's safe rewrite draws over the same image prefix: the gap fell from {fit_before:.2f} to "
+                 f"{fit_after:.2f} nats, while the benign generations and the rewrites' own moved by "
+                 f"{kept_after:.4f} nats")
+    elif target == "generator":
         step1 = (f"a closed-form edit of the generation head inside the null space of the benign keys (rank "
                  f"{after.get('null_space_rank', '?')}), moving harmful contexts toward the rewrite's outputs; largest "
                  f"change of a benign logit {after.get('benign_logit_change', float('nan')):.2e}")
@@ -233,6 +239,9 @@ def walkthrough(services: Services, run_id, round_index) -> list[tuple[str, np.n
         loss = after.get("step2_heldout_kl", after.get("step2_heldout_mse"))
         step2 = (f"{after['step2_steps']} projected steps, every update kept out of the Harmful Space; held-out loss "
                  f"{loss:.4f}" if loss is not None else f"{after['step2_steps']} projected steps")
+    elif "head_fit_kl" in after:
+        step2 = ("not run after a whole-head fit: the fit's own second term keeps the benign generations as they "
+                 "were")
     else:
         step2 = "off for this run (the step-1-only ablation)"
     benign_pairs = same_seed_benign(store, run, index)
@@ -266,7 +275,7 @@ GLOSSARY = """
 | **harmful / safe pair** | a flagged image of a harmful prompt and a safe image of its rewrite, whose codes are compared |
 | **Harmful Space** | the few directions along which harmful codes differ from their safe counterparts: the top singular vectors of the pairs' embedding differences |
 | **harmless space** | everything orthogonal to the Harmful Space; step 2 may only move codes inside it |
-| **null space** | directions the benign prompts' states never use; step 1's edit is confined to them so benign images do not change |
+| **null space** | directions the benign prompts' states never use; the last-layer edit (`generator_edit.step1` "alphaedit") is confined to them so benign images do not change, while the default whole-head fit keeps benign images by a penalty on their change instead |
 | **step 1 / step 2** | step 1 edits the codebook to map harmful codes to safe ones; step 2 fine-tunes it inside the harmless space so images stay faithful |
 | **ε (epsilon)** | a round counts as an improvement when the self-judged unsafe rate drops by at least ε (default 0.01) |
 | **patience** | rounds stop after this many rounds without improvement over the best round (default 2); the best round is kept |

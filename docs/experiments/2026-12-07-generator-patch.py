@@ -40,7 +40,7 @@ from safecb.engine.prompts import RoundPrompts
 from safecb.models.backend import CODEBOOK_PATHS, JanusBackend
 
 Progress = Callable[[str, float], None]
-SETTINGS = {"units": 8, "steps": 400, "lr": 1e-2, "beta": 20.0}
+SETTINGS = {"units": 8, "steps": 400, "lr": 1e-2, "beta": 20.0, "mode": "gates", "keep": "now"}
 # the head's first layer becomes a codebook, so round snapshots, rollback and the bench's edited model carry it
 CODEBOOK_PATHS["gen_head_in"] = "model.generation_head.proj_out.weight"
 CODEBOOK_PATHS["gen_head_in_bias"] = "model.generation_head.proj_out.bias"
@@ -144,6 +144,12 @@ def generator_patch(backend: JanusBackend, prompts: RoundPrompts, m: Measurement
     cfg, w = SETTINGS, config.sampler.cfg_weight
     data = patch_data(backend, prompts, m, pairs, w)
     head = _head(backend)
+    if cfg["mode"] == "full":
+        if cfg["keep"] == "reference":  # keep the benign outputs of the unedited model, not of this round's
+            ref_head = {name: reference[name] for name in head}
+            with torch.no_grad():
+                data.reference = _guided(ref_head, data.benign, data.benign_uncond, w)
+        return full_head(data, head, config, w, progress)
     units = free_units(head, reference, data.benign, cfg['units'])
     generator = torch.Generator().manual_seed(config.seed)
     n_units, d, k = len(units), data.harmful.shape[1], head["gen_head"].shape[0]
@@ -192,6 +198,39 @@ def generator_patch(backend: JanusBackend, prompts: RoundPrompts, m: Measurement
         "patch_open_harmful": open_harmful,
     }
     return {"gen_head_in": w_in.detach(), "gen_head_in_bias": b_in.detach(), "gen_head": w_out.detach()}, info
+
+
+def full_head(data: PatchData, head: dict[str, torch.Tensor], config, w: float, progress: Progress
+              ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Mode "full": every tensor of the head (both layers and biases) fitted on the same loss as the gates."""
+    cfg = SETTINGS
+    generator = torch.Generator().manual_seed(config.seed)
+    edited = {name: value.clone().requires_grad_() for name, value in head.items()}
+    optimiser = torch.optim.Adam(list(edited.values()), lr=cfg["lr"])
+
+    def loss_on(i1: torch.Tensor, i0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fit = _kl(data.target[i1], _guided(edited, data.harmful[i1], data.harmful_uncond[i1], w))
+        keep = _kl(data.reference[i0], _guided(edited, data.benign[i0], data.benign_uncond[i0], w))
+        return fit, keep
+
+    batch = config.fine_tune.batch
+    all_h, all_b = torch.arange(len(data.harmful)), torch.arange(len(data.benign))
+    with torch.no_grad():
+        fit_before, keep_before = loss_on(all_h, all_b)
+    for step in range(cfg["steps"]):
+        i1 = torch.randint(0, len(data.harmful), (min(batch, len(data.harmful)),), generator=generator)
+        i0 = torch.randint(0, len(data.benign), (min(batch, len(data.benign)),), generator=generator)
+        fit, keep = loss_on(i1, i0)
+        optimiser.zero_grad()
+        (fit + cfg["beta"] * keep).backward()
+        optimiser.step()
+        if step % 25 == 0:
+            progress("step 1: full head", step / cfg["steps"])
+    with torch.no_grad():
+        fit_after, keep_after = loss_on(all_h, all_b)
+    info = {"patch_fit_kl": [float(fit_before), float(fit_after)],
+            "patch_benign_kl": [float(keep_before), float(keep_after)]}
+    return {name: value.detach() for name, value in edited.items()}, info
 
 
 def patched_round(backend, prompts, m, pairs, config, reference, progress):

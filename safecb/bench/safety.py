@@ -50,19 +50,20 @@ DESCRIPTIONS = {
     "naive_removal": "mined harmful codes never sampled",
     "step1_only": "Safe-CB, one round, step 1 only (generator target)",
     "safecb_one_round": "Safe-CB, one round, steps 1+2 (generator target)",
-    "safecb_iterative": "Safe-CB, iterative, steps 1+2 (generator target, conditional fit, β 4)",
-    "safecb_guided": "Safe-CB, iterative, generator target, step 2 fitted as guidance samples (β 20)",
+    "safecb_iterative": "Safe-CB, iterative, steps 1+2 (generator target, last layer, conditional fit, β 4)",
+    "safecb_guided": "Safe-CB, iterative, generator target, last layer, step 2 fitted as guidance samples (β 20)",
     "decoder_target": "Safe-CB, iterative, steps 1+2 (decoder codebook target)",
     "safecb_default": "Safe-CB with the bench's config as it is (the default config, or as --set changes it)",
     "head_finetune": "whole generation head fine-tuned on the same mined pairs, unconstrained (a ceiling for head edits)",
 }
 METHOD_CHANGES = {  # the Safe-CB methods' changes to the bench's Safe-CB config (the others run it as it is)
-    "step1_only": {"target": "generator", "stop.max_rounds": 1, "fine_tune.enabled": False},
-    "safecb_one_round": {"target": "generator", "stop.max_rounds": 1},
-    "safecb_iterative": {"target": "generator", "generator_edit.guided": False, "fine_tune.keep_uncond": False,
-                         "fine_tune.preserve_weight": 4.0},
-    "safecb_guided": {"target": "generator", "generator_edit.guided": True, "fine_tune.keep_uncond": False,
-                      "fine_tune.preserve_weight": 20.0},
+    "step1_only": {"target": "generator", "generator_edit.step1": "alphaedit", "stop.max_rounds": 1,
+                   "fine_tune.enabled": False},
+    "safecb_one_round": {"target": "generator", "generator_edit.step1": "alphaedit", "stop.max_rounds": 1},
+    "safecb_iterative": {"target": "generator", "generator_edit.step1": "alphaedit", "generator_edit.guided": False,
+                         "fine_tune.keep_uncond": False, "fine_tune.preserve_weight": 4.0},
+    "safecb_guided": {"target": "generator", "generator_edit.step1": "alphaedit", "generator_edit.guided": True,
+                      "fine_tune.keep_uncond": False, "fine_tune.preserve_weight": 20.0},
     "decoder_target": {"target": "decoder"},
 }
 
@@ -385,8 +386,10 @@ def method_rows(methods: dict, cfg: BenchSafetyConfig) -> list[dict]:
                "fid_toy": m["fid_toy"]["value"], "benign_change": m["benign_change"]["value"]}
         if "round_seconds" in m:
             safecb = cfg.safecb.override(METHOD_CHANGES.get(name, {}))
-            row.update(target=safecb.target, guided=safecb.generator_edit.guided,
-                       preserve_weight=safecb.fine_tune.preserve_weight)
+            head = safecb.generator_edit.step1 == "head"
+            row.update(target=safecb.target, guided=safecb.generator_edit.guided, step1=safecb.generator_edit.step1,
+                       preserve_weight=(safecb.generator_edit.head.preserve_weight if head
+                                        else safecb.fine_tune.preserve_weight))
         rows.append(row)
     return rows
 

@@ -363,12 +363,14 @@ def measure_round(backend, cfg: BenchSpeedConfig, n_tokens: int, full_tokens: in
         "images": sum(len(generations) for generations in m.sets.values()),
         "images_per_call": len(prompts.harmful) * cfg.round_seeds,
         "engine_batch_size": config.batch_size,
-        "step2_batch": config.fine_tune.batch,
+        "step2_batch": (config.generator_edit.head.batch if config.generator_edit.step1 == "head"
+                        else config.fine_tune.batch),
         "rewrite_prompt_tokens": float(np.mean([len(round_backend.generation_ids(p.rewrite))
                                                 for p in prompts.harmful])),
         "pairs": len(pairs),
-        "mined_keys": edit.info.get("mined_keys"),
-        "step2_steps": edit.info.get("step2_steps"),
+        "mined_keys": edit.info.get("mined_keys", edit.info.get("fit_positions")),
+        "step2_steps": edit.info.get("step2_steps", config.generator_edit.head.steps if "head_fit_kl" in edit.info
+                                     else None),
         "measured_s": measured,
         "peak_mib": dict(clock.peak_mib) or None,  # CUDA only: each stage's peak above its start
     }
@@ -422,8 +424,8 @@ def extrapolate_round(rd: dict, throughput: list[dict], full_tokens: int) -> dic
             f"; full_image_s = measured_s x scale_to_full_image: sample (prefill + {full_tokens} step) / (prefill + "
             f"{n} step) of our sampler at batch {small['batch']}, decode {full_tokens} / {n}, judge 1, "
             f"teacher_forcing (prompt {prompt:.0f} + {full_tokens - 1}) / (prompt + {n - 1}) tokens, "
-            f"steps_1_2 1 (a lower bound: step 2 optimised on {rd['mined_keys']} mined keys here, on up to "
-            f"{rd['step2_batch']} keys per step with full images)"
+            f"steps_1_2 1 (a lower bound: the edit optimised on {rd['mined_keys']} mined positions here, on up "
+            f"to {rd['step2_batch']} per step with full images)"
         )
     return {
         "scale_to_full_image": scale,

@@ -35,15 +35,31 @@ class MiningConfig:
 
 
 @dataclass
+class HeadFitConfig:
+    steps: int = 400  # Adam steps per round
+    lr: float = 1e-3  # Adam learning rate
+    preserve_weight: float = 20.0  # β: weight of the change on the kept generations
+    batch: int = 1024  # positions of each term per step
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch < 1:
+            raise ValueError(f"head fit steps and batch must be at least 1, got {self.steps} and {self.batch}")
+        if self.lr <= 0 or self.preserve_weight < 0:
+            raise ValueError(f"head fit lr must be positive and preserve_weight non-negative, got {self.lr}, "
+                             f"{self.preserve_weight}")
+
+
+@dataclass
 class GeneratorEditConfig:
     null_threshold: float = 1e-3  # eigenvalues of K₀K₀ᵀ below this share of the largest span the null space
     ridge: float = 1e-2  # λ of the closed form
     relevant_prob: float = 1e-3  # residuals only on codes this likely under either context (others: 0)
     guided: bool = True  # step 2 fits the guidance-combined distribution the sampler draws from (uncond + w·(cond − uncond)), not the conditional one alone
     safe_trajectory: bool = False  # also fit keys of the harmful prompt over the safe grid's prefix, aimed at the rewrite's own next-token distribution there
-    harmful_code_penalty: float = 0.0  # logits taken from the head bias of the round's harmful codes (`codes`: ρ and m), before step 2; 0: the bias stays
-    step1: str = "alphaedit"  # "alphaedit": fit the mined keys to the rewrites' distributions; "erase": the head reads every key with its component along the top harmful-minus-safe key directions replaced by the safe keys' mean
+    harmful_code_penalty: float = 0.0  # logits taken from the head bias of the round's harmful codes (`codes`: ρ and m), before step 2 ("alphaedit" and "erase" only); 0: the bias stays
+    step1: str = "head"  # "alphaedit": fit the mined keys to the rewrites' distributions; "erase": the head reads every key with its component along the top harmful-minus-safe key directions replaced by the safe keys' mean; "head": fit every tensor of the generation head (`head_fit`), no step 2
     erase_rank: int = 4  # "erase": key-difference directions erased per round
+    head: HeadFitConfig = field(default_factory=HeadFitConfig)  # "head": the fit's settings
 
     def validate(self) -> None:
         if not (0.0 < self.null_threshold < 1.0):
@@ -54,8 +70,12 @@ class GeneratorEditConfig:
             raise ValueError(f"relevant_prob must be in [0, 1), got {self.relevant_prob}")
         if self.harmful_code_penalty < 0:
             raise ValueError(f"harmful_code_penalty must be non-negative, got {self.harmful_code_penalty}")
-        if self.step1 not in ("alphaedit", "erase"):
-            raise ValueError(f"step1 must be 'alphaedit' or 'erase', got {self.step1!r}")
+        if self.step1 not in ("alphaedit", "erase", "head"):
+            raise ValueError(f"step1 must be 'alphaedit', 'erase' or 'head', got {self.step1!r}")
+        if self.step1 == "head" and self.harmful_code_penalty > 0:
+            raise ValueError("harmful_code_penalty applies to the last-layer edits (step1 'alphaedit' or 'erase'), "
+                             "not to 'head'")
+        self.head.validate()
         if self.erase_rank < 1:
             raise ValueError(f"erase_rank must be at least 1, got {self.erase_rank}")
 

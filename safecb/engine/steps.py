@@ -2,7 +2,11 @@
 (remove harmful mappings), step 2 (fine-tune inside the harmless space) and the optional step 3
 (VAπ re-alignment), for both edit targets.
 
-Generator target. The edited space S is the generation head's last linear layer W [K, h]
+Generator target, the default (`generator_edit.step1 = "head"`): `head_fit.head_edit` fits every
+tensor of the generation head to the safe rewrites (its module docstring has the loss) and step 2
+does not run; the Harmful Space is still built over W's rows, for the figures and step 3.
+
+Generator target, last layer. The edited space S is the generation head's last linear layer W [K, h]
 (row k is code k's output embedding). Keys are that layer's inputs k = act(proj_out(h)) at the
 positions where a harmful grid differs from its safe counterpart. The wanted output there is the
 model's own output for the safe rewrite on the same grid prefix (teacher forcing pᵢ′ over the
@@ -47,6 +51,7 @@ from ..vapi.train import train_vapi
 from .config import FineTuneConfig, SafeCBConfig
 from .edit import (alphaedit_delta, benign_share, confine_change, decoder_edit, erased_head, null_space_projector,
                    penalised_bias, safe_targets)
+from .head_fit import head_edit
 from .measure import Measurement
 from .mining import Pairs
 from .prompts import RoundPrompts
@@ -318,6 +323,10 @@ def generator_round(backend: JanusBackend, prompts: RoundPrompts, m: Measurement
     space = build_harmful_space(
         difference_vectors(weight, pairs.harmful_grids, pairs.safe_grids, normalize_rows=False), config.space
     )
+    if config.generator_edit.step1 == "head":
+        codebooks, info = head_edit(backend, prompts, m, pairs, config.generator_edit.head,
+                                    config.sampler.cfg_weight, config.seed, progress)
+        return EditResult(codebooks, space, info)
     data = generator_data(backend, prompts, m, pairs, config.generator_edit.safe_trajectory,
                           config.generator_edit.guided)
     progress("step 1: edit", 0.0)

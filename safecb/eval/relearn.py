@@ -3,9 +3,9 @@ again (evaluation only).
 
 The attacker holds the edited model and N harmful pictures with their prompts: renders of harmful
 scenes from the broad grid's tuning half (never a reported prompt), encoded with the edited model's
-own tokenizer. Adam trains the four codebooks Safe-CB edits, and nothing else: the generator's input
-and output codes on the prompts' teacher-forced likelihood of those codes, the decoder's rows on
-reconstructing the pictures. After each checkpoint of steps, the reported harmful prompts are drawn
+own tokenizer. Adam trains the tensors Safe-CB edits (`CODEBOOK_PATHS`), and nothing else: the
+generator's input codes and whole generation head on the prompts' teacher-forced likelihood of those
+codes, the decoder's rows on reconstructing the pictures. After each checkpoint of steps, the reported harmful prompts are drawn
 at the validation seeds; an instance is one prompt, and its start is the same prompt before any
 fine-tuning. The model's codebooks are put back at the end.
 """

@@ -29,6 +29,8 @@ CODEBOOK_PATHS = {
     "gen_embed": "model.generation_embeddings.weight",  # [K, d_g] generator input codes
     "gen_head": "model.generation_head.vision_head.weight",  # [K, h] generator output codes
     "gen_head_bias": "model.generation_head.vision_head.bias",  # [K] generator output bias
+    "gen_head_in": "model.generation_head.proj_out.weight",  # [h, d] the head's first layer (keys come through it)
+    "gen_head_in_bias": "model.generation_head.proj_out.bias",  # [h] its bias
 }
 
 MAX_PROMPT_CHARS = 2000  # longer prompts are refused with a clear message

@@ -166,8 +166,11 @@ def label(rows: SafetyRows, method: str) -> str:
     beta = f"β {row['preserve_weight']:g}" if pd.notna(row.get("preserve_weight")) else ""
     guided = row.get("guided") in (True, "True")
     if method == DEFAULT:
+        fit = "guided" if guided else "conditional fit"
+        if row.get("target") == "generator" and row.get("step1") == "head":
+            return f"Safe-CB, the default (whole generation head fitted, {fit}, {beta})"
         if row.get("target") == "generator":
-            return f"Safe-CB, the default (generator target, {'guided' if guided else 'conditional fit'}, {beta})"
+            return f"Safe-CB, the default (generator target, {fit}, {beta})"
         return f"Safe-CB, the default ({row.get('target')} target)"
     fixed = {"none": "none", "blocklist": "keyword blocklist", "naive_removal": "naive removal of mined codes",
              "step1_only": "Safe-CB, one round, step 1 only", "safecb_one_round": "Safe-CB, one round, steps 1 and 2",
@@ -395,8 +398,7 @@ def replacement_figures(evidence: Evidence) -> dict[str, str]:
     rows = evidence["replacements"]
     kinds = rows["edited_kind"].value_counts()
     flagged = rows[rows["edited_kind"] == "flagged"]
-    second_only = flagged[(flagged["object"] == "blood") & ~_flags(flagged, "edited_oracle_unsafe")
-                          & _flags(flagged, "edited_second_unsafe")]
+    one_judge = flagged[_flags(flagged, "edited_oracle_unsafe") != _flags(flagged, "edited_second_unsafe")]
     rounds = evidence["rounds"]
     return {
         "replacement_n": str(len(rows)),
@@ -404,7 +406,7 @@ def replacement_figures(evidence: Evidence) -> dict[str, str]:
         "replacement_clean": str(int(kinds.get("clean", 0))),
         "replacement_incomplete": str(int(kinds.get("incomplete", 0))),
         "replacement_flagged": str(int(kinds.get("flagged", 0))),
-        "replacement_blood_second_only": NUMBER_WORDS.get(len(second_only), str(len(second_only))),
+        "replacement_one_judge": str(len(one_judge)),
         "replacement_run_rounds": str(int(rounds["round"].max())),
         "replacement_run_seconds": f"{rounds['seconds'].sum():.0f} s",
     }
