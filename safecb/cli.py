@@ -422,7 +422,8 @@ def _bench_attack(args) -> int:
 
     torch.set_num_threads(args.threads)
     cfg = BenchAttackConfig(model_dir=args.model, oracle_dir=args.oracle, out_dir=args.out, quick=args.quick,
-                            methods=tuple(args.methods.split(",")) if args.methods else None, adapt=not args.no_adapt)
+                            methods=tuple(args.methods.split(",")) if args.methods else None, adapt=not args.no_adapt,
+                            workers=args.workers)
     if args.instances is not None:
         cfg.attack = dataclasses.replace(cfg.attack, instances=args.instances)
     if args.attacks:
@@ -639,7 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip choosing each searching attack's option per defence on the tuning half")
     attack.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
     attack.add_argument("--out", default=None, help="save the best adversarial prompts, images and soft prompts here")
-    attack.add_argument("--threads", type=thread_count, default=2)
+    attack.add_argument("--threads", type=thread_count, default=2, help="CPU threads in all, shared among the workers")
+    attack.add_argument("--workers", type=thread_count, default=2,
+                        help="processes the methods are shared among (default 2: on the toy model two "
+                             "one-thread processes do more than one two-thread process)")
     attack.add_argument("--quick", action="store_true", help="tiny budgets (for smoke tests)")
     attack.add_argument("--seed-start", dest="seed_start", type=int, default=None,
                         help="base of every attack seed (default: the bench seeds, 1000; the tuning seeds start at 2000)")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from safecb import world
-from safecb.bench.attack import BenchAttackConfig, run_bench_attack
+from safecb.bench.attack import SAFECB_CHANGES, BenchAttackConfig, method_groups, run_bench_attack, worker_shares
 from safecb.bench.safety import blocklist
 from safecb.cli import main
 from safecb.eval.attack import (
@@ -244,3 +244,36 @@ def test_swap_back_gives_back_what_a_decoder_only_edit_hides(toy, oracle):
     assert [i.start_validation_unsafe for i in swapped.instances] == [i.validation_unsafe for i in served.instances]
     assert before.asr["successes"] >= cfg.instances // 2  # plain harmful prompts get through the unedited toy
     assert served.image_unsafe["value"] < before.image_unsafe["value"]  # the repainted service hides some of it
+
+
+def test_method_groups_keep_shared_rows_in_one_process():
+    cfg = BenchAttackConfig(methods=("none", "blocklist", "naive_removal", "safecb_generator", "default"))
+    groups = method_groups(cfg.methods, cfg.safecb)
+    assert sorted(n for g in groups for n in g) == sorted(cfg.methods)
+    assert ("none", "blocklist") in groups  # the blocklist's soft row is the unedited model's
+    assert groups[0] in (("safecb_generator",), ("default",))  # the costly Safe-CB builds start first
+    shares = worker_shares(cfg.methods, groups, 2)  # a Safe-CB group counts twice: 2 + 1 against 2 + 1
+    assert shares == [("none", "blocklist", "safecb_generator"), ("naive_removal", "default")]
+    assert worker_shares(("none",), [("none",)], 4) == [("none",)]
+    # where the default config is the generator target's, both rows are one state, built once
+    same = cfg.safecb.override(SAFECB_CHANGES["safecb_generator"])
+    assert method_groups(("none", "safecb_generator", "default"), same) == [("safecb_generator", "default"), ("none",)]
+
+
+def test_workers_give_the_one_process_report(toy):
+    cfg = BenchAttackConfig(methods=("none", "naive_removal"), quick=True)
+    cfg.attack = replace(cfg.attack, attacks=("discrete", "swap_back"))
+    alone = run_bench_attack(cfg, log=lambda line: None, backend=toy)
+    cfg.workers = 2
+    lines: list[str] = []
+    shared = run_bench_attack(cfg, log=lines.append)
+    assert lines[0] == "2 processes of 1 thread(s): none; naive_removal"
+    assert list(shared["methods"]) == ["none", "naive_removal"]
+    for name in cfg.methods:
+        for attack in ("discrete", "swap_back"):
+            a, b = alone["methods"][name]["attacks"][attack], shared["methods"][name]["attacks"][attack]
+            assert a["asr"] == b["asr"] and a["image_unsafe"] == b["image_unsafe"], (name, attack)
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+    for table in ("instances", "images", "cells", "tuning"):
+        assert strip(shared["_rows"][table]) == strip(alone["_rows"][table]), table
+    assert shared["unedited_image_unsafe"] == alone["unedited_image_unsafe"]

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 
 import safecb.engine.steps as steps
+from safecb.engine.config import HeadFitConfig
+from safecb.engine.head_fit import HeadFitData, fit_head
 from safecb.engine.measure import Measurement
 from safecb.engine.mining import Pairs
 from safecb.engine.prompts import RoundPrompts
@@ -202,35 +204,13 @@ def generator_patch(backend: JanusBackend, prompts: RoundPrompts, m: Measurement
 
 def full_head(data: PatchData, head: dict[str, torch.Tensor], config, w: float, progress: Progress
               ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Mode "full": every tensor of the head (both layers and biases) fitted on the same loss as the gates."""
-    cfg = SETTINGS
-    generator = torch.Generator().manual_seed(config.seed)
-    edited = {name: value.clone().requires_grad_() for name, value in head.items()}
-    optimiser = torch.optim.Adam(list(edited.values()), lr=cfg["lr"])
-
-    def loss_on(i1: torch.Tensor, i0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fit = _kl(data.target[i1], _guided(edited, data.harmful[i1], data.harmful_uncond[i1], w))
-        keep = _kl(data.reference[i0], _guided(edited, data.benign[i0], data.benign_uncond[i0], w))
-        return fit, keep
-
-    batch = config.fine_tune.batch
-    all_h, all_b = torch.arange(len(data.harmful)), torch.arange(len(data.benign))
-    with torch.no_grad():
-        fit_before, keep_before = loss_on(all_h, all_b)
-    for step in range(cfg["steps"]):
-        i1 = torch.randint(0, len(data.harmful), (min(batch, len(data.harmful)),), generator=generator)
-        i0 = torch.randint(0, len(data.benign), (min(batch, len(data.benign)),), generator=generator)
-        fit, keep = loss_on(i1, i0)
-        optimiser.zero_grad()
-        (fit + cfg["beta"] * keep).backward()
-        optimiser.step()
-        if step % 25 == 0:
-            progress("step 1: full head", step / cfg["steps"])
-    with torch.no_grad():
-        fit_after, keep_after = loss_on(all_h, all_b)
-    info = {"patch_fit_kl": [float(fit_before), float(fit_after)],
-            "patch_benign_kl": [float(keep_before), float(keep_after)]}
-    return {name: value.detach() for name, value in edited.items()}, info
+    """Mode "full": every tensor of the head (both layers and biases) fitted on the same loss as the
+    gates; the library's `head_fit.fit_head` (what `generator_edit.step1 = "head"` runs) with this
+    wrapper's settings."""
+    fit_config = HeadFitConfig(steps=SETTINGS["steps"], lr=SETTINGS["lr"], preserve_weight=SETTINGS["beta"],
+                               batch=config.fine_tune.batch)
+    edited, info = fit_head(HeadFitData(*vars(data).values()), head, fit_config, w, F.gelu, config.seed, progress)
+    return edited, {"patch_fit_kl": info["head_fit_kl"], "patch_benign_kl": info["head_kept_kl"]}
 
 
 def patched_round(backend, prompts, m, pairs, config, reference, progress):

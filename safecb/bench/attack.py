@@ -20,11 +20,16 @@ safecb/report/attack.py): `methods`, `cells` (where each defence × attack cell'
 
 from __future__ import annotations
 
+import copy
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..engine import SafeCBConfig, preset_changes
 from ..eval.attack import (AttackConfig, AttackReference, AttackResult, attack_model_state, draw_reference,
@@ -81,6 +86,9 @@ class BenchAttackConfig:
     safecb: SafeCBConfig = field(default_factory=SafeCBConfig)  # the current default Safe-CB config
     out_dir: str | None = None  # where the best prompts, images and soft embeddings are saved
     quick: bool = False  # tiny sizes, for smoke tests
+    # processes the methods are shared among (`method_groups`), each with its share of the threads;
+    # the toy model's matrices are too small for one process to keep two cores busy
+    workers: int = 1
 
     def __post_init__(self):
         if self.quick:
@@ -94,6 +102,8 @@ class BenchAttackConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
         if self.tuning_instances < 1:
             raise ValueError(f"tuning_instances must be at least 1, got {self.tuning_instances}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
 
 
 def build_state(name: str, backend: JanusBackend, cfg: BenchAttackConfig, log) -> dict:
@@ -140,8 +150,75 @@ def adapt(name: str, backend: JanusBackend, oracle: Oracle, base: AttackConfig, 
     return chosen, rows
 
 
+def method_groups(methods: tuple[str, ...], safecb: SafeCBConfig) -> list[tuple[str, ...]]:
+    """The methods split into groups that each run in one process, the Safe-CB ones (the costliest)
+    first: the blocklist goes with the unedited model (its soft row is that one's), and Safe-CB
+    methods of one config go together (the state is built once)."""
+    groups: dict[str, list[str]] = {}
+    for name in methods:
+        if name in SAFECB_CHANGES:
+            key = repr(safecb.override(SAFECB_CHANGES[name]).to_dict())
+        else:
+            key = "public weights" if name in UNEDITED_WEIGHTS else name
+        groups.setdefault(key, []).append(name)
+    return sorted((tuple(g) for g in groups.values()), key=lambda g: not any(n in SAFECB_CHANGES for n in g))
+
+
+def worker_shares(methods: tuple[str, ...], groups: list[tuple[str, ...]], workers: int) -> list[tuple[str, ...]]:
+    """The groups dealt to `workers` processes, each group to the least loaded one, a Safe-CB group
+    (a build, then every attack) counted twice; each share in `methods` order, so one process draws
+    the public model's reference once for all its methods."""
+    loads, shares = [0] * workers, [[] for _ in range(workers)]
+    for group in groups:
+        k = loads.index(min(loads))
+        loads[k] += 2 if any(n in SAFECB_CHANGES for n in group) else 1
+        shares[k] += group
+    return [tuple(n for n in methods if n in share) for share in shares if share]
+
+
+def _run_share(cfg: BenchAttackConfig, threads: int) -> dict:
+    """One worker process: its methods, logged to stderr with their names in front."""
+    torch.set_num_threads(threads)
+    label = "+".join(cfg.methods)
+    return run_bench_attack(cfg, log=lambda line: print(f"[{label}] {line}", file=sys.stderr, flush=True))
+
+
+def merge_reports(methods: tuple[str, ...], reports: list[dict], wall_seconds: float) -> dict:
+    """The workers' reports as one, methods and rows in `methods` order."""
+    order = {name: i for i, name in enumerate(methods)}
+    by_method = {name: row for report in reports for name, row in report["methods"].items()}
+    unedited = [r["unedited_image_unsafe"] for r in reports if r["unedited_image_unsafe"] is not None]
+    rows = {table: sorted((row for r in reports for row in r["_rows"][table]), key=lambda row: order[row["method"]])
+            for table in reports[0]["_rows"]}
+    return {"methods": {name: by_method[name] for name in methods}, "config": reports[0]["config"],
+            "unedited_image_unsafe": unedited[0] if unedited else None, "wall_seconds": wall_seconds, "_rows": rows}
+
+
+def run_in_workers(cfg: BenchAttackConfig, log=print) -> dict:
+    """`run_bench_attack` with the methods shared among `cfg.workers` spawned processes (`worker_shares`);
+    each loads the model and draws the public model's reference itself, the same at the same seeds."""
+    t_start = time.perf_counter()
+    shares = worker_shares(cfg.methods, method_groups(cfg.methods, cfg.safecb), cfg.workers)
+    threads = max(1, torch.get_num_threads() // len(shares))
+    log(f"{len(shares)} processes of {threads} thread(s): " + "; ".join("+".join(s) for s in shares))
+    jobs = []
+    for share in shares:
+        job = copy.copy(cfg)  # not `replace`: that would run __post_init__ and undo changes made after it
+        job.methods, job.workers = share, 1
+        jobs.append(job)
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=get_context("spawn")) as pool:
+        reports = list(pool.map(_run_share, jobs, [threads] * len(jobs)))
+    report = merge_reports(cfg.methods, reports, time.perf_counter() - t_start)
+    report["config"] = {**report["config"], "workers": len(shares), "threads_per_worker": threads}
+    return report
+
+
 def run_bench_attack(cfg: BenchAttackConfig, log=print, backend: JanusBackend | None = None) -> dict:
-    """Every method from the unedited model, every attack on each; `backend` (else `cfg.model_dir`) ends unedited."""
+    """Every method from the unedited model, every attack on each; `backend` (else `cfg.model_dir`) ends
+    unedited. Without a `backend`, with `cfg.workers` > 1 and more than one method group, the groups
+    run in worker processes (`run_in_workers`)."""
+    if backend is None and cfg.workers > 1 and len(method_groups(cfg.methods, cfg.safecb)) > 1:
+        return run_in_workers(cfg, log)
     t_start = time.perf_counter()
     backend = backend or JanusBackend.load(cfg.model_dir)
     oracle = Oracle.load(cfg.oracle_dir)
