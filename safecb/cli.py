@@ -355,7 +355,7 @@ def _bench_safety(args) -> int:
     methods = tuple(args.methods.split(",")) if args.methods else DEFAULT_METHODS
     seed_start = BENCH_SEED_START if args.seed_start is None else args.seed_start
     cfg = BenchSafetyConfig(model_dir=args.model, oracle_dir=args.oracle, methods=methods, quick=args.quick,
-                            eval_seed_start=seed_start)
+                            eval_seed_start=seed_start, workers=args.workers)
     grid_flags = {"n_prompts": args.broad_prompts, "n_benign": args.broad_benign,
                   "seeds_per_prompt": args.broad_seeds}
     cfg.broad = dataclasses.replace(cfg.broad, seed_start=seed_start, half=args.half,
@@ -596,7 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--oracle", default=str(ORACLE_DIR))
     safety.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     safety.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
-    safety.add_argument("--threads", type=thread_count, default=2)
+    safety.add_argument("--threads", type=thread_count, default=2, help="CPU threads in all, shared among the workers")
+    safety.add_argument("--workers", type=thread_count, default=2,
+                        help="processes the methods are shared among (default 2: on the toy model two "
+                             "one-thread processes do more than one two-thread process)")
     safety.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
     safety.add_argument("--broad-prompts", dest="broad_prompts", type=int, default=None,
                         help="harmful prompts in the broad grid (default 240; 4 with --quick)")

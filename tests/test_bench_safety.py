@@ -64,3 +64,45 @@ def test_cli_broad_grid_flags_reach_the_report(tmp_path, capsys):
     assert figures["_broad_grid"]["seeds"] == [2000] and len(figures["_broad_grid"]["harmful"]) == 3
     assert figures["none"]["intervals"]["broad_cut"]["n"] == 3
     assert "Broad grid: 3 harmful prompts" in capsys.readouterr().out
+
+
+def test_worker_shares_give_every_process_none_and_deal_the_runs_apart():
+    from safecb.bench.safety import DEFAULT_METHODS, worker_shares
+
+    shares = worker_shares(DEFAULT_METHODS, 2)
+    assert shares == [("none", "safecb_iterative", "safecb_default"),
+                      ("none", "blocklist", "naive_removal", "decoder_target")]
+    assert worker_shares(("none", "blocklist"), 2) == [("none", "blocklist")]  # no empty process
+    assert sorted(m for share in worker_shares(DEFAULT_METHODS, 3) for m in share if m != "none") == sorted(
+        DEFAULT_METHODS[1:])
+
+
+WORKER_KEYS = ("workers", "threads_per_worker")
+
+
+def test_workers_give_the_one_process_report(toy_backend):
+    """Two spawned one-thread processes give the report of one one-thread process, figure for figure
+    and row for row (run times aside), with `none`'s rows once."""
+    cfg = BenchSafetyConfig(methods=("none", "blocklist", "naive_removal"), quick=True)
+    torch.set_num_threads(1)  # the CLI tests above set the count the command line asks for
+    alone = run_bench_safety(cfg, log=lambda line: None, backend=toy_backend)
+    cfg.workers = 2
+    lines: list[str] = []
+    torch.set_num_threads(2)  # two in all: one per process
+    try:
+        shared = run_bench_safety(cfg, log=lines.append)
+    finally:
+        torch.set_num_threads(1)
+    assert lines[0] == "2 processes of 1 thread(s): none+blocklist; none+naive_removal"
+    assert list(shared["methods"]) == ["none", "blocklist", "naive_removal"]
+    def strip(value) -> str:  # as JSON, so that NaN equals NaN; run times and the worker count left out
+        def drop(v):
+            if isinstance(v, dict):
+                return {k: drop(x) for k, x in v.items() if not k.endswith("seconds") and k not in WORKER_KEYS}
+            return [drop(x) for x in v] if isinstance(v, (list, tuple)) else v
+        return json.dumps(drop(value), sort_keys=True)
+
+    assert strip(flat_json(shared)) == strip(flat_json(alone))
+    for table in ("images", "prompts", "methods", "rounds", "fid_features"):
+        assert strip(shared["_rows"][table]) == strip(alone["_rows"][table]), table
+    assert shared["acceptance"] == alone["acceptance"]

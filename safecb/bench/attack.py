@@ -20,12 +20,8 @@ safecb/report/attack.py): `methods`, `cells` (where each defence × attack cell'
 
 from __future__ import annotations
 
-import copy
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +38,7 @@ from ..paths import ORACLE_DIR, SHAPE_JUDGE_DIR, TOY_MODEL_DIR
 from ..targets import ATTACK_TARGETS
 from .safety import DESCRIPTIONS as SAFETY_DESCRIPTIONS
 from .safety import METHOD_CHANGES, BenchSafetyConfig, blocklist, run_method, run_safecb_method
+from .workers import run_shares
 
 METHODS = ("none", "blocklist", "naive_removal", "safecb_generator", "safecb_guided", "decoder_target", "default")
 DEFAULT_METHODS = ("none", "blocklist", "safecb_generator", "decoder_target", "default")
@@ -176,13 +173,6 @@ def worker_shares(methods: tuple[str, ...], groups: list[tuple[str, ...]], worke
     return [tuple(n for n in methods if n in share) for share in shares if share]
 
 
-def _run_share(cfg: BenchAttackConfig, threads: int) -> dict:
-    """One worker process: its methods, logged to stderr with their names in front."""
-    torch.set_num_threads(threads)
-    label = "+".join(cfg.methods)
-    return run_bench_attack(cfg, log=lambda line: print(f"[{label}] {line}", file=sys.stderr, flush=True))
-
-
 def merge_reports(methods: tuple[str, ...], reports: list[dict], wall_seconds: float) -> dict:
     """The workers' reports as one, methods and rows in `methods` order."""
     order = {name: i for i, name in enumerate(methods)}
@@ -199,15 +189,7 @@ def run_in_workers(cfg: BenchAttackConfig, log=print) -> dict:
     each loads the model and draws the public model's reference itself, the same at the same seeds."""
     t_start = time.perf_counter()
     shares = worker_shares(cfg.methods, method_groups(cfg.methods, cfg.safecb), cfg.workers)
-    threads = max(1, torch.get_num_threads() // len(shares))
-    log(f"{len(shares)} processes of {threads} thread(s): " + "; ".join("+".join(s) for s in shares))
-    jobs = []
-    for share in shares:
-        job = copy.copy(cfg)  # not `replace`: that would run __post_init__ and undo changes made after it
-        job.methods, job.workers = share, 1
-        jobs.append(job)
-    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=get_context("spawn")) as pool:
-        reports = list(pool.map(_run_share, jobs, [threads] * len(jobs)))
+    reports, threads = run_shares(run_bench_attack, cfg, shares, log)
     report = merge_reports(cfg.methods, reports, time.perf_counter() - t_start)
     report["config"] = {**report["config"], "workers": len(shares), "threads_per_worker": threads}
     return report

@@ -13,6 +13,10 @@ per evaluated image and method (both judges' scores and verdicts, served and mod
 self-judge, fidelity and replacement flags), `prompts` (each prompt's text and strata, by id),
 `methods` (rounds, kept round, run time, FID-toy) and `rounds` (each Safe-CB round's time and
 self-judged rate).
+
+With `workers` > 1 the methods are shared among that many one-thread processes (`run_in_workers`):
+each evaluates `none` first (every cut's "before", drawn at the same seeds in each) and then its own
+methods; the report is merged in the methods' order.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..eval.toy_oracle import Oracle
 from ..metrics import frechet_distance, kappa, rate
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from ..paths import ORACLE_DIR, SHAPE_JUDGE_DIR, TOY_MODEL_DIR
+from .workers import run_shares
 
 METHODS = ("none", "blocklist", "naive_removal", "step1_only", "safecb_one_round", "safecb_iterative",
            "safecb_guided", "decoder_target", "safecb_default", "head_finetune")
@@ -82,6 +87,7 @@ class BenchSafetyConfig:
     naive_top: int = 8  # naive removal: codes with the highest harmful ratio when none passes ρ
     n_boot: int = 1000  # bootstrap resamples
     quick: bool = False  # tiny sizes, for smoke tests
+    workers: int = 1  # processes the methods are shared among (`run_in_workers`); the CLI asks for 2
 
     def __post_init__(self):
         if self.quick:
@@ -330,8 +336,58 @@ def run_safecb_method(name: str, backend: JanusBackend, safecb: SafeCBConfig, lo
     }
 
 
+SAFECB_RUN_COST = 3  # a Safe-CB run and its evaluation, in evaluations: what `worker_shares` deals by
+
+
+def worker_shares(methods: tuple[str, ...], workers: int) -> list[tuple[str, ...]]:
+    """The methods other than `none` dealt to `workers` processes, costliest first, each to the least
+    loaded one (a Safe-CB run counts `SAFECB_RUN_COST` evaluations, any other method one); every share
+    starts with `none` and keeps `methods`' order."""
+    others = [name for name in methods if name != "none"]
+    cost = {name: SAFECB_RUN_COST if name not in ("blocklist", "naive_removal") else 1 for name in others}
+    loads, shares = [0] * workers, [[] for _ in range(workers)]
+    for name in sorted(others, key=lambda n: -cost[n]):
+        k = loads.index(min(loads))
+        loads[k] += cost[name]
+        shares[k].append(name)
+    return [("none",) + tuple(n for n in others if n in share) for share in shares if share]
+
+
+def merge_reports(cfg: BenchSafetyConfig, reports: list[dict]) -> dict:
+    """The workers' reports as one: methods in `cfg.methods` order ("none" first), `none`'s rows once
+    (from the first worker), acceptance and per-method rows recomputed over every method."""
+    order = ["none"] + [m for m in cfg.methods if m != "none"]
+    by_method = {name: row for report in reports for name, row in report["methods"].items()}
+    methods = {name: by_method[name] for name in order}
+    first = reports[0]
+    images = [row for i, report in enumerate(reports) for row in report["_rows"]["images"]
+              if i == 0 or row["method"] != "none"]
+    features = [row for i, report in enumerate(reports) for row in report["_rows"]["fid_features"]
+                if i == 0 or row["source"] not in ("reference", "none")]
+    rank = {name: i for i, name in enumerate(order)}
+    images.sort(key=lambda row: rank[row["method"]])
+    features.sort(key=lambda row: -1 if row["source"] == "reference" else rank[row["source"]])
+    return {"methods": methods, "config": first["config"], "broad_grid": first["broad_grid"],
+            "acceptance": acceptance(methods),
+            "_rows": {"images": images, "prompts": first["_rows"]["prompts"], "methods": method_rows(methods, cfg),
+                      "rounds": round_rows(methods), "fid_features": features}}
+
+
+def run_in_workers(cfg: BenchSafetyConfig, log=print) -> dict:
+    """`run_bench_safety` with the methods shared among `cfg.workers` spawned processes (`worker_shares`);
+    each loads the model and evaluates `none` itself, the same at the same seeds."""
+    reports, threads = run_shares(run_bench_safety, cfg, worker_shares(cfg.methods, cfg.workers), log)
+    report = merge_reports(cfg, reports)
+    report["config"] = {**report["config"], "workers": len(reports), "threads_per_worker": threads}
+    return report
+
+
 def run_bench_safety(cfg: BenchSafetyConfig, log=print, backend: JanusBackend | None = None) -> dict:
-    """Every method from the unedited model; `backend` (else `cfg.model_dir`) ends unedited."""
+    """Every method from the unedited model; `backend` (else `cfg.model_dir`) ends unedited. Without a
+    `backend`, with `cfg.workers` > 1 and more than one method besides `none`, the methods run in
+    worker processes (`run_in_workers`)."""
+    if backend is None and cfg.workers > 1 and len([m for m in cfg.methods if m != "none"]) > 1:
+        return run_in_workers(cfg, log)
     backend = backend or JanusBackend.load(cfg.model_dir)
     oracle = Oracle.load(cfg.oracle_dir)
     second = Oracle.load(cfg.second_judge_dir) if cfg.second_judge_dir else None
