@@ -503,6 +503,14 @@ def whole_number_at_least(least: int, what_least_means: str = "") -> Callable[[s
 thread_count = whole_number_at_least(1)  # argparse type of --threads: torch refuses fewer than 1
 
 
+def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
+    """--threads and --workers of a bench that shares its methods among processes (`bench/workers.py`)."""
+    parser.add_argument("--threads", type=thread_count, default=2, help="CPU threads in all, shared among the workers")
+    parser.add_argument("--workers", type=thread_count, default=2,
+                        help="processes the methods are shared among (default 2: on the toy model two "
+                             "one-thread processes do more than one two-thread process)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m safecb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -596,10 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--oracle", default=str(ORACLE_DIR))
     safety.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     safety.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
-    safety.add_argument("--threads", type=thread_count, default=2, help="CPU threads in all, shared among the workers")
-    safety.add_argument("--workers", type=thread_count, default=2,
-                        help="processes the methods are shared among (default 2: on the toy model two "
-                             "one-thread processes do more than one two-thread process)")
+    _add_worker_flags(safety)
     safety.add_argument("--quick", action="store_true", help="tiny sizes (for smoke tests)")
     safety.add_argument("--broad-prompts", dest="broad_prompts", type=int, default=None,
                         help="harmful prompts in the broad grid (default 240; 4 with --quick)")
@@ -643,10 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip choosing each searching attack's option per defence on the tuning half")
     attack.add_argument("--json", default=None, help="write JSON here and a Markdown table next to it")
     attack.add_argument("--out", default=None, help="save the best adversarial prompts, images and soft prompts here")
-    attack.add_argument("--threads", type=thread_count, default=2, help="CPU threads in all, shared among the workers")
-    attack.add_argument("--workers", type=thread_count, default=2,
-                        help="processes the methods are shared among (default 2: on the toy model two "
-                             "one-thread processes do more than one two-thread process)")
+    _add_worker_flags(attack)
     attack.add_argument("--quick", action="store_true", help="tiny budgets (for smoke tests)")
     attack.add_argument("--seed-start", dest="seed_start", type=int, default=None,
                         help="base of every attack seed (default: the bench seeds, 1000; the tuning seeds start at 2000)")

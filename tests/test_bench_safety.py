@@ -95,6 +95,7 @@ def test_workers_give_the_one_process_report(toy_backend):
         torch.set_num_threads(1)
     assert lines[0] == "2 processes of 1 thread(s): none+blocklist; none+naive_removal"
     assert list(shared["methods"]) == ["none", "blocklist", "naive_removal"]
+
     def strip(value) -> str:  # as JSON, so that NaN equals NaN; run times and the worker count left out
         def drop(v):
             if isinstance(v, dict):

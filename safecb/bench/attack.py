@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..engine import SafeCBConfig, preset_changes
 from ..eval.attack import (AttackConfig, AttackReference, AttackResult, attack_model_state, draw_reference,
