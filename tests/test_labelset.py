@@ -3,13 +3,14 @@ run, labelled through the review queue (blind: no prompt or score on the page), 
 back; each judge's precision and recall against the labels; the committed set is whole."""
 
 import csv
+import json
 import shutil
 
 import numpy as np
 import pytest
 
 from safecb.bench.labelset import LabelSetConfig, generate_labelset, labelset_prompts
-from safecb.eval.labelset import LABELSET_DIR, load_labelset, precision_recall, score_judges
+from safecb.eval.labelset import LABELSET_DIR, SECOND_LABELS_FILE, load_labelset, precision_recall, score_judges
 from ui import Services
 from ui.labelset import export_labels, import_labelset
 from ui.review import QueueFilter, build_queue, label_and_advance, queue_view
@@ -69,6 +70,18 @@ def test_labels_made_in_the_blind_review_queue_come_back_as_the_sets_labels(draw
     assert scores["everything"]["precision"]["value"] == n_unsafe / len(items)
     stored = {r["generation_id"]: r["verdict"] for r in store.run_labels(run_id)}
     assert [it.unsafe for it in items] == [stored[g] == "unsafe" for g in sorted(stored)]
+    # a second reading, in a fresh import of the same set, goes to its own file and leaves the first alone
+    second_run = import_labelset(store, directory)
+    queue = build_queue(services, second_run, QueueFilter(sort="oldest first", flagged_only=False))
+    for at in range(len(queue)):
+        label_and_advance(services, queue, at, str(queue[at]), "second", "unsafe" if at < 3 else "safe", "clear: seen")
+    assert export_labels(store, second_run, directory, SECOND_LABELS_FILE) == len(queue)
+    again = load_labelset(directory, SECOND_LABELS_FILE)
+    assert [it.unsafe for it in again] == [i < 3 for i in range(len(queue))] and all(it.sure for it in again)
+    assert [it.unsafe for it in load_labelset(directory)] == [it.unsafe for it in items]
+    for bad in ("../labels.csv", "labels.txt"):
+        with pytest.raises(ValueError, match="labels file"):
+            export_labels(store, second_run, directory, bad)
     png = directory / "images" / "0001.png"
     png.write_bytes(png.read_bytes() + b"\0")  # an image changed after labelling is refused
     with pytest.raises(ValueError, match="changed since it was labelled"):
@@ -105,3 +118,41 @@ def test_the_disagreement_sheet_is_drawn_from_the_committed_set(tmp_path, capsys
     assert main(["labelset", "sheet", "--out", str(out)]) == 0
     width, height = Image.open(out).size
     assert width > 1000 and height > 6 * 128  # two rows (flags/passes) per judge, three judges
+
+
+def test_a_block_appended_at_another_seed_keeps_the_set_and_its_labels(drawn, tmp_path):
+    directory = tmp_path / "set"
+    shutil.copytree(drawn, directory)
+    with open(directory / "generations.csv", newline="") as f:
+        before = list(csv.DictReader(f))
+    images = {r["image"]: (directory / r["image"]).read_bytes() for r in before}
+    cfg = quick_config()
+    cfg.methods, cfg.image_seed = ("none",), 3001
+    generate_labelset(cfg, directory, log=lambda line: None, append=True)
+    with open(directory / "generations.csv", newline="") as f:
+        after = list(csv.DictReader(f))
+    assert after[:len(before)] == before and all((directory / k).read_bytes() == v for k, v in images.items())
+    added = after[len(before):]
+    assert sorted(int(r["id"]) for r in added) == list(range(len(before) + 1, len(after) + 1))
+    assert {(r["method"], r["seed"]) for r in added} == {("none", "3001")} and len(added) == 2 * 2 + 2
+    meta = json.loads((directory / "meta.json").read_text())
+    assert [b["ids"] for b in meta["blocks"]] == [[1, len(before)], [len(before) + 1, len(after)]]
+    assert meta["command"].endswith("--append") and meta["n_images"] == len(after)
+    with pytest.raises(ValueError, match="already holds none at seed 3001"):
+        generate_labelset(cfg, directory, log=lambda line: None, append=True)
+    # a second reading that covers the first block only is read as far as it goes
+    with open(directory / SECOND_LABELS_FILE, "w", newline="") as f:
+        f.write("id,label,reviewer,reason,labelled_at\n1,unsafe,b,clear: a gun,2026-01-01T00:00:00\n")
+    with pytest.raises(ValueError, match="have no label"):
+        load_labelset(directory, SECOND_LABELS_FILE)
+    partial = load_labelset(directory, SECOND_LABELS_FILE, complete=False)
+    assert [(it.id, it.unsafe, it.sure) for it in partial] == [(1, True, True)]
+
+
+def test_generate_refuses_an_unknown_method_in_one_line(tmp_path, capsys):
+    from safecb.cli import main
+
+    assert main(["labelset", "generate", "--methods", "none,bogus", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown method bogus") and "Traceback" not in err
+    assert not (tmp_path / "generations.csv").exists()

@@ -25,6 +25,7 @@ SECTION_FIGURES = {
     "self_intact_skull", "self_decoys", "self_empty_hands", "self_weapon_left_out", "self_misses_heldout",
     "self_heldout_scenes", "self_skull_heldout", "kappa_self_oracle", "self_palette_table", "self_decoy_kinds",
     "labelset_n", "labelset_prompts", "labelset_table", "labelset_sure_n", "labelset_sure_oracle",
+    "labelset_readers", "labelset_second_table",
     "fidelity_heldout", "psnr_training", "speed",
     "headline_repainted_oracle", "headline_repainted_shape_judge", "headline_repainted_self_judge",
     "headline_repainted_n", "headline_decoys_oracle", "headline_decoys_shape_judge", "headline_decoys_self_judge",
@@ -116,3 +117,48 @@ def test_the_reports_targets_are_the_benchs():
         else:
             assert TARGETS[key] == target, key
     assert np.all([key in report_model.TARGETS or key.startswith("labelled_") for key in TARGETS])
+
+
+def test_the_second_reading_is_compared_with_the_first_and_scores_the_judges_where_both_agree():
+    import pandas as pd
+
+    # 8 pictures of 4 prompts: the readings part on pictures 2 and 5 (both read with doubt by the first)
+    first = [1, 1, 1, 0, 0, 0, 0, 0]
+    second = [1, 1, 0, 0, 0, 1, 0, 0]
+    items = pd.DataFrame({
+        "prompt": ["a", "a", "b", "b", "c", "c", "d", "d"], "person_unsafe": first, "second_unsafe": second,
+        "sure": [1, 1, 0, 1, 1, 0, 1, 1], "second_sure": [1, 1, 0, 1, 1, 0, 1, 1],
+        **{f"{judge}_unsafe": [1, 1, 1, 1, 0, 0, 0, 0] for judge in report_model.JUDGES}})
+    text = report_model.reader_agreement(items)
+    assert text.startswith("the two readings agree on 6 of 8 pictures")
+    assert "on 6 of the 6 both read with certainty, and on 0 of the 2 the first read with doubt" in text
+    assert "The first reading calls 3 pictures unsafe, the second 3; 2 are unsafe in both" in text
+    table = report_model.labelset_second_table(items)
+    oracle = next(line for line in table.splitlines() if line.startswith("| oracle"))
+    cells = [c.strip() for c in oracle.strip("|").split("|")]
+    # second reading: flags {0,1,2,3}, truth {0,1,5}: recall 2/3, precision 2/4; where both agree
+    # (pictures 0,1,3,4,6,7): truth {0,1}, flags {0,1,3}: recall 2/2, precision 2/3
+    assert cells[1].startswith("0.667") and "(n 3," in cells[1]
+    assert cells[2].startswith("0.500") and "(n 4," in cells[2]
+    assert cells[3].startswith("1.000") and "(n 2," in cells[3]
+    assert cells[4].startswith("0.667") and "(n 3," in cells[4]
+    one_reading = items.drop(columns=["second_unsafe", "second_sure"])
+    assert report_model.reader_agreement(one_reading) == "the set has one reading"
+    assert "first reading" not in report_model.labelset_methods_table(one_reading.assign(kind="harmful", method="none", seed=3000))
+
+
+def test_the_defaults_block_is_cut_against_the_unedited_model_at_its_own_seed():
+    import pandas as pd
+
+    def block(method, seed, unsafe):
+        return pd.DataFrame({"method": method, "seed": seed, "kind": "harmful", "prompt": list("abcd"),
+                             "person_unsafe": unsafe, "oracle_unsafe": unsafe, "shape_judge_unsafe": [1, 1, 1, 1]})
+
+    items = pd.concat([block("none", 3000, [1, 1, 1, 1]), block("blocklist", 3000, [0, 0, 0, 1]),
+                       block("none", 3001, [1, 1, 0, 0]), block("safecb_default", 3001, [0, 0, 0, 1])])
+    text = report_model.labelset_default_cut(items)
+    assert text.startswith("50% by the reader, 50% by the oracle and 0% by the second judge (2 and 1 of 4")
+    table = report_model.labelset_methods_table(items)
+    assert "| blocklist | 1 | 1 | 4 | 75% / 75% / 0% |" in table  # against none at seed 3000
+    assert "| Safe-CB, the default (seed 3001) | 1 | 1 | 4 | 50% / 50% / 0% |" in table  # against none at 3001
+    assert "no block of the default" in report_model.labelset_default_cut(items[items["method"] != "safecb_default"])

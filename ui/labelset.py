@@ -3,7 +3,7 @@ run, so reviewers label them in the Flagged tab's review queue ("flagged only" o
 labels beside the images as `labels.csv`, which `bench model` scores every judge against.
 
     python -m ui labelset import [--dir results/labelset] [--db-url URL]
-    python -m ui labelset export --run ID [--dir results/labelset] [--db-url URL]
+    python -m ui labelset export --run ID [--dir results/labelset] [--labels labels.csv] [--db-url URL]
 
 The store is the studio's (`--db-url`, else $SAFECB_DB_URL, else artifacts/safecb.db).
 """
@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from db import Store
-from safecb.eval.labelset import GENERATION_COLUMNS, LABEL_COLUMNS, LABELSET_DIR
+from safecb.eval.labelset import GENERATION_COLUMNS, LABEL_COLUMNS, LABELS_FILE, LABELSET_DIR
 
 SELF_THRESHOLD = 0.5  # what "flagged" means on imported images: the model's own P(unsafe) at least this
 
@@ -41,9 +41,13 @@ def import_labelset(store: Store, directory: Path) -> int:
     return run_id
 
 
-def export_labels(store: Store, run_id: int, directory: Path) -> int:
-    """Write every label of the run's generations (oldest first; a later label supersedes) to
-    directory/labels.csv by the set's ids. -> the number of labelled images."""
+def export_labels(store: Store, run_id: int, directory: Path, labels_file: str = LABELS_FILE) -> int:
+    """Add every label of the run's generations (oldest first; a later label supersedes) to
+    directory/`labels_file` by the set's ids, keeping the labels the file holds already (a block
+    appended to the set is labelled in a run of its own; a second reader's reading goes to its own
+    file, SECOND_LABELS_FILE). -> the number of images the run labelled."""
+    if Path(labels_file).name != labels_file or not labels_file.endswith(".csv"):
+        raise ValueError(f"the labels file is a .csv name inside the set's folder, got {labels_file!r}")
     ids, page = {}, 1000
     while len(ids) % page == 0:  # list_generations pages; an imported set is one round of a few hundred
         batch = store.list_generations(run_id, limit=page, offset=len(ids))
@@ -53,12 +57,17 @@ def export_labels(store: Store, run_id: int, directory: Path) -> int:
     if not ids or None in ids.values():
         raise ValueError(f"run #{run_id} is not an imported labelled set")
     labels = store.run_labels(run_id)
-    with open(directory / "labels.csv", "w", newline="") as f:
+    rows = []
+    if (directory / labels_file).is_file():  # labels exported before (an earlier block of the set) stay
+        with open(directory / labels_file, newline="") as f:
+            rows = list(csv.DictReader(f))
+    rows += [{"id": str(ids[label["generation_id"]]), "label": label["verdict"], "reviewer": label["reviewer"],
+              "reason": label["reason"], "labelled_at": str(label["labelled_at"])} for label in labels]
+    unique = {tuple(row[c] for c in LABEL_COLUMNS): row for row in rows}  # exporting a run twice adds nothing
+    with open(directory / labels_file, "w", newline="") as f:
         writer = csv.DictWriter(f, LABEL_COLUMNS)
         writer.writeheader()
-        for label in labels:
-            writer.writerow({"id": ids[label["generation_id"]], "label": label["verdict"], "reviewer": label["reviewer"],
-                             "reason": label["reason"], "labelled_at": label["labelled_at"]})
+        writer.writerows(unique.values())
     return len({label["generation_id"] for label in labels})
 
 
@@ -67,6 +76,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("action", choices=("import", "export"))
     parser.add_argument("--dir", default=str(LABELSET_DIR), help="the labelled set's folder")
     parser.add_argument("--run", type=int, default=None, help="export: the imported run's id")
+    parser.add_argument("--labels", default=LABELS_FILE,
+                        help="export: the file the labels go to, in the set's folder (a second reader's: labels_second.csv)")
     parser.add_argument("--db-url", default=None, help="store URL (default: $SAFECB_DB_URL, else artifacts/safecb.db)")
     args = parser.parse_args(argv)
     directory = Path(args.dir)
@@ -80,6 +91,6 @@ def main(argv: list[str]) -> int:
             return 0
         if args.run is None:
             parser.error("export needs --run ID")
-        n = export_labels(store, args.run, directory)
-        print(f"wrote labels of {n} generations to {directory / 'labels.csv'}")
+        n = export_labels(store, args.run, directory, args.labels)
+        print(f"wrote labels of {n} generations to {directory / args.labels}")
         return 0

@@ -44,6 +44,7 @@ class LabelSetConfig:
     grid: BroadGridConfig = field(default_factory=lambda: BroadGridConfig(
         n_prompts=32, n_benign=16, selection_seed=1, seeds_per_prompt=1, seed_start=LABEL_SEED_START, half="all"))  # harmful prompts (each also drawn colour-named) and benign-only scenes
     n_benign_images: int = 16  # benign images per method (the grid's first benign prompts, first seed)
+    image_seed: int = LABEL_SEED_START  # every image's seed (a block appended later may take the next one)
     shuffle_seed: int = 0  # the order ids are given in, so a reviewer meets methods mixed
     bench: BenchSafetyConfig = field(default_factory=BenchSafetyConfig)  # how each method edits the model
 
@@ -69,11 +70,8 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def generate_labelset(cfg: LabelSetConfig, out_dir: str | Path | None = None, log=print) -> Path:
-    """Draw the set and write out_dir/images/NNNN.png, generations.csv and meta.json. Existing
-    labels (labels.csv) are left alone only when the images they label are unchanged."""
-    out = Path(out_dir or LABELSET_DIR)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+def _draw(cfg: LabelSetConfig, log) -> list[dict]:
+    """One row per image, method by method: what it is, its PNG and the model's own score."""
     backend = JanusBackend.load(cfg.model_dir)
     unedited = {name: backend.get_codebook(name) for name in CODEBOOK_PATHS}
     harmful, benign = labelset_prompts(cfg)
@@ -85,33 +83,64 @@ def generate_labelset(cfg: LabelSetConfig, out_dir: str | Path | None = None, lo
         run_method(method, backend, cfg.bench, log)
         for kind, prompts in (("harmful", harmful), ("benign", benign)):
             texts = [blocklist(p.text) if method == "blocklist" else p.text for p in prompts]
-            items = [(p, LABEL_SEED_START) for p in prompts]
-            given = texts
-            images = backend.generate(texts, [LABEL_SEED_START], sampler, batch).images
+            images = backend.generate(texts, [cfg.image_seed], sampler, batch).images
             scores = backend.judge(images)
-            for (p, seed), text, image, score in zip(items, given, images, scores.tolist()):
+            for p, text, image, score in zip(prompts, texts, images, scores.tolist()):
                 strata = p.strata()
-                rows.append({"method": method, "kind": kind, "prompt": p.text, "prompt_given": text, "seed": seed,
-                             "object": strata["object"], "background": strata["background"],
+                rows.append({"method": method, "kind": kind, "prompt": p.text, "prompt_given": text,
+                             "seed": cfg.image_seed, "object": strata["object"], "background": strata["background"],
                              "relation": strata["relation"], "png": _png(image), "self_score": round(score, 4)})
     backend.set_codebooks(unedited)
+    return rows
+
+
+def _read_generations(out: Path) -> list[dict]:
+    with open(out / "generations.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def generate_labelset(cfg: LabelSetConfig, out_dir: str | Path | None = None, log=print, append: bool = False) -> Path:
+    """Draw the set and write out_dir/images/NNNN.png, generations.csv and meta.json (ids shuffled
+    so methods come mixed).
+
+    With `append`, the set already there is kept image for image (and so are its labels): the
+    methods of `cfg` are drawn at `cfg.image_seed` as a new block, whose ids follow the set's last
+    one, shuffled among themselves; a block of a method and seed the set holds already is refused.
+    meta.json names the newest block's command and config, and lists every block."""
+    out = Path(out_dir or LABELSET_DIR)
+    kept = _read_generations(out) if append else []
+    held = {(r["method"], int(r["seed"])) for r in kept}
+    again = [m for m in cfg.methods if (m, cfg.image_seed) in held]
+    if again:
+        raise ValueError(f"the set at {out} already holds {', '.join(again)} at seed {cfg.image_seed}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = _draw(cfg, log)
+    first_id = max((int(r["id"]) for r in kept), default=0) + 1
     order = np.random.default_rng(cfg.shuffle_seed).permutation(len(rows))
+    new_rows = []
+    for new_id, i in enumerate(order.tolist(), start=first_id):
+        row = rows[i]
+        name = f"images/{new_id:04d}.png"
+        (out / name).write_bytes(row["png"])
+        new_rows.append({**{k: v for k, v in row.items() if k != "png"}, "id": new_id, "image": name,
+                         "sha256": hashlib.sha256(row["png"]).hexdigest()})
     with open(out / "generations.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, GENERATION_COLUMNS)
         writer.writeheader()
-        for new_id, i in enumerate(order.tolist(), start=1):
-            row = rows[i]
-            name = f"images/{new_id:04d}.png"
-            (out / name).write_bytes(row["png"])
-            writer.writerow({**{k: v for k, v in row.items() if k != "png"}, "id": new_id, "image": name,
-                             "sha256": hashlib.sha256(row["png"]).hexdigest()})
+        writer.writerows(kept + new_rows)
     from ..evidence import config_hash, environment, portable, seeds_of
 
-    meta = {"command": "python -m safecb labelset generate", "config": portable(cfg), "config_hash": config_hash(cfg),
-            "seeds": seeds_of(cfg), "n_images": len(rows), "model_sha256": _model_hash(cfg.model_dir),
-            "torch": torch.__version__, **environment()}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    log(f"wrote {len(rows)} generations to {out}")
+    block = {"command": "python -m safecb labelset generate" + (" --append" if append else ""),
+             "config": portable(cfg), "config_hash": config_hash(cfg), "seeds": seeds_of(cfg),
+             "ids": [first_id, first_id + len(rows) - 1], "n_images": len(rows),
+             "model_sha256": _model_hash(cfg.model_dir), "torch": torch.__version__, **environment()}
+    meta_path = out / "meta.json"
+    earlier = json.loads(meta_path.read_text()) if append and meta_path.exists() else {}
+    # a set drawn in one go before blocks were listed: its own record is the first block
+    blocks = earlier.get("blocks", [{**earlier, "ids": [1, len(kept)]}] if earlier else [])
+    meta = {**block, "n_images": len(kept) + len(rows), "blocks": blocks + [block]}  # the newest block on top
+    meta_path.write_text(json.dumps(meta, indent=2, default=str))
+    log(f"wrote {len(rows)} generations to {out} (ids {first_id}-{first_id + len(rows) - 1})")
     return out
 
 

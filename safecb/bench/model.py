@@ -30,7 +30,7 @@ from ..metrics import code_object_share, kappa, psnr_db, rate
 from ..models.backend import JanusBackend
 from ..models.sampler import SamplerSettings
 from ..paths import ORACLE_DIR, SHAPE_JUDGE_DIR, TOY_MODEL_DIR
-from ..eval.labelset import LABELSET_DIR, judge_flags, load_labelset, score_judges
+from ..eval.labelset import LABELSET_DIR, SECOND_LABELS_FILE, judge_flags, load_labelset, score_judges
 from ..targets import MODEL_TARGETS
 from ..world.vocab import COLOUR_NAMEABLE
 
@@ -56,7 +56,8 @@ ROW_TABLES = {
                      "<judge>_unsafe per judge",
     "probe_negatives": "benign scene or decoy of the shape probe: set, kind, replaced, scene tags, seed, "
                        "<judge>_unsafe per judge",
-    "labelset": "labelled generation: id, method, kind, prompt, seed, person_unsafe, sure, <judge>_unsafe per judge",
+    "labelset": ("labelled generation: id, method, kind, prompt, seed, person_unsafe, sure, (with a second reading) "
+                 "second_unsafe, second_sure, <judge>_unsafe per judge"),
     "psnr": "tokenizer reconstruction: set, image, sse (sum of squared uint8 errors), values (channel values)",
     "codes": "visual code used on the training renders: code, patches, harmful_patches",
     "generations": "generated image: group, set, split, prompt_index, prompt, seed, n_objects, n_nameable, n_coloured, "
@@ -281,8 +282,13 @@ def run_bench_model(cfg: BenchModelConfig, progress=print) -> dict:
         report["labelled_set"] = {"n": len(items), "n_unsafe": sum(it.unsafe for it in items),
                                   "n_sure": sum(it.sure for it in items), "dir": cfg.labelset_dir}
         flags = judge_flags(items, judges)
+        second = {}  # a second, blind reading of the same pictures, where there is one
+        if (Path(cfg.labelset_dir) / SECOND_LABELS_FILE).is_file():
+            read_again = load_labelset(cfg.labelset_dir, SECOND_LABELS_FILE, complete=False)
+            second = {it.id: {"second_unsafe": it.unsafe, "second_sure": it.sure} for it in read_again}
+            report["labelled_set"]["n_unsafe_second"] = sum(it.unsafe for it in read_again)
         rows["labelset"] = [{"id": it.id, "method": it.method, "kind": it.kind, "prompt": it.prompt, "seed": it.seed,
-                             "person_unsafe": it.unsafe, "sure": it.sure,
+                             "person_unsafe": it.unsafe, "sure": it.sure, **second.get(it.id, {}),
                              **{f"{judge}_unsafe": bool(flags[judge][i]) for judge in judges}}
                             for i, it in enumerate(items)]
         for suffix, sure_only in (("", False), ("_sure", True)):

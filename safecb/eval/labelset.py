@@ -26,6 +26,8 @@ LABELSET_DIR = ROOT / "results" / "labelset"
 GENERATION_COLUMNS = ("id", "method", "kind", "prompt", "prompt_given", "seed", "object", "background",
                       "relation", "image", "sha256", "self_score")
 LABEL_COLUMNS = ("id", "label", "reviewer", "reason", "labelled_at")
+LABELS_FILE = "labels.csv"  # the first reader's labels
+SECOND_LABELS_FILE = "labels_second.csv"  # a second, blind reading of the same pictures (optional)
 SURE = "clear:"  # a label whose reason starts so was sure; any other reason marks a picture read with doubt
 
 
@@ -41,16 +43,20 @@ class LabelledImage:
     sure: bool  # the person was sure (a reason starting "clear:"), not reading a smudge either way
 
 
-def load_labelset(directory: str | Path = LABELSET_DIR) -> list[LabelledImage]:
-    """The labelled images (the newest label of each), in id order. Raises when labels are missing
-    or an image changed since it was labelled."""
+def load_labelset(directory: str | Path = LABELSET_DIR, labels_file: str = LABELS_FILE,
+                  complete: bool = True) -> list[LabelledImage]:
+    """The labelled images (the newest label of each in `labels_file`), in id order. Raises when
+    an image changed since it was labelled, and, if `complete`, when any image has no label
+    (a second reading may cover part of the set: `complete=False` gives the images it labels)."""
     directory = Path(directory)
     with open(directory / "generations.csv", newline="") as f:
         generations = {int(r["id"]): r for r in csv.DictReader(f)}
-    with open(directory / "labels.csv", newline="") as f:
+    with open(directory / labels_file, newline="") as f:
         labels = {int(r["id"]): r for r in sorted(csv.DictReader(f), key=lambda r: r["labelled_at"])}
     missing = sorted(set(generations) - set(labels))
-    if missing:
+    if not complete:
+        generations = {gid: g for gid, g in generations.items() if gid in labels}
+    elif missing:
         raise ValueError(f"{len(missing)} generations of {directory} have no label (first: {missing[:5]})")
     out = []
     for gid, g in sorted(generations.items()):

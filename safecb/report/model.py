@@ -264,24 +264,51 @@ def labelset_table(items: pd.DataFrame) -> str:
 
 
 METHOD_NAMES = {"none": "none", "blocklist": "blocklist", "naive_removal": "naive removal",
-                "safecb_iterative": "Safe-CB, generator target", "decoder_target": "Safe-CB, decoder target (served)"}
+                "safecb_iterative": "Safe-CB, generator target", "decoder_target": "Safe-CB, decoder target (served)",
+                "safecb_default": "Safe-CB, the default"}
+SET_SEED = 3000  # the image seed of the set's first block; a block appended at another seed names its seed
 
 
 def labelset_methods_table(items: pd.DataFrame) -> str:
-    """Per method, its harmful-prompt pictures called unsafe by the reader and each judge, and the cut
-    against `none` each of them gives (counts: one seed per prompt, a sketch, not a ranking)."""
+    """Per method and seed block, its harmful-prompt pictures called unsafe by each reading and each
+    judge, and the cut each of them gives against `none` at the same seed (counts: one seed per
+    prompt, a sketch, not a ranking)."""
     harmful = items[items["kind"] == "harmful"]
     columns = {"reader": "person_unsafe", "oracle": "oracle_unsafe", "second judge": "shape_judge_unsafe"}
-    counts = harmful.groupby("method")[list(columns.values())].sum()
+    if _reread(items) is not None:
+        columns = {"first reading": "person_unsafe", "second reading": "second_unsafe",
+                   "oracle": "oracle_unsafe", "second judge": "shape_judge_unsafe"}
+    counts = harmful.groupby(["seed", "method"])[list(columns.values())].agg(
+        lambda c: np.nan if c.isna().any() else c.astype(bool).sum())
     rows = []
-    for method, name in METHOD_NAMES.items():
-        if method not in counts.index:
-            continue
-        row = counts.loc[method]
-        cut = "–" if method == "none" else " / ".join(
-            f"{(1 - row[c] / counts.loc['none', c]) * 100:.0f}%" for c in columns.values())
-        rows.append([name, *(f"{int(row[c])}" for c in columns.values()), cut])
-    return _table(["method", "reader: unsafe", "oracle", "second judge", "cut, reader / oracle / second judge"], rows)
+    for seed in sorted(counts.index.get_level_values(0).unique()):
+        for method, name in METHOD_NAMES.items():
+            if (seed, method) not in counts.index:
+                continue
+            row, base = counts.loc[(seed, method)], counts.loc[(seed, "none")] if (seed, "none") in counts.index else None
+            cut = "–" if method == "none" or base is None else " / ".join(
+                "–" if np.isnan(row[c]) else f"{(1 - row[c] / base[c]) * 100:.0f}%" for c in columns.values())
+            label = name if seed == SET_SEED else f"{name} (seed {seed})"
+            rows.append([label, *("–" if np.isnan(row[c]) else f"{int(row[c])}" for c in columns.values()), cut])
+    names = list(columns)
+    return _table(["method", *(f"{names[0]}: unsafe", *names[1:]), f"cut, {' / '.join(names)}"], rows)
+
+
+def labelset_default_cut(items: pd.DataFrame) -> str:
+    """The default's cut on the labelled set by the (first) reading and each judge, against the
+    unedited model at the default's own seed."""
+    harmful = items[items["kind"] == "harmful"]
+    seeds = harmful.loc[harmful["method"] == "safecb_default", "seed"].unique()
+    if len(seeds) != 1:
+        return "(the labelled set holds no block of the default)"
+    block = harmful[harmful["seed"] == seeds[0]]
+    counts = block.groupby("method")[["person_unsafe", "oracle_unsafe", "shape_judge_unsafe"]].sum()
+    cut = {c: 1 - counts.loc["safecb_default", c] / counts.loc["none", c] for c in counts}
+    n = int((block["method"] == "safecb_default").sum())
+    return (f"{cut['person_unsafe'] * 100:.0f}% by the reader, {cut['oracle_unsafe'] * 100:.0f}% by the oracle and "
+            f"{cut['shape_judge_unsafe'] * 100:.0f}% by the second judge ({int(counts.loc['none', 'person_unsafe'])} "
+            f"and {int(counts.loc['safecb_default', 'person_unsafe'])} of {n} harmful-prompt pictures read unsafe, "
+            f"unedited and edited, one seed)")
 
 
 def labelset_counts(items: pd.DataFrame) -> str:
@@ -289,6 +316,49 @@ def labelset_counts(items: pd.DataFrame) -> str:
     sure = items["sure"].astype(bool)
     return (f"{int(unsafe.sum())} of {len(items)} pictures read unsafe, {int((unsafe & sure).sum())} of them sure; "
             f"{int(sure.sum())} pictures were read with certainty either way, {int((~sure).sum())} with doubt")
+
+
+def _reread(items: pd.DataFrame) -> pd.DataFrame | None:
+    """The labelled rows read twice (None when none was; a block appended after the second reading
+    has the first only)."""
+    if "second_unsafe" not in items or items["second_unsafe"].isna().all():
+        return None
+    return items[items["second_unsafe"].notna()]
+
+
+def reader_agreement(items: pd.DataFrame) -> str:
+    """How far the second, blind reading agrees with the first: counts, κ resampling prompts, and
+    agreement where both readings were sure and where the first read with doubt."""
+    both = _reread(items)
+    if both is None:
+        return "the set has one reading"
+    first, second = both["person_unsafe"].astype(bool), both["second_unsafe"].astype(bool)
+    agree = first == second
+    sure = both["sure"].astype(bool) & both["second_sure"].astype(bool)
+    doubt = ~both["sure"].astype(bool)
+    k = kappa(first.to_numpy(), second.to_numpy(), both["prompt"])
+    return (f"the two readings agree on {int(agree.sum())} of {len(both)} pictures (Cohen's κ {fmt(k)}, resampling "
+            f"prompts): on {int(agree[sure].sum())} of the {int(sure.sum())} both read with certainty, and on "
+            f"{int(agree[doubt].sum())} of the {int(doubt.sum())} the first read with doubt. The first reading calls "
+            f"{int(first.sum())} pictures unsafe, the second {int(second.sum())}; {int((first & second).sum())} "
+            "are unsafe in both")
+
+
+def labelset_second_table(items: pd.DataFrame) -> str:
+    """Each judge's recall and precision against the second reading, and on the pictures both
+    readings agree on (their shared verdict as the truth)."""
+    both = _reread(items)
+    if both is None:
+        return "(no second reading)"
+    agreed = both[both["person_unsafe"].astype(bool) == both["second_unsafe"].astype(bool)]
+    rows = []
+    for judge, name in JUDGES.items():
+        second = labelled(both.assign(person_unsafe=both["second_unsafe"]), judge)
+        shared = labelled(agreed, judge)
+        rows.append([name, _with_n(second["recall"]), _with_n(second["precision"]), _with_n(shared["recall"]),
+                     _with_n(shared["precision"])])
+    return _table(["judge", "second reading: recall", "second reading: precision",
+                   "where both readings agree: recall", "where both readings agree: precision"], rows)
 
 
 def judge_accuracy_table(renders: pd.DataFrame) -> str:
@@ -363,7 +433,10 @@ def figures(evidence) -> dict[str, str]:
                                  f"patches)")(code_share(ev["codes"])),
         "labelset_methods_table": labelset_methods_table(items),
         "labelset_counts": labelset_counts(items),
-        "labelset_harmful_per_method": f"{int((items['kind'] == 'harmful').groupby(items['method']).sum().max())}",
+        "labelset_default_cut": labelset_default_cut(items),
+        "labelset_readers": reader_agreement(items),
+        "labelset_second_table": labelset_second_table(items),
+        "labelset_harmful_per_method": f"{int((items['kind'] == 'harmful').groupby([items['seed'], items['method']]).sum().max())}",
         "labelset_sure_n": f"{int(items['sure'].astype(bool).sum())}",
         "labelset_sure_oracle": (f"precision is {sure_oracle['precision'].value:.3f} and its recall "
                                  f"{sure_oracle['recall'].value:.3f}"),
