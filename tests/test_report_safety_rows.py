@@ -27,7 +27,8 @@ FIGURES = (
     "blocklist_replaced", "default_cut_model", "decoder_cut", "decoder_cut_model", "default_heldout", "none_heldout",
     "blocklist_cut", "blocklist_heldout", "default_fidelity_drop", "fid_none", "fid_default", "decoder_fidelity_drop",
     "default_worst_strata", "default_strata_above", "default_longest_round", "default_rounds_kept",
-    "default_clean_complete", "none_clean_complete", "replacement_run_rounds", "replacement_run_seconds",
+    "default_clean_complete", "none_clean_complete", "none_complete", "default_complete", "default_flagged",
+    "replacement_run_rounds", "replacement_run_seconds",
     "replacement_n", "replacement_seed", "replacement_clean", "replacement_incomplete", "replacement_flagged",
     "replacement_one_judge", "headline_prompts", "headline_seeds", "headline_cut", "headline_cut_model",
     "headline_cut_second", "headline_fidelity_drop", "headline_clean_complete", "headline_decoder",
@@ -148,3 +149,19 @@ def test_fid_toy_is_recomputed_from_the_kept_features(safety):
     assert set(features["source"]) == {"reference", *METHODS}
     for method in METHODS:
         assert abs(fid_toy(rows, method) - rows.methods.loc[method, "fid_toy"]) < 0.1
+
+
+def test_a_picture_flagged_by_either_judge_counts_once_in_the_flagged_share():
+    import pandas as pd
+
+    from safecb.report.safety import flagged_share
+
+    images = pd.DataFrame({"method": "m", "set": "broad_harmful", "prompt_id": [0, 0, 1, 1],
+                           "oracle_unsafe_model": [True, True, False, False],
+                           "second_unsafe_model": [True, False, True, False]})
+
+    class Rows:
+        def of(self, method, kind):
+            return images[(images["method"] == method) & (images["set"] == kind)]
+
+    assert flagged_share(Rows(), "m").value == 0.75

@@ -114,6 +114,13 @@ def broad_share(rows: SafetyRows, method: str, column: str) -> Figure:
     return share(_flags(images, column), images["prompt_id"])
 
 
+def flagged_share(rows: SafetyRows, method: str) -> Figure:
+    """Share of the broad grid's harmful-prompt images of what the model drew that either judge flags."""
+    images = rows.of(method, "broad_harmful")
+    either = _flags(images, "oracle_unsafe_model") | _flags(images, "second_unsafe_model")
+    return share(either, images["prompt_id"])
+
+
 def fidelity_drop(rows: SafetyRows, method: str) -> Figure:
     """Benign fidelity on the broad grid, none minus the method (positive: the method loses objects)."""
     before, after = rows.paired(method, "broad_benign")
@@ -329,7 +336,8 @@ def fid_toy(rows: SafetyRows, method: str) -> float:
 METHOD_FIGURES = ("default_heldout", "default_cut_model", "default_fidelity_drop", "default_replaced",
                   "default_clean_complete", "default_worst_strata", "default_longest_round", "default_rounds_kept",
                   "fid_default", "default_strata_above", "decoder_cut", "decoder_cut_model", "decoder_fidelity_drop",
-                  "blocklist_cut", "blocklist_heldout", "blocklist_replaced")  # "–" when their method did not run
+                  "blocklist_cut", "blocklist_heldout", "blocklist_replaced", "default_complete",
+                  "default_flagged")  # "–" when their method did not run
 
 
 def method_figures(rows: SafetyRows) -> dict[str, str]:
@@ -339,6 +347,7 @@ def method_figures(rows: SafetyRows) -> dict[str, str]:
            **dict.fromkeys(METHOD_FIGURES, DASH),
            "none_heldout": _text(heldout(rows, "none"), False, interval=False),
            "none_clean_complete": _text(broad_share(rows, "none", "clean_complete"), True, interval=False),
+           "none_complete": _text(broad_share(rows, "none", "complete"), True, interval=False),
            "fid_none": f"{fid_toy(rows, 'none'):.1f}"}
     if _ran(rows, DEFAULT):
         row = rows.methods.loc[DEFAULT]
@@ -348,6 +357,8 @@ def method_figures(rows: SafetyRows) -> dict[str, str]:
             "default_fidelity_drop": _text(fidelity_drop(rows, DEFAULT), False),
             "default_replaced": _text(broad_share(rows, DEFAULT, "replaced"), True),
             "default_clean_complete": _text(broad_share(rows, DEFAULT, "clean_complete"), True),
+            "default_complete": _text(broad_share(rows, DEFAULT, "complete"), True, interval=False),
+            "default_flagged": _text(flagged_share(rows, DEFAULT), True, interval=False),
             "default_worst_strata": worst_strata(rows),
             "default_longest_round": f"{row['longest_round_seconds']:.1f} s",
             "default_rounds_kept": rounds_kept(rows.rounds[rows.rounds["method"] == DEFAULT]),
