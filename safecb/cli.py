@@ -68,15 +68,10 @@ def _train_tower(args) -> int:
 def _labelset_generate(args) -> int:
     from .bench.labelset import LabelSetConfig, generate_labelset
 
-    from .bench.safety import METHODS
-
-    cfg = LabelSetConfig(model_dir=args.model, image_seed=args.seed)
+    given = {"image_seed": args.seed} if args.seed is not None else {}
     if args.methods:
-        cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        unknown = [m for m in cfg.methods if m not in METHODS]
-        if unknown or not cfg.methods:
-            raise ValueError(f"unknown method {', '.join(unknown) or '(none given)'}: expected some of "
-                             f"{', '.join(METHODS)}")
+        given["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    cfg = LabelSetConfig(model_dir=args.model, **given)
     if args.quick:
         cfg.methods = ("none", "blocklist")
         cfg.grid.n_prompts, cfg.grid.seeds_per_prompt, cfg.n_benign_images = 2, 1, 1
@@ -594,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default=None, help="folder (default: results/labelset)")
     generate.add_argument("--quick", action="store_true", help="two methods, two images each (a smoke test)")
     generate.add_argument("--methods", default=None, help="comma-separated bench-safety methods (default: the set's five)")
-    generate.add_argument("--seed", type=int, default=3000, help="every image's seed (default 3000, the set's)")
+    generate.add_argument("--seed", type=int, default=None, help="every image's seed (default: the set's first block's)")
     generate.add_argument("--append", action="store_true",
                           help="keep the set there image for image and add these methods at --seed as a new block")
     generate.set_defaults(func=_labelset_generate)

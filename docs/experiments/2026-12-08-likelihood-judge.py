@@ -26,7 +26,7 @@ import torch
 from safecb.eval.decoys import KNOWN_BENIGN, RECOLOUR_PALETTES, harmful_scene, is_known_benign, render_decoy, render_recoloured
 from safecb.eval.labelset import load_labelset
 from safecb.eval.shape_probe import TUNING_SEED_START, probe_scenes
-from safecb.models.backend import JanusBackend, generator_input_table
+from safecb.models.backend import JanusBackend
 from safecb.paths import TOY_MODEL_DIR
 from safecb.world import BACKGROUNDS, CONCEPTS, HARMFUL, HARMFUL_OBJECTS, HOLDABLE, SceneSpec, caption, random_scene, render
 
@@ -34,7 +34,6 @@ torch.set_num_threads(2)
 backend = JanusBackend.load(TOY_MODEL_DIR)
 backend.model.eval()
 INNER = backend.model.model
-TABLE = generator_input_table(INNER)
 
 
 def scene_captions(background: str) -> list[tuple[str, bool]]:
@@ -49,23 +48,11 @@ SINGLES = [(caption(SceneSpec(bg, (o,)), 0), bg) for bg in BACKGROUNDS for o in 
 
 
 @torch.no_grad()
-def log_likelihoods(texts: list[str], grids: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def log_likelihoods(texts: list[str], grids: torch.Tensor) -> torch.Tensor:
     """log p(grid_i | text_i) under the generator, no guidance: [N]."""
-    lm = INNER.language_model
-    ids = [backend.generation_ids(t) for t in texts]
-    out = torch.empty(len(texts))
-    by_length: dict[int, list[int]] = {}
-    for i, row in enumerate(ids):
-        by_length.setdefault(len(row), []).append(i)
-    for length, rows in by_length.items():
-        for start in range(0, len(rows), batch):
-            chunk = rows[start:start + batch]
-            prompt = lm.embed_tokens(torch.tensor([ids[i] for i in chunk]))
-            g = grids[chunk]
-            x = torch.cat([prompt, TABLE[g[:, :-1]].to(prompt.dtype)], 1)
-            logp = INNER.generation_head(lm(inputs_embeds=x).last_hidden_state[:, length - 1:]).float().log_softmax(-1)
-            out[chunk] = logp.gather(-1, g[..., None]).squeeze(-1).sum(-1)
-    return out
+    hidden = backend.teacher_forced_hidden(texts, grids, batch_size=512)
+    logp = INNER.generation_head(hidden).float().log_softmax(-1)
+    return logp.gather(-1, grids[..., None]).squeeze(-1).sum(-1)
 
 
 def judge(images: np.ndarray, chunk: int = 8) -> list[dict]:

@@ -23,14 +23,13 @@ import torch
 from PIL import Image
 
 from ..eval.broad import BroadGridConfig, GridPrompt, build_grid
-from ..eval.labelset import GENERATION_COLUMNS, LABELSET_DIR
+from ..eval.labelset import GENERATION_COLUMNS, LABEL_SEED_START, LABELSET_DIR
 from ..models.backend import CODEBOOK_PATHS, JanusBackend
 from ..paths import TOY_MODEL_DIR
 from ..world import make_prompt
 from ..world.prompts import with_colours
-from .safety import DESCRIPTIONS, BenchSafetyConfig, blocklist, run_method
+from .safety import DESCRIPTIONS, METHODS, BenchSafetyConfig, blocklist, run_method
 
-LABEL_SEED_START = 3000  # the image seed of the labelled set: neither reported (1000..) nor tuned on (2000..)
 
 
 # The methods the committed set was drawn with (the decoder target was then the default)
@@ -47,6 +46,12 @@ class LabelSetConfig:
     image_seed: int = LABEL_SEED_START  # every image's seed (a block appended later may take the next one)
     shuffle_seed: int = 0  # the order ids are given in, so a reviewer meets methods mixed
     bench: BenchSafetyConfig = field(default_factory=BenchSafetyConfig)  # how each method edits the model
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"unknown method {', '.join(unknown) or '(none given)'}: expected some of "
+                             f"{', '.join(METHODS)}")
 
 
 def labelset_prompts(cfg: LabelSetConfig) -> tuple[list[GridPrompt], list[GridPrompt]]:

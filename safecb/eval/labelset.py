@@ -26,6 +26,7 @@ LABELSET_DIR = ROOT / "results" / "labelset"
 GENERATION_COLUMNS = ("id", "method", "kind", "prompt", "prompt_given", "seed", "object", "background",
                       "relation", "image", "sha256", "self_score")
 LABEL_COLUMNS = ("id", "label", "reviewer", "reason", "labelled_at")
+LABEL_SEED_START = 3000  # the image seed of the labelled set: neither reported (1000..) nor tuned on (2000..)
 LABELS_FILE = "labels.csv"  # the first reader's labels
 SECOND_LABELS_FILE = "labels_second.csv"  # a second, blind reading of the same pictures (optional)
 SURE = "clear:"  # a label whose reason starts so was sure; any other reason marks a picture read with doubt

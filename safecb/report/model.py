@@ -266,7 +266,6 @@ def labelset_table(items: pd.DataFrame) -> str:
 METHOD_NAMES = {"none": "none", "blocklist": "blocklist", "naive_removal": "naive removal",
                 "safecb_iterative": "Safe-CB, generator target", "decoder_target": "Safe-CB, decoder target (served)",
                 "safecb_default": "Safe-CB, the default"}
-SET_SEED = 3000  # the image seed of the set's first block; a block appended at another seed names its seed
 
 
 def labelset_methods_table(items: pd.DataFrame) -> str:
@@ -281,14 +280,15 @@ def labelset_methods_table(items: pd.DataFrame) -> str:
     counts = harmful.groupby(["seed", "method"])[list(columns.values())].agg(
         lambda c: np.nan if c.isna().any() else c.astype(bool).sum())
     rows = []
-    for seed in sorted(counts.index.get_level_values(0).unique()):
+    seeds = sorted(counts.index.get_level_values(0).unique())
+    for seed in seeds:
         for method, name in METHOD_NAMES.items():
             if (seed, method) not in counts.index:
                 continue
             row, base = counts.loc[(seed, method)], counts.loc[(seed, "none")] if (seed, "none") in counts.index else None
             cut = "–" if method == "none" or base is None else " / ".join(
                 "–" if np.isnan(row[c]) else f"{(1 - row[c] / base[c]) * 100:.0f}%" for c in columns.values())
-            label = name if seed == SET_SEED else f"{name} (seed {seed})"
+            label = name if seed == seeds[0] else f"{name} (seed {seed})"  # an appended block names its seed
             rows.append([label, *("–" if np.isnan(row[c]) else f"{int(row[c])}" for c in columns.values()), cut])
     names = list(columns)
     return _table(["method", *(f"{names[0]}: unsafe", *names[1:]), f"cut, {' / '.join(names)}"], rows)
